@@ -1,0 +1,22 @@
+"""cxrkit: chest X-ray pneumonia classification with the scikit-learn interface.
+
+For research and education; not a medical device.
+"""
+
+from cxrkit.cache import clear_image_cache, load_images
+from cxrkit.classifier import PneumoniaClassifier
+from cxrkit.data import load_image_folder, patient_groups
+from cxrkit.io import ImageReadError, read_image
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ImageReadError",
+    "PneumoniaClassifier",
+    "__version__",
+    "clear_image_cache",
+    "load_image_folder",
+    "load_images",
+    "patient_groups",
+    "read_image",
+]

@@ -1,0 +1,277 @@
+"""Turn ``X`` (paths or arrays) into one ``(n, size, size)`` ``uint8`` batch.
+
+Decoding is the hidden cost of training on folders of radiographs: a
+full-size JPEG takes milliseconds to decode and resize, as much as a training
+step of a small CNN. ``GridSearchCV`` refits on the same paths again and again,
+so decoded, resized images are kept in a process-wide cache keyed on the
+file's path, size and modification time and the target size. A changed file is
+decoded again; the cache is bounded in bytes and drops the least recently used
+images first.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import numpy as np
+from joblib import Parallel, delayed
+from PIL import Image
+
+from cxrkit.io import ImageReadError, read_image, to_grayscale_uint8
+
+__all__ = ["ImageCache", "clear_image_cache", "image_cache", "load_images"]
+
+_DEFAULT_MAX_BYTES = int(os.environ.get("CXRKIT_CACHE_BYTES", 2 * 1024**3))
+
+
+class ImageCache:
+    """A thread-safe, byte-bounded LRU cache of decoded, resized images.
+
+    Parameters
+    ----------
+    max_bytes : int
+        Upper bound on the bytes of image data held (2 GiB by default, or the
+        ``CXRKIT_CACHE_BYTES`` environment variable). 0 disables caching.
+
+    Examples
+    --------
+    >>> cache = ImageCache(max_bytes=1000)
+    >>> cache.put(("a", 1), np.zeros((10, 10), np.uint8))
+    >>> cache.get(("a", 1)).shape
+    (10, 10)
+    >>> cache.put(("b", 1), np.zeros((30, 30), np.uint8))  # too big: not kept
+    >>> len(cache)
+    1
+    """
+
+    def __init__(self, max_bytes: int = _DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of image data held now."""
+        return self._bytes
+
+    def get(self, key: tuple) -> np.ndarray | None:
+        with self._lock:
+            image = self._items.get(key)
+            if image is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return image
+
+    def put(self, key: tuple, image: np.ndarray) -> None:
+        if image.nbytes > self.max_bytes:
+            return
+        image.setflags(write=False)
+        with self._lock:
+            old = self._items.pop(key, None)
+            if old is not None:
+                self._bytes -= old.nbytes
+            self._items[key] = image
+            self._bytes += image.nbytes
+            while self._bytes > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._bytes -= dropped.nbytes
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._bytes = 0
+            self.hits = self.misses = 0
+
+
+#: The process-wide cache used by :func:`load_images`.
+image_cache = ImageCache()
+
+
+def clear_image_cache() -> None:
+    """Empty the process-wide image cache (for example to free memory)."""
+    image_cache.clear()
+
+
+def _cache_key(path: str, size: int) -> tuple:
+    st = os.stat(path)
+    return (os.path.realpath(path), st.st_size, st.st_mtime_ns, size)
+
+
+def _load_path(path: str, size: int) -> np.ndarray:
+    try:
+        key = _cache_key(path, size)
+    except OSError:
+        return read_image(path, size)  # raises a FileNotFoundError that names it
+    image = image_cache.get(key)
+    if image is None:
+        image = read_image(path, size)
+        image_cache.put(key, image)
+    return image
+
+
+def is_path_like_sequence(X: object) -> bool:
+    """Whether ``X`` is a sequence of file paths (not an image array)."""
+    if isinstance(X, np.ndarray):
+        return X.dtype.kind in "OUS" and X.ndim == 1
+    if isinstance(X, (str, bytes, os.PathLike)):
+        return False
+    if isinstance(X, Sequence) and len(X) > 0:
+        return all(isinstance(x, (str, os.PathLike)) for x in X)
+    return False
+
+
+def _check_array_batch(X: np.ndarray) -> np.ndarray:
+    if X.dtype == object or X.dtype.kind in "USV":
+        raise TypeError(
+            f"X has dtype {X.dtype}: pass either a 1-D sequence of image file "
+            "paths or a numeric array of images of shape (n, H, W) or (n, H, W, C)"
+        )
+    if X.ndim == 2:
+        raise ValueError(
+            f"X has shape {X.shape}: a batch of images needs shape (n, H, W) or "
+            "(n, H, W, C). For one image use X[np.newaxis]; for flattened images "
+            "reshape them to (n, H, W)."
+        )
+    if X.ndim not in (3, 4):
+        raise ValueError(
+            f"X has {X.ndim} dimension(s) (shape {X.shape}); expected a 1-D "
+            "sequence of paths, or images of shape (n, H, W) or (n, H, W, C)"
+        )
+    if X.ndim == 4 and X.shape[-1] not in (1, 3, 4):
+        hint = ""
+        if X.shape[1] in (1, 3, 4):
+            hint = " It looks channel-first: use np.moveaxis(X, 1, -1)."
+        raise ValueError(
+            f"X has shape {X.shape}: the last axis must hold 1, 3 or 4 channels "
+            f"(channel-last, (n, H, W, C)).{hint}"
+        )
+    if X.shape[0] == 0:
+        raise ValueError("X is empty: it holds 0 images")
+    if X.dtype.kind == "f" and not np.all(np.isfinite(X)):
+        n_bad = int((~np.isfinite(X)).reshape(len(X), -1).any(axis=1).sum())
+        raise ValueError(
+            f"X contains NaN or infinite values in {n_bad} image(s); "
+            "replace them (e.g. np.nan_to_num) before fitting or predicting"
+        )
+    return X
+
+
+def _resize_array(image: np.ndarray, size: int) -> np.ndarray:
+    if image.shape == (size, size):
+        return image
+    pil = Image.fromarray(image).resize(
+        (size, size), Image.Resampling.BILINEAR, reducing_gap=3.0
+    )
+    return np.asarray(pil)
+
+
+def load_images(
+    X: Sequence[str | os.PathLike] | np.ndarray,
+    size: int,
+    *,
+    on_error: str = "raise",
+    n_jobs: int | None = None,
+    verbose: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode and resize ``X`` into a ``(n, size, size)`` ``uint8`` batch.
+
+    Parameters
+    ----------
+    X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+        Paths are decoded (in threads) and cached; arrays are validated and
+        converted with :func:`cxrkit.io.to_grayscale_uint8`.
+    size : int
+        Side of the square output images.
+    on_error : {"raise", "skip"}
+        What to do with files that cannot be read. ``"raise"`` (default)
+        raises one :class:`~cxrkit.io.ImageReadError` listing every bad file;
+        ``"skip"`` leaves them out with one warning that lists them.
+    n_jobs : int, optional
+        Decoding threads; defaults to the number of CPUs.
+    verbose : int
+        Show a progress bar above 0 when decoding more than 64 files.
+
+    Returns
+    -------
+    images : ndarray of shape (n_kept, size, size), dtype uint8
+    kept : ndarray of shape (n,), dtype bool
+        Which inputs were read (all True unless ``on_error="skip"``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> images, kept = load_images(np.zeros((2, 50, 40)), size=32)
+    >>> images.shape, kept.tolist()
+    ((2, 32, 32), [True, True])
+    """
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not is_path_like_sequence(X):
+        if isinstance(X, (str, os.PathLike)):
+            raise TypeError(
+                f"X is a single path ({X!r}); pass a list of paths, e.g. [path], "
+                "or the X returned by cxrkit.load_image_folder"
+            )
+        X = _check_array_batch(np.asarray(X))
+        images = [_resize_array(to_grayscale_uint8(img), size) for img in X]
+        return np.stack(images), np.ones(len(images), dtype=bool)
+
+    paths = [os.fspath(p) for p in X]
+    results = _decode_all(paths, size, n_jobs=n_jobs, verbose=verbose)
+    failures = {p: r for p, r in zip(paths, results) if isinstance(r, str)}
+    kept = np.array([not isinstance(r, str) for r in results], dtype=bool)
+    if failures and on_error == "raise":
+        raise ImageReadError(
+            failures,
+            hint="Remove or fix these files, or pass on_error='skip' to leave "
+            "them out with a warning.",
+        )
+    if failures:
+        listed = "\n".join(f"  {p}: {why}" for p, why in failures.items())
+        warnings.warn(
+            f"skipped {len(failures)} unreadable image file(s):\n{listed}",
+            UserWarning,
+            stacklevel=2,
+        )
+    good = [r for r in results if not isinstance(r, str)]
+    if not good:
+        raise ValueError("none of the images in X could be read")
+    return np.stack(good), kept
+
+
+def _decode_one(path: str, size: int) -> np.ndarray | str:
+    try:
+        return _load_path(path, size)
+    except (ValueError, FileNotFoundError) as exc:
+        return str(exc)
+
+
+def _decode_all(
+    paths: list[str], size: int, *, n_jobs: int | None, verbose: int
+) -> list[np.ndarray | str]:
+    n_jobs = n_jobs or os.cpu_count() or 1
+    # Pillow releases the GIL while decoding and resizing, so threads scale.
+    jobs = (delayed(_decode_one)(p, size) for p in paths)
+    parallel = Parallel(n_jobs=n_jobs, prefer="threads", return_as="generator")
+    results = (
+        parallel(jobs)
+        if n_jobs > 1 and len(paths) > 8
+        else map(lambda p: _decode_one(p, size), paths)
+    )
+    if verbose and len(paths) > 64:
+        from tqdm.auto import tqdm
+
+        results = tqdm(results, total=len(paths), desc="decoding images")
+    return list(results)

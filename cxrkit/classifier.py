@@ -1,0 +1,481 @@
+"""``PneumoniaClassifier``: a scikit-learn classifier around a skorch net.
+
+Composition, not inheritance: the estimator has flat parameters (so
+``GridSearchCV`` grids stay simple, ``{"lr": [...]}``) and builds its skorch
+``NeuralNetClassifier`` in ``fit``. skorch runs the training loop and its
+callbacks (early stopping, LR schedules, progress); this module only decides
+what goes in: decoded images, the internal validation split, class weights.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.utils import check_random_state
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, ProgressBar
+from skorch.helper import predefined_split
+from torch import nn
+
+from cxrkit.cache import is_path_like_sequence, load_images
+from cxrkit.data import patient_id
+from cxrkit.models import build_model
+from cxrkit.persistence import load_model, save_model
+from cxrkit.transforms import ImageDataset, build_augmentation
+
+__all__ = ["PneumoniaClassifier"]
+
+ImageInput = Sequence[str | os.PathLike] | np.ndarray
+
+_LR_SCHEDULES = ("cosine", "onecycle", "plateau", None)
+
+
+def _valid_auc(net: NeuralNetClassifier, X: Any, y: np.ndarray) -> float:
+    """ROC AUC on the internal validation split (one-vs-rest for >2 classes)."""
+    proba = net.predict_proba(X)  # skorch serves this from its epoch cache
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if proba.shape[1] == 2:
+        return roc_auc_score(y, proba[:, 1])
+    return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+
+
+class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
+    """Chest X-ray classifier with the scikit-learn interface.
+
+    ``X`` is a sequence of image paths (as returned by
+    :func:`cxrkit.load_image_folder`) or an array of images of shape
+    ``(n, H, W)`` or ``(n, H, W, C)``; ``y`` holds any labels (strings or
+    ints), two classes or more. Images are decoded and resized once per call
+    (and cached across calls, see :mod:`cxrkit.cache`), not once per epoch.
+
+    For research and education; not a medical device.
+
+    Parameters
+    ----------
+    model : str, default="cnn4"
+        Architecture, one of :func:`cxrkit.models.available_models`.
+    pretrained : None, "imagenet" or path, default=None
+        Initial weights of torchvision backbones; a path is a local
+        ``state_dict`` file (works offline).
+    freeze : None or "backbone", default=None
+        ``"backbone"`` trains only the final linear layer.
+    image_size : int, default=128
+        Images are resized (squashed) to ``image_size x image_size``.
+    augment : {"light", "default", "strong"}, bool or None, default="default"
+        Random rotation, translation, scale, brightness and contrast while
+        training; never applied in ``predict``.
+    flip : bool, default=False
+        Also flip horizontally while training. Off by default: the left and
+        right lungs are not interchangeable.
+    class_weight : None, "balanced" or dict, default=None
+        Weights of the classes in the loss, computed with scikit-learn's
+        ``compute_class_weight`` from the ``y`` of each ``fit`` (so every CV
+        fold gets its own).
+    lr : float, default=1e-3
+        Learning rate of AdamW.
+    weight_decay : float, default=1e-4
+        AdamW weight decay.
+    batch_size : int, default=32
+    max_epochs : int, default=10
+    lr_schedule : {"cosine", "onecycle", "plateau"} or None, default="cosine"
+        Learning-rate schedule over ``max_epochs``.
+    label_smoothing : float, default=0.0
+        Label smoothing of the cross-entropy loss.
+    validation_fraction : float or None, default=0.1
+        Fraction of the training images held out (stratified, and grouped by
+        patient when ``X`` holds Kermany-style paths or ``fit`` gets
+        ``groups``) to score each epoch and drive early stopping. None or 0
+        trains on everything.
+    early_stopping : None or int, default=None
+        Patience in epochs on the validation loss; the best epoch's weights
+        are restored at the end.
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable image files in ``fit``: raise one error listing them all,
+        or leave them out with a warning that lists them.
+    device : str, default="auto"
+        ``"auto"`` uses CUDA when available, else the CPU; or any torch
+        device string.
+    random_state : int, RandomState or None, default=None
+        Seeds weights, shuffling, augmentation and the validation split; an
+        int makes a fit on CPU repeatable.
+    verbose : int, default=0
+        1 prints skorch's table of epochs; 2 adds progress bars.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+        Class labels, in the order of the ``predict_proba`` columns.
+    net_ : skorch.NeuralNetClassifier
+        The trained skorch net (``net_.module_`` is the torch model).
+    history_ : skorch.History
+        Per-epoch losses, ``valid_auc`` and durations.
+    device_ : str
+        The device used.
+
+    Examples
+    --------
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(n_samples=40, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1,
+    ...                           random_state=0).fit(X, y)
+    >>> clf.predict_proba(X[:3]).shape
+    (3, 2)
+    >>> list(clf.classes_)
+    ['NORMAL', 'PNEUMONIA']
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str = "cnn4",
+        pretrained: str | os.PathLike | None = None,
+        freeze: str | None = None,
+        image_size: int = 128,
+        augment: str | bool | None = "default",
+        flip: bool = False,
+        class_weight: str | dict | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 1e-4,
+        batch_size: int = 32,
+        max_epochs: int = 10,
+        lr_schedule: str | None = "cosine",
+        label_smoothing: float = 0.0,
+        validation_fraction: float | None = 0.1,
+        early_stopping: int | None = None,
+        on_error: str = "raise",
+        device: str = "auto",
+        random_state: int | np.random.RandomState | None = None,
+        verbose: int = 0,
+    ) -> None:
+        self.model = model
+        self.pretrained = pretrained
+        self.freeze = freeze
+        self.image_size = image_size
+        self.augment = augment
+        self.flip = flip
+        self.class_weight = class_weight
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.lr_schedule = lr_schedule
+        self.label_smoothing = label_smoothing
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.on_error = on_error
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ fit
+    def fit(
+        self, X: ImageInput, y: Sequence | np.ndarray, groups: Sequence | None = None
+    ) -> PneumoniaClassifier:
+        """Train on images ``X`` with labels ``y``.
+
+        Parameters
+        ----------
+        X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+        y : array-like of shape (n,)
+            Class labels (strings or ints), at least two classes.
+        groups : array-like of shape (n,), optional
+            Patient ids for the internal validation split. By default they
+            are parsed from Kermany-style paths (each image its own group
+            when a name cannot be parsed, or for arrays).
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        if y is None:
+            raise ValueError("y is required: one class label per image in X")
+        y = column_or_1d(np.asarray(y), warn=True)
+        check_classification_targets(y)
+        _check_length(X, y, "y")
+        if groups is not None:
+            groups = np.asarray(groups)
+            _check_length(X, groups, "groups")
+
+        images, kept = load_images(
+            X, self.image_size, on_error=self.on_error, verbose=self.verbose
+        )
+        y = y[kept]
+        if groups is None:
+            groups = _default_groups(X, kept)
+        else:
+            groups = groups[kept]
+
+        self.classes_, y_enc = np.unique(y, return_inverse=True)
+        if len(self.classes_) < 2:
+            raise ValueError(
+                f"y holds a single class ({self.classes_[0]!r}); a classifier needs "
+                "images of at least 2 classes"
+            )
+        weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
+        self.device_ = _resolve_device(self.device)
+        seed = _seed(self.random_state)
+
+        fork_devices = (
+            [torch.cuda.current_device()] if self.device_.startswith("cuda") else []
+        )
+        with torch.random.fork_rng(devices=fork_devices):
+            torch.manual_seed(seed)
+            train_idx, valid_idx = self._split(y_enc, groups, seed)
+            train_ds = ImageDataset(
+                images[train_idx],
+                y_enc[train_idx],
+                transform=build_augmentation(self.augment, self.flip),
+            )
+            valid_ds = (
+                ImageDataset(images[valid_idx], y_enc[valid_idx])
+                if valid_idx is not None
+                else None
+            )
+            module = build_model(
+                self.model,
+                len(self.classes_),
+                image_size=self.image_size,
+                pretrained=self.pretrained,
+                freeze=self.freeze,
+            )
+            self.net_ = NeuralNetClassifier(
+                module,
+                criterion=nn.CrossEntropyLoss,
+                criterion__weight=torch.as_tensor(weights, dtype=torch.float32),
+                criterion__label_smoothing=self.label_smoothing,
+                optimizer=torch.optim.AdamW,
+                optimizer__weight_decay=self.weight_decay,
+                lr=self.lr,
+                max_epochs=self.max_epochs,
+                batch_size=self.batch_size,
+                iterator_train__shuffle=True,
+                iterator_train__drop_last=len(train_idx) > self.batch_size,
+                train_split=predefined_split(valid_ds) if valid_ds else None,
+                callbacks=self._callbacks(
+                    len(train_idx), has_valid=valid_ds is not None
+                ),
+                classes=list(range(len(self.classes_))),
+                device=self.device_,
+                verbose=self.verbose,
+            )
+            self.net_.fit(train_ds, y=None)
+        self.history_ = self.net_.history
+        return self
+
+    def _check_params(self) -> None:
+        if self.lr_schedule not in _LR_SCHEDULES:
+            raise ValueError(
+                f"lr_schedule must be one of {_LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        for name in ("image_size", "batch_size", "max_epochs"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be at least 16, got {self.image_size}")
+        frac = self.validation_fraction
+        if frac is not None and not 0 <= frac < 0.5:
+            raise ValueError(
+                f"validation_fraction must be in [0, 0.5) or None, got {frac!r}"
+            )
+        if self.early_stopping is not None and not frac:
+            raise ValueError(
+                "early_stopping needs a validation split: set validation_fraction "
+                "(e.g. 0.1) or early_stopping=None"
+            )
+        if self.on_error not in ("raise", "skip"):
+            raise ValueError(
+                f"on_error must be 'raise' or 'skip', got {self.on_error!r}"
+            )
+
+    def _split(
+        self, y_enc: np.ndarray, groups: np.ndarray, seed: int
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Stratified, patient-grouped train / validation indices."""
+        everything = np.arange(len(y_enc))
+        if not self.validation_fraction:
+            return everything, None
+        n_splits = max(2, round(1 / self.validation_fraction))
+        _, group_codes = np.unique(groups.astype(str), return_inverse=True)
+        groups_per_class = [
+            len(np.unique(group_codes[y_enc == k])) for k in range(y_enc.max() + 1)
+        ]
+        if min(groups_per_class) < n_splits:
+            msg = (
+                f"too few patients per class ({min(groups_per_class)}) for "
+                f"validation_fraction={self.validation_fraction}"
+            )
+            if self.early_stopping is not None:
+                raise ValueError(
+                    f"{msg}; early stopping needs a validation split. Use more "
+                    "images, a larger validation_fraction, or early_stopping=None."
+                )
+            warnings.warn(f"{msg}: training on all images", UserWarning, stacklevel=3)
+            return everything, None
+        splitter = StratifiedGroupKFold(
+            n_splits=n_splits, shuffle=True, random_state=seed
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            train_idx, valid_idx = next(splitter.split(everything, y_enc, group_codes))
+        return train_idx, valid_idx
+
+    def _callbacks(self, n_train: int, has_valid: bool) -> list:
+        callbacks: list = []
+        if has_valid:
+            callbacks.append(
+                EpochScoring(
+                    _valid_auc,
+                    name="valid_auc",
+                    lower_is_better=False,
+                    use_caching=True,
+                )
+            )
+        steps_per_epoch = max(1, math.floor(n_train / self.batch_size))
+        if self.lr_schedule == "cosine":
+            callbacks.append(
+                LRScheduler(
+                    policy=torch.optim.lr_scheduler.CosineAnnealingLR,
+                    T_max=self.max_epochs,
+                )
+            )
+        elif self.lr_schedule == "onecycle":
+            callbacks.append(
+                LRScheduler(
+                    policy=torch.optim.lr_scheduler.OneCycleLR,
+                    max_lr=self.lr,
+                    epochs=self.max_epochs,
+                    steps_per_epoch=steps_per_epoch,
+                    step_every="batch",
+                )
+            )
+        elif self.lr_schedule == "plateau":
+            monitor = "valid_loss" if has_valid else "train_loss"
+            callbacks.append(
+                LRScheduler(
+                    policy=torch.optim.lr_scheduler.ReduceLROnPlateau,
+                    monitor=monitor,
+                    patience=2,
+                )
+            )
+        if self.early_stopping is not None:
+            callbacks.append(
+                EarlyStopping(
+                    monitor="valid_loss",
+                    patience=int(self.early_stopping),
+                    load_best=True,
+                )
+            )
+        if self.verbose >= 2:
+            callbacks.append(ProgressBar())
+        return callbacks
+
+    # -------------------------------------------------------------- predict
+    def predict_proba(self, X: ImageInput) -> np.ndarray:
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+
+        Returns
+        -------
+        ndarray of shape (n, n_classes)
+        """
+        check_is_fitted(self, "net_")
+        images, _ = load_images(X, self.image_size, verbose=self.verbose)
+        proba = self.net_.predict_proba(ImageDataset(images))
+        return proba.astype(np.float64)
+
+    def predict(self, X: ImageInput) -> np.ndarray:
+        """Predicted class label per image (the most probable class).
+
+        Parameters
+        ----------
+        X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+
+        Returns
+        -------
+        ndarray of shape (n,)
+        """
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+    def save(self, path: str | os.PathLike) -> os.PathLike:
+        """Write the fitted model to ``path``, without pickle.
+
+        See :mod:`cxrkit.persistence`.
+
+        Examples
+        --------
+        >>> import tempfile
+        >>> from cxrkit.datasets import make_synthetic_cxr
+        >>> X, y, _ = make_synthetic_cxr(20, image_size=32, random_state=0)
+        >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32,
+        ...                           max_epochs=1, random_state=0).fit(X, y)
+        >>> path = clf.save(tempfile.mkdtemp() + "/model.cxr")
+        >>> same = PneumoniaClassifier.load(path)
+        >>> bool(np.allclose(same.predict_proba(X), clf.predict_proba(X)))
+        True
+        """
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str = "cpu") -> PneumoniaClassifier:
+        """Read a model written by :meth:`save`; nothing in the file is executed."""
+        return load_model(path, device=device)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.non_deterministic = self.random_state is None
+        return tags
+
+
+def _check_length(X: Any, other: np.ndarray, name: str) -> None:
+    try:
+        n = len(X)
+    except TypeError:
+        raise TypeError(
+            f"X of type {type(X).__name__} has no length; pass a list of image "
+            "paths or an array of images"
+        ) from None
+    if n != len(other):
+        raise ValueError(f"X has {n} images but {name} has {len(other)} entries")
+
+
+def _default_groups(X: Any, kept: np.ndarray) -> np.ndarray:
+    """Patient ids parsed from paths (each unparsed image its own group)."""
+    n = int(kept.sum())
+    if not is_path_like_sequence(X):
+        return np.arange(n).astype(str)
+    paths = [os.fspath(p) for p, k in zip(X, kept) if k]
+    return np.array([patient_id(p) or p for p in paths], dtype=object)
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but CUDA is not available here; use device='auto' "
+            "or 'cpu'"
+        )
+    return str(device)
+
+
+def _seed(random_state: int | np.random.RandomState | None) -> int:
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))

@@ -1,0 +1,195 @@
+"""Folders of chest X-rays as ``(X, y)``, and patient ids for grouped splits."""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from cxrkit.io import IMAGE_EXTENSIONS, is_dicom_file
+
+__all__ = ["load_image_folder", "patient_groups", "patient_id"]
+
+# Kermany et al. 2018 file names: the patient is `personN` (PNEUMONIA) or the
+# study `IM-XXXX` (NORMAL; the NORMAL2 batch numbers its studies separately).
+_PERSON = re.compile(r"^(person\d+)_(?:bacteria|virus)_\d+$", re.IGNORECASE)
+_STUDY = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+$", re.IGNORECASE)
+
+
+def patient_id(name: str | os.PathLike) -> str | None:
+    """The patient id in one Kermany-style file name, or None.
+
+    Parameters
+    ----------
+    name : str or path-like
+        A file name or path; only the name without its ending is read.
+
+    Returns
+    -------
+    str or None
+        ``"person12"`` for ``person12_virus_34.jpeg``, ``"IM-0115"`` for
+        ``IM-0115-0001.jpeg``, ``"NORMAL2-IM-0427"`` for
+        ``NORMAL2-IM-0427-0001.jpeg``; None when the name has neither form.
+
+    Examples
+    --------
+    >>> patient_id("chest_xray/train/PNEUMONIA/person1_bacteria_1.jpeg")
+    'person1'
+    >>> patient_id("NORMAL2-IM-0427-0001.jpeg")
+    'NORMAL2-IM-0427'
+    >>> patient_id("scan.png") is None
+    True
+    """
+    stem = Path(os.fspath(name)).name.split(".", 1)[0]
+    for pattern in (_PERSON, _STUDY):
+        match = pattern.match(stem)
+        if match:
+            return match.group(1)
+    return None
+
+
+def patient_groups(X: Iterable[str | os.PathLike]) -> np.ndarray:
+    """Patient id per image, for ``GroupKFold`` and ``GroupShuffleSplit``.
+
+    Several radiographs of one patient in both the training and the
+    validation part of a split leak information and inflate scores; pass these
+    ids as ``groups`` so that each patient stays on one side.
+
+    Parameters
+    ----------
+    X : iterable of paths
+        Kermany-style names (``personN_bacteria_M``, ``personN_virus_M``,
+        ``IM-XXXX-YYYY``, ``NORMAL2-IM-XXXX-YYYY``).
+
+    Returns
+    -------
+    ndarray of shape (n,), dtype object
+        One id per image. A name that cannot be parsed becomes its own group
+        (its full path), and one warning says how many there were.
+
+    Examples
+    --------
+    >>> patient_groups(["a/person3_virus_1.jpeg", "b/person3_bacteria_9.jpeg",
+    ...                 "IM-0001-0001.jpeg"]).tolist()
+    ['person3', 'person3', 'IM-0001']
+    """
+    paths = [os.fspath(p) for p in X]
+    ids = [patient_id(p) for p in paths]
+    unparsed = [p for p, i in zip(paths, ids) if i is None]
+    if unparsed:
+        warnings.warn(
+            f"{len(unparsed)} of {len(paths)} file names have no Kermany patient "
+            f"id (e.g. {Path(unparsed[0]).name!r}); each of them is its own group",
+            UserWarning,
+            stacklevel=2,
+        )
+    return np.array(
+        [i if i is not None else p for p, i in zip(paths, ids)], dtype=object
+    )
+
+
+def _is_image_file(path: Path) -> bool:
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return True
+    # Extension-less DICOM files, as PACS exports often write them.
+    return path.suffix == "" and is_dicom_file(path)
+
+
+def load_image_folder(
+    path: str | os.PathLike,
+    *,
+    classes: Iterable[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Read a class-per-subfolder tree of images as ``(X, y)``.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A folder with one subfolder per class, as in the Kermany layout
+        ``chest_xray/train/{NORMAL,PNEUMONIA}/*.jpeg``. Subfolders are searched
+        recursively. Files ending in .jpeg, .jpg, .png, .bmp, .tif(f), .dcm,
+        and extension-less DICOM files are images. Hidden files (``.DS_Store``)
+        are ignored; other files are ignored with one warning listing them.
+    classes : iterable of str, optional
+        Subfolders to read, in this order; by default all, sorted by name.
+
+    Returns
+    -------
+    X : ndarray of shape (n,), dtype object
+        Image paths as strings, sorted within each class.
+    y : ndarray of shape (n,)
+        The class (subfolder name) of each image.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` or a requested class folder does not exist.
+    ValueError
+        Fewer than two classes, or a class folder without images.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> for label in ("NORMAL", "PNEUMONIA"):
+    ...     (root / label).mkdir()
+    ...     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / label / "a.png")
+    >>> X, y = load_image_folder(root)
+    >>> y.tolist()
+    ['NORMAL', 'PNEUMONIA']
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(
+            f"image folder not found: {root} (expected a folder with one "
+            "subfolder per class, e.g. chest_xray/train/NORMAL, .../PNEUMONIA)"
+        )
+    if not root.is_dir():
+        raise ValueError(
+            f"{root} is a file; pass the folder that holds the class subfolders"
+        )
+    subdirs = sorted(
+        p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+    wanted = list(classes) if classes is not None else subdirs
+    missing = [c for c in wanted if c not in subdirs]
+    if missing:
+        raise FileNotFoundError(
+            f"class folder(s) {missing} not found in {root}; found {subdirs}"
+        )
+    if len(wanted) < 2:
+        raise ValueError(
+            f"{root} has {len(wanted)} class folder(s) ({wanted}); a classifier "
+            "needs at least 2, one subfolder per class (e.g. NORMAL, PNEUMONIA)"
+        )
+    X, y, ignored = [], [], []
+    for label in wanted:
+        files = sorted(
+            p
+            for p in (root / label).rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])
+        )
+        images = [p for p in files if _is_image_file(p)]
+        ignored += [p for p in files if not _is_image_file(p)]
+        if not images:
+            raise ValueError(
+                f"class folder {root / label} holds no image files "
+                f"(readable endings: {', '.join(sorted(IMAGE_EXTENSIONS))})"
+            )
+        X += [str(p) for p in images]
+        y += [label] * len(images)
+    if ignored:
+        shown = ", ".join(str(p) for p in ignored[:10])
+        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+        warnings.warn(
+            f"ignored {len(ignored)} file(s) that are not images: {shown}{more}",
+            UserWarning,
+            stacklevel=2,
+        )
+    return np.array(X, dtype=object), np.array(y)
