@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils import check_random_state
@@ -28,11 +29,18 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, ProgressBar
 from skorch.helper import predefined_split
 from torch import nn
+from torch.utils.data import TensorDataset
 
 from cxrkit.cache import is_path_like_sequence, load_images
 from cxrkit.data import patient_id
+from cxrkit.features import backbone_features, headless
 from cxrkit.models import build_model
-from cxrkit.persistence import load_model, save_model
+from cxrkit.persistence import (
+    data_fingerprint,
+    load_model,
+    save_model,
+    training_checkpoint,
+)
 from cxrkit.transforms import ImageDataset, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
@@ -106,6 +114,12 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     on_error : {"raise", "skip"}, default="raise"
         Unreadable image files in ``fit``: raise one error listing them all,
         or leave them out with a warning that lists them.
+    checkpoint_dir : str, path-like or None, default=None
+        Save the weights, optimizer state and history to this folder after
+        every epoch (skorch's ``Checkpoint``). A ``fit`` interrupted by Ctrl-C
+        or a crash, called again with the same parameters and data, resumes
+        from the last finished epoch up to ``max_epochs``. Use a new folder per
+        run: a checkpoint of a different run raises an error.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU; or any torch
         device string.
@@ -125,6 +139,9 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Per-epoch losses, ``valid_auc`` and durations.
     device_ : str
         The device used.
+    skipped_files_ : list of str
+        Image files left out of ``fit`` because they could not be read
+        (only with ``on_error="skip"``; empty otherwise).
 
     Examples
     --------
@@ -157,6 +174,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction: float | None = 0.1,
         early_stopping: int | None = None,
         on_error: str = "raise",
+        checkpoint_dir: str | os.PathLike | None = None,
         device: str = "auto",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
@@ -177,6 +195,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
         self.on_error = on_error
+        self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -203,7 +222,10 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         """
         self._check_params()
         if y is None:
-            raise ValueError("y is required: one class label per image in X")
+            raise ValueError(
+                f"{type(self).__name__} requires y to be passed, but the target y "
+                "is None: pass one class label per image in X"
+            )
         y = column_or_1d(np.asarray(y), warn=True)
         check_classification_targets(y)
         _check_length(X, y, "y")
@@ -215,6 +237,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
             X, self.image_size, on_error=self.on_error, verbose=self.verbose
         )
         y = y[kept]
+        self.skipped_files_ = _skipped_files(X, kept)
         if groups is None:
             groups = _default_groups(X, kept)
         else:
@@ -253,6 +276,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 pretrained=self.pretrained,
                 freeze=self.freeze,
             )
+            resume_callbacks, resume_kwargs = self._checkpointing(images, y_enc)
             self.net_ = NeuralNetClassifier(
                 module,
                 criterion=nn.CrossEntropyLoss,
@@ -266,16 +290,65 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 iterator_train__shuffle=True,
                 iterator_train__drop_last=len(train_idx) > self.batch_size,
                 train_split=predefined_split(valid_ds) if valid_ds else None,
-                callbacks=self._callbacks(
-                    len(train_idx), has_valid=valid_ds is not None
-                ),
+                callbacks=resume_callbacks[:1]
+                + self._callbacks(len(train_idx), has_valid=valid_ds is not None)
+                + resume_callbacks[1:],
                 classes=list(range(len(self.classes_))),
                 device=self.device_,
                 verbose=self.verbose,
             )
-            self.net_.fit(train_ds, y=None)
+            if self.freeze == "backbone":
+                self._fit_head_on_features(train_ds, valid_ds)
+            else:
+                self.net_.fit(train_ds, y=None, **resume_kwargs)
         self.history_ = self.net_.history
         return self
+
+    def _fit_head_on_features(self, train_ds: Any, valid_ds: Any) -> None:
+        """Train only the head, on backbone features computed once per fit.
+
+        See :mod:`cxrkit.features`: the frozen backbone runs once (in eval
+        mode, without augmentation) instead of once per epoch.
+        """
+        module = self.net_.module
+        with headless(module, self.model) as (backbone, head):
+            sets = [
+                None
+                if ds is None
+                else TensorDataset(
+                    torch.from_numpy(
+                        backbone_features(
+                            backbone,
+                            ds,
+                            batch_size=self.batch_size,
+                            device=self.device_,
+                        )
+                    ),
+                    ds.y,
+                )
+                for ds in (train_ds, valid_ds)
+            ]
+        head_net = clone(self.net_).set_params(
+            module=head,
+            train_split=predefined_split(sets[1]) if sets[1] is not None else None,
+        )
+        head_net.fit(sets[0], y=None)
+        # The trained head is back inside ``module``; serve predictions from it.
+        self.net_.initialize()
+        self.net_.history = head_net.history
+
+    def _checkpointing(self, images: np.ndarray, y_enc: np.ndarray) -> tuple:
+        """Callbacks and ``net.fit`` arguments for ``checkpoint_dir``."""
+        if self.checkpoint_dir is None:
+            return [], {}
+        skip = ("checkpoint_dir", "device", "verbose")
+        run = {
+            "params": {k: v for k, v in self.get_params().items() if k not in skip},
+            "classes": self.classes_.tolist(),
+            "data": data_fingerprint(images, y_enc),
+        }
+        callbacks, epochs_done = training_checkpoint(self.checkpoint_dir, run)
+        return callbacks, {"epochs": max(0, self.max_epochs - epochs_done)}
 
     def _check_params(self) -> None:
         if self.lr_schedule not in _LR_SCHEDULES:
@@ -398,6 +471,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         ndarray of shape (n, n_classes)
         """
         check_is_fitted(self, "net_")
+        _reject_sparse(X)
         images, _ = load_images(X, self.image_size, verbose=self.verbose)
         proba = self.net_.predict_proba(ImageDataset(images))
         return proba.astype(np.float64)
@@ -413,7 +487,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n,)
         """
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        proba = self.predict_proba(X)  # checks first that the model is fitted
+        return self.classes_[np.argmax(proba, axis=1)]
 
     def save(self, path: str | os.PathLike) -> os.PathLike:
         """Write the fitted model to ``path``, without pickle.
@@ -446,15 +521,35 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
 
 
 def _check_length(X: Any, other: np.ndarray, name: str) -> None:
+    _reject_sparse(X)
+    if isinstance(X, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"X is a single path ({X!r}); pass a list of paths, e.g. [path], or "
+            "the X returned by cxrkit.load_image_folder"
+        )
     try:
-        n = len(X)
+        n = len(X) if hasattr(X, "__len__") else len(np.asarray(X))
     except TypeError:
         raise TypeError(
-            f"X of type {type(X).__name__} has no length; pass a list of image "
+            f"X of type {type(X).__name__} is not a sequence; pass a list of image "
             "paths or an array of images"
         ) from None
     if n != len(other):
         raise ValueError(f"X has {n} images but {name} has {len(other)} entries")
+
+
+def _reject_sparse(X: Any) -> None:
+    if sparse.issparse(X):
+        raise TypeError(
+            "X is a sparse matrix; sparse input is not supported: pass image "
+            "paths or a dense array of images (n, H, W) or (n, H, W, C)"
+        )
+
+
+def _skipped_files(X: Any, kept: np.ndarray) -> list[str]:
+    if kept.all() or not is_path_like_sequence(X):
+        return []
+    return [os.fspath(p) for p, k in zip(X, kept) if not k]
 
 
 def _default_groups(X: Any, kept: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ torch.set_num_threads(min(2, torch.get_num_threads()))
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     random.seed(0)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 (seeds code that uses the legacy global RNG)
     torch.manual_seed(0)
 
 
@@ -70,3 +70,9 @@ def fitted_synthetic(synthetic) -> PneumoniaClassifier:
         model="cnn4", image_size=64, max_epochs=6, augment="light", random_state=0
     )
     return clf.fit(X, y)
+
+
+@pytest.fixture(scope="session")
+def fast() -> dict:
+    """``FAST`` settings (a copy), for tests that fit their own small models."""
+    return dict(FAST)

@@ -1,0 +1,291 @@
+"""PneumoniaClassifier: sklearn manners, persistence, determinism, real images."""
+
+from __future__ import annotations
+
+import copy
+import pickle
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+from sklearn.utils.class_weight import compute_class_weight
+
+from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
+from cxrkit.datasets import make_synthetic_cxr
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_synthetic_cxr(48, image_size=32, random_state=3)
+
+
+@pytest.fixture(scope="module")
+def fitted_small(small, fast):
+    X, y, _ = small
+    return PneumoniaClassifier(model="simple_cnn", **fast).fit(X, y)
+
+
+@pytest.fixture(scope="module")
+def kermany_like(tmp_path_factory, small):
+    """A Kermany-style folder of PNGs: 12 patients, 2 images each."""
+    X, y, _ = small
+    root = tmp_path_factory.mktemp("chest_xray")
+    for label in ("NORMAL", "PNEUMONIA"):
+        (root / label).mkdir()
+    n_normal = n_pneu = 0
+    for img, label in zip(X, y):
+        if label == "NORMAL":
+            name = f"IM-{n_normal // 2:04d}-{n_normal % 2 + 1:04d}.png"
+            n_normal += 1
+        else:
+            name = f"person{n_pneu // 2}_bacteria_{n_pneu}.png"
+            n_pneu += 1
+        Image.fromarray(img).save(root / label / name)
+    return root
+
+
+# ---------------------------------------------------------------- round trips
+@pytest.mark.parametrize(
+    "roundtrip",
+    [
+        pytest.param(lambda c, tmp: pickle.loads(pickle.dumps(c)), id="pickle"),
+        pytest.param(lambda c, tmp: copy.deepcopy(c), id="deepcopy"),
+        pytest.param(
+            lambda c, tmp: joblib.load(joblib.dump(c, tmp / "m.joblib")[0]),
+            id="joblib",
+        ),
+        pytest.param(
+            lambda c, tmp: PneumoniaClassifier.load(c.save(tmp / "m.cxr")),
+            id="save-load",
+        ),
+    ],
+)
+def test_roundtrip_gives_identical_probabilities(
+    fitted_small, small, roundtrip, tmp_path
+):
+    X, _, _ = small
+    copy_ = roundtrip(fitted_small, tmp_path)
+    np.testing.assert_array_equal(copy_.predict_proba(X), fitted_small.predict_proba(X))
+    np.testing.assert_array_equal(copy_.classes_, fitted_small.classes_)
+
+
+def test_clone_is_unfitted_with_same_params(fitted_small):
+    cloned = clone(fitted_small)
+    assert cloned.get_params() == fitted_small.get_params()
+    assert not hasattr(cloned, "net_")
+
+
+def test_fit_leaves_params_unchanged(small, fast):
+    X, y, _ = small
+    clf = PneumoniaClassifier(model="simple_cnn", class_weight="balanced", **fast)
+    before = repr(clf.get_params())
+    clf.fit(X, y)
+    assert repr(clf.get_params()) == before
+
+
+def test_random_state_makes_fit_repeatable(small, fast):
+    X, y, _ = small
+    params = {**fast, "max_epochs": 2}
+    a = PneumoniaClassifier(model="simple_cnn", **params).fit(X, y).predict_proba(X)
+    b = PneumoniaClassifier(model="simple_cnn", **params).fit(X, y).predict_proba(X)
+    np.testing.assert_array_equal(a, b)
+    other = PneumoniaClassifier(model="simple_cnn", **{**params, "random_state": 1})
+    assert not np.allclose(other.fit(X, y).predict_proba(X), a)
+
+
+def test_fit_does_not_touch_global_torch_rng(small, fast):
+    X, y, _ = small
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    PneumoniaClassifier(model="simple_cnn", **fast).fit(X, y)
+    np.testing.assert_array_equal(torch.rand(3), expected)
+
+
+def test_predict_is_deterministic_and_order_invariant(fitted_small, small):
+    X, _, _ = small
+    proba = fitted_small.predict_proba(X)
+    np.testing.assert_array_equal(fitted_small.predict_proba(X), proba)  # no aug
+    order = np.random.default_rng(0).permutation(len(X))
+    np.testing.assert_allclose(
+        fitted_small.predict_proba(X[order]), proba[order], atol=1e-6
+    )
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+
+
+# -------------------------------------------------------------- class weights
+@pytest.mark.parametrize(
+    "class_weight", [None, "balanced", {"NORMAL": 3.0, "PNEUMONIA": 1.0}]
+)
+def test_class_weight_reaches_the_loss(class_weight, fast):
+    X, y, _ = make_synthetic_cxr(
+        40, image_size=32, positive_fraction=0.25, random_state=0
+    )
+    clf = PneumoniaClassifier(model="simple_cnn", class_weight=class_weight, **fast)
+    clf.fit(X, y)
+    expected = compute_class_weight(class_weight, classes=clf.classes_, y=y)
+    np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), expected, rtol=1e-6)
+    if class_weight == "balanced":
+        assert expected[0] != pytest.approx(expected[1])  # imbalanced data
+
+
+# ------------------------------------------------------------ labels, classes
+def test_multiclass_with_integer_labels(fast):
+    X, y, _ = make_synthetic_cxr(60, image_size=32, random_state=0)
+    labels = np.where(y == "NORMAL", 0, 1 + (np.arange(len(y)) % 2))  # 3 classes
+    clf = PneumoniaClassifier(model="cnn4", **fast).fit(X, labels)
+    assert clf.classes_.tolist() == [0, 1, 2]
+    assert clf.predict_proba(X).shape == (60, 3)
+    assert set(clf.predict(X)) <= {0, 1, 2}
+    assert clf.predict(X).dtype == labels.dtype
+
+
+@pytest.mark.parametrize(
+    "shape", [(6, 40, 30), (6, 40, 30, 1), (6, 40, 30, 3), (6, 40, 30, 4)]
+)
+def test_array_shapes_accepted(fitted_small, shape):
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=shape, dtype=np.uint8)
+    assert fitted_small.predict_proba(X).shape == (6, 2)
+
+
+# -------------------------------------------------------------- bad input
+def test_predict_before_fit_raises_not_fitted():
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        PneumoniaClassifier().predict(np.zeros((2, 32, 32)))
+
+
+@pytest.mark.parametrize(
+    ("X", "y", "error", "match"),
+    [
+        (np.zeros((4, 32, 32)), ["a", "b", "a"], ValueError, "4 images but y has 3"),
+        (np.zeros((4, 32, 32)), ["a"] * 4, ValueError, "single class"),
+        (np.zeros((4, 32)), ["a", "b"] * 2, ValueError, r"X\[np.newaxis\]"),
+        (np.full((4, 32, 32), np.nan), ["a", "b"] * 2, ValueError, "NaN"),
+        (np.zeros((4, 3, 32, 32)), ["a", "b"] * 2, ValueError, "channel-first"),
+        (np.zeros((4, 32, 32)), None, ValueError, "requires y"),
+        ("folder/", ["a"], TypeError, "single path"),
+    ],
+)
+def test_bad_input_messages(X, y, error, match, fast):
+    clf = PneumoniaClassifier(model="simple_cnn", **fast)
+    with pytest.raises(error, match=match):
+        clf.fit(X, y)
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "match"),
+    [
+        ("model", "resnet9000", "unknown model"),
+        ("lr_schedule", "linear", "lr_schedule"),
+        ("image_size", 8, "image_size"),
+        ("validation_fraction", 0.9, "validation_fraction"),
+        ("augment", "extreme", "augment"),
+    ],
+)
+def test_bad_params_named_in_error(small, param, value, match, fast):
+    X, y, _ = small
+    clf = PneumoniaClassifier(model="simple_cnn", **fast).set_params(**{param: value})
+    with pytest.raises(ValueError, match=match):
+        clf.fit(X, y)
+
+
+def test_early_stopping_needs_validation(small, fast):
+    X, y, _ = small
+    clf = PneumoniaClassifier(early_stopping=2, validation_fraction=None, **fast)
+    with pytest.raises(ValueError, match="validation"):
+        clf.fit(X, y)
+
+
+# ----------------------------------------------------------- paths, groups
+def test_validation_split_is_patient_grouped(kermany_like, fast):
+    X, y = load_image_folder(kermany_like)
+    clf = PneumoniaClassifier(model="simple_cnn", validation_fraction=0.25, **fast)
+    clf.fit(X, y)
+    valid_ds = clf.net_.train_split.keywords["valid_ds"]
+    assert 0 < len(valid_ds) < len(X)
+    # every image of a validation patient is in validation: 2 per patient
+    assert len(valid_ds) % 2 == 0
+    assert set(valid_ds.y.tolist()) == {0, 1}
+    assert "valid_auc" in clf.history_[-1]
+
+
+def test_grid_search_group_kfold_on_paths(kermany_like, fast):
+    X, y = load_image_folder(kermany_like)
+    groups = patient_groups(X)
+    search = GridSearchCV(
+        PneumoniaClassifier(model="simple_cnn", validation_fraction=None, **fast),
+        {"lr": [1e-3, 3e-3]},
+        scoring="roc_auc",
+        cv=GroupKFold(3),
+    )
+    search.fit(X, y, groups=groups)
+    assert set(search.cv_results_["param_lr"]) == {1e-3, 3e-3}
+    assert np.all(np.isfinite(search.cv_results_["mean_test_score"]))
+    assert search.predict_proba(X).shape == (len(X), 2)
+
+
+def test_cross_val_score_and_pipeline(small, fast):
+    X, y, _ = small
+    pipe = make_pipeline(
+        FunctionTransformer(lambda a: 255 - a),  # any image-to-image step
+        PneumoniaClassifier(model="simple_cnn", **fast),
+    )
+    scores = cross_val_score(pipe, X, y, cv=2, scoring="accuracy")
+    assert scores.shape == (2,)
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_images_decoded_once_per_fit_and_cached_across_fits(kermany_like, fast):
+    from cxrkit.cache import clear_image_cache, image_cache
+
+    X, y = load_image_folder(kermany_like)
+    clear_image_cache()
+    clf = PneumoniaClassifier(model="simple_cnn", **{**fast, "max_epochs": 3})
+    clf.fit(X, y)
+    assert image_cache.misses == len(X)  # once, not once per epoch
+    clone(clf).fit(X, y)
+    assert image_cache.misses == len(X)
+    assert image_cache.hits == len(X)
+
+
+# ------------------------------------------------------------- learning
+def test_learns_synthetic_lesions(fitted_synthetic):
+    X, y, _ = make_synthetic_cxr(120, image_size=64, random_state=11)
+    proba = fitted_synthetic.predict_proba(X)[:, 1]
+    assert roc_auc_score(y == "PNEUMONIA", proba) > 0.95
+
+
+@pytest.mark.slow
+def test_real_images_fit_and_predict(kermany_dir: Path):
+    """About 200 real radiographs of train, 2 epochs; predict the val split."""
+    X, y = load_image_folder(kermany_dir / "train")
+    rng = np.random.default_rng(0)
+    idx = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), 100, replace=False) for c in np.unique(y)]
+    )
+    clf = PneumoniaClassifier(
+        model="cnn4",
+        image_size=64,
+        max_epochs=2,
+        class_weight="balanced",
+        random_state=0,
+    ).fit(X[idx], y[idx])
+    X_val, _ = load_image_folder(kermany_dir / "val")
+    proba = clf.predict_proba(X_val)
+    assert proba.shape == (16, 2)
+    assert np.all(np.isfinite(proba))
+    assert set(clf.predict(X_val)) <= {"NORMAL", "PNEUMONIA"}
+    assert len(clf.history_) == 2
+    # the training loss falls on real images
+    assert clf.history_[-1, "train_loss"] < clf.history_[0, "train_loss"]
