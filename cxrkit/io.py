@@ -8,8 +8,17 @@ Policy, in one place:
 
 * colour, alpha, palette and CMYK images become luma (Pillow's ``"L"``
   conversion, ITU-R 601 weights); EXIF orientation is honoured;
-* images with more than 8 bits (16-bit PNG, DICOM) are stretched min-max to
-  0-255 per image, since their useful range rarely fills the type;
+* images with more than 8 bits (16-bit PNG, integer arrays beyond 0-255) are
+  stretched min-max to 0-255 per image, since their useful range rarely fills the type;
+  DICOM is windowed first (see :mod:`cxrkit.dicom`);
+* files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
+  about 179 megapixels for an error) are refused with a message saying how
+  to raise it; tiny images are upscaled to the requested size;
+* every failure is a ``FileNotFoundError`` or ``ValueError`` naming the file
+  (an ``ImportError`` when an optional package is missing).
+
+The full table of inputs and behaviours is in the user guide ("Supported
+inputs").
 * float arrays must lie in [0, 1] or [0, 255];
 * resizing squashes the aspect ratio to a square, as the Kermany 224 px copies
   and most pipelines do.
@@ -77,8 +86,9 @@ def to_grayscale_uint8(image: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     image : ndarray of shape (H, W) or (H, W, C) with C in {1, 3, 4}
-        ``uint8`` is kept as is; other integer types are stretched min-max
-        to 0-255; floats must lie in [0, 1] (scaled by 255) or [0, 255].
+        ``uint8``, and integers already within 0-255, are kept as grey
+        levels; other integers (12- or 16-bit data) are stretched min-max to
+        0-255; floats must lie in [0, 1] (scaled by 255) or [0, 255].
         Colour is converted to luma; an alpha channel is dropped.
 
     Returns
@@ -134,6 +144,8 @@ def to_grayscale_uint8(image: np.ndarray) -> np.ndarray:
             )
         scale = 255.0 if hi <= 1.0 else 1.0
         return np.clip(np.rint(image * scale), 0, 255).astype(np.uint8)
+    if image.size and image.min() >= 0 and image.max() <= 255:
+        return image.astype(np.uint8)  # already grey levels, e.g. np.array([[0, 128]])
     return _stretch_to_uint8(image)
 
 
@@ -192,9 +204,13 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     Raises
     ------
     FileNotFoundError
-        The file does not exist.
+        The file does not exist (or is a broken symbolic link).
     ValueError
-        The file is empty, not an image, or truncated.
+        The file is empty, a folder, not an image, truncated or damaged, or
+        larger than Pillow's decompression-bomb limit.
+    ImportError
+        A DICOM file needs pydicom (``pip install cxrkit[dicom]``) or a
+        decoder package for its compression.
 
     Examples
     --------
@@ -207,7 +223,10 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"image file not found: {path}")
+        broken = " (a broken symbolic link)" if os.path.islink(path) else ""
+        raise FileNotFoundError(f"image file not found: {path}{broken}")
+    if os.path.isdir(path):
+        raise ValueError(f"{path} is a folder, not an image file")
     if os.path.getsize(path) == 0:
         raise ValueError(f"image file is empty (0 bytes): {path}")
     if is_dicom_file(path):
@@ -224,7 +243,20 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
             if size:
                 gray = _resize(gray, size)
             return np.asarray(gray, dtype=np.uint8).copy()
-    except UnidentifiedImageError as exc:
-        raise ValueError(f"not an image file Pillow can read: {path}") from exc
-    except (OSError, SyntaxError) as exc:
-        raise ValueError(f"could not decode image {path}: {exc}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ValueError(
+            f"{path}: {exc} If you trust the file, raise Pillow's limit before "
+            "reading it: PIL.Image.MAX_IMAGE_PIXELS = None (or a larger number)."
+        ) from None
+    except UnidentifiedImageError:
+        raise ValueError(f"not an image file Pillow can read: {path}") from None
+    except MemoryError:
+        raise
+    except Exception as exc:
+        # Pillow's decoders raise OSError, SyntaxError, ValueError, EOFError,
+        # struct.error, zlib.error and others on damaged files (found by the
+        # fuzz tests); all of them mean "this file cannot be decoded".
+        raise ValueError(
+            f"could not decode image {path} ({type(exc).__name__}: {exc}); the "
+            "file may be truncated or damaged"
+        ) from None
