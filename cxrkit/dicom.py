@@ -1,0 +1,229 @@
+"""Read DICOM radiographs as display-ready grayscale ``uint8`` images.
+
+Needs the optional extra ``pip install cxrkit[dicom]`` (pydicom). The pixel
+pipeline follows the DICOM standard's grayscale chain and uses pydicom's own
+implementations of each step:
+
+1. decode the stored values (compressed transfer syntaxes need a decoder
+   package: Pillow covers JPEG baseline and JPEG 2000, pylibjpeg or gdcm the
+   rest; a missing one raises an ImportError that names it);
+2. Modality LUT or Rescale Slope / Intercept
+   (:func:`pydicom.pixels.apply_modality_lut`);
+3. VOI LUT, else Window Center / Width (:func:`pydicom.pixels.apply_voi_lut`),
+   and the window's output range is mapped to 0-255; without either, the
+   image's own minimum and maximum are mapped to 0-255. Data of 12 or 16 bits
+   is reduced to 8 bits only here, after windowing;
+4. ``MONOCHROME1`` (bone dark in the stored values) is inverted so that bone
+   is bright, as in ``MONOCHROME2`` and in every other image cxrkit reads.
+
+Colour DICOM (RGB, YBR) becomes luma, as colour JPEGs do. Multi-frame files
+are refused: a chest radiograph is one frame.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+import numpy as np
+from PIL import Image
+
+if TYPE_CHECKING:
+    from pydicom.dataset import Dataset
+
+__all__ = ["read_dicom"]
+
+_INSTALL_HINT = "pip install cxrkit[dicom]"
+
+
+def _import_pydicom():
+    try:
+        import pydicom
+    except ImportError as exc:
+        raise ImportError(
+            "reading DICOM files needs pydicom, which is not installed. "
+            f"Install the optional extra: {_INSTALL_HINT}"
+        ) from exc
+    return pydicom
+
+
+def read_dicom(path: str | os.PathLike) -> np.ndarray:
+    """Read one DICOM file as a 2-D grayscale ``uint8`` image.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A DICOM file (with or without the 128-byte preamble and ``DICM``
+        prefix, with or without a ``.dcm`` ending).
+
+    Returns
+    -------
+    ndarray of shape (Rows, Columns), dtype uint8
+        Windowed as described in :mod:`cxrkit.dicom`; bone is bright.
+
+    Raises
+    ------
+    ImportError
+        pydicom is missing (``pip install cxrkit[dicom]``), or the file uses a
+        compressed transfer syntax whose decoder package is not installed (the
+        message names the packages that would decode it).
+    FileNotFoundError
+        No such file.
+    ValueError
+        Not a DICOM file, no pixel data, damaged pixel data, several frames,
+        or more pixels than Pillow's decompression-bomb limit.
+
+    Examples
+    --------
+    >>> import tempfile, numpy as np
+    >>> from pydicom.dataset import Dataset, FileMetaDataset
+    >>> from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+    >>> ds = Dataset()
+    >>> ds.file_meta = FileMetaDataset()
+    >>> ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    >>> ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    >>> ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    >>> ds.Rows, ds.Columns = 2, 3
+    >>> ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    >>> ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+    >>> ds.PixelRepresentation = 0
+    >>> ds.PixelData = np.array([[0, 1000, 4095], [0, 0, 0]], "<u2").tobytes()
+    >>> path = tempfile.mkdtemp() + "/x.dcm"
+    >>> ds.save_as(path, enforce_file_format=True)
+    >>> read_dicom(path).tolist()  # min-max, then MONOCHROME1 inverted
+    [[255, 193, 0], [255, 255, 255]]
+    """
+    pydicom = _import_pydicom()
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"DICOM file not found: {path}")
+    try:
+        # force=True also reads files written without the preamble.
+        ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        raise ValueError(f"not a readable DICOM file: {path} ({exc})") from None
+    if "PixelData" not in ds:
+        raise ValueError(
+            f"DICOM file has no pixel data (it may be a report or a "
+            f"structured document, not an image): {path}"
+        )
+    _check_header(ds, path)
+    stored = _decode_pixels(ds, path)
+    try:
+        if stored.ndim == 3 and stored.shape[-1] in (3, 4):
+            from cxrkit.io import to_grayscale_uint8
+
+            return to_grayscale_uint8(stored)
+        if stored.ndim != 2:
+            raise ValueError(f"pixel array has shape {stored.shape}")
+        return _grayscale_to_uint8(stored, ds)
+    except ValueError as exc:
+        raise ValueError(f"could not convert DICOM pixels of {path}: {exc}") from None
+    except Exception as exc:  # broken LUTs or window values in a damaged header
+        raise ValueError(
+            f"could not apply the DICOM grayscale transforms of {path} "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+
+
+def _check_header(ds: Dataset, path: str) -> None:
+    try:
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:
+        raise ValueError(
+            f"DICOM file has a damaged image header: {path} ({exc})"
+        ) from None
+    if frames > 1:
+        raise ValueError(
+            f"DICOM file has {frames} frames: {path}; cxrkit reads single-frame "
+            "radiographs (save one frame as its own file)"
+        )
+    limit = Image.MAX_IMAGE_PIXELS
+    if limit and rows * cols > 2 * limit:
+        raise ValueError(
+            f"DICOM image of {cols}x{rows} pixels exceeds the decompression-bomb "
+            f"limit of {2 * limit} pixels: {path}. If you trust the file, raise "
+            "the limit: PIL.Image.MAX_IMAGE_PIXELS = None (or a larger number)"
+        )
+
+
+def _decode_pixels(ds: Dataset, path: str) -> np.ndarray:
+    from pydicom.pixels import get_decoder
+
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if syntax is not None and syntax.is_compressed:
+        try:
+            decoder = get_decoder(syntax)
+        except NotImplementedError:
+            raise ValueError(
+                f"DICOM file uses transfer syntax {syntax} ({syntax.name}), which "
+                f"no decoder supports: {path}"
+            ) from None
+        if not decoder.is_available:
+            missing = "; ".join(decoder.missing_dependencies)
+            raise ImportError(
+                f"{path} holds {syntax.name} compressed pixel data and no decoder "
+                f"for it is installed. Install one of: {missing} "
+                "(e.g. pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg, "
+                "or pip install python-gdcm)"
+            )
+    try:
+        return np.asarray(ds.pixel_array)
+    except Exception as exc:  # truncated or inconsistent pixel data
+        raise ValueError(
+            f"could not decode the DICOM pixel data of {path} "
+            f"({type(exc).__name__}: {str(exc)[:200]})"
+        ) from None
+
+
+def _grayscale_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    from cxrkit.io import _stretch_to_uint8
+
+    values = apply_modality_lut(stored, ds)
+    if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
+        # Integral values after a rescale: a VOI LUT indexes with integers.
+        values = values.astype(np.int64)
+    window = _voi_output_range(ds)
+    if window is None:
+        # No VOI transform: min-max over the image (as for 16-bit PNGs).
+        image = _stretch_to_uint8(np.asarray(values, dtype=np.float64))
+    else:
+        lo, hi = window
+        shown = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
+        if not np.all(np.isfinite(shown)):
+            raise ValueError("windowing produced NaN or infinite values")
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        image = np.clip(np.rint((shown - lo) * scale), 0, 255).astype(np.uint8)
+    if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
+        image = 255 - image
+    return image
+
+
+def _voi_output_range(ds: Dataset) -> tuple[float, float] | None:
+    """The output range of the VOI transform pydicom will apply, or None.
+
+    pydicom returns windowed values in the output range of the VOI LUT or
+    window but not the range itself, which is what maps to 0-255. It is found
+    by passing probe values through the same pydicom functions: all LUT
+    entries for a VOI LUT, two extreme values for a window. The choice of
+    transform mirrors ``apply_voi_lut`` (a valid VOI LUT wins over a window).
+    """
+    from pydicom.pixels import apply_voi, apply_windowing
+
+    sequence = ds.get("VOILUTSequence")
+    if sequence and None not in (
+        sequence[0].get("LUTDescriptor"),
+        sequence[0].get("LUTData"),
+    ):
+        n_entries, first, _ = sequence[0].LUTDescriptor
+        probe = np.arange(first, first + (n_entries or 2**16), dtype=np.int64)
+        entries = apply_voi(probe, ds)
+        return float(entries.min()), float(entries.max())
+    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+        with np.errstate(over="ignore"):
+            ends = apply_windowing(np.array([-1e30, 1e30]), ds)
+        return float(ends.min()), float(ends.max())
+    return None

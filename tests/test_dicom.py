@@ -1,0 +1,249 @@
+"""DICOM decoding: files built with pydicom from real radiographs.
+
+Each test writes a DICOM file whose stored values are a known transform of a
+real chest X-ray (from ``../shared/data/chest_xray_fullres``) and checks that
+``read_dicom`` undoes the transform: the decoded image matches the source up
+to rounding.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pydicom = pytest.importorskip("pydicom")
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.encaps import encapsulate  # noqa: E402
+from pydicom.uid import (  # noqa: E402
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    JPEGLSLossless,
+    generate_uid,
+)
+
+from cxrkit import load_image_folder, read_image  # noqa: E402
+from cxrkit.dicom import read_dicom  # noqa: E402
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    preamble: bool = True,
+    **elements,
+) -> Path:
+    """Write ``pixels`` (2-D integer, or (H, W, 3) uint8) as a DX DICOM file."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    colour = pixels.ndim == 3
+    ds.SamplesPerPixel = 3 if colour else 1
+    ds.PhotometricInterpretation = "RGB" if colour else photometric
+    if colour:
+        ds.PlanarConfiguration = 0
+    bits = pixels.dtype.itemsize * 8
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits_stored or bits
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(pixels.dtype.kind == "i")
+    for key, value in elements.items():
+        setattr(ds, key, value)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    if not preamble:
+        path.write_bytes(path.read_bytes()[132:])
+    return path
+
+
+def stretch(values: np.ndarray) -> np.ndarray:
+    """Reference min-max mapping to 0-255, written independently of cxrkit."""
+    v = values.astype(np.float64)
+    return np.rint((v - v.min()) / (v.max() - v.min()) * 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def real_gray(fullres_dir: Path) -> list[np.ndarray]:
+    """Two real radiographs (one NORMAL, one PNEUMONIA) as 192 px uint8."""
+    paths = [
+        sorted((fullres_dir / "train" / label).glob("*.jpeg"))[0]
+        for label in ("NORMAL", "PNEUMONIA")
+    ]
+    return [read_image(p, size=192) for p in paths]
+
+
+def test_monochrome2_16bit_rescale_without_window_is_min_max(tmp_path, real_gray):
+    for i, gray in enumerate(real_gray):
+        stored = (gray.astype(np.uint16) * 16 + 7).astype(np.uint16)
+        path = write_dicom(
+            tmp_path / f"{i}.dcm",
+            stored,
+            bits_stored=12,
+            RescaleSlope=0.5,
+            RescaleIntercept=-100,
+        )
+        decoded = read_dicom(path)
+        assert decoded.dtype == np.uint8 and decoded.shape == gray.shape
+        assert np.abs(decoded.astype(int) - stretch(gray)).max() <= 1
+
+
+def test_monochrome1_is_inverted_so_bone_is_bright(tmp_path, real_gray):
+    gray = real_gray[0]
+    stored = ((255 - gray.astype(np.uint16)) * 16).astype(np.uint16)
+    path = write_dicom(tmp_path / "m1.dcm", stored, photometric="MONOCHROME1")
+    decoded = read_dicom(path)
+    assert np.abs(decoded.astype(int) - stretch(gray)).max() <= 1
+    # The same values as MONOCHROME2 give the negative.
+    path2 = write_dicom(tmp_path / "m2.dcm", stored, photometric="MONOCHROME2")
+    assert np.abs(read_dicom(path2).astype(int) + decoded - 255).max() <= 1
+
+
+def test_window_covering_the_source_range_gives_the_source(tmp_path, real_gray):
+    gray = real_gray[1]
+    slope, intercept = 2.0, -1024.0
+    stored = (gray.astype(np.int16) * 8).astype(np.int16)  # signed data
+    lo, hi = intercept, slope * 255 * 8 + intercept  # rescaled values of 0, 255
+    path = write_dicom(
+        tmp_path / "w.dcm",
+        stored,
+        bits_stored=16,
+        RescaleSlope=slope,
+        RescaleIntercept=intercept,
+        WindowCenter=(lo + hi) / 2,
+        WindowWidth=hi - lo,
+        VOILUTFunction="LINEAR_EXACT",
+    )
+    decoded = read_dicom(path)
+    # Not min-max: the window maps 0 -> 0 and 255 -> 255 whatever the image.
+    assert np.abs(decoded.astype(int) - gray).max() <= 1
+
+
+def test_narrow_window_saturates_outside_it(tmp_path, real_gray):
+    gray = real_gray[0]
+    stored = gray.astype(np.uint16) * 16
+    # Window over source values 64..192 (stored 1024..3072), LINEAR function.
+    path = write_dicom(
+        tmp_path / "n.dcm",
+        stored,
+        bits_stored=12,
+        WindowCenter=2048,
+        WindowWidth=2048,
+    )
+    decoded = read_dicom(path).astype(int)
+    expected = np.clip((gray.astype(float) - 64) / 128 * 255, 0, 255)
+    assert np.abs(decoded - expected).max() <= 2
+    assert (decoded[gray <= 63] == 0).all() and (decoded[gray >= 193] == 255).all()
+
+
+def test_voi_lut_sequence_is_applied(tmp_path, real_gray):
+    gray = real_gray[1]
+    stored = gray.astype(np.uint16) * 16
+    lut = np.rint(np.sqrt(np.arange(4096) / 4095) * 65535).astype(np.uint16)
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 16]
+    item.LUTData = lut.astype("<u2").tobytes()  # OW, little endian
+    path = write_dicom(
+        tmp_path / "lut.dcm", stored, bits_stored=12, VOILUTSequence=[item]
+    )
+    decoded = read_dicom(path).astype(int)
+    expected = np.rint(np.sqrt(stored / 4095) * 255)
+    assert np.abs(decoded - expected).max() <= 1
+
+
+def test_file_without_preamble_and_without_extension(tmp_path, real_gray):
+    gray = real_gray[0]
+    bare = write_dicom(tmp_path / "bare.dcm", gray, preamble=False)
+    assert np.array_equal(read_image(bare), stretch(gray))
+    # PACS exports: extension-less files found in a folder by their preamble.
+    for label in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "tree" / label).mkdir(parents=True)
+        write_dicom(tmp_path / "tree" / label / "IM0001", gray)
+    X, _ = load_image_folder(tmp_path / "tree")
+    assert [Path(x).name for x in X] == ["IM0001", "IM0001"]
+    assert read_image(X[0], size=32).shape == (32, 32)
+
+
+def test_rgb_dicom_becomes_luma(tmp_path, real_gray):
+    gray = real_gray[0]
+    rgb = np.stack([gray, gray // 2, 255 - gray], axis=-1)
+    decoded = read_dicom(write_dicom(tmp_path / "rgb.dcm", rgb)).astype(float)
+    luma = rgb.astype(float) @ np.array([0.299, 0.587, 0.114])
+    assert np.abs(decoded - luma).max() <= 1
+
+
+def test_jpeg_compressed_dicom_decodes_with_pillow(tmp_path, real_gray):
+    gray = real_gray[1]
+    buffer = io.BytesIO()
+    Image.fromarray(gray).save(buffer, format="JPEG", quality=95)
+    path = write_dicom(tmp_path / "j.dcm", gray)
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    decoded = read_dicom(path).astype(int)
+    assert np.abs(decoded - stretch(gray)).mean() < 3
+
+
+def test_compressed_without_decoder_names_the_packages(tmp_path, real_gray):
+    path = write_dicom(tmp_path / "ls.dcm", real_gray[0])
+    ds = pydicom.dcmread(path)
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7 not really JPEG-LS"])
+    ds["PixelData"].VR = "OB"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ImportError, match="pylibjpeg") as info:
+        read_image(path)
+    assert "JPEG-LS" in str(info.value) and "gdcm" in str(info.value)
+
+
+def test_missing_pydicom_names_the_extra(tmp_path, monkeypatch):
+    path = tmp_path / "x.dcm"
+    path.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    monkeypatch.setitem(sys.modules, "pydicom", None)
+    with pytest.raises(ImportError, match=r"pip install cxrkit\[dicom\]"):
+        read_image(path)
+
+
+@pytest.mark.parametrize(
+    ("case", "match"),
+    [
+        ("no_pixels", "no pixel data"),
+        ("frames", "3 frames"),
+        ("bomb", "MAX_IMAGE_PIXELS"),
+        ("text", "not a readable DICOM|no pixel data"),
+        ("short_pixels", "could not decode the DICOM pixel data"),
+    ],
+)
+def test_broken_dicom_files_raise_value_errors(tmp_path, case, match):
+    path = tmp_path / f"{case}.dcm"
+    pixels = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    if case == "text":
+        path.write_text("patient list, not an image\n")
+    else:
+        write_dicom(path, pixels)
+        ds = pydicom.dcmread(path)
+        if case == "no_pixels":
+            del ds.PixelData
+        elif case == "frames":
+            ds.NumberOfFrames = 3
+        elif case == "bomb":
+            ds.Rows = ds.Columns = 60000
+        elif case == "short_pixels":
+            ds.PixelData = ds.PixelData[:50]
+        ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ValueError, match=match) as info:
+        read_image(path)
+    assert str(path) in str(info.value)

@@ -1,0 +1,218 @@
+"""Model files: no code runs on load, atomic writes, versions, resumable training."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import FAST
+from skorch.callbacks import Callback
+
+import cxrkit
+from cxrkit import PneumoniaClassifier
+from cxrkit import persistence as persistence_module
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.persistence import FORMAT_VERSION
+
+
+@pytest.fixture(scope="module")
+def data():
+    return make_synthetic_cxr(48, image_size=32, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def model(data) -> PneumoniaClassifier:
+    X, y, _ = data
+    return PneumoniaClassifier(model="simple_cnn", **FAST).fit(X, y)
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: proof that code ran."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_round_trip_records_versions_and_classes(tmp_path, data, model):
+    X, _, _ = data
+    path = model.save(tmp_path / "m.cxr")
+    same = PneumoniaClassifier.load(path)
+    assert np.array_equal(same.predict_proba(X), model.predict_proba(X))
+    assert list(same.classes_) == list(model.classes_)
+    meta = json.loads(torch.load(path, weights_only=True)["meta"])
+    assert meta["cxrkit_version"] == cxrkit.__version__
+    assert meta["torch_version"] == torch.__version__
+    assert meta["format_version"] == FORMAT_VERSION
+    assert meta["classes"] == ["NORMAL", "PNEUMONIA"]
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save", "joblib"])
+def test_malicious_pickle_is_refused_and_nothing_runs(tmp_path, writer):
+    marker = tmp_path / "pwned"
+    evil = {"meta": "{}", "state_dict": _Payload(str(marker))}
+    path = tmp_path / "model.cxr"
+    if writer == "pickle":
+        path.write_bytes(pickle.dumps(evil))
+    elif writer == "torch.save":
+        torch.save(evil, path)
+    else:
+        joblib.dump(evil, path)
+    with pytest.raises(ValueError, match="nothing in the file was executed"):
+        PneumoniaClassifier.load(path)
+    assert not marker.exists()
+    # The payload is live: an unsafe loader does run it.
+    if writer == "pickle":
+        pickle.loads(path.read_bytes())
+        assert marker.exists()
+
+
+def test_pickled_classifier_is_not_a_model_file(tmp_path, model):
+    path = tmp_path / "clf.joblib"
+    joblib.dump(model, path)
+    with pytest.raises(ValueError, match="not a cxrkit model file"):
+        PneumoniaClassifier.load(path)
+
+
+def test_interrupted_save_leaves_the_old_file(tmp_path, model, monkeypatch):
+    path = model.save(tmp_path / "m.cxr")
+    before = path.read_bytes()
+
+    def half_written(obj, fh):
+        fh.write(b"PK\x03\x04 half a model")
+        raise KeyboardInterrupt  # Ctrl-C in the middle of the write
+
+    monkeypatch.setattr(persistence_module.torch, "save", half_written)
+    with pytest.raises(KeyboardInterrupt):
+        model.save(path)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.cxr"]  # no temp debris
+    monkeypatch.undo()
+    PneumoniaClassifier.load(path)
+
+
+def _rewrite(path, change_meta=None, change_payload=None):
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta"])
+    if change_meta:
+        change_meta(meta)
+    payload["meta"] = json.dumps(meta)
+    if change_payload:
+        change_payload(payload)
+    torch.save(payload, path)
+
+
+def test_file_from_a_newer_cxrkit_is_refused(tmp_path, model):
+    path = model.save(tmp_path / "m.cxr")
+    _rewrite(path, lambda m: m.update(format_version=99, cxrkit_version="9.0"))
+    with pytest.raises(ValueError, match=r"format 99.*cxrkit 9\.0|9\.0.*format 99"):
+        PneumoniaClassifier.load(path)
+    with pytest.raises(ValueError, match="pip install -U cxrkit"):
+        PneumoniaClassifier.load(path)
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        ("text", "not a cxrkit model file"),
+        ("empty", "not a cxrkit model file"),
+        ("truncated", "not a cxrkit model file"),
+        ("plain_dict", "no metadata"),
+        ("bad_json", "damaged"),
+        ("wrong_magic", "not a cxrkit model file"),
+        ("no_classes", "damaged"),
+        ("wrong_weights", "do not fit"),
+    ],
+)
+def test_damaged_model_files_raise_value_errors(tmp_path, model, damage, match):
+    path = model.save(tmp_path / "m.cxr")
+    if damage == "text":
+        path.write_text("not a model")
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "truncated":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "plain_dict":
+        torch.save({"weights": torch.zeros(3)}, path)
+    elif damage == "bad_json":
+        _rewrite(path, change_payload=lambda p: p.update(meta="{not json"))
+    elif damage == "wrong_magic":
+        _rewrite(path, lambda m: m.update(magic="other"))
+    elif damage == "no_classes":
+        _rewrite(path, lambda m: m.pop("classes"))
+    elif damage == "wrong_weights":
+        _rewrite(
+            path, change_payload=lambda p: p.update(state_dict={"x": torch.ones(1)})
+        )
+    with pytest.raises(ValueError, match=match):
+        PneumoniaClassifier.load(path)
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="model file not found"):
+        PneumoniaClassifier.load(tmp_path / "none.cxr")
+
+
+def test_unknown_parameters_warn(tmp_path, model):
+    path = model.save(tmp_path / "m.cxr")
+    _rewrite(path, lambda m: m["params"].update(future_knob=3))
+    with pytest.warns(UserWarning, match="future_knob"):
+        PneumoniaClassifier.load(path)
+
+
+# ------------------------------------------------------------- resumable training
+class _CrashAfter(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise RuntimeError("simulated crash (power cut)")
+
+
+def _crashing(monkeypatch, epoch):
+    original = PneumoniaClassifier._callbacks
+
+    def with_crash(self, *args, **kwargs):
+        return [*original(self, *args, **kwargs), _CrashAfter(epoch)]
+
+    monkeypatch.setattr(PneumoniaClassifier, "_callbacks", with_crash)
+
+
+def test_interrupted_training_resumes_from_last_checkpoint(tmp_path, data, monkeypatch):
+    X, y, _ = data
+    params = {**FAST, "max_epochs": 4, "model": "simple_cnn"}
+    clf = PneumoniaClassifier(checkpoint_dir=tmp_path / "ckpt", **params)
+    _crashing(monkeypatch, epoch=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        clf.fit(X, y)
+    # The crash came during epoch 2, before its checkpoint: epoch 1 is saved.
+    saved = json.loads((tmp_path / "ckpt" / "history.json").read_text())
+    assert [row["epoch"] for row in saved] == [1]
+    monkeypatch.undo()
+
+    resumed = PneumoniaClassifier(checkpoint_dir=tmp_path / "ckpt", **params).fit(X, y)
+    history = resumed.history_
+    assert [row["epoch"] for row in history] == [1, 2, 3, 4]  # 3 more, not 4
+    assert history[0]["train_loss"] == pytest.approx(saved[0]["train_loss"])
+    # The learning rate continues the cosine schedule rather than restarting.
+    fresh = PneumoniaClassifier(**params).fit(X, y)
+    assert resumed.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(
+        fresh.net_.optimizer_.param_groups[0]["lr"]
+    )
+
+
+def test_checkpoint_of_another_run_is_not_resumed(tmp_path, data):
+    X, y, _ = data
+    params = {**FAST, "model": "simple_cnn"}
+    PneumoniaClassifier(checkpoint_dir=tmp_path, **params).fit(X, y)
+    with pytest.raises(ValueError, match="different training run"):
+        PneumoniaClassifier(checkpoint_dir=tmp_path, **params).fit(X[:40], y[:40])
+    with pytest.raises(ValueError, match="different training run"):
+        PneumoniaClassifier(checkpoint_dir=tmp_path, **{**params, "lr": 0.1}).fit(X, y)
