@@ -1,0 +1,136 @@
+"""`cxrkit train / evaluate / predict / demo` end to end on real images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest
+
+from cxrkit.cli import main
+
+
+@pytest.fixture(scope="module")
+def small_folder(kermany_dir, tmp_path_factory):
+    """12 NORMAL and 12 PNEUMONIA real images, linked (never copied)."""
+    root = tmp_path_factory.mktemp("xray")
+    for label in ("NORMAL", "PNEUMONIA"):
+        (root / label).mkdir()
+        for src in sorted((kermany_dir / "train" / label).glob("*.jpeg"))[:12]:
+            os.symlink(src, root / label / src.name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_file(small_folder, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "model.cxr"
+    code = main(
+        [
+            "train",
+            str(small_folder),
+            "--model",
+            "simple_cnn",
+            "--epochs",
+            "1",
+            "--image-size",
+            "32",
+            "--class-weight",
+            "balanced",
+            "--validation-fraction",
+            "0",
+            "--out",
+            str(path),
+        ]
+    )
+    assert code == 0
+    return path
+
+
+def test_train_writes_a_loadable_model(model_file, capsys):
+    from cxrkit import PneumoniaClassifier
+
+    clf = PneumoniaClassifier.load(model_file)
+    assert list(clf.classes_) == ["NORMAL", "PNEUMONIA"]
+    assert clf.image_size == 32 and clf.class_weight == "balanced"
+
+
+def test_evaluate_writes_the_report(model_file, small_folder, tmp_path, capsys):
+    out = tmp_path / "report"
+    code = main(
+        [
+            *("evaluate", str(model_file), str(small_folder), "--out", str(out)),
+            *("--n-bootstrap", "200", "--threshold", "0.4"),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "Sensitivity (recall)" in printed and "report.html" in printed
+    data = json.loads((out / "metrics.json").read_text())
+    assert data["metrics"]["n"] == 24 and data["metrics"]["threshold"] == 0.4
+    assert str(small_folder) in data["data"]["description"]
+    assert (out / "report.html").stat().st_size > 10_000
+
+
+def test_predict_folder_and_files_to_csv(model_file, small_folder, tmp_path, capsys):
+    out = tmp_path / "pred.csv"
+    image = next((small_folder / "NORMAL").iterdir())
+    code = main(
+        ["predict", str(model_file), str(small_folder), str(image), "--csv", str(out)]
+    )
+    assert code == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 25
+    assert set(rows[0]) == {"path", "predicted", "p_NORMAL", "p_PNEUMONIA"}
+    for row in rows:
+        assert row["predicted"] in ("NORMAL", "PNEUMONIA")
+        total = float(row["p_NORMAL"]) + float(row["p_PNEUMONIA"])
+        assert total == pytest.approx(1, abs=1e-3)
+    assert main(["predict", str(model_file), str(image)]) == 0
+    stdout = capsys.readouterr().out.splitlines()
+    assert stdout[0] == "path,predicted,p_NORMAL,p_PNEUMONIA"
+    assert stdout[1].split(",")[:2] == [str(image), rows[-1]["predicted"]]
+
+
+def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    not_a_model = tmp_path / "model.cxr"
+    not_a_model.write_bytes(b"not a model")
+    cases = [
+        (["evaluate", str(tmp_path / "missing.cxr"), str(small_folder)], "not found"),
+        (["evaluate", str(not_a_model), str(small_folder)], "not a cxrkit model"),
+        (["predict", str(model_file), str(empty)], "holds no image files"),
+        (["predict", str(model_file), str(tmp_path / "nope.png")], "no such image"),
+        (["train", str(empty), "--out", str(tmp_path / "m.cxr")], "class folder"),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert message in err and err.startswith(f"cxrkit {argv[0]}: error:"), err
+        assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "demo"])
+def test_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: cxrkit " + command in capsys.readouterr().out
+
+
+def test_demo_writes_the_report(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(
+        [
+            *("demo", "--n-samples", "60", "--image-size", "32", "--epochs", "1"),
+            *("--model", "simple_cnn", "--out", str(out)),
+        ]
+    )
+    assert code == 0
+    assert (out / "report.html").is_file() and (out / "metrics.json").is_file()
+    assert "evaluation report" in capsys.readouterr().out

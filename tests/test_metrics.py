@@ -1,0 +1,265 @@
+"""Clinical metrics: equal to scikit-learn's, and honest intervals."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import FAST
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn import metrics as skm
+from sklearn.frozen import FrozenEstimator
+from sklearn.model_selection import FixedThresholdClassifier, TunedThresholdClassifierCV
+
+from cxrkit import PneumoniaClassifier
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.metrics import (
+    _bootstrap_weights,
+    _Curve,
+    _one_vs_rest,
+    clinical_report,
+    select_threshold,
+)
+
+CLASSES = np.array(["NORMAL", "PNEUMONIA"])
+
+
+def _binary_data(n: int = 300, seed: int = 0, decimals: int | None = None):
+    rng = np.random.default_rng(seed)
+    y = CLASSES[(rng.random(n) < 0.6).astype(int)]
+    p = np.clip(rng.normal(0.35 + 0.3 * (y == "PNEUMONIA"), 0.2), 0, 1)
+    if decimals is not None:  # many ties
+        p = np.round(p, decimals)
+    return y, p
+
+
+def test_binary_point_estimates_equal_scikit_learn():
+    y, p = _binary_data()
+    report = clinical_report(y, p, threshold=0.4, n_bootstrap=50)
+    pred = np.where(p >= 0.4, "PNEUMONIA", "NORMAL")
+    m = {k: v.value for k, v in report.metrics.items()}
+    pos, neg = "PNEUMONIA", "NORMAL"
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(skm.recall_score(y, pred, pos_label=pos))
+    assert m["specificity"] == pytest.approx(skm.recall_score(y, pred, pos_label=neg))
+    assert m["ppv"] == pytest.approx(skm.precision_score(y, pred, pos_label=pos))
+    assert m["npv"] == pytest.approx(skm.precision_score(y, pred, pos_label=neg))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, pos_label=pos))
+    assert m["roc_auc"] == pytest.approx(skm.roc_auc_score(y == pos, p))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y == pos, p))
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(y == pos, p))
+    np.testing.assert_array_equal(
+        report.confusion_matrix, skm.confusion_matrix(y, pred, labels=CLASSES)
+    )
+    # A 2-column predict_proba gives the same report as the 1-D probability.
+    same = clinical_report(y, np.c_[1 - p, p], threshold=0.4, n_bootstrap=50)
+    assert same.to_dict() == report.to_dict()
+
+
+def test_multiclass_per_class_and_macro_equal_scikit_learn():
+    rng = np.random.default_rng(1)
+    classes = np.array(["BACTERIA", "NORMAL", "VIRUS"])
+    y = classes[rng.integers(0, 3, 240)]
+    logits = rng.normal(size=(240, 3)) + 1.5 * (y[:, None] == classes)
+    proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    pred = classes[proba.argmax(axis=1)]
+    report = clinical_report(y, proba, n_bootstrap=50)
+    m = {k: v.value for k, v in report.metrics.items()}
+    assert report.average == "macro" and set(report.per_class) == set(classes)
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
+    assert m["sensitivity"] == pytest.approx(skm.recall_score(y, pred, average="macro"))
+    assert m["ppv"] == pytest.approx(skm.precision_score(y, pred, average="macro"))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, pred, average="macro"))
+    assert m["roc_auc"] == pytest.approx(
+        skm.roc_auc_score(y, proba, multi_class="ovr", average="macro")
+    )
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(y, proba, labels=classes))
+    recalls = skm.recall_score(y, pred, average=None, labels=classes)
+    for label, recall in zip(classes, recalls):
+        assert report.per_class[label]["sensitivity"].value == pytest.approx(recall)
+    assert "one vs rest, per class" in str(report)
+    with pytest.raises(ValueError, match="threshold applies to two classes"):
+        clinical_report(y, proba, threshold=0.5)
+
+
+@pytest.mark.parametrize("decimals", [None, 1])
+def test_each_bootstrap_resample_equals_scikit_learn_with_weights(decimals):
+    """The vectorized resamples are scikit-learn's metrics with count weights."""
+    y, p = _binary_data(120, seed=3, decimals=decimals)
+    is_pos = y == "PNEUMONIA"
+    pred = p >= 0.5
+    weights = _bootstrap_weights(is_pos.astype(int), 2, 6, np.random.default_rng(0))
+    reps = _one_vs_rest(weights, is_pos, pred, _Curve(is_pos, p))
+    for b, w in enumerate(weights):
+        expected = {
+            "sensitivity": skm.recall_score(is_pos, pred, sample_weight=w),
+            "specificity": skm.recall_score(is_pos, pred, pos_label=0, sample_weight=w),
+            "ppv": skm.precision_score(is_pos, pred, sample_weight=w),
+            "npv": skm.precision_score(is_pos, pred, pos_label=0, sample_weight=w),
+            "f1": skm.f1_score(is_pos, pred, sample_weight=w),
+            "roc_auc": skm.roc_auc_score(is_pos, p, sample_weight=w),
+            "pr_auc": skm.average_precision_score(is_pos, p, sample_weight=w),
+        }
+        for key, value in expected.items():
+            assert reps[key][b] == pytest.approx(value, abs=1e-12), key
+
+
+def test_bootstrap_is_stratified_and_seeded():
+    y_idx = np.array([0] * 7 + [1] * 13 + [2] * 5)
+    weights = _bootstrap_weights(y_idx, 3, 400, np.random.default_rng(0))
+    for k, size in enumerate([7, 13, 5]):
+        np.testing.assert_array_equal(weights[:, y_idx == k].sum(axis=1), size)
+    y, p = _binary_data(100)
+    a = clinical_report(y, p, random_state=1, n_bootstrap=300).to_dict()
+    b = clinical_report(y, p, random_state=1, n_bootstrap=300).to_dict()
+    c = clinical_report(y, p, random_state=2, n_bootstrap=300).to_dict()
+    assert a == b
+    assert a["metrics"]["roc_auc"] != c["metrics"]["roc_auc"]
+
+
+@st.composite
+def _cases(draw):
+    n_neg = draw(st.integers(20, 60))
+    n_pos = draw(st.integers(20, 60))
+    seed = draw(st.integers(0, 2**16))
+    separation = draw(st.floats(0.0, 0.5))
+    rng = np.random.default_rng(seed)
+    y = np.array(["NORMAL"] * n_neg + ["PNEUMONIA"] * n_pos)
+    p = np.clip(rng.normal(0.4 + separation * (y == "PNEUMONIA"), 0.25), 0, 1)
+    return y, p
+
+
+@settings(max_examples=15, deadline=None)
+@given(_cases())
+def test_intervals_contain_the_estimate_and_shrink_with_more_images(case):
+    y, p = case
+    small = clinical_report(y, p, n_bootstrap=400, random_state=0)
+    # The same cases nine times over: the same estimates, a third of the width.
+    large = clinical_report(np.tile(y, 9), np.tile(p, 9), n_bootstrap=400)
+    for key in ("accuracy", "sensitivity", "specificity", "f1", "roc_auc", "brier"):
+        e, big = small.metrics[key], large.metrics[key]
+        assert e.low - 1e-9 <= e.value <= e.high + 1e-9, key
+        assert big.value == pytest.approx(e.value), key
+        assert big.high - big.low <= 0.75 * (e.high - e.low) + 1e-12, key
+
+
+def test_report_prints_and_converts_to_json(tmp_path):
+    y, p = _binary_data(80)
+    report = clinical_report(y, p, n_bootstrap=100)
+    text = str(report)
+    sens = report.metrics["sensitivity"]
+    assert "Sensitivity (recall)" in text and f"{sens.value:.3f}" in text
+    assert f"{sens.low:.3f}-{sens.high:.3f}" in text
+    data = json.loads(report.to_json(tmp_path / "m.json"))
+    assert data == json.loads((tmp_path / "m.json").read_text())
+    assert data["metrics"]["sensitivity"] == pytest.approx(sens._asdict())
+    assert data["support"] == {
+        "NORMAL": int(np.sum(y == "NORMAL")),
+        "PNEUMONIA": int(np.sum(y == "PNEUMONIA")),
+    }
+    assert "<table" in report._repr_html_()
+
+
+def test_undefined_metrics_are_nan_not_errors():
+    y = np.array(["NORMAL"] * 10 + ["PNEUMONIA"] * 10)
+    report = clinical_report(y, np.full(20, 0.2), n_bootstrap=50)  # none positive
+    assert np.isnan(report.metrics["ppv"].value)
+    assert report.to_dict()["metrics"]["ppv"]["value"] is None
+    assert "n/a" in str(report)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"pos_label": "COVID"}, "pos_label='COVID' is not one of the classes"),
+        ({"classes": ["NORMAL"]}, "not in classes"),
+        ({"threshold": 1.5}, "threshold must be in"),
+    ],
+)
+def test_errors_name_the_input_and_the_fix(kwargs, message):
+    y, p = _binary_data(40)
+    with pytest.raises(ValueError, match=message):
+        clinical_report(y, p, **kwargs)
+
+
+def test_errors_for_bad_shapes_and_missing_classes():
+    y, p = _binary_data(40)
+    with pytest.raises(ValueError, match="columns must follow classes"):
+        clinical_report(y, np.c_[p, p, p])
+    with pytest.raises(ValueError, match="rows"):
+        clinical_report(y, p[:-1])
+    with pytest.raises(ValueError, match="no images of class"):
+        clinical_report(["NORMAL"] * 5, np.full(5, 0.5), classes=CLASSES)
+
+
+def test_select_threshold_targets_and_youden():
+    y, p = _binary_data(200, seed=5)
+    is_pos = y == "PNEUMONIA"
+    sens = select_threshold(y, p, sensitivity=0.9)
+    assert np.mean(p[is_pos] >= sens.threshold) == pytest.approx(sens.sensitivity)
+    assert sens.sensitivity >= 0.9
+    # The highest such threshold: the next higher score misses the target.
+    higher = np.min(p[p > sens.threshold])
+    assert np.mean(p[is_pos] >= higher) < 0.9
+    spec = select_threshold(y, p, specificity=0.8)
+    assert np.mean(p[~is_pos] < spec.threshold) >= 0.8
+    lower = np.max(p[p < spec.threshold])
+    assert np.mean(p[~is_pos] < lower) < 0.8
+    youden = select_threshold(y, p)
+    j = [np.mean(p[is_pos] >= t) + np.mean(p[~is_pos] < t) - 1 for t in np.unique(p)]
+    assert youden.sensitivity + youden.specificity - 1 == pytest.approx(max(j))
+    with pytest.raises(ValueError, match="not both"):
+        select_threshold(y, p, sensitivity=0.9, specificity=0.9)
+    with pytest.warns(UserWarning, match="inf"):
+        y_top_negative = np.append(y, "NORMAL")
+        select_threshold(y_top_negative, np.append(p, 1.0), specificity=1.0)
+
+
+def test_scikit_learn_threshold_classifiers_with_pneumonia_classifier():
+    """The documented use: FrozenEstimator + Fixed/TunedThresholdClassifierCV."""
+    X, y, _ = make_synthetic_cxr(160, image_size=32, random_state=0)
+    fitted_synthetic = PneumoniaClassifier(model="simple_cnn", **FAST).fit(
+        X[40:], y[40:]
+    )
+    X_valid, y_valid = X[:40], y[:40]
+    proba = fitted_synthetic.predict_proba(X_valid)[:, 1]
+    point = select_threshold(y_valid, proba, sensitivity=0.95)
+    fixed = FixedThresholdClassifier(
+        FrozenEstimator(fitted_synthetic),
+        threshold=point.threshold,
+        pos_label="PNEUMONIA",
+    ).fit(X_valid, y_valid)
+    pred = fixed.predict(X_valid)
+    np.testing.assert_array_equal(
+        pred == "PNEUMONIA", proba >= point.threshold
+    )  # the same >= convention
+    report = clinical_report(y_valid, proba, threshold=point.threshold, n_bootstrap=0)
+    assert report.metrics["sensitivity"].value == pytest.approx(
+        skm.recall_score(y_valid, pred, pos_label="PNEUMONIA")
+    )
+    tuned = TunedThresholdClassifierCV(
+        fitted_synthetic,
+        scoring="balanced_accuracy",
+        cv="prefit",
+        refit=False,
+        thresholds=np.unique(proba),
+    ).fit(X_valid, y_valid)
+    youden = select_threshold(y_valid, proba)
+    # Balanced accuracy = (J + 1) / 2: both find the same best value.
+    assert tuned.best_score_ == pytest.approx(
+        (youden.sensitivity + youden.specificity) / 2
+    )
+
+
+def test_zero_width_bootstrap_intervals_get_an_exact_interval():
+    y = np.array(["NORMAL"] * 8 + ["PNEUMONIA"] * 8)
+    p = np.r_[np.linspace(0.1, 0.7, 8), np.linspace(0.6, 0.9, 8)]
+    report = clinical_report(y, p, threshold=0.5)
+    sens = report.metrics["sensitivity"]
+    assert sens == (1.0, 1.0, 1.0)  # 8 of 8: every resample agrees
+    note = next(n for n in report.notes if n.startswith("Sensitivity"))
+    # Clopper-Pearson lower bound of 8/8 is 0.025 ** (1 / 8) = 0.631.
+    assert f"{0.025 ** (1 / 8):.3f}-1.000" in note
+    assert note in str(report) and report.to_dict()["notes"] == report.notes
