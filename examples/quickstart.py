@@ -2,12 +2,12 @@
 
 Usage::
 
-    python examples/quickstart.py [DATA_DIR] [--n-images N]
+    python examples/quickstart.py [DATA_DIR] [--n-patients N]
 
 DATA_DIR is a Kermany-style folder (``train/`` and ``val/`` or ``test/``, each
 with one subfolder per class). Without it, synthetic chest-like images are
-used. ``--n-images`` trains on a patient-grouped subset to keep it quick on a
-laptop CPU (the default, 400, takes a few minutes on 2 cores).
+used. ``--n-patients`` trains on the images of that many patients (a
+patient-grouped subset) to keep it quick on a laptop CPU.
 """
 
 import argparse
@@ -22,7 +22,7 @@ from cxrkit.datasets import make_synthetic_cxr
 
 parser = argparse.ArgumentParser()
 parser.add_argument("data", nargs="?", help="folder with train/ and val/ or test/")
-parser.add_argument("--n-images", type=int, default=400)
+parser.add_argument("--n-patients", type=int, default=200)
 args = parser.parse_args()
 
 if args.data:
@@ -33,15 +33,13 @@ if args.data:
     # --8<-- [end:load]
     test_dir = root / "test" if (root / "test").is_dir() else root / "val"
     X_test, y_test = load_image_folder(test_dir)
-    if args.n_images < len(X):  # a patient-grouped subset, for speed
-        keep, _ = next(
-            GroupShuffleSplit(1, train_size=args.n_images, random_state=0).split(
-                X, y, groups
-            )
-        )
+    if args.n_patients < len(set(groups)):  # a patient-grouped subset, for speed
+        # an integer train_size counts groups (patients), not images
+        split = GroupShuffleSplit(1, train_size=args.n_patients, random_state=0)
+        keep, _ = next(split.split(X, y, groups))
         X, y, groups = X[keep], y[keep], groups[keep]
 else:
-    images, labels, _ = make_synthetic_cxr(args.n_images + 200, random_state=0)
+    images, labels, _ = make_synthetic_cxr(2 * args.n_patients + 200, random_state=0)
     X, y, X_test, y_test = images[:-200], labels[:-200], images[-200:], labels[-200:]
     groups = np.arange(len(X))
 
