@@ -1,0 +1,206 @@
+"""What every attribution method shares: inputs, targets, the model guard, batching.
+
+A method only says how to attribute one batch (a Captum call); this module
+turns ``X`` into the model's normalised inputs, class labels into indices,
+leaves the model exactly as it found it, runs the batches, upsamples the maps
+bilinearly to the output resolution and scales each to [0, 1].
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import torch
+from captum.attr import LayerAttribution
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from cxrkit.cache import is_path_like_sequence, load_images
+from cxrkit.models import target_layer
+from cxrkit.transforms import ImageDataset
+
+_CAPTUM_NOTICES = r"(?s).*(did not already require gradients|Setting backward hooks)"
+
+ImageInput = Sequence[str | os.PathLike] | np.ndarray
+
+#: ``attribute(model, inputs, targets)`` -> non-negative maps ``(b, 1, h, w)``;
+#: ``targets`` is None when the model explains its own predicted class.
+Attribute = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
+
+
+def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Normalised ``(n, 1, s, s)`` inputs of ``clf`` and the heatmaps' size.
+
+    Arrays keep their own ``(H, W)``: the heatmap lies on the image as given.
+    Paths are decoded at ``clf.image_size`` (files of different sizes could
+    not share one array), so their heatmaps have the model's resolution.
+    """
+    check_is_fitted(clf, "net_")
+    images, _ = load_images(X, clf.image_size)
+    if is_path_like_sequence(X):
+        out_size = (clf.image_size, clf.image_size)
+    else:
+        shape = np.shape(X)
+        out_size = (int(shape[1]), int(shape[2]))
+    dataset = ImageDataset(images)
+    inputs = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    return inputs, out_size
+
+
+def class_indices(clf: Any, target: Any, n: int) -> torch.Tensor | None:
+    """Indices into ``clf.classes_`` of ``target`` (None: the predicted class).
+
+    ``target`` is one class label for every image, or one label per image.
+    """
+    if target is None:
+        return None
+    classes = list(clf.classes_)
+    labels = [target] * n if np.ndim(target) == 0 else list(np.asarray(target))
+    if len(labels) != n:
+        raise ValueError(
+            f"target has {len(labels)} labels but X has {n} images; pass one "
+            "class label, one label per image, or None for the predicted class"
+        )
+    indices = []
+    for label in labels:
+        if label not in classes:
+            raise ValueError(
+                f"target {label!r} is not a class of this model; use one of "
+                f"{classes} (clf.classes_), or None for the predicted class"
+            )
+        indices.append(classes.index(label))
+    return torch.tensor(indices, dtype=torch.long)
+
+
+def resolve_layer(clf: Any, layer: str | nn.Module | None) -> nn.Module:
+    """The module to explain: the registry's choice, a dotted name or a module."""
+    model = clf.net_.module_
+    if layer is None:
+        return target_layer(model, clf.model)
+    if isinstance(layer, str):
+        try:
+            return model.get_submodule(layer)
+        except AttributeError:
+            raise ValueError(
+                f"layer {layer!r} is not a submodule of this {clf.model} model; "
+                "pass a dotted name from clf.net_.module_.named_modules() "
+                "(e.g. the default, cxrkit.models.target_layer), or None"
+            ) from None
+    if isinstance(layer, nn.Module) and any(m is layer for m in model.modules()):
+        return layer
+    raise ValueError(
+        f"layer must be None, a dotted module name or a module of "
+        f"clf.net_.module_; got {type(layer).__name__}"
+    )
+
+
+def check_batch_size(batch_size: int) -> int:
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return int(batch_size)
+
+
+@contextmanager
+def explained_model(model: nn.Module) -> Iterator[nn.Module]:
+    """``model`` in eval mode, restored on exit, also when an exception is raised.
+
+    Restores every submodule's training flag and every parameter's
+    ``requires_grad``; Captum releases its own hooks in ``finally`` blocks,
+    and parameter gradients are left untouched (Captum uses
+    ``torch.autograd.grad``, which does not accumulate into ``.grad``).
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
+        for p, requires_grad in flags:
+            p.requires_grad_(requires_grad)
+
+
+class PredictedClassScore(nn.Module):
+    """The logit of each image's predicted class, from a single forward pass.
+
+    Lets Grad-CAM explain the predicted class without a second forward pass to
+    find it: the argmax picks the logit, and gradients flow through that logit
+    only (Captum is then called with ``target=0``).
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.model(x)
+        return logits.gather(1, logits.argmax(dim=1, keepdim=True))
+
+
+def predicted_classes(
+    model: nn.Module, inputs: torch.Tensor, device: str, batch_size: int
+) -> torch.Tensor:
+    """Argmax class of each input (for methods that perturb the inputs)."""
+    with torch.no_grad():
+        return torch.cat(
+            [
+                model(inputs[i : i + batch_size].to(device)).argmax(dim=1).cpu()
+                for i in range(0, len(inputs), batch_size)
+            ]
+        )
+
+
+def to_unit_range(maps: torch.Tensor) -> torch.Tensor:
+    """Divide each non-negative map by its maximum (all-zero maps stay zero).
+
+    Dividing by the maximum, not min-max scaling, keeps 0 meaning "no evidence
+    for the class".
+    """
+    peak = maps.amax(dim=(-2, -1), keepdim=True)
+    return torch.where(peak > 0, maps / peak.clamp_min(1e-30), torch.zeros_like(maps))
+
+
+def explain_batches(
+    clf: Any,
+    X: ImageInput,
+    target: Any,
+    batch_size: int,
+    attribute: Attribute,
+    *,
+    needs_target: bool,
+) -> np.ndarray:
+    """Run ``attribute`` over batches of ``X``; heatmaps ``(n, H, W)`` in [0, 1].
+
+    ``needs_target``: methods that evaluate perturbed inputs must be given the
+    predicted class of the clean image; the others get None and explain the
+    predicted class from their own forward pass.
+    """
+    batch_size = check_batch_size(batch_size)
+    inputs, out_size = model_inputs(clf, X)
+    targets = class_indices(clf, target, len(inputs))
+    model = clf.net_.module_
+    device = clf.device_
+    heatmaps = np.empty((len(inputs), *out_size), dtype=np.float32)
+    with explained_model(model):
+        if targets is None and needs_target:
+            targets = predicted_classes(model, inputs, device, batch_size)
+        for start in range(0, len(inputs), batch_size):
+            stop = start + batch_size
+            xb = inputs[start:stop].to(device)
+            tb = None if targets is None else targets[start:stop].to(device)
+            with warnings.catch_warnings():
+                # Captum announces that it sets requires_grad on the inputs and
+                # hooks the ReLUs (both undone on exit): not the user's concern
+                warnings.filterwarnings("ignore", _CAPTUM_NOTICES, UserWarning)
+                maps = attribute(model, xb, tb).detach()
+            maps = LayerAttribution.interpolate(
+                maps, out_size, interpolate_mode="bilinear"
+            )
+            heatmaps[start:stop] = to_unit_range(maps[:, 0]).cpu().numpy()
+    return heatmaps

@@ -1,0 +1,262 @@
+"""Heatmaps on chest X-rays: one overlay with a colour bar, or a labelled grid.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state, no
+display needed); save them with ``fig.savefig(path)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from cxrkit.cache import is_path_like_sequence, load_images
+from cxrkit.io import to_grayscale_uint8
+
+__all__ = ["plot_explanations", "plot_heatmap", "plot_heatmap_grid"]
+
+_CAPTION = "Heatmaps show what the model used, not a diagnosis (research use only)."
+
+
+def _gray(image: Any) -> np.ndarray:
+    image = np.asarray(image)
+    if image.ndim not in (2, 3):
+        raise ValueError(
+            f"image has shape {image.shape}; expected one image (H, W) or (H, W, C)"
+        )
+    return to_grayscale_uint8(image)
+
+
+def _draw(ax: Axes, image: np.ndarray, heatmap: np.ndarray, alpha: float, cmap: str):
+    heatmap = np.asarray(heatmap, dtype=float)
+    if heatmap.ndim != 2:
+        raise ValueError(f"heatmap has shape {heatmap.shape}; expected (H, W)")
+    h, w = image.shape
+    # both layers span the same extent, so a heatmap of another resolution
+    # (e.g. the model's) still lies on the image it explains
+    extent = (0, w, h, 0)
+    ax.imshow(image, cmap="gray", extent=extent, interpolation="antialiased")
+    mappable = ax.imshow(
+        heatmap,
+        cmap=cmap,
+        alpha=alpha,
+        vmin=0,
+        vmax=1,
+        extent=extent,
+        interpolation="bilinear",
+    )
+    ax.set_axis_off()
+    return mappable
+
+
+def plot_heatmap(
+    image: np.ndarray,
+    heatmap: np.ndarray,
+    *,
+    ax: Axes | None = None,
+    alpha: float = 0.45,
+    cmap: str = "jet",
+    colorbar: bool = True,
+    title: str | None = None,
+) -> Axes:
+    """Overlay a heatmap in [0, 1] on a grayscale X-ray, with a colour bar.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W) or (H, W, C)
+        The radiograph (shown in grayscale).
+    heatmap : ndarray of shape (h, w)
+        Values in [0, 1], e.g. one row of :func:`cxrkit.explain.grad_cam`;
+        stretched over the image when its size differs.
+    ax : matplotlib Axes, optional
+        Where to draw; a new figure when None.
+    alpha : float
+        Opacity of the heatmap.
+    cmap : str
+        Matplotlib colour map of the heatmap.
+    colorbar : bool
+        Add a colour bar labelled "relevance".
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> ax = plot_heatmap(np.zeros((32, 32)), np.eye(32), title="example")
+    >>> ax.get_title()
+    'example'
+    """
+    if ax is None:
+        ax = Figure(figsize=(4.5, 4), layout="constrained").subplots()
+    mappable = _draw(ax, _gray(image), heatmap, alpha, cmap)
+    if colorbar:
+        ax.figure.colorbar(mappable, ax=ax, fraction=0.046, label="relevance")
+    if title is not None:
+        ax.set_title(title)
+    return ax
+
+
+def _caption(y_true: Any, y_pred: Any, proba: Any, i: int) -> str:
+    lines = []
+    if y_true is not None:
+        lines.append(f"true: {y_true[i]}")
+    if y_pred is not None:
+        text = f"pred: {y_pred[i]}"
+        if proba is not None:
+            text += f" (p={float(proba[i]):.2f})"
+        lines.append(text)
+    elif proba is not None:
+        lines.append(f"p={float(proba[i]):.2f}")
+    return "\n".join(lines)
+
+
+def plot_heatmap_grid(
+    images: Sequence[np.ndarray] | np.ndarray,
+    heatmaps: np.ndarray,
+    *,
+    y_true: Sequence[Any] | None = None,
+    y_pred: Sequence[Any] | None = None,
+    proba: Sequence[float] | None = None,
+    ncols: int = 4,
+    fig: Figure | None = None,
+    alpha: float = 0.45,
+    cmap: str = "jet",
+) -> Figure:
+    """A grid of X-rays with their heatmaps, true and predicted labels.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, H, W) or (n, H, W, C), or a list of images
+    heatmaps : ndarray of shape (n, h, w)
+        Values in [0, 1].
+    y_true, y_pred : sequences of labels, optional
+        Shown above each image; a wrong prediction's title is red.
+    proba : sequence of float, optional
+        Probability of the predicted (or explained) class, shown as ``p=``.
+    ncols : int
+        Images per row.
+    fig : matplotlib Figure, optional
+        Drawn into (cleared first); a new figure when None.
+    alpha, cmap
+        As in :func:`plot_heatmap`.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        With one shared colour bar.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> fig = plot_heatmap_grid(np.zeros((3, 32, 32)), np.ones((3, 8, 8)) / 2,
+    ...                         y_true=["A", "B", "B"], y_pred=["A", "A", "B"],
+    ...                         proba=[0.9, 0.6, 0.8], ncols=2)
+    >>> len([ax for ax in fig.axes if ax.images])
+    3
+    """
+    heatmaps = np.asarray(heatmaps)
+    n = len(images)
+    if heatmaps.ndim != 3 or len(heatmaps) != n:
+        raise ValueError(
+            f"heatmaps has shape {heatmaps.shape}; expected (n, h, w) with one "
+            f"heatmap per image ({n} images)"
+        )
+    for name, values in (("y_true", y_true), ("y_pred", y_pred), ("proba", proba)):
+        if values is not None and len(values) != n:
+            raise ValueError(f"{name} has {len(values)} entries for {n} images")
+    if n == 0:
+        raise ValueError("images is empty: nothing to plot")
+    ncols = max(1, min(int(ncols), n))
+    nrows = -(-n // ncols)
+    if fig is None:
+        fig = Figure(figsize=(2.6 * ncols + 0.8, 2.9 * nrows), layout="constrained")
+    else:
+        fig.clear()
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    mappable = None
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.set_axis_off()
+            continue
+        mappable = _draw(ax, _gray(images[i]), heatmaps[i], alpha, cmap)
+        wrong = y_true is not None and y_pred is not None and y_true[i] != y_pred[i]
+        ax.set_title(
+            _caption(y_true, y_pred, proba, i),
+            fontsize=9,
+            color="tab:red" if wrong else "black",
+        )
+    fig.colorbar(mappable, ax=axes.tolist(), fraction=0.03, label="relevance")
+    return fig
+
+
+def plot_explanations(
+    clf: Any,
+    X: Any,
+    y: Sequence[Any] | None = None,
+    *,
+    method: Callable[..., np.ndarray] | None = None,
+    ncols: int = 4,
+    fig: Figure | None = None,
+) -> Figure:
+    """Explain a fitted classifier's predictions on ``X`` and draw the grid.
+
+    Computes the heatmaps of the predicted class (Grad-CAM unless ``method``
+    says otherwise), the predictions and their probabilities, then calls
+    :func:`plot_heatmap_grid`.
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        A fitted classifier.
+    X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+        A few images (each gets a panel).
+    y : sequence of labels, optional
+        True labels, shown with the predictions.
+    method : callable, optional
+        ``method(clf, X)`` returning heatmaps, e.g.
+        :func:`cxrkit.explain.occlusion`; default :func:`cxrkit.explain.grad_cam`.
+    ncols : int
+        Images per row.
+    fig : matplotlib Figure, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(16, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1,
+    ...                           random_state=0).fit(X, y)
+    >>> fig = plot_explanations(clf, X[:4], y[:4])
+    >>> len([ax for ax in fig.axes if ax.images])
+    4
+    """
+    if method is None:
+        from cxrkit.explain import grad_cam as method
+    heatmaps = method(clf, X)
+    proba = clf.predict_proba(X)
+    y_pred = clf.classes_[proba.argmax(axis=1)]
+    if is_path_like_sequence(X):
+        images = load_images(X, clf.image_size)[0]
+    else:
+        images = np.asarray(X)
+    fig = plot_heatmap_grid(
+        images,
+        heatmaps,
+        y_true=None if y is None else list(y),
+        y_pred=list(y_pred),
+        proba=proba.max(axis=1),
+        ncols=ncols,
+        fig=fig,
+    )
+    fig.suptitle(_CAPTION, fontsize=8)
+    return fig

@@ -1,0 +1,288 @@
+"""cxrkit.explain: exact values, every architecture, model left as it was,
+and proof on synthetic lesions that the heatmaps point at the right place."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from conftest import FAST
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import BaseEstimator, ClassifierMixin
+from torch import nn
+
+from cxrkit import PneumoniaClassifier, load_image_folder
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.explain import (
+    deletion_curve,
+    faithfulness_score,
+    grad_cam,
+    guided_grad_cam,
+    integrated_gradients,
+    occlusion,
+    pointing_game,
+)
+from cxrkit.models import available_models, target_layer
+from cxrkit.transforms import MEAN, STD
+
+METHODS = [grad_cam, guided_grad_cam, occlusion, integrated_gradients]
+
+
+def _hooks(module: nn.Module) -> int:
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(m._backward_pre_hooks)
+        for m in module.modules()
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    X, y, _ = make_synthetic_cxr(32, image_size=32, random_state=0)
+    clf = PneumoniaClassifier(model="simple_cnn", **FAST).fit(X, y)
+    return clf, X, y
+
+
+# ------------------------------------------------------------ exact values
+class _HandSet(ClassifierMixin, BaseEstimator):
+    """A 'fitted' classifier around a hand-weighted module."""
+
+    def __init__(self, module=None):
+        self.module = module
+
+    def fit(self, X, y=None):
+        return self
+
+
+def _hand_classifier(stride: int) -> _HandSet:
+    conv = nn.Conv2d(1, 2, 3, padding=1, stride=stride, bias=False)
+    head = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 1] = 1.0  # channel 0: x
+        conv.weight[1, 0, 1, 1] = -1.0  # channel 1: -x
+        head.weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 0.5]]))
+    module = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
+    clf = _HandSet(module)
+    clf.net_ = SimpleNamespace(module_=module)
+    clf.image_size, clf.device_, clf.model = 8, "cpu", "hand"
+    clf.classes_ = np.array(["A", "B"])
+    return clf
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("label, weights", [("A", (1.0, -1.0)), ("B", (2.0, 0.5))])
+def test_grad_cam_exact_values_on_hand_weighted_network(stride, label, weights):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (1, 8, 8), dtype=np.uint8)
+    clf = _hand_classifier(stride)
+    heatmaps = grad_cam(clf, image, label, layer=clf.net_.module_[1])
+
+    # by hand: activations A0 = relu(x), A1 = relu(-x) (subsampled by the
+    # stride); the class score is the mean of w0 A0 + w1 A1, so Grad-CAM's
+    # channel weights are w_k / (h w); ReLU, bilinear upsampling, / max
+    x = (image[0] / 255.0 - MEAN) / STD
+    x = x[::stride, ::stride]
+    w0, w1 = weights
+    cam = np.maximum((w0 * np.maximum(x, 0) + w1 * np.maximum(-x, 0)) / x.size, 0)
+    cam = torch.nn.functional.interpolate(
+        torch.tensor(cam)[None, None], (8, 8), mode="bilinear"
+    )[0, 0].numpy()
+    expected = cam / cam.max()
+    np.testing.assert_allclose(heatmaps[0], expected, atol=1e-5)
+    if stride == 2:  # smooth upsampling, not 2x2 blocks
+        assert not np.allclose(heatmaps[0][::2], heatmaps[0][1::2])
+
+
+# ----------------------------------------------------- every architecture
+@pytest.mark.parametrize("name", available_models())
+def test_grad_cam_every_architecture_leaves_model_as_it_was(name):
+    X, y, _ = make_synthetic_cxr(16, image_size=32, random_state=0)
+    clf = PneumoniaClassifier(
+        model=name,
+        image_size=32,
+        max_epochs=1,
+        batch_size=16,
+        random_state=0,
+        validation_fraction=None,
+        lr_schedule=None,
+    ).fit(X, y)
+    module = clf.net_.module_
+    module.train()  # an unusual state, to check that it comes back
+    frozen = next(iter(module.parameters()))
+    frozen.requires_grad_(False)
+    hooks = _hooks(module)
+    heatmaps = grad_cam(clf, X[:3])
+    assert heatmaps.shape == (3, 32, 32)
+    assert heatmaps.dtype == np.float32
+    assert np.all(np.isfinite(heatmaps))
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    assert all(m.training for m in module.modules())
+    assert not frozen.requires_grad
+    assert all(p.requires_grad for p in list(module.parameters())[1:])
+    assert _hooks(module) == hooks
+    assert isinstance(target_layer(module, name), nn.Module)
+
+
+def test_model_restored_when_an_exception_is_raised(tiny, monkeypatch):
+    clf, X, _ = tiny
+    module = clf.net_.module_
+    hooks = _hooks(module)
+    module.train()
+    head = module.classifier
+
+    def broken(x):
+        raise RuntimeError("broken head")
+
+    monkeypatch.setattr(head, "forward", broken)
+    for method in (grad_cam, guided_grad_cam):
+        with pytest.raises(RuntimeError, match="broken head"):
+            method(clf, X[:2])
+        assert all(m.training for m in module.modules())
+        assert all(p.requires_grad for p in module.parameters())
+        assert _hooks(module) == hooks
+    module.eval()
+
+
+# --------------------------------------------------- calling convention
+@pytest.mark.parametrize("method", METHODS, ids=lambda m: m.__name__)
+def test_methods_share_the_calling_convention(tiny, method):
+    clf, X, _ = tiny
+    kwargs = {integrated_gradients: {"n_steps": 4}, occlusion: {"window": 8}}.get(
+        method, {}
+    )
+    big = np.kron(X[:3], np.ones((1, 2, 2), np.uint8))  # 64 px images, 32 px model
+    heatmaps = method(clf, big, "PNEUMONIA", batch_size=2, **kwargs)
+    assert heatmaps.shape == (3, 64, 64)  # the resolution of X as given
+    assert heatmaps.min() >= 0 and heatmaps.max() <= 1
+    peaks = heatmaps.max(axis=(1, 2))  # each map peaks at 1, or has no evidence
+    assert np.all(np.isclose(peaks, 1.0) | (peaks == 0))
+    predicted = method(clf, X[:3], batch_size=2, **kwargs)
+    as_labels = method(clf, X[:3], clf.predict(X[:3]), batch_size=3, **kwargs)
+    np.testing.assert_allclose(predicted, as_labels, atol=1e-5)
+
+
+def test_target_and_batch_size(tiny):
+    clf, X, _ = tiny
+    one = grad_cam(clf, X[:5], "NORMAL", batch_size=1)
+    five = grad_cam(clf, X[:5], "NORMAL", batch_size=5)
+    np.testing.assert_allclose(one, five, atol=1e-5)
+    other = grad_cam(clf, X[:5], "PNEUMONIA")
+    assert not np.allclose(one, other)
+    per_image = grad_cam(clf, X[:2], ["NORMAL", "PNEUMONIA"])
+    np.testing.assert_allclose(per_image[0], one[0], atol=1e-5)
+    np.testing.assert_allclose(per_image[1], other[1], atol=1e-5)
+
+
+def test_layer_override(tiny):
+    clf, X, _ = tiny
+    default = grad_cam(clf, X[:2])
+    by_name = grad_cam(clf, X[:2], layer="features.4")
+    np.testing.assert_allclose(default, by_name, atol=1e-6)
+    earlier = grad_cam(clf, X[:2], layer=clf.net_.module_.features[1])
+    assert not np.allclose(default, earlier)
+
+
+def test_errors_name_the_input_and_the_fix(tiny):
+    clf, X, _ = tiny
+    with pytest.raises(ValueError, match=r"target 'COVID' is not a class.*classes_"):
+        grad_cam(clf, X[:2], "COVID")
+    with pytest.raises(ValueError, match="named_modules"):
+        grad_cam(clf, X[:2], layer="layer4")
+    with pytest.raises(ValueError, match=r"module of clf\.net_\.module_"):
+        grad_cam(clf, X[:2], layer=nn.ReLU())
+    with pytest.raises(ValueError, match="batch_size"):
+        grad_cam(clf, X[:2], batch_size=0)
+    with pytest.raises(ValueError, match="one label per image"):
+        grad_cam(clf, X[:2], ["NORMAL"] * 3)
+    with pytest.raises(ValueError, match="window"):
+        occlusion(clf, X[:2], window=100)
+    with pytest.raises(ValueError, match="heatmaps has shape"):
+        faithfulness_score(clf, X[:2], np.zeros((3, 32, 32)))
+
+
+def test_paths_give_heatmaps_at_the_model_resolution(tiny, kermany_dir):
+    clf, _, _ = tiny
+    paths, _ = load_image_folder(kermany_dir / "val")
+    heatmaps = grad_cam(clf, paths[:2])
+    assert heatmaps.shape == (2, 32, 32)
+    assert np.all(np.isfinite(heatmaps))
+
+
+# ------------------------------------------------ pure functions (hypothesis)
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(4, 12),
+    st.integers(0, 143),
+    st.integers(0, 143),
+)
+def test_pointing_game_hits_only_when_the_peak_is_in_the_mask(side, peak, spot):
+    peak, spot = peak % (side * side), spot % (side * side)
+    heatmap = np.zeros((1, side, side))
+    heatmap.flat[peak] = 1.0
+    mask = np.zeros((1, side, side), bool)
+    mask.flat[spot] = True
+    assert pointing_game(heatmap, mask)[0] == (peak == spot)
+    # a flat heatmap never scores unless the mask covers everything
+    assert not pointing_game(np.ones((1, side, side)), mask)[0]
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 15), st.integers(0, 15), st.floats(0, 10))
+def test_pointing_game_tolerance_is_monotone(py, px, tolerance):
+    heatmap = np.zeros((1, 16, 16))
+    heatmap[0, py, px] = 1
+    mask = np.zeros((1, 16, 16), bool)
+    mask[0, 6:9, 6:9] = True
+    strict = pointing_game(heatmap, mask)
+    loose = pointing_game(heatmap, mask, tolerance=tolerance)
+    assert loose[0] >= strict[0]
+    distance = np.hypot(max(6 - py, 0, py - 8), max(6 - px, 0, px - 8))
+    assert loose[0] == (distance <= tolerance)
+
+
+# ---------------------------------------- proof: it points at the lesion
+@pytest.fixture(scope="module")
+def fresh_positives(fitted_synthetic):
+    X, y, masks = make_synthetic_cxr(120, image_size=64, random_state=1)
+    correct = (y == "PNEUMONIA") & (fitted_synthetic.predict(X) == y)
+    assert correct.sum() >= 30
+    return X[correct], masks[correct]
+
+
+def test_pointing_game_on_synthetic_lesions(fitted_synthetic, fresh_positives):
+    X, masks = fresh_positives
+    heatmaps = grad_cam(fitted_synthetic, X)
+    # Zhang et al.'s 15 px tolerance on ~224 px images, scaled to 64 px; the
+    # cnn4 Grad-CAM grid is 8x8 at 64 px, so its peaks lie 8 px apart
+    hits = pointing_game(heatmaps, masks, tolerance=15 * 64 / 224)
+    print(
+        f"pointing game: {hits.mean():.3f} "
+        f"(strict {pointing_game(heatmaps, masks).mean():.3f}, n={len(X)})"
+    )
+    assert hits.mean() >= 0.9
+
+
+def test_deleting_top_pixels_hurts_more_than_random_pixels(
+    fitted_synthetic, fresh_positives
+):
+    X = fresh_positives[0][:30]
+    heatmaps = grad_cam(fitted_synthetic, X)
+    random_maps = np.random.default_rng(0).random(heatmaps.shape)
+    clean = fitted_synthetic.predict_proba(X)[:, 1]
+    top = deletion_curve(fitted_synthetic, X, heatmaps, fractions=[0.1])[:, 0]
+    rand = deletion_curve(fitted_synthetic, X, random_maps, fractions=[0.1])[:, 0]
+    print(
+        f"p(PNEUMONIA): clean {clean.mean():.3f}, top-10% removed {top.mean():.3f}, "
+        f"random 10% removed {rand.mean():.3f}"
+    )
+    assert (clean - top).mean() > (clean - rand).mean()
+    auc = faithfulness_score(fitted_synthetic, X, heatmaps, n_steps=4)
+    auc_random = faithfulness_score(fitted_synthetic, X, random_maps, n_steps=4)
+    assert np.all((auc >= 0) & (auc <= 1))
+    assert auc.mean() < auc_random.mean()

@@ -1,0 +1,87 @@
+"""cxrkit.plot heatmap figures and the ``cxrkit explain`` command (headless)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import FAST
+from matplotlib.figure import Figure
+
+from cxrkit import PneumoniaClassifier, load_image_folder
+from cxrkit.cli import main
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.plot import plot_explanations, plot_heatmap, plot_heatmap_grid
+
+
+def test_overlay_has_colour_bar_and_covers_the_image():
+    image = np.random.default_rng(0).integers(0, 255, (40, 30), dtype=np.uint8)
+    heatmap = np.zeros((5, 5))
+    heatmap[2, 2] = 1
+    ax = plot_heatmap(image, heatmap, title="t")
+    gray, overlay = ax.images
+    assert gray.get_extent() == overlay.get_extent() == [0, 30, 40, 0]
+    assert overlay.get_clim() == (0, 1)
+    assert len(ax.figure.axes) == 2  # the image and its colour bar
+    assert ax.figure.axes[1].get_ylabel() == "relevance"
+    no_bar = plot_heatmap(image, heatmap, colorbar=False)
+    assert len(no_bar.figure.axes) == 1
+
+
+def test_overlay_draws_into_a_given_axes():
+    ax = Figure().subplots()
+    assert plot_heatmap(np.zeros((8, 8)), np.ones((8, 8)), ax=ax) is ax
+
+
+def test_grid_titles_mark_wrong_predictions():
+    fig = plot_heatmap_grid(
+        np.zeros((3, 16, 16, 3)),
+        np.ones((3, 4, 4)),
+        y_true=["A", "B", "B"],
+        y_pred=["A", "A", "B"],
+        proba=[0.91, 0.6, 0.8],
+        ncols=2,
+    )
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 3
+    titles = [ax.get_title() for ax in panels]
+    assert titles[0] == "true: A\npred: A (p=0.91)"
+    colors = [ax.title.get_color() for ax in panels]
+    assert colors[1] == "tab:red" and colors[0] == colors[2] == "black"
+
+
+def test_grid_checks_lengths():
+    with pytest.raises(ValueError, match="one heatmap per image"):
+        plot_heatmap_grid(np.zeros((3, 8, 8)), np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match="y_pred has 1 entries for 2 images"):
+        plot_heatmap_grid(np.zeros((2, 8, 8)), np.zeros((2, 8, 8)), y_pred=["A"])
+
+
+@pytest.fixture(scope="module")
+def tiny_clf():
+    X, y, _ = make_synthetic_cxr(32, image_size=32, random_state=0)
+    return PneumoniaClassifier(model="simple_cnn", **FAST).fit(X, y), X, y
+
+
+def test_plot_explanations_on_real_images(tiny_clf, kermany_dir, tmp_path):
+    clf, _, _ = tiny_clf
+    X, y = load_image_folder(kermany_dir / "val")
+    fig = plot_explanations(clf, X[[0, -1]], y[[0, -1]])
+    panels = [ax for ax in fig.axes if ax.images]
+    assert len(panels) == 2
+    assert panels[0].get_title().startswith(f"true: {y[0]}\npred: ")
+    fig.savefig(tmp_path / "grid.png")
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+
+
+def test_cli_explain_writes_pngs(tiny_clf, kermany_dir, tmp_path, capsys):
+    clf, _, _ = tiny_clf
+    model = clf.save(tmp_path / "model.cxr")
+    X, _ = load_image_folder(kermany_dir / "val")
+    out = tmp_path / "out"
+    code = main(["explain", str(model), str(X[0]), str(X[1]), "--out", str(out)])
+    assert code == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert len(names) == 3 and "grid_grad_cam.png" in names
+    code = main(["explain", str(model), str(X[0]), "--out", str(out), "--target", "X"])
+    assert code == 2
+    assert "not a class" in capsys.readouterr().err
