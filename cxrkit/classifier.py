@@ -80,7 +80,9 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Initial weights of torchvision backbones; a path is a local
         ``state_dict`` file (works offline).
     freeze : None or "backbone", default=None
-        ``"backbone"`` trains only the final linear layer.
+        ``"backbone"`` trains only the final linear layer, on backbone
+        features computed once per ``fit`` (see :mod:`cxrkit.features`: the
+        backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.
     augment : {"light", "default", "strong"}, bool or None, default="default"
@@ -328,10 +330,12 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 )
                 for ds in (train_ds, valid_ds)
             ]
-        head_net = clone(self.net_).set_params(
+        params = clone(self.net_).get_params(deep=False)  # fresh callbacks
+        params.update(
             module=head,
             train_split=predefined_split(sets[1]) if sets[1] is not None else None,
         )
+        head_net = type(self.net_)(**params)
         head_net.fit(sets[0], y=None)
         # The trained head is back inside ``module``; serve predictions from it.
         self.net_.initialize()

@@ -16,8 +16,9 @@ __all__ = ["load_image_folder", "patient_groups", "patient_id"]
 
 # Kermany et al. 2018 file names: the patient is `personN` (PNEUMONIA) or the
 # study `IM-XXXX` (NORMAL; the NORMAL2 batch numbers its studies separately).
-_PERSON = re.compile(r"^(person\d+)_(?:bacteria|virus)_\d+$", re.IGNORECASE)
-_STUDY = re.compile(r"^((?:NORMAL2-)?IM-\d+)-\d+$", re.IGNORECASE)
+# One real name has an extra suffix: person447_virus_921_1.jpeg.
+_PERSON = re.compile(r"^(person\d+)_(?:bacteria|virus)(?:_\d+)+$", re.IGNORECASE)
+_STUDY = re.compile(r"^((?:NORMAL2-)?IM-\d+)(?:-\d+)+$", re.IGNORECASE)
 
 
 def patient_id(name: str | os.PathLike) -> str | None:
@@ -99,10 +100,28 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix == "" and is_dicom_file(path)
 
 
+_SUBTYPE = re.compile(r"^person\d+_(bacteria|virus)(?:_\d+)+$", re.IGNORECASE)
+
+
+def _subtype(path: Path, label: str) -> str:
+    """BACTERIA / VIRUS from a Kermany file name; other labels unchanged."""
+    match = _SUBTYPE.match(path.name.split(".", 1)[0])
+    if match:
+        return match.group(1).upper()
+    if label.upper() == "PNEUMONIA":
+        raise ValueError(
+            f"subtypes=True but {path} has no bacteria/virus subtype in its name "
+            "(expected personN_bacteria_M or personN_virus_M); rename it or use "
+            "subtypes=False"
+        )
+    return label
+
+
 def load_image_folder(
     path: str | os.PathLike,
     *,
     classes: Iterable[str] | None = None,
+    subtypes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Read a class-per-subfolder tree of images as ``(X, y)``.
 
@@ -116,6 +135,11 @@ def load_image_folder(
         are ignored; other files are ignored with one warning listing them.
     classes : iterable of str, optional
         Subfolders to read, in this order; by default all, sorted by name.
+    subtypes : bool, default=False
+        Label images whose file names follow Kermany's ``personN_bacteria_M``
+        / ``personN_virus_M`` pattern ``"BACTERIA"`` or ``"VIRUS"`` instead
+        of their folder name (three classes: NORMAL / BACTERIA / VIRUS). A
+        ``PNEUMONIA`` image whose name has neither raises a ``ValueError``.
 
     Returns
     -------
@@ -173,7 +197,10 @@ def load_image_folder(
         files = sorted(
             p
             for p in (root / label).rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.parts[-1:])
+            # Broken symlinks are kept so that fit names them, not drops them;
+            # hidden files and folders (.DS_Store, .ipynb_checkpoints) are not.
+            if (p.is_file() or (p.is_symlink() and not p.exists()))
+            and not any(part.startswith(".") for part in p.relative_to(root).parts)
         )
         images = [p for p in files if _is_image_file(p)]
         ignored += [p for p in files if not _is_image_file(p)]
@@ -183,7 +210,7 @@ def load_image_folder(
                 f"(readable endings: {', '.join(sorted(IMAGE_EXTENSIONS))})"
             )
         X += [str(p) for p in images]
-        y += [label] * len(images)
+        y += [_subtype(p, label) for p in images] if subtypes else [label] * len(images)
     if ignored:
         shown = ", ".join(str(p) for p in ignored[:10])
         more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""

@@ -38,6 +38,7 @@ def make_synthetic_cxr(
     *,
     image_size: int = 64,
     positive_fraction: float = 0.5,
+    lesion_size: tuple[float, float] = (0.07, 0.1),
     noise: float = 0.05,
     random_state: int | np.random.RandomState | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -57,6 +58,8 @@ def make_synthetic_cxr(
         Side of the square images (at least 16).
     positive_fraction : float
         Expected fraction of ``"PNEUMONIA"`` images.
+    lesion_size : (float, float)
+        Range of the opacity's radius, as a fraction of the image side.
     noise : float
         Standard deviation of the Gaussian pixel noise (intensity in [0, 1]).
     random_state : int, RandomState or None
@@ -111,7 +114,7 @@ def make_synthetic_cxr(
             lung, lx, rx, ry = lungs[rng.randint(2)]
             ox = lx + rng.uniform(-0.4, 0.4) * rx
             oy = cy + rng.uniform(-0.45, 0.45) * ry
-            r = rng.uniform(0.07, 0.1)
+            r = rng.uniform(*lesion_size)
             dist2 = ((xx - ox) ** 2 + (yy - oy) ** 2) / r**2
             opacity = np.exp(-dist2) * lung
             img = img + rng.uniform(0.35, 0.5) * opacity

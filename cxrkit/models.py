@@ -24,7 +24,13 @@ import torch
 import torchvision
 from torch import nn
 
-__all__ = ["available_models", "build_model", "classifier_head", "first_conv"]
+__all__ = [
+    "available_models",
+    "build_model",
+    "classifier_head",
+    "first_conv",
+    "target_layer",
+]
 
 
 class SimpleCNN(nn.Module):
@@ -107,10 +113,18 @@ class _Spec:
     torchvision_name: str | None = None
     first_conv: str | None = None  # dotted path of the input convolution
     head: str | None = None  # dotted path of the final linear layer
+    # dotted path of the layer Grad-CAM explains: the last convolutional block's
+    # rectified output, at the finest resolution that block has
+    target_layer: str | None = None
 
 
-def _tv(name: str, first_conv: str, head: str) -> _Spec:
-    return _Spec(torchvision_name=name, first_conv=first_conv, head=head)
+def _tv(name: str, first_conv: str, head: str, target_layer: str) -> _Spec:
+    return _Spec(
+        torchvision_name=name,
+        first_conv=first_conv,
+        head=head,
+        target_layer=target_layer,
+    )
 
 
 _REGISTRY: dict[str, _Spec] = {
@@ -118,15 +132,21 @@ _REGISTRY: dict[str, _Spec] = {
         build=lambda n, size: SimpleCNN(n, size),
         first_conv="features.0",
         head="classifier.4",
+        target_layer="features.4",
     ),
     "cnn4": _Spec(
-        build=lambda n, size: CNN4(n), first_conv="features.0.0", head="classifier.2"
+        build=lambda n, size: CNN4(n),
+        first_conv="features.0.0",
+        head="classifier.2",
+        target_layer="features.3.5",
     ),
-    "resnet18": _tv("resnet18", "conv1", "fc"),
-    "resnet50": _tv("resnet50", "conv1", "fc"),
-    "efficientnet_b0": _tv("efficientnet_b0", "features.0.0", "classifier.1"),
-    "densenet121": _tv("densenet121", "features.conv0", "classifier"),
-    "vgg16": _tv("vgg16", "features.0", "classifier.6"),
+    "resnet18": _tv("resnet18", "conv1", "fc", "layer4"),
+    "resnet50": _tv("resnet50", "conv1", "fc", "layer4"),
+    "efficientnet_b0": _tv(
+        "efficientnet_b0", "features.0.0", "classifier.1", "features.8"
+    ),
+    "densenet121": _tv("densenet121", "features.conv0", "classifier", "features.norm5"),
+    "vgg16": _tv("vgg16", "features.0", "classifier.6", "features.29"),
 }
 
 
@@ -164,6 +184,25 @@ def first_conv(module: nn.Module, name: str) -> nn.Conv2d:
 def classifier_head(module: nn.Module, name: str) -> nn.Linear:
     """The final linear layer of a registry model built as ``name``."""
     return module.get_submodule(_spec(name).head)
+
+
+def target_layer(module: nn.Module, name: str) -> nn.Module:
+    """The layer Grad-CAM explains in a registry model built as ``name``.
+
+    The last convolutional block, taken after its activation and before the
+    final pooling where the block has one (``features.3.5`` of ``"cnn4"``,
+    ``layer4`` of the ResNets, ``features.norm5`` of ``"densenet121"``,
+    ``features.8`` of ``"efficientnet_b0"``, ``features.29`` of
+    ``"vgg16"``): the deepest features that still have a spatial layout.
+    DenseNet's last activation is a functional ReLU inside its ``forward``,
+    so its layer is the batch norm before it.
+
+    Examples
+    --------
+    >>> target_layer(build_model("cnn4", n_classes=2), "cnn4")
+    ReLU()
+    """
+    return module.get_submodule(_spec(name).target_layer)
 
 
 def _to_one_channel(conv: nn.Conv2d) -> nn.Conv2d:

@@ -1,0 +1,118 @@
+"""Frozen-backbone features, computed once per fit instead of once per epoch.
+
+With ``freeze="backbone"`` only a model's final linear layer learns. Running
+the frozen backbone over every image in every epoch then repeats the same
+computation ``max_epochs`` times; :func:`backbone_features` runs it once, and
+the classifier trains the head on the stored feature vectors (skorch has no
+such option, so this small piece is written here).
+
+Two consequences, both the usual practice for feature extraction (Keras'
+``trainable=False`` behaves the same): the backbone runs in evaluation mode
+(batch-norm statistics are not updated), and training augmentation does not
+apply, since each image's features are computed once from the image itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from cxrkit.models import classifier_head
+
+__all__ = ["backbone_features", "headless"]
+
+
+def _parent_and_name(root: nn.Module, dotted: str) -> tuple[nn.Module, str]:
+    parent_name, _, child = dotted.rpartition(".")
+    return (root.get_submodule(parent_name) if parent_name else root), child
+
+
+@contextmanager
+def headless(module: nn.Module, name: str) -> Iterator[tuple[nn.Module, nn.Linear]]:
+    """Temporarily replace a registry model's head by ``nn.Identity``.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A model built by :func:`cxrkit.models.build_model` as ``name``.
+    name : str
+        Its registry name.
+
+    Yields
+    ------
+    (backbone, head)
+        ``module`` itself, now returning the head's input features, and the
+        removed linear head. The head is put back on exit, even on error.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cxrkit.models import build_model
+    >>> model = build_model("cnn4", n_classes=2)
+    >>> with headless(model, "cnn4") as (backbone, head):
+    ...     backbone(torch.zeros(1, 1, 32, 32)).shape, head.in_features
+    (torch.Size([1, 256]), 256)
+    >>> model(torch.zeros(1, 1, 32, 32)).shape
+    torch.Size([1, 2])
+    """
+    head = classifier_head(module, name)
+    dotted = next(n for n, m in module.named_modules() if m is head)
+    parent, child = _parent_and_name(module, dotted)
+    setattr(parent, child, nn.Identity())
+    try:
+        yield module, head
+    finally:
+        setattr(parent, child, head)
+
+
+@torch.no_grad()
+def backbone_features(
+    backbone: nn.Module,
+    dataset: Dataset,
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+) -> np.ndarray:
+    """Run a frozen backbone once over a dataset, in evaluation mode.
+
+    Parameters
+    ----------
+    backbone : torch.nn.Module
+        Maps a batch of images to ``(batch, n_features)``.
+    dataset : torch Dataset
+        Yields ``(image, target)`` pairs, e.g. :class:`cxrkit.transforms.ImageDataset`.
+    batch_size : int
+    device : str
+
+    Returns
+    -------
+    ndarray of shape (n, n_features), dtype float32
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from cxrkit.models import build_model
+    >>> from cxrkit.transforms import ImageDataset
+    >>> model = build_model("cnn4", n_classes=2)
+    >>> with headless(model, "cnn4") as (backbone, _):
+    ...     images = ImageDataset(np.zeros((3, 32, 32), np.uint8))
+    ...     f = backbone_features(backbone, images)
+    >>> f.shape
+    (3, 256)
+    """
+    was_training = backbone.training
+    backbone.eval()
+    backbone.to(device)
+    try:
+        out = [
+            backbone(x.to(device)).flatten(1).float().cpu()
+            for x, _ in DataLoader(dataset, batch_size=batch_size)
+        ]
+    finally:
+        backbone.train(was_training)
+    return torch.cat(out).numpy()

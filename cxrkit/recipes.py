@@ -1,0 +1,138 @@
+"""Named training configurations ("recipes") for :class:`PneumoniaClassifier`.
+
+A recipe is a plain dict of ``PneumoniaClassifier`` parameters, so it can be
+read, printed, changed and searched over like any other parameters:
+``PneumoniaClassifier(**RECIPES["cpu"])`` and ``make_classifier("cpu")`` are
+the same model.
+
+``"cpu"`` is the recipe measured in ``benchmarks/recipe.py`` (see the docs
+page *Training recipe*): it trains on the 5,216 Kermany training images on 2
+CPU cores within 30 minutes. The other entries express the recipes of five
+widely copied reference projects in cxrkit terms (see *Reference recipes*);
+they are there for comparison, not because they are good.
+
+For research and education; not a medical device.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cxrkit.classifier import PneumoniaClassifier
+
+__all__ = ["RECIPES", "make_classifier"]
+
+#: Named parameter sets for :class:`cxrkit.PneumoniaClassifier`.
+RECIPES: dict[str, dict[str, Any]] = {
+    # The recipe of benchmarks/recipe.py: a ResNet-18 from scratch at 128 px,
+    # balanced class weights and label smoothing (NORMAL is the minority and
+    # the class that is misread), one-cycle LR schedule.
+    "cpu": {
+        "model": "resnet18",
+        "image_size": 128,
+        "augment": "default",
+        "class_weight": "balanced",
+        "label_smoothing": 0.1,
+        "lr": 2e-3,
+        "weight_decay": 1e-4,
+        "lr_schedule": "onecycle",
+        "batch_size": 32,
+        "max_epochs": 10,
+        "validation_fraction": None,
+    },
+    # Keras tutorial: two conv + two dense layers, 224 px, 10 epochs of Adam.
+    "simple_cnn_224": {
+        "model": "simple_cnn",
+        "image_size": 224,
+        "augment": None,
+        "lr": 1e-3,
+        "weight_decay": 0.0,
+        "lr_schedule": None,
+        "max_epochs": 10,
+        "validation_fraction": None,
+    },
+    # EfficientNet-B0 as a frozen feature extractor with a new linear head.
+    # The reference uses ImageNet weights (pretrained="imagenet" or a local
+    # file); without them the frozen features are random.
+    "efficientnet_b0_frozen": {
+        "model": "efficientnet_b0",
+        "freeze": "backbone",
+        "image_size": 224,
+        "lr": 1e-3,
+        "max_epochs": 10,
+        "validation_fraction": None,
+    },
+    # Grayscale CNN trained with binary cross-entropy and LR reduced on
+    # plateau. Two-class softmax cross-entropy is the same loss as BCE on the
+    # logit difference; class weights as in the reference.
+    "grayscale_cnn_plateau": {
+        "model": "cnn4",
+        "image_size": 128,
+        "augment": "light",
+        "class_weight": "balanced",
+        "lr": 1e-3,
+        "lr_schedule": "plateau",
+        "max_epochs": 10,
+        "validation_fraction": 0.1,
+    },
+    # VGG16 transfer learning (the reference freezes ImageNet weights).
+    "vgg16_transfer": {
+        "model": "vgg16",
+        "image_size": 224,
+        "lr": 1e-4,
+        "lr_schedule": None,
+        "max_epochs": 10,
+        "validation_fraction": None,
+    },
+    # The 4-block custom CNN (conv blocks with batch norm, dropout).
+    "cnn4": {
+        "model": "cnn4",
+        "image_size": 128,
+        "augment": "default",
+        "lr": 1e-3,
+        "max_epochs": 10,
+        "validation_fraction": None,
+    },
+    # Small CNN on 150 px images.
+    "simple_cnn_150": {
+        "model": "simple_cnn",
+        "image_size": 150,
+        "augment": "light",
+        "lr": 1e-3,
+        "lr_schedule": None,
+        "max_epochs": 10,
+        "validation_fraction": None,
+    },
+}
+
+
+def make_classifier(name: str, **overrides: Any) -> PneumoniaClassifier:
+    """A :class:`~cxrkit.PneumoniaClassifier` configured by a named recipe.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`RECIPES`.
+    **overrides
+        Parameters that replace the recipe's (e.g. ``max_epochs=3``,
+        ``random_state=0``).
+
+    Returns
+    -------
+    PneumoniaClassifier
+        Unfitted.
+
+    Examples
+    --------
+    >>> clf = make_classifier("cpu", max_epochs=2)
+    >>> clf.model, clf.image_size, clf.max_epochs
+    ('resnet18', 128, 2)
+    """
+    try:
+        params = dict(RECIPES[name])
+    except KeyError:
+        raise ValueError(
+            f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}"
+        ) from None
+    params.update(overrides)
+    return PneumoniaClassifier(**params)

@@ -1,0 +1,261 @@
+"""Recipes, three-class labels, frozen-backbone features, benchmarks/recipe.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from PIL import Image
+from sklearn.base import clone
+
+import cxrkit.classifier as classifier_module
+from cxrkit import PneumoniaClassifier, load_image_folder
+from cxrkit.data import patient_id
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.features import backbone_features, headless
+from cxrkit.models import available_models, build_model
+from cxrkit.recipes import RECIPES, make_classifier
+from cxrkit.transforms import ImageDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load_benchmark(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _kermany_tree(root: Path, n_patients: int = 12, size: int = 32) -> Path:
+    """A tiny class-per-folder tree with Kermany-style names (2 images each)."""
+    X, y, _ = make_synthetic_cxr(8 * n_patients, image_size=size, random_state=0)
+    normal = iter(X[y == "NORMAL"])
+    sick = iter(X[y == "PNEUMONIA"])
+    for label in ("NORMAL", "PNEUMONIA"):
+        (root / label).mkdir(parents=True)
+    for i in range(n_patients):
+        for j in (1, 2):
+            Image.fromarray(next(normal)).save(
+                root / "NORMAL" / f"IM-{i:04d}-{j:04d}.png"
+            )
+            kind = "bacteria" if i % 2 else "virus"
+            name = f"person{i}_{kind}_{j}.png"
+            Image.fromarray(next(sick)).save(root / "PNEUMONIA" / name)
+    return root
+
+
+# ------------------------------------------------------------- subtypes
+def test_subtypes_label_bacteria_and_virus(tmp_path):
+    root = _kermany_tree(tmp_path / "data", n_patients=4)
+    X, y = load_image_folder(root, subtypes=True)
+    names = [Path(p).name for p in X]
+    expected = [
+        "NORMAL" if n.startswith("IM-") else n.split("_")[1].upper() for n in names
+    ]
+    assert y.tolist() == expected
+    assert sorted(set(y)) == ["BACTERIA", "NORMAL", "VIRUS"]
+    _, y2 = load_image_folder(root)  # default unchanged
+    assert sorted(set(y2)) == ["NORMAL", "PNEUMONIA"]
+
+
+def test_subtypes_refuse_pneumonia_without_subtype(tmp_path):
+    root = _kermany_tree(tmp_path / "data", n_patients=2)
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / "PNEUMONIA" / "scan.png")
+    with pytest.raises(ValueError, match=r"scan\.png.*subtypes=False"):
+        load_image_folder(root, subtypes=True)
+
+
+def test_subtypes_on_real_train_split(kermany_dir):
+    _, y = load_image_folder(kermany_dir / "train", subtypes=True)
+    counts = dict(zip(*np.unique(y, return_counts=True)))
+    assert counts["NORMAL"] == 1341
+    assert counts["BACTERIA"] + counts["VIRUS"] == 3875
+    assert counts["BACTERIA"] > counts["VIRUS"] > 1000  # about 2:1 in Kermany
+
+
+@given(st.integers(0, 9999), st.integers(0, 9999), st.integers(0, 9999))
+def test_patient_id_of_repeated_study_names(a, b, c):
+    # Names such as IM-0429-0001-0001.jpeg exist in the train split; they
+    # belong to study IM-0429, not to a group of their own.
+    assert patient_id(f"IM-{a:04d}-{b:04d}-{c:04d}.jpeg") == f"IM-{a:04d}"
+    assert patient_id(f"NORMAL2-IM-{a:04d}-{b:04d}.jpeg") == f"NORMAL2-IM-{a:04d}"
+
+
+# -------------------------------------------------------------- recipes
+def test_every_recipe_builds_a_valid_classifier():
+    for name, params in RECIPES.items():
+        clf = make_classifier(name, random_state=0)
+        assert clf.model in available_models()
+        assert {k: clf.get_params()[k] for k in params} == params
+        assert clone(clf).get_params() == clf.get_params()
+
+
+def test_make_classifier_overrides_and_unknown_name():
+    assert make_classifier("cpu", max_epochs=2).max_epochs == 2
+    assert RECIPES["cpu"]["max_epochs"] != 2  # the registry is not changed
+    with pytest.raises(ValueError, match=r"unknown recipe 'nope'.*cpu"):
+        make_classifier("nope")
+
+
+# ------------------------------------------------------ frozen features
+def test_headless_restores_head_even_on_error():
+    model = build_model("resnet18", 3)
+    head = model.fc
+    with pytest.raises(RuntimeError), headless(model, "resnet18") as (_, removed):
+        assert removed is head and isinstance(model.fc, torch.nn.Identity)
+        raise RuntimeError
+    assert model.fc is head
+
+
+def test_backbone_features_match_model_output():
+    torch.manual_seed(0)
+    model = build_model("cnn4", 2).eval()
+    images = np.random.default_rng(0).integers(0, 255, (5, 32, 32), dtype=np.uint8)
+    ds = ImageDataset(images)
+    with headless(model, "cnn4") as (backbone, head):
+        feats = backbone_features(backbone, ds, batch_size=2)
+        logits = head(torch.from_numpy(feats))
+    expected = model(torch.stack([ds[i][0] for i in range(5)]))
+    torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_frozen_backbone_runs_once_per_fit(monkeypatch, synthetic):
+    X, y, _ = synthetic
+    X, y = X[:96], y[:96]
+    seen = []
+
+    def counting_build_model(*args, **kwargs):
+        model = build_model(*args, **kwargs)
+        model.features[0].register_forward_hook(
+            lambda m, inp, out: seen.append(len(inp[0]))
+        )
+        return model
+
+    monkeypatch.setattr(classifier_module, "build_model", counting_build_model)
+    clf = PneumoniaClassifier(
+        model="cnn4",
+        freeze="backbone",
+        image_size=32,
+        max_epochs=4,
+        batch_size=16,
+        random_state=0,
+    ).fit(X, y)
+    assert len(clf.history_) == 4
+    assert sum(seen) == len(X)  # each image through the backbone once, not 4x
+    frozen = [
+        p for n, p in clf.net_.module_.named_parameters() if "classifier" not in n
+    ]
+    assert not any(p.requires_grad for p in frozen)
+    proba = clf.predict_proba(X[:5])
+    assert proba.shape == (5, 2) and np.allclose(proba.sum(axis=1), 1)
+
+
+def test_frozen_backbone_trains_the_head(synthetic):
+    X, y, _ = synthetic
+    X, y = X[:160], y[:160]
+    params = dict(
+        model="cnn4",
+        freeze="backbone",
+        image_size=32,
+        batch_size=16,
+        augment=None,
+        validation_fraction=None,
+        random_state=0,
+    )
+    before = PneumoniaClassifier(**params, max_epochs=1, lr=1e-9).fit(X, y)
+    after = PneumoniaClassifier(**params, max_epochs=5, lr=3e-2).fit(X, y)
+    loss = [e["train_loss"] for e in after.history_]
+    assert loss[-1] < loss[0]
+    head_before = before.net_.module_.classifier[2].weight
+    head_after = after.net_.module_.classifier[2].weight
+    assert not torch.allclose(head_before, head_after)
+    # same seed, same frozen backbone: only the head differs
+    torch.testing.assert_close(
+        before.net_.module_.features[0][0].weight,
+        after.net_.module_.features[0][0].weight,
+    )
+
+
+# --------------------------------------------------- benchmarks/recipe.py
+def test_recipe_benchmark_prints_metrics_for_any_folder(tmp_path, capsys):
+    recipe = _load_benchmark("recipe.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    test = _kermany_tree(tmp_path / "test", n_patients=3)
+    args = [
+        "--train",
+        str(train),
+        "--test",
+        str(test),
+        "--model",
+        "simple_cnn",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+    ]
+    result = recipe.main(args)
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert printed == json.loads(json.dumps(result))
+    for key in (
+        "accuracy",
+        "sensitivity",
+        "specificity",
+        "precision",
+        "f1",
+        "roc_auc",
+        "threshold",
+        "fit_seconds",
+        "predict_images_per_second",
+        "peak_rss_mb",
+    ):
+        assert key in printed
+    assert 0 <= printed["specificity"] <= 1 and 0 <= printed["roc_auc"] <= 1
+    assert printed["n_test"] == 12 and printed["n_train"] + printed["n_threshold"] == 48
+    lo, hi = printed["ci95"]["accuracy"]
+    assert lo <= printed["accuracy"] <= hi
+
+
+def test_recipe_benchmark_three_classes(tmp_path, capsys):
+    recipe = _load_benchmark("recipe.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    result = recipe.main(
+        [
+            "--train",
+            str(train),
+            "--test",
+            str(train),
+            "--subtypes",
+            "--model",
+            "simple_cnn",
+            "--image-size",
+            "32",
+            "--epochs",
+            "1",
+            "--threads",
+            "1",
+        ]
+    )
+    assert set(result["recall"]) == {"BACTERIA", "NORMAL", "VIRUS"}
+    assert 0 <= result["accuracy"] <= 1
+
+
+def test_binary_metrics_and_bootstrap():
+    recipe = _load_benchmark("recipe.py")
+    y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
+    score = np.array([0.1, 0.6, 0.2, 0.9, 0.8, 0.4, 0.7, 0.95])
+    m = recipe.binary_metrics(y, score, 0.5)
+    assert m["sensitivity"] == pytest.approx(4 / 5)
+    assert m["specificity"] == pytest.approx(2 / 3)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    ci = recipe.bootstrap_ci(y, score, 0.5, n=200, seed=0)
+    assert ci == recipe.bootstrap_ci(y, score, 0.5, n=200, seed=0)  # seeded
+    assert ci["sensitivity"][0] <= m["sensitivity"] <= ci["sensitivity"][1]
