@@ -75,6 +75,17 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         data_name=f"{len(y_test)} held-out {source} (25% of the demo data)",
     )
     print(f"evaluation report: {args.out}/report.html")
+    from pathlib import Path
+
+    from cxrkit.plot import plot_explanations
+
+    # Grad-CAM on 4 held-out images of each class: where the model looks.
+    shown = np.concatenate(
+        [np.flatnonzero(np.asarray(y_test) == c)[:4] for c in clf.classes_]
+    )
+    figure = plot_explanations(clf, X_test[shown], np.asarray(y_test)[shown])
+    figure.savefig(Path(args.out) / "heatmaps.png", dpi=100)
+    print(f"Grad-CAM heatmaps: {args.out}/heatmaps.png")
     print(f"total time: {time.perf_counter() - start:.0f} s")
     print("For research and education; not a medical device.")
     return 0

@@ -1,7 +1,8 @@
 """Matplotlib figures for evaluation and explanations.
 
-Every function draws on a matplotlib ``ax`` (a new figure when ``ax=None``)
-and returns it, and works without a display (the Agg backend).
+Single plots draw on a matplotlib ``ax`` (a new figure when ``ax=None``) and
+return it; image grids (``plot_heatmap_grid``, ``plot_explanations``) take and
+return a ``Figure``. All work without a display (the Agg backend).
 """
 
 from cxrkit.plot.evaluation import (
