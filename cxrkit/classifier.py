@@ -153,7 +153,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     ...                           random_state=0).fit(X, y)
     >>> clf.predict_proba(X[:3]).shape
     (3, 2)
-    >>> list(clf.classes_)
+    >>> clf.classes_.tolist()
     ['NORMAL', 'PNEUMONIA']
     """
 

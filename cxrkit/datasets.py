@@ -76,7 +76,7 @@ def make_synthetic_cxr(
     Examples
     --------
     >>> X, y, masks = make_synthetic_cxr(10, image_size=32, random_state=0)
-    >>> X.shape, X.dtype, sorted(set(y))
+    >>> X.shape, X.dtype, sorted(set(y.tolist()))
     ((10, 32, 32), dtype('uint8'), ['NORMAL', 'PNEUMONIA'])
     >>> bool(masks[y == "NORMAL"].any())
     False

@@ -129,7 +129,9 @@ def test_class_weight_reaches_the_loss(class_weight, fast):
     X, y, _ = make_synthetic_cxr(
         40, image_size=32, positive_fraction=0.25, random_state=0
     )
-    clf = PneumoniaClassifier(model="simple_cnn", class_weight=class_weight, **fast)
+    clf = PneumoniaClassifier(
+        model="simple_cnn", class_weight=class_weight, validation_fraction=None, **fast
+    )
     clf.fit(X, y)
     expected = compute_class_weight(class_weight, classes=clf.classes_, y=y)
     np.testing.assert_allclose(clf.net_.criterion_.weight.numpy(), expected, rtol=1e-6)
