@@ -34,6 +34,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedGroupKFold, TunedThresholdClassifierCV
 
 from cxrkit import clear_image_cache, load_image_folder, patient_groups
+from cxrkit.metrics import select_threshold
 from cxrkit.recipes import RECIPES, make_classifier
 
 
@@ -79,6 +80,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--set", nargs="*", default=[], metavar="PARAM=JSON")
     parser.add_argument("--subtypes", action="store_true")
+    parser.add_argument(
+        "--target-sensitivity",
+        type=float,
+        help="choose the threshold for this sensitivity on the threshold split "
+        "(cxrkit.metrics.select_threshold) instead of the best balanced accuracy",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -114,6 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
         "n_train": len(fit_idx),
         "n_threshold": len(tune_idx),
         "n_test": len(X_test),
+        "threshold_rule": (
+            f"sensitivity >= {args.target_sensitivity} on the threshold split"
+            if args.target_sensitivity
+            else "best balanced accuracy on the threshold split"
+        ),
         "epochs_run": len(clf.history_),
         "fit_seconds": round(fit_seconds, 1),
     }
@@ -136,10 +148,19 @@ def main(argv: list[str] | None = None) -> dict:
         )
     else:
         # --8<-- [start:threshold]
-        tuner = TunedThresholdClassifierCV(
-            clf, scoring="balanced_accuracy", cv="prefit", refit=False
-        ).fit(X[tune_idx], y[tune_idx])
-        threshold = float(tuner.best_threshold_)
+        if args.target_sensitivity is None:
+            tuner = TunedThresholdClassifierCV(
+                clf, scoring="balanced_accuracy", cv="prefit", refit=False
+            ).fit(X[tune_idx], y[tune_idx])
+            threshold = float(tuner.best_threshold_)
+        else:  # the highest threshold reaching the target on held-out patients
+            point = select_threshold(
+                y[tune_idx],
+                clf.predict_proba(X[tune_idx]),
+                sensitivity=args.target_sensitivity,
+                classes=clf.classes_,
+            )
+            threshold = float(point.threshold)
         # --8<-- [end:threshold]
         positive = list(clf.classes_).index("PNEUMONIA")
         y_bin = (y_test == "PNEUMONIA").astype(int)
