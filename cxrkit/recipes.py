@@ -8,9 +8,10 @@ the same model.
 ``"cpu"`` is the recipe measured in ``benchmarks/recipe.py`` (see the docs
 page *Training recipe*): 10 epochs on 4,224 Kermany training images took
 881-932 s on 2 CPU cores (about 22 ms per image per epoch), so the whole
-5,216-image training split fits within 30 minutes. The other entries express the recipes of five
-widely copied reference projects in cxrkit terms (see *Reference recipes*);
-they are there for comparison, not because they are good.
+5,216-image training split fits within 30 minutes. The other entries
+express the recipes of five widely copied reference projects in cxrkit terms
+(see *Reference recipes*); they are there for comparison, not because they
+are good.
 
 For research and education; not a medical device.
 """
