@@ -21,7 +21,7 @@ import numpy as np
 from joblib import Parallel, delayed
 from PIL import Image
 
-from cxrkit.io import ImageReadError, read_image, to_grayscale_uint8
+from cxrkit.io import ImageReadError, list_failures, read_image, to_grayscale_uint8
 
 __all__ = ["ImageCache", "clear_image_cache", "image_cache", "load_images"]
 
@@ -293,7 +293,7 @@ def load_images(
             "them out with a warning.",
         )
     if failures:
-        listed = "\n".join(f"  {p}: {why}" for p, why in failures.items())
+        listed = list_failures(failures)
         warnings.warn(
             f"skipped {len(failures)} unreadable image file(s):\n{listed}",
             UserWarning,

@@ -61,11 +61,26 @@ class ImageReadError(ValueError):
     def __init__(self, failures: dict[str, str], hint: str = "") -> None:
         self.failures = dict(failures)
         n = len(self.failures)
-        listed = "\n".join(f"  {p}: {why}" for p, why in list(self.failures.items()))
-        msg = f"{n} image file(s) could not be read:\n{listed}"
+        msg = f"{n} image file(s) could not be read:\n{list_failures(self.failures)}"
         if hint:
             msg += f"\n{hint}"
         super().__init__(msg)
+
+
+def list_failures(failures: dict[str, str]) -> str:
+    """One indented line per failed file; the path once, even if the reason names it.
+
+    Examples
+    --------
+    >>> print(list_failures({"a.png": "image file is empty (0 bytes): a.png",
+    ...                      "b.png": "permission denied"}))
+      image file is empty (0 bytes): a.png
+      b.png: permission denied
+    """
+    return "\n".join(
+        f"  {why}" if path in why else f"  {path}: {why}"
+        for path, why in failures.items()
+    )
 
 
 def is_dicom_file(path: str | os.PathLike) -> bool:
