@@ -5,10 +5,13 @@
 ``--train`` and ``--test`` are class-per-subfolder trees (NORMAL/PNEUMONIA).
 The recipe trains on 90% of ``--train``; the other 10% (split by patient with
 ``StratifiedGroupKFold`` on ``cxrkit.patient_groups``) picks the operating
-threshold with scikit-learn's ``TunedThresholdClassifierCV`` (balanced
-accuracy). ``--test`` is touched only once, for the final figures, which come
-with seeded bootstrap 95% confidence intervals. ``--subtypes`` trains the
-three-class NORMAL / BACTERIA / VIRUS problem instead (argmax, no threshold).
+threshold: the highest whose sensitivity there is at least
+``--target-sensitivity`` (0.98; ``cxrkit.metrics.select_threshold``), or with
+``--balanced-accuracy`` the best balanced accuracy (scikit-learn's
+``TunedThresholdClassifierCV``). ``--test`` is touched only once, for the
+final figures, which come with seeded bootstrap 95% confidence intervals.
+``--subtypes`` trains the three-class NORMAL / BACTERIA / VIRUS problem
+instead (argmax, no threshold).
 
 For research and education; not a medical device.
 """
@@ -26,6 +29,7 @@ import numpy as np
 import torch
 from sklearn.metrics import (
     accuracy_score,
+    confusion_matrix,
     f1_score,
     precision_score,
     recall_score,
@@ -83,11 +87,27 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--target-sensitivity",
         type=float,
-        help="choose the threshold for this sensitivity on the threshold split "
-        "(cxrkit.metrics.select_threshold) instead of the best balanced accuracy",
+        default=0.98,
+        help="the threshold: the highest reaching this sensitivity on the threshold "
+        "split (cxrkit.metrics.select_threshold; default 0.98)",
+    )
+    parser.add_argument(
+        "--balanced-accuracy",
+        action="store_true",
+        help="instead, the threshold of the best balanced accuracy on the threshold "
+        "split (scikit-learn's TunedThresholdClassifierCV)",
+    )
+    parser.add_argument(
+        "--save",
+        metavar="PREFIX",
+        help="also write PREFIX.cxr (the fitted model) and PREFIX.npz (labels and "
+        "probabilities of the threshold split and of --test) for later analysis",
     )
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the training")
+    parser.add_argument(
+        "--split-seed", type=int, default=0, help="seed of the threshold split"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*no Kermany patient id.*")
@@ -107,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     X, y = load_image_folder(args.train, subtypes=args.subtypes)
     X_test, y_test = load_image_folder(args.test, subtypes=args.subtypes)
     # --8<-- [start:split]
-    splitter = StratifiedGroupKFold(10, shuffle=True, random_state=args.seed)
+    splitter = StratifiedGroupKFold(10, shuffle=True, random_state=args.split_seed)
     fit_idx, tune_idx = next(splitter.split(X, y, patient_groups(X)))
 
     start = time.perf_counter()
@@ -122,9 +142,9 @@ def main(argv: list[str] | None = None) -> dict:
         "n_threshold": len(tune_idx),
         "n_test": len(X_test),
         "threshold_rule": (
-            f"sensitivity >= {args.target_sensitivity} on the threshold split"
-            if args.target_sensitivity
-            else "best balanced accuracy on the threshold split"
+            "best balanced accuracy on the threshold split"
+            if args.balanced_accuracy
+            else f"sensitivity >= {args.target_sensitivity} on the threshold split"
         ),
         "epochs_run": len(clf.history_),
         "fit_seconds": round(fit_seconds, 1),
@@ -140,6 +160,12 @@ def main(argv: list[str] | None = None) -> dict:
         pred = clf.classes_[proba.argmax(axis=1)]
         result["accuracy"] = round(accuracy_score(y_test, pred), 4)
         recalls = recall_score(y_test, pred, labels=clf.classes_, average=None)
+        result["confusion_matrix"] = {  # rows: true class; columns: classes_
+            str(c): row.tolist()
+            for c, row in zip(
+                clf.classes_, confusion_matrix(y_test, pred, labels=clf.classes_)
+            )
+        }
         result["recall"] = {
             str(c): round(float(r), 4) for c, r in zip(clf.classes_, recalls)
         }
@@ -147,8 +173,9 @@ def main(argv: list[str] | None = None) -> dict:
             roc_auc_score(y_test, proba, multi_class="ovr", labels=clf.classes_), 4
         )
     else:
+        proba_tune = clf.predict_proba(X[tune_idx])
         # --8<-- [start:threshold]
-        if args.target_sensitivity is None:
+        if args.balanced_accuracy:
             tuner = TunedThresholdClassifierCV(
                 clf, scoring="balanced_accuracy", cv="prefit", refit=False
             ).fit(X[tune_idx], y[tune_idx])
@@ -156,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
         else:  # the highest threshold reaching the target on held-out patients
             point = select_threshold(
                 y[tune_idx],
-                clf.predict_proba(X[tune_idx]),
+                proba_tune,
                 sensitivity=args.target_sensitivity,
                 classes=clf.classes_,
             )
@@ -171,7 +198,19 @@ def main(argv: list[str] | None = None) -> dict:
         result["at_0.5"] = {
             k: round(float(v), 4) for k, v in binary_metrics(y_bin, score, 0.5).items()
         }
-        result["ci95"] = bootstrap_ci(y_bin, score, threshold, seed=args.seed)
+        result["ci95"] = bootstrap_ci(y_bin, score, threshold, seed=0)
+    if args.save:
+        clf.save(args.save + ".cxr")
+        np.savez(
+            args.save + ".npz",
+            classes=clf.classes_.astype(str),
+            X_threshold=X[tune_idx].astype(str),
+            y_threshold=y[tune_idx].astype(str),
+            proba_threshold=clf.predict_proba(X[tune_idx]),
+            y_test=y_test.astype(str),
+            proba_test=proba,
+            X_test=X_test.astype(str),
+        )
     result["peak_rss_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
     )

@@ -29,9 +29,10 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, ProgressBar
 from skorch.helper import predefined_split
 from torch import nn
-from torch.utils.data import TensorDataset
+from torch.utils.data import TensorDataset, WeightedRandomSampler
 
 from cxrkit.cache import is_path_like_sequence, load_images
+from cxrkit.callbacks import WeightAveraging
 from cxrkit.data import patient_id
 from cxrkit.features import backbone_features, headless
 from cxrkit.models import build_model
@@ -95,6 +96,11 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Weights of the classes in the loss, computed with scikit-learn's
         ``compute_class_weight`` from the ``y`` of each ``fit`` (so every CV
         fold gets its own).
+    sampler : None or "balanced", default=None
+        ``"balanced"`` draws training images with replacement so that each
+        class is drawn equally often on average (torch's
+        ``WeightedRandomSampler``), the alternative to ``class_weight`` for
+        class imbalance; an epoch still has as many images as the training set.
     lr : float, default=1e-3
         Learning rate of AdamW.
     weight_decay : float, default=1e-4
@@ -105,6 +111,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Learning-rate schedule over ``max_epochs``.
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy loss.
+    ema_decay : float or None, default=None
+        Keep an exponential moving average of the weights over training
+        steps with this decay (e.g. 0.99, about the last 100 steps) and use
+        it as the final model (:class:`cxrkit.callbacks.WeightAveraging`).
+    tta : int, default=0
+        Test-time augmentation: ``predict_proba`` averages the probabilities
+        of each image and of ``tta`` randomly shifted, rotated and rescaled
+        copies (the ``"light"`` augmentation, seeded by ``random_state``).
+        Costs ``1 + tta`` forward passes per image.
     validation_fraction : float or None, default=0.1
         Fraction of the training images held out (stratified, and grouped by
         patient when ``X`` holds Kermany-style paths or ``fit`` gets
@@ -167,12 +182,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         augment: str | bool | None = "default",
         flip: bool = False,
         class_weight: str | dict | None = None,
+        sampler: str | None = None,
         lr: float = 1e-3,
         weight_decay: float = 1e-4,
         batch_size: int = 32,
         max_epochs: int = 10,
         lr_schedule: str | None = "cosine",
         label_smoothing: float = 0.0,
+        ema_decay: float | None = None,
+        tta: int = 0,
         validation_fraction: float | None = 0.1,
         early_stopping: int | None = None,
         on_error: str = "raise",
@@ -188,12 +206,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self.augment = augment
         self.flip = flip
         self.class_weight = class_weight
+        self.sampler = sampler
         self.lr = lr
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.lr_schedule = lr_schedule
         self.label_smoothing = label_smoothing
+        self.ema_decay = ema_decay
+        self.tta = tta
         self.validation_fraction = validation_fraction
         self.early_stopping = early_stopping
         self.on_error = on_error
@@ -289,7 +310,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 lr=self.lr,
                 max_epochs=self.max_epochs,
                 batch_size=self.batch_size,
-                iterator_train__shuffle=True,
+                **_sampling(self.sampler, y_enc[train_idx]),
                 iterator_train__drop_last=len(train_idx) > self.batch_size,
                 train_split=predefined_split(valid_ds) if valid_ds else None,
                 callbacks=resume_callbacks[:1]
@@ -375,6 +396,19 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 "early_stopping needs a validation split: set validation_fraction "
                 "(e.g. 0.1) or early_stopping=None"
             )
+        if self.sampler not in (None, "balanced"):
+            raise ValueError(
+                f"sampler must be None or 'balanced', got {self.sampler!r}"
+            )
+        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
+            raise ValueError(
+                "ema_decay must be None or in (0, 1), e.g. 0.99; got "
+                f"{self.ema_decay!r}"
+            )
+        if not isinstance(self.tta, (int, np.integer)) or self.tta < 0:
+            raise ValueError(
+                f"tta must be a non-negative integer (0 turns it off), got {self.tta!r}"
+            )
         if self.on_error not in ("raise", "skip"):
             raise ValueError(
                 f"on_error must be 'raise' or 'skip', got {self.on_error!r}"
@@ -450,6 +484,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                     patience=2,
                 )
             )
+        if self.ema_decay is not None:
+            callbacks.append(WeightAveraging(self.ema_decay))
         if self.early_stopping is not None:
             callbacks.append(
                 EarlyStopping(
@@ -477,8 +513,19 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         _reject_sparse(X)
         images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        proba = self.net_.predict_proba(ImageDataset(images))
-        return proba.astype(np.float64)
+        proba = self.net_.predict_proba(ImageDataset(images)).astype(np.float64)
+        if self.tta:
+            # Seeded copies: the same model gives the same probabilities for
+            # the same image on every call, as without tta.
+            seed = self.random_state
+            augment = build_augmentation("light")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed if isinstance(seed, (int, np.integer)) else 0)
+                for _ in range(self.tta):
+                    copies = ImageDataset(images, transform=augment)
+                    proba += self.net_.predict_proba(copies)
+            proba /= 1 + self.tta
+        return proba
 
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted class label per image (the most probable class).
@@ -563,6 +610,21 @@ def _default_groups(X: Any, kept: np.ndarray) -> np.ndarray:
         return np.arange(n).astype(str)
     paths = [os.fspath(p) for p, k in zip(X, kept) if k]
     return np.array([patient_id(p) or p for p in paths], dtype=object)
+
+
+def _sampling(sampler: str | None, y_enc: np.ndarray) -> dict[str, Any]:
+    """skorch ``iterator_train__*`` arguments: shuffle, or class-balanced draws."""
+    if sampler is None:
+        return {"iterator_train__shuffle": True}
+    per_class = np.bincount(y_enc).astype(np.float64)
+    weights = torch.as_tensor(1.0 / per_class[y_enc], dtype=torch.double)
+    # torch's global RNG draws the samples; fit seeds it (fork_rng).
+    return {
+        "iterator_train__sampler": WeightedRandomSampler(
+            weights, num_samples=len(y_enc), replacement=True
+        ),
+        "iterator_train__shuffle": False,
+    }
 
 
 def _resolve_device(device: str) -> str:

@@ -137,16 +137,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
     labels, counts = np.unique(y, return_counts=True)
     per_class = ", ".join(f"{c} {n}" for c, n in zip(labels, counts))
     print(f"cxrkit train: {len(X)} images in {args.data_dir} ({per_class})")
+    from cxrkit.recipes import RECIPES
+
+    if args.recipe and args.recipe not in RECIPES:
+        raise ValueError(
+            f"--recipe {args.recipe!r} is not a recipe; choose one of {sorted(RECIPES)}"
+        )
+    params = dict(RECIPES[args.recipe]) if args.recipe else {}
+    given = {
+        "model": args.model,
+        "image_size": args.image_size,
+        "class_weight": args.class_weight,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "max_epochs": args.epochs,
+        "validation_fraction": args.validation_fraction,
+        "early_stopping": args.early_stopping,
+    }
+    params.update({k: v for k, v in given.items() if v is not None})
+    if params.get("class_weight") == "none":
+        params["class_weight"] = None
+    if params.get("validation_fraction") == 0:
+        params["validation_fraction"] = None
     clf = PneumoniaClassifier(
-        model=args.model,
+        **params,
         pretrained=args.pretrained,
-        image_size=args.image_size,
-        class_weight=None if args.class_weight == "none" else args.class_weight,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        max_epochs=args.epochs,
-        validation_fraction=args.validation_fraction or None,
-        early_stopping=args.early_stopping,
         device=args.device,
         random_state=args.seed,
         verbose=1,
@@ -218,27 +233,31 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
         "to a model file.",
     )
     train.add_argument("data_dir", metavar="DATA_DIR", help="training images")
-    train.add_argument("--model", default="cnn4", help="architecture (default: cnn4)")
+    train.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help="start from a named configuration of cxrkit.recipes.RECIPES (e.g. "
+        "cpu, the measured training recipe); the options below override it",
+    )
+    train.add_argument("--model", help="architecture (default: cnn4)")
     train.add_argument(
         "--pretrained",
         default=None,
         metavar="WEIGHTS",
         help="'imagenet' or a local weights file (torchvision backbones)",
     )
-    train.add_argument("--epochs", type=int, default=10, help="default: 10")
-    train.add_argument("--image-size", type=int, default=128, help="default: 128")
+    train.add_argument("--epochs", type=int, help="default: 10")
+    train.add_argument("--image-size", type=int, help="default: 128")
     train.add_argument(
         "--class-weight",
         choices=["balanced", "none"],
-        default="none",
         help="weigh classes in the loss (default: none)",
     )
-    train.add_argument("--lr", type=float, default=1e-3, help="default: 0.001")
-    train.add_argument("--batch-size", type=int, default=32, help="default: 32")
+    train.add_argument("--lr", type=float, help="default: 0.001")
+    train.add_argument("--batch-size", type=int, help="default: 32")
     train.add_argument(
         "--validation-fraction",
         type=float,
-        default=0.1,
         help="patient-grouped share held out to score epochs (default: 0.1; 0: none)",
     )
     train.add_argument(

@@ -96,6 +96,19 @@ def test_predict_folder_and_files_to_csv(model_file, small_folder, tmp_path, cap
     assert stdout[1].split(",")[:2] == [str(image), rows[-1]["predicted"]]
 
 
+def test_train_from_a_recipe_with_overrides(small_folder, tmp_path):
+    from cxrkit import PneumoniaClassifier
+    from cxrkit.recipes import RECIPES
+
+    path = tmp_path / "recipe.cxr"
+    argv = ["train", str(small_folder), "--recipe", "cpu", "--epochs", "1"]
+    assert main([*argv, "--image-size", "32", "--out", str(path)]) == 0
+    params = PneumoniaClassifier.load(path).get_params()
+    assert params["max_epochs"] == 1 and params["image_size"] == 32  # overridden
+    for key in ("model", "label_smoothing", "lr_schedule", "class_weight"):
+        assert params[key] == RECIPES["cpu"][key]  # from the recipe
+
+
 def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -107,6 +120,7 @@ def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, ca
         (["predict", str(model_file), str(empty)], "holds no image files"),
         (["predict", str(model_file), str(tmp_path / "nope.png")], "no such image"),
         (["train", str(empty), "--out", str(tmp_path / "m.cxr")], "class folder"),
+        (["train", str(small_folder), "--recipe", "gpu"], "is not a recipe"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
 
 import cxrkit.classifier as classifier_module
 from cxrkit import PneumoniaClassifier, load_image_folder
@@ -246,6 +247,72 @@ def test_recipe_benchmark_three_classes(tmp_path, capsys):
     )
     assert set(result["recall"]) == {"BACTERIA", "NORMAL", "VIRUS"}
     assert 0 <= result["accuracy"] <= 1
+    matrix = np.array(list(result["confusion_matrix"].values()))
+    assert matrix.sum() == result["n_test"]
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(result["accuracy"], 1e-3)
+
+
+def _tiny_recipe_args(train: Path, test: Path) -> list[str]:
+    return [
+        *("--train", str(train), "--test", str(test)),
+        *("--model", "simple_cnn", "--image-size", "32", "--epochs", "1"),
+        *("--threads", "1"),
+    ]
+
+
+def test_recipe_benchmark_balanced_accuracy_rule(tmp_path):
+    recipe = _load_benchmark("recipe.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    result = recipe.main([*_tiny_recipe_args(train, train), "--balanced-accuracy"])
+    assert result["threshold_rule"].startswith("best balanced accuracy")
+    default = recipe.main(_tiny_recipe_args(train, train))
+    assert default["threshold_rule"] == "sensitivity >= 0.98 on the threshold split"
+
+
+def test_saved_runs_scored_with_ensembles_and_tta(tmp_path, capsys):
+    recipe = _load_benchmark("recipe.py")
+    posthoc = _load_benchmark("posthoc.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    test = _kermany_tree(tmp_path / "test", n_patients=4)
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for name, seed in (("a", "0"), ("b", "1")):
+        save = ["--seed", seed, "--save", str(runs / name)]
+        recipe.main([*_tiny_recipe_args(train, test), *save])
+    assert {p.name for p in runs.iterdir()} == {"a.npz", "a.cxr", "b.npz", "b.cxr"}
+    rows = posthoc.main(
+        [
+            *("--dir", str(runs), "--baseline", "a", "--threads", "1"),
+            *("--tta", "a", "--tta-copies", "2", "--ensemble", "a+b"),
+        ]
+    )
+    by_name = {r["run"]: r for r in rows}
+    assert set(by_name) == {"a", "b", "a+b", "a+tta2"}
+    assert "roc_auc_minus_baseline" not in by_name["a"]
+    diff = by_name["b"]["roc_auc_minus_baseline"]
+    assert diff[0] == pytest.approx(
+        by_name["b"]["roc_auc"][0] - by_name["a"]["roc_auc"][0], abs=2e-4
+    )
+    assert diff[1] <= diff[0] <= diff[2]
+    a, b = (np.load(runs / f"{n}.npz") for n in "ab")
+    ensemble_auc = roc_auc_score(
+        a["y_test"] == "PNEUMONIA", (a["proba_test"] + b["proba_test"])[:, 1] / 2
+    )
+    assert by_name["a+b"]["roc_auc"][0] == pytest.approx(ensemble_auc, abs=1e-4)
+
+
+def test_make_holdout_keeps_patients_apart(tmp_path):
+    make_holdout = _load_benchmark("make_holdout.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=20)
+    counts = make_holdout.main(["--train", str(train), "--out", str(tmp_path / "out")])
+    parts = {
+        name: load_image_folder(tmp_path / "out" / name)[0]
+        for name in ("train90", "holdout")
+    }
+    ids = {name: {patient_id(p) for p in X} for name, X in parts.items()}
+    assert not ids["train90"] & ids["holdout"]
+    assert sum(len(X) for X in parts.values()) == 80
+    assert sum(counts["holdout"].values()) == len(parts["holdout"]) > 0
 
 
 def test_binary_metrics_and_bootstrap():

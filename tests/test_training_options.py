@@ -1,0 +1,113 @@
+"""Class-balanced sampling, weight averaging (EMA) and test-time augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from skorch import NeuralNetClassifier
+from skorch.callbacks import Callback
+
+from cxrkit import PneumoniaClassifier
+from cxrkit.callbacks import WeightAveraging
+from cxrkit.classifier import _sampling
+from cxrkit.datasets import make_synthetic_cxr
+
+
+@pytest.fixture(scope="module")
+def small():
+    return make_synthetic_cxr(48, image_size=32, random_state=5)
+
+
+def test_balanced_sampler_draws_classes_equally():
+    y = np.array([0] * 900 + [1] * 100)
+    sampler = _sampling("balanced", y)["iterator_train__sampler"]
+    torch.manual_seed(0)
+    drawn = y[list(sampler)]
+    assert len(drawn) == len(y)  # an epoch is as long as without the sampler
+    assert 0.45 < drawn.mean() < 0.55  # the 10% minority is drawn half the time
+
+
+def test_no_sampler_shuffles():
+    assert _sampling(None, np.array([0, 1])) == {"iterator_train__shuffle": True}
+
+
+def test_balanced_sampler_fit_is_repeatable(small, fast):
+    X, y, _ = small
+    params = dict(model="simple_cnn", sampler="balanced", **fast)
+    a = PneumoniaClassifier(**params).fit(X, y).predict_proba(X)
+    b = PneumoniaClassifier(**params).fit(X, y).predict_proba(X)
+    np.testing.assert_allclose(a, b)
+
+
+class _RecordWeights(Callback):
+    """Keep the weight of the single linear layer after every training step."""
+
+    def initialize(self):
+        self.steps_ = []
+        return self
+
+    def on_batch_end(self, net, training=False, **kwargs):
+        if training:
+            self.steps_.append(net.module_[0].weight.detach().clone())
+
+
+def test_weight_averaging_is_the_exponential_average_of_the_steps():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    record, decay = _RecordWeights(), 0.8
+    torch.manual_seed(0)
+    net = NeuralNetClassifier(
+        torch.nn.Sequential(torch.nn.Linear(3, 2)),
+        max_epochs=2,
+        batch_size=16,
+        lr=0.5,
+        train_split=None,
+        verbose=0,
+        callbacks=[record, WeightAveraging(decay)],
+    ).fit(X, y)
+    steps = record.steps_
+    assert len(steps) == 8
+    expected = steps[0]  # the average starts at the first step's weights
+    for w in steps[1:]:
+        expected = decay * expected + (1 - decay) * w
+    final = net.module_[0].weight.detach()
+    torch.testing.assert_close(final, expected)
+    assert not torch.allclose(final, steps[-1])  # not simply the last weights
+
+
+def test_weight_averaging_rejects_bad_decay():
+    with pytest.raises(ValueError, match="decay"):
+        WeightAveraging(1.0).initialize()
+
+
+def test_ema_changes_the_fitted_model(small, fast):
+    X, y, _ = small
+    params = dict(model="simple_cnn", **{**fast, "max_epochs": 2})
+    plain = PneumoniaClassifier(**params).fit(X, y).predict_proba(X)
+    averaged = PneumoniaClassifier(ema_decay=0.9, **params).fit(X, y).predict_proba(X)
+    assert not np.allclose(plain, averaged)
+
+
+def test_tta_is_repeatable_and_averages_copies(small, fast):
+    X, y, _ = small
+    clf = PneumoniaClassifier(model="simple_cnn", **fast).fit(X, y)
+    plain = clf.predict_proba(X)
+    clf.set_params(tta=3)
+    with_tta = clf.predict_proba(X)
+    np.testing.assert_allclose(with_tta, clf.predict_proba(X))  # seeded
+    np.testing.assert_allclose(with_tta.sum(axis=1), 1.0)
+    assert not np.allclose(with_tta, plain)
+    clf.set_params(tta=0)
+    np.testing.assert_allclose(clf.predict_proba(X), plain)
+
+
+def test_options_survive_save_and_load(small, fast, tmp_path):
+    X, y, _ = small
+    clf = PneumoniaClassifier(
+        model="simple_cnn", sampler="balanced", ema_decay=0.9, tta=2, **fast
+    ).fit(X, y)
+    same = PneumoniaClassifier.load(clf.save(tmp_path / "m.cxr"))
+    assert (same.sampler, same.ema_decay, same.tta) == ("balanced", 0.9, 2)
+    np.testing.assert_allclose(same.predict_proba(X), clf.predict_proba(X), atol=1e-6)
