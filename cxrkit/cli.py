@@ -203,12 +203,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import csv
 
     from cxrkit import PneumoniaClassifier
-    from cxrkit.report import predict_proba
+    from cxrkit.report import _default_pos_label, predict_proba
 
     clf = PneumoniaClassifier.load(args.model_file, device=args.device)
     paths = _image_paths(args.images)
     proba = predict_proba(clf, paths)
     predicted = clf.classes_[proba.argmax(axis=1)]
+    if args.threshold is not None:
+        if len(clf.classes_) != 2:
+            raise ValueError(
+                f"--threshold applies to two classes; this model has "
+                f"{len(clf.classes_)} and predicts the most probable one"
+            )
+        if not 0 <= args.threshold <= 1:
+            raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+        pos = clf.classes_.tolist().index(_default_pos_label(clf.classes_))
+        predicted = np.where(
+            proba[:, pos] >= args.threshold, clf.classes_[pos], clf.classes_[1 - pos]
+        )
     fh = open(args.csv, "w", newline="", encoding="utf-8") if args.csv else sys.stdout
     try:
         writer = csv.writer(fh)
@@ -308,6 +320,13 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     predict.add_argument("model_file", metavar="MODEL", help="written by train")
     predict.add_argument(
         "images", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders"
+    )
+    predict.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: call PNEUMONIA (else the second class) at probability "
+        ">= this, e.g. one chosen on held-out patients (default: most probable)",
     )
     predict.add_argument("--csv", default=None, help="write here (default: stdout)")
     predict.add_argument("--device", default="cpu", help="default: cpu")

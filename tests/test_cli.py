@@ -96,6 +96,21 @@ def test_predict_folder_and_files_to_csv(model_file, small_folder, tmp_path, cap
     assert stdout[1].split(",")[:2] == [str(image), rows[-1]["predicted"]]
 
 
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 0.7, 1.0])
+def test_predict_threshold_labels_by_the_pneumonia_probability(
+    model_file, small_folder, tmp_path, threshold
+):
+    out = tmp_path / "pred.csv"
+    argv = ["predict", str(model_file), str(small_folder), "--csv", str(out)]
+    assert main([*argv, "--threshold", str(threshold)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    for row in rows:
+        sick = float(row["p_PNEUMONIA"]) >= threshold
+        assert row["predicted"] == ("PNEUMONIA" if sick else "NORMAL"), row
+    if threshold == 0.0:
+        assert {r["predicted"] for r in rows} == {"PNEUMONIA"}
+
+
 def test_train_from_a_recipe_with_overrides(small_folder, tmp_path):
     from cxrkit import PneumoniaClassifier
     from cxrkit.recipes import RECIPES
@@ -121,6 +136,7 @@ def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, ca
         (["predict", str(model_file), str(tmp_path / "nope.png")], "no such image"),
         (["train", str(empty), "--out", str(tmp_path / "m.cxr")], "class folder"),
         (["train", str(small_folder), "--recipe", "gpu"], "is not a recipe"),
+        (["predict", str(model_file), str(small_folder), "--threshold", "2"], "[0, 1]"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
