@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 # --8<-- [start:setup]
 from cxrkit import load_image_folder, patient_groups
+from cxrkit.metrics import clinical_report
 from cxrkit.recipes import make_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +89,7 @@ def main() -> None:
             "epochs": args.epochs,
             "image_size": clf.image_size,
             "roc_auc": round(roc_auc_score(y_hold, proba), 4),
+            "roc_auc_ci95": _auc_interval(y_hold, proba),
             "sensitivity": round(recall_score(y_hold, pred), 4),
             "specificity": round(recall_score(y_hold, pred, pos_label=0), 4),
             "accuracy": round(float((pred == y_hold).mean()), 4),
@@ -96,6 +98,13 @@ def main() -> None:
         rows.append(row)
         print(json.dumps(row), flush=True)
     plot(rows, ROOT / "docs" / "images" / "reference_recipes.png")
+
+
+def _auc_interval(y: np.ndarray, proba: np.ndarray) -> list[float]:
+    """95% bootstrap interval of the ROC AUC (cxrkit.metrics.clinical_report)."""
+    auc = clinical_report(y, proba, pos_label=1, classes=[0, 1], n_bootstrap=1000)
+    e = auc.metrics["roc_auc"]
+    return [round(e.low, 4), round(e.high, 4)]
 
 
 def plot(rows: list[dict], path: Path) -> None:
