@@ -35,6 +35,7 @@ VARIANTS: dict[str, list[str]] = {
     "augment_none": ["--set", "augment=null"],
     "augment_light": ["--set", 'augment="light"'],
     "augment_strong": ["--set", 'augment="strong"'],
+    "augment_blur": ["--set", 'augment="blur"'],
     "cosine": ["--set", 'lr_schedule="cosine"'],
     "size_160": ["--image-size", "160"],
     "size_96": ["--image-size", "96"],

@@ -26,9 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
+from cxrkit.cache import load_images
 from cxrkit.metrics import clinical_report, select_threshold
 from cxrkit.report import ModelComparison
 
@@ -39,6 +42,35 @@ def _threshold_paths(train: str, split_seed: int = 0) -> np.ndarray:
     splitter = StratifiedGroupKFold(10, shuffle=True, random_state=split_seed)
     _, tune_idx = next(splitter.split(X, y, patient_groups(X)))
     return X[tune_idx]
+
+
+#: Acquisition-like changes applied to the test images (uint8, 0-255) for
+#: ``--shifts``: exposure (gamma), flatter contrast, and softer focus.
+SHIFTS = {
+    "darker": lambda x: 255.0 * (x / 255.0) ** 1.5,
+    "brighter": lambda x: 255.0 * (x / 255.0) ** (1 / 1.5),
+    "low_contrast": lambda x: 0.6 * x + 0.4 * x.mean(axis=(1, 2), keepdims=True),
+    "blur": lambda x: ndimage.gaussian_filter(x, sigma=(0, 1.5, 1.5)),
+}
+
+
+def shifted_scores(
+    clf: PneumoniaClassifier, X_test: np.ndarray, y_test: np.ndarray, threshold: float
+) -> dict:
+    """ROC AUC, sensitivity and specificity on shifted copies of the test images."""
+    images, _ = load_images(X_test, clf.image_size)
+    positive = list(clf.classes_).index("PNEUMONIA")
+    sick = y_test == "PNEUMONIA"
+    out = {}
+    for name, shift in SHIFTS.items():
+        moved = np.clip(shift(images.astype(np.float64)), 0, 255).round()
+        score = clf.predict_proba(moved.astype(np.uint8))[:, positive]
+        out[name] = {
+            "roc_auc": round(roc_auc_score(sick, score), 4),
+            "sensitivity": round(float((score[sick] >= threshold).mean()), 4),
+            "specificity": round(float((score[~sick] < threshold).mean()), 4),
+        }
+    return out
 
 
 def load_runs(folder: Path) -> dict[str, dict]:
@@ -59,6 +91,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--tta-copies", type=int, default=4)
     parser.add_argument("--ensemble", nargs="*", default=[], metavar="A+B")
     parser.add_argument("--target-sensitivity", type=float, default=0.97)
+    parser.add_argument(
+        "--shifts",
+        action="store_true",
+        help="also score each saved model on darker, brighter, flatter and "
+        "blurred copies of the test images (a robustness check, not a test set)",
+    )
     parser.add_argument("--markdown", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
@@ -123,6 +161,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 round(d.low, 4),
                 round(d.high, 4),
             ]
+        model_file = folder / f"{name}.cxr"
+        if args.shifts and model_file.exists():
+            row["shifted"] = shifted_scores(
+                PneumoniaClassifier.load(model_file),
+                run["X_test"],
+                run["y_test"],
+                point.threshold,
+            )
         rows.append(row)
         print(json.dumps(row), flush=True)
     if args.markdown:
@@ -144,6 +190,22 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ),
             ]
             print("| " + " | ".join(cells) + " |")
+        shifted = [r for r in rows if "shifted" in r]
+        if shifted:
+            print(
+                "\n| run | "
+                + " | ".join(f"{k}: AUC / sens / spec" for k in SHIFTS)
+                + " |\n|---|"
+                + "---|" * len(SHIFTS)
+            )
+            for r in shifted:
+                cells = [
+                    "{roc_auc:.3f} / {sensitivity:.3f} / {specificity:.3f}".format(
+                        **r["shifted"][k]
+                    )
+                    for k in SHIFTS
+                ]
+                print(f"| {r['run']} | " + " | ".join(cells) + " |")
     return rows
 
 

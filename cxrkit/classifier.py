@@ -86,9 +86,12 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.
-    augment : {"light", "default", "strong"}, bool or None, default="default"
+    augment : {"light", "default", "strong", "blur"}, bool or None, \
+default="default"
         Random rotation, translation, scale, brightness and contrast while
-        training; never applied in ``predict``.
+        training (``"blur"``: ``"default"`` plus random Gaussian blur, see
+        :data:`cxrkit.transforms.AUGMENT_PRESETS`); never applied in
+        ``predict`` (except with ``tta``).
     flip : bool, default=False
         Also flip horizontally while training. Off by default: the left and
         right lungs are not interchangeable.

@@ -7,6 +7,8 @@ a flipped radiograph is not a plausible patient.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch.utils.data import Dataset
@@ -20,11 +22,14 @@ __all__ = ["AUGMENT_PRESETS", "ImageDataset", "build_augmentation"]
 MEAN, STD = 0.449, 0.226
 
 #: Strength presets: rotation (degrees), translation (fraction), scale range,
-#: brightness and contrast jitter.
+#: brightness and contrast jitter, and (``"blur"``) the largest sigma in pixels
+#: of a Gaussian blur applied to half the images: radiographs from other
+#: machines and resizing pipelines differ in sharpness.
 AUGMENT_PRESETS: dict[str, dict[str, float]] = {
     "light": {"degrees": 5, "translate": 0.05, "scale": 0.05, "jitter": 0.1},
     "default": {"degrees": 10, "translate": 0.1, "scale": 0.1, "jitter": 0.2},
     "strong": {"degrees": 15, "translate": 0.15, "scale": 0.2, "jitter": 0.3},
+    "blur": {"degrees": 10, "translate": 0.1, "scale": 0.1, "jitter": 0.2, "blur": 1.5},
 }
 
 
@@ -35,7 +40,7 @@ def build_augmentation(
 
     Parameters
     ----------
-    augment : {"light", "default", "strong"}, True, False or None
+    augment : {"light", "default", "strong", "blur"}, True, False or None
         ``True`` means ``"default"``; ``False``/``None``/``"none"`` none.
     flip : bool
         Add random horizontal flips (off by default: left and right lungs
@@ -71,6 +76,10 @@ def build_augmentation(
         ),
         v2.ColorJitter(brightness=p["jitter"], contrast=p["jitter"]),
     ]
+    if p.get("blur"):
+        kernel = 2 * math.ceil(3 * p["blur"]) + 1
+        blur = v2.GaussianBlur(kernel, sigma=(0.1, p["blur"]))
+        steps.append(v2.RandomApply([blur], p=0.5))
     if flip:
         steps.append(v2.RandomHorizontalFlip())
     return v2.Compose(steps)

@@ -60,8 +60,9 @@ def main() -> None:
     parser.add_argument("--n-train", type=int, default=1200)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--only", nargs="*", default=list(REFERENCE))
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*no Kermany patient id.*")
     sub, _ = next(
         StratifiedGroupKFold(
