@@ -185,25 +185,19 @@ def test_frozen_backbone_trains_the_head(synthetic):
 
 
 # --------------------------------------------------- benchmarks/recipe.py
+def _tiny_recipe_args(train: Path, test: Path) -> list[str]:
+    return [
+        *("--train", str(train), "--test", str(test)),
+        *("--model", "simple_cnn", "--image-size", "32", "--epochs", "1"),
+        *("--threads", "1"),
+    ]
+
+
 def test_recipe_benchmark_prints_metrics_for_any_folder(tmp_path, capsys):
     recipe = _load_benchmark("recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     test = _kermany_tree(tmp_path / "test", n_patients=3)
-    args = [
-        "--train",
-        str(train),
-        "--test",
-        str(test),
-        "--model",
-        "simple_cnn",
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--threads",
-        "1",
-    ]
-    result = recipe.main(args)
+    result = recipe.main(_tiny_recipe_args(train, test))
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed == json.loads(json.dumps(result))
     for key in (
@@ -228,36 +222,12 @@ def test_recipe_benchmark_prints_metrics_for_any_folder(tmp_path, capsys):
 def test_recipe_benchmark_three_classes(tmp_path, capsys):
     recipe = _load_benchmark("recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
-    result = recipe.main(
-        [
-            "--train",
-            str(train),
-            "--test",
-            str(train),
-            "--subtypes",
-            "--model",
-            "simple_cnn",
-            "--image-size",
-            "32",
-            "--epochs",
-            "1",
-            "--threads",
-            "1",
-        ]
-    )
+    result = recipe.main([*_tiny_recipe_args(train, train), "--subtypes"])
     assert set(result["recall"]) == {"BACTERIA", "NORMAL", "VIRUS"}
     assert 0 <= result["accuracy"] <= 1
     matrix = np.array(list(result["confusion_matrix"].values()))
     assert matrix.sum() == result["n_test"]
     assert np.trace(matrix) / matrix.sum() == pytest.approx(result["accuracy"], 1e-3)
-
-
-def _tiny_recipe_args(train: Path, test: Path) -> list[str]:
-    return [
-        *("--train", str(train), "--test", str(test)),
-        *("--model", "simple_cnn", "--image-size", "32", "--epochs", "1"),
-        *("--threads", "1"),
-    ]
 
 
 def test_recipe_benchmark_balanced_accuracy_rule(tmp_path):
