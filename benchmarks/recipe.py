@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         len(X_test) / (time.perf_counter() - start), 1
     )
 
+    proba_tune = None  # the threshold split's probabilities, predicted once
     if args.subtypes:
         pred = clf.classes_[proba.argmax(axis=1)]
         result["accuracy"] = round(accuracy_score(y_test, pred), 4)
@@ -206,7 +207,9 @@ def main(argv: list[str] | None = None) -> dict:
             classes=clf.classes_.astype(str),
             X_threshold=X[tune_idx].astype(str),
             y_threshold=y[tune_idx].astype(str),
-            proba_threshold=clf.predict_proba(X[tune_idx]),
+            proba_threshold=(
+                clf.predict_proba(X[tune_idx]) if proba_tune is None else proba_tune
+            ),
             y_test=y_test.astype(str),
             proba_test=proba,
             X_test=X_test.astype(str),

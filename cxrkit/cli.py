@@ -206,10 +206,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cxrkit.report import _default_pos_label, predict_proba
 
     clf = PneumoniaClassifier.load(args.model_file, device=args.device)
-    paths = _image_paths(args.images)
-    proba = predict_proba(clf, paths)
-    predicted = clf.classes_[proba.argmax(axis=1)]
-    if args.threshold is not None:
+    if args.threshold is not None:  # checked before any image is decoded
         if len(clf.classes_) != 2:
             raise ValueError(
                 f"--threshold applies to two classes; this model has "
@@ -217,6 +214,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             )
         if not 0 <= args.threshold <= 1:
             raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
+    paths = _image_paths(args.images)
+    proba = predict_proba(clf, paths)
+    predicted = clf.classes_[proba.argmax(axis=1)]
+    if args.threshold is not None:
         pos = clf.classes_.tolist().index(_default_pos_label(clf.classes_))
         predicted = np.where(
             proba[:, pos] >= args.threshold, clf.classes_[pos], clf.classes_[1 - pos]
