@@ -42,6 +42,7 @@ from cxrkit.persistence import (
     save_model,
     training_checkpoint,
 )
+from cxrkit.preprocess import check_preprocess, preprocess_images
 from cxrkit.transforms import ImageDataset, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
@@ -86,6 +87,11 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.
+    preprocess : None, str or sequence of str, default=None
+        Deterministic steps applied to every image after resizing, in
+        ``fit`` and ``predict`` alike, so a saved model applies them too:
+        ``"equalize"``, ``"clahe"``, ``"stretch"``, ``"crop"``, or several
+        joined by ``"+"`` (see [`cxrkit.preprocess`][cxrkit.preprocess]).
     augment : {"light", "default", "strong", "blur"}, bool or None, \
 default="default"
         Random rotation, translation, scale, brightness and contrast while
@@ -182,6 +188,7 @@ default="default"
         pretrained: str | os.PathLike | None = None,
         freeze: str | None = None,
         image_size: int = 128,
+        preprocess: str | Sequence[str] | None = None,
         augment: str | bool | None = "default",
         flip: bool = False,
         class_weight: str | dict | None = None,
@@ -206,6 +213,7 @@ default="default"
         self.pretrained = pretrained
         self.freeze = freeze
         self.image_size = image_size
+        self.preprocess = preprocess
         self.augment = augment
         self.flip = flip
         self.class_weight = class_weight
@@ -262,6 +270,7 @@ default="default"
         images, kept = load_images(
             X, self.image_size, on_error=self.on_error, verbose=self.verbose
         )
+        images = preprocess_images(images, self.preprocess)
         y = y[kept]
         self.skipped_files_ = _skipped_files(X, kept)
         if groups is None:
@@ -379,6 +388,7 @@ default="default"
         return callbacks, {"epochs": max(0, self.max_epochs - epochs_done)}
 
     def _check_params(self) -> None:
+        check_preprocess(self.preprocess)
         if self.lr_schedule not in _LR_SCHEDULES:
             raise ValueError(
                 f"lr_schedule must be one of {_LR_SCHEDULES}, got {self.lr_schedule!r}"
@@ -516,6 +526,7 @@ default="default"
         check_is_fitted(self, "net_")
         _reject_sparse(X)
         images, _ = load_images(X, self.image_size, verbose=self.verbose)
+        images = preprocess_images(images, self.preprocess)
         proba = self.net_.predict_proba(ImageDataset(images)).astype(np.float64)
         if self.tta:
             # Seeded copies: the same model gives the same probabilities for
