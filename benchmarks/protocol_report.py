@@ -29,7 +29,10 @@ Decision rules (threshold chosen on the threshold split of the same job):
   ``min(sensitivity - 0.95, specificity - 0.85)``, on the whole threshold
   split, or on its confounder-matched part together with the synthetic
   shifts of it (``cxrkit.metrics.select_operating_threshold``);
-* ``youden_shift``: the best Youden index on that shift-aware data.
+* ``youden_shift``: the best Youden index on that shift-aware data;
+* ``robust_shift``: the threshold that maximises the worst, over the
+  unshifted matched part and each of its shifts, of
+  ``min(sensitivity - 0.95, specificity - 0.85)``.
 
 For research and education; not a medical device.
 """
@@ -106,12 +109,31 @@ def rule_threshold(rule: str, y: np.ndarray, p: np.ndarray) -> float:
     raise ValueError(rule)
 
 
+def robust_threshold(ys: list[np.ndarray], ps: list[np.ndarray]) -> float:
+    """Maximise the worst slack over several versions of the threshold data.
+
+    ``min over versions of min(sensitivity - floor, specificity - floor)``:
+    a threshold that keeps both floors under every synthetic shift at once,
+    rather than on their pooled images (where the hardest shift is diluted).
+    """
+    t = _candidates(np.concatenate(ps))
+    slack = np.full(len(t), np.inf)
+    for y, p in zip(ys, ps):
+        pred = p[None, :] >= t[:, None]
+        sens = (pred & (y == 1)).sum(1) / max(1, (y == 1).sum())
+        spec = (~pred & (y == 0)).sum(1) / max(1, (y == 0).sum())
+        slack = np.minimum(slack, np.minimum(sens - FLOORS[0], spec - FLOORS[1]))
+    best = np.flatnonzero(slack == slack.max())
+    return float(t[best[len(best) // 2]])
+
+
 RULES = {
     "sens98_id": ("sens98", "threshold"),
     "half": ("half", "threshold"),
     "maximin_id": ("maximin", "threshold"),
     "maximin_shift": ("maximin", "shift_aware"),
     "youden_shift": ("youden", "shift_aware"),
+    "robust_shift": ("robust", "shift_aware"),
 }
 
 
@@ -152,7 +174,13 @@ def validations(runs_c: dict) -> dict[str, list[tuple]]:
             thresholds = {
                 r: rule_threshold(kind, *_threshold_data(f, y, src))
                 for r, (kind, src) in RULES.items()
+                if kind != "robust"
             }
+            keys = [k for k in f if k.startswith("p_threshold_matched@")]
+            yy = y[f["idx_threshold_matched"]]
+            thresholds["robust_shift"] = robust_threshold(
+                [yy] * len(keys), [f[k] for k in keys]
+            )
             sets = []
             if split == "matched":
                 sets.append(("in_distribution", y[f["idx_pool"]], f["p_pool"]))
