@@ -174,14 +174,16 @@ def main(argv: list[str] | None = None) -> None:
     names = args.only or [n for n in configs if not n.startswith("_")]
     os.makedirs(args.out, exist_ok=True)
     jobs = []
-    for name in names:
-        params = dict(configs[name])
-        if args.epochs:
-            params["max_epochs"] = args.epochs
-        if args.image_size:
-            params["image_size"] = args.image_size
+    # Split first, then seed: if the run is cut short, every configuration
+    # has its matched holdout and first seed.
+    for split in args.splits:
         for seed in args.seeds:
-            for split in args.splits:
+            for name in names:
+                params = dict(configs[name])
+                if args.epochs:
+                    params["max_epochs"] = args.epochs
+                if args.image_size:
+                    params["image_size"] = args.image_size
                 done = Path(args.out) / f"{name}__s{seed}__{split}.npz"
                 if args.skip_done and done.exists():
                     continue
