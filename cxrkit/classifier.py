@@ -36,6 +36,7 @@ from cxrkit.callbacks import WeightAveraging
 from cxrkit.data import patient_id
 from cxrkit.features import backbone_features, headless
 from cxrkit.models import build_model
+from cxrkit.net import PRECISIONS, ImageClassifierNet, data_device
 from cxrkit.persistence import (
     data_fingerprint,
     load_model,
@@ -43,7 +44,7 @@ from cxrkit.persistence import (
     training_checkpoint,
 )
 from cxrkit.preprocess import check_preprocess, preprocess_images
-from cxrkit.transforms import ImageDataset, build_augmentation
+from cxrkit.transforms import ImageBatches, ImageDataset, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
 
@@ -92,12 +93,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         ``fit`` and ``predict`` alike, so a saved model applies them too:
         ``"equalize"``, ``"clahe"``, ``"stretch"``, ``"crop"``, or several
         joined by ``"+"`` (see [`cxrkit.preprocess`][cxrkit.preprocess]).
-    augment : {"light", "default", "strong", "blur"}, bool or None, \
+    augment : {"light", "default", "strong", "blur"}, dict, bool or None, \
 default="default"
         Random rotation, translation, scale, brightness and contrast while
         training (``"blur"``: ``"default"`` plus random Gaussian blur, see
-        :data:`cxrkit.transforms.AUGMENT_PRESETS`); never applied in
-        ``predict`` (except with ``tta``).
+        :data:`cxrkit.transforms.AUGMENT_PRESETS`), drawn per image and
+        applied to whole batches on the training device; or a dict of the
+        options of :class:`cxrkit.transforms.BatchAugmentation` (blur,
+        downscaling, noise, JPEG, gamma, interpolation, fill, ...). Never
+        applied in ``predict`` (except with ``tta``).
     flip : bool, default=False
         Also flip horizontally while training. Off by default: the left and
         right lungs are not interchangeable.
@@ -148,7 +152,16 @@ default="default"
         run: a checkpoint of a different run raises an error.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU; or any torch
-        device string.
+        device string. On CUDA the decoded training images are copied to the
+        GPU once per ``fit`` (when they take less than half its free memory)
+        and augmented there; the model runs channels-last with cuDNN's
+        autotuner.
+    precision : {"32", "bf16", "16"}, default="32"
+        ``"bf16"`` and ``"16"`` run the model in mixed precision (bfloat16 or
+        float16 autocast; ``"16"`` with a gradient scaler): faster, and
+        lighter on memory, on GPUs. ``"16"`` needs CUDA: on a CPU it falls
+        back to float32 with a warning (``"bf16"`` works on CPUs, and helps
+        only on those with bfloat16 instructions).
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, augmentation and the validation split; an
         int makes a fit on CPU repeatable.
@@ -159,8 +172,9 @@ default="default"
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of the ``predict_proba`` columns.
-    net_ : skorch.NeuralNetClassifier
-        The trained skorch net (``net_.module_`` is the torch model).
+    net_ : cxrkit.net.ImageClassifierNet
+        The trained skorch net, a ``skorch.NeuralNetClassifier``
+        (``net_.module_`` is the torch model).
     history_ : skorch.History
         Per-epoch losses, ``valid_auc`` and durations.
     device_ : str
@@ -206,6 +220,7 @@ default="default"
         on_error: str = "raise",
         checkpoint_dir: str | os.PathLike | None = None,
         device: str = "auto",
+        precision: str = "32",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -231,6 +246,7 @@ default="default"
         self.on_error = on_error
         self.checkpoint_dir = checkpoint_dir
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
@@ -287,6 +303,13 @@ default="default"
         weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
         self.device_ = _resolve_device(self.device)
         seed = _seed(self.random_state)
+        if self.precision == "16" and not self.device_.startswith("cuda"):
+            warnings.warn(
+                "precision='16' (float16) needs CUDA; training in float32 on "
+                f"{self.device_!r} (precision='bf16' is mixed precision on CPUs)",
+                UserWarning,
+                stacklevel=2,
+            )
 
         fork_devices = (
             [torch.cuda.current_device()] if self.device_.startswith("cuda") else []
@@ -294,16 +317,10 @@ default="default"
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
             train_idx, valid_idx = self._split(y_enc, groups, seed)
-            train_ds = ImageDataset(
-                images[train_idx],
-                y_enc[train_idx],
-                transform=build_augmentation(self.augment, self.flip),
-            )
-            valid_ds = (
-                ImageDataset(images[valid_idx], y_enc[valid_idx])
-                if valid_idx is not None
-                else None
-            )
+            where = data_device(images, self.device_)
+            frozen = self.freeze == "backbone"
+            train_ds = _dataset(images, y_enc, train_idx, frozen, where)
+            valid_ds = _dataset(images, y_enc, valid_idx, frozen, where)
             module = build_model(
                 self.model,
                 len(self.classes_),
@@ -312,8 +329,11 @@ default="default"
                 freeze=self.freeze,
             )
             resume_callbacks, resume_kwargs = self._checkpointing(images, y_enc)
-            self.net_ = NeuralNetClassifier(
+            self.net_ = ImageClassifierNet(
                 module,
+                augmentation=build_augmentation(self.augment, self.flip),
+                precision=self.precision,
+                channels_last=self.device_.startswith("cuda"),
                 criterion=nn.CrossEntropyLoss,
                 criterion__weight=torch.as_tensor(weights, dtype=torch.float32),
                 criterion__label_smoothing=self.label_smoothing,
@@ -422,6 +442,11 @@ default="default"
             raise ValueError(
                 f"tta must be a non-negative integer (0 turns it off), got {self.tta!r}"
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
+        build_augmentation(self.augment, self.flip)  # raises on bad options
         if self.on_error not in ("raise", "skip"):
             raise ValueError(
                 f"on_error must be 'raise' or 'skip', got {self.on_error!r}"
@@ -527,7 +552,9 @@ default="default"
         _reject_sparse(X)
         images, _ = load_images(X, self.image_size, verbose=self.verbose)
         images = preprocess_images(images, self.preprocess)
-        proba = self.net_.predict_proba(ImageDataset(images)).astype(np.float64)
+        pin = str(self.device_).startswith("cuda")
+        batches = ImageBatches(images, pin_memory=pin)
+        proba = self.net_.predict_proba(batches).astype(np.float64)
         if self.tta:
             # Seeded copies: the same model gives the same probabilities for
             # the same image on every call, as without tta.
@@ -536,7 +563,7 @@ default="default"
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed if isinstance(seed, (int, np.integer)) else 0)
                 for _ in range(self.tta):
-                    copies = ImageDataset(images, transform=augment)
+                    copies = ImageBatches(images, pin_memory=pin, transform=augment)
                     proba += self.net_.predict_proba(copies)
             proba /= 1 + self.tta
         return proba
@@ -624,6 +651,23 @@ def _default_groups(X: Any, kept: np.ndarray) -> np.ndarray:
         return np.arange(n).astype(str)
     paths = [os.fspath(p) for p, k in zip(X, kept) if k]
     return np.array([patient_id(p) or p for p in paths], dtype=object)
+
+
+def _dataset(
+    images: np.ndarray,
+    y_enc: np.ndarray,
+    idx: np.ndarray | None,
+    frozen: bool,
+    device: str,
+) -> ImageBatches | ImageDataset | None:
+    """The images ``idx`` as uint8 batches on ``device``, which the net augments
+    and normalises (cxrkit.net); normalised images for the frozen-backbone
+    features (cxrkit.features)."""
+    if idx is None:
+        return None
+    if frozen:
+        return ImageDataset(images[idx], y_enc[idx])
+    return ImageBatches(images[idx], y_enc[idx], device=device)
 
 
 def _sampling(sampler: str | None, y_enc: np.ndarray) -> dict[str, Any]:

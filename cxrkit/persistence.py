@@ -144,12 +144,12 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> PneumoniaClassif
         Not a cxrkit model file, a file from a newer cxrkit, or a file that
         would need code to run (a pickle): nothing in it is executed.
     """
-    from skorch import NeuralNetClassifier
     from skorch.history import History
     from torch import nn
 
     from cxrkit.classifier import PneumoniaClassifier
     from cxrkit.models import build_model
+    from cxrkit.net import ImageClassifierNet
 
     path = Path(path)
     if not path.is_file():
@@ -206,12 +206,14 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> PneumoniaClassif
             f"{len(classes)} classes; the file is damaged or was edited "
             f"({str(exc)[:300]})"
         ) from None
-    net = NeuralNetClassifier(
+    net = ImageClassifierNet(
         module,
         criterion=nn.CrossEntropyLoss,
         classes=list(range(len(classes))),
         batch_size=params["batch_size"],
         device=device,
+        precision=clf.precision,
+        channels_last=str(device).startswith("cuda"),
     ).initialize()
     net.history = History(meta.get("history", []))
     clf.classes_ = classes
