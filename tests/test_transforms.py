@@ -314,3 +314,15 @@ def test_predict_never_augments():
     net.fit(ds, y=None)  # training augments, and leaves prediction alone
     expected = torch.softmax(net.module_(normalize(ds.images)), dim=1)
     np.testing.assert_allclose(net.predict_proba(ds), expected.detach(), rtol=1e-6)
+
+
+def test_aspect_stretches_the_width_only():
+    square = torch.zeros(64, 1, 64, 64)
+    square[:, :, 16:48, 16:48] = 1.0
+    torch.manual_seed(0)
+    out = BatchAugmentation(aspect=(0.7, 1.4), fill="black")(square)
+    width = (out[:, 0, 32, :] > 0.5).sum(1).float()
+    height = (out[:, 0, :, 32] > 0.5).sum(1).float()
+    assert (height == 32).all()
+    assert width.min() <= 32 * 0.8 and width.max() >= 32 * 1.25
+    assert ((width >= 32 * 0.7 - 1) & (width <= 32 * 1.4 + 1)).all()
