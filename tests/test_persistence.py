@@ -13,7 +13,7 @@ from conftest import FAST
 from skorch.callbacks import Callback
 
 import cxrkit
-from cxrkit import PneumoniaClassifier
+from cxrkit import PneumoniaClassifier, _training
 from cxrkit import persistence as persistence_module
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.persistence import FORMAT_VERSION
@@ -177,12 +177,12 @@ class _CrashAfter(Callback):
 
 
 def _crashing(monkeypatch, epoch):
-    original = PneumoniaClassifier._callbacks
+    original = _training.training_callbacks
 
-    def with_crash(self, *args, **kwargs):
-        return [*original(self, *args, **kwargs), _CrashAfter(epoch)]
+    def with_crash(*args, **kwargs):
+        return [*original(*args, **kwargs), _CrashAfter(epoch)]
 
-    monkeypatch.setattr(PneumoniaClassifier, "_callbacks", with_crash)
+    monkeypatch.setattr(_training, "training_callbacks", with_crash)
 
 
 def test_interrupted_training_resumes_from_last_checkpoint(tmp_path, data, monkeypatch):
