@@ -212,7 +212,8 @@ def validation_split(
                 f"{msg}; early stopping needs a validation split. Use more "
                 "images, a larger validation_fraction, or early_stopping=None."
             )
-        warnings.warn(f"{msg}: training on all images", UserWarning, stacklevel=3)
+        # stacklevel: validation_split <- fit <- _fit_context <- the caller
+        warnings.warn(f"{msg}: training on all images", UserWarning, stacklevel=4)
         return everything, None
     splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     with warnings.catch_warnings():
