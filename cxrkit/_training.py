@@ -1,18 +1,18 @@
-"""How :class:`cxrkit.PneumoniaClassifier` trains and predicts, behind its parameters.
+"""How ``cxrkit.PneumoniaClassifier`` trains and predicts, behind its parameters.
 
 The estimator decides *what* goes in (decoded images, labels, groups); this
 module holds *how* the skorch net is made and run, in one place for ``fit``,
 ``load`` and resumed fits:
 
-* :func:`build_net`, the one builder of the skorch net (model, loss with class
+* ``build_net``, the one builder of the skorch net (model, loss with class
   weights, AdamW, LR schedule and other callbacks, sampling, device);
-* the table of LR schedules (:data:`LR_SCHEDULES`) and the other callbacks;
-* :func:`validation_split`, the stratified, patient-grouped internal split;
-* :func:`checkpoint_callbacks`, resuming from ``checkpoint_dir``;
-* :func:`fit_head_on_features`, the ``freeze="backbone"`` fit on features
+* the table of LR schedules (``LR_SCHEDULES``) and the other callbacks;
+* ``validation_split``, the stratified, patient-grouped internal split;
+* ``checkpoint_callbacks``, resuming from ``checkpoint_dir``;
+* ``fit_head_on_features``, the ``freeze="backbone"`` fit on features
   computed once;
-* :func:`predict_proba`, with test-time augmentation;
-* :func:`resolve_device` and :func:`seed_from`.
+* ``predict_proba``, with test-time augmentation;
+* ``resolve_device`` and ``seed_from``.
 
 Everything here takes the estimator's parameters as a plain mapping
 (``clf.get_params()``), so nothing here imports the estimator.
@@ -388,13 +388,13 @@ def build_net(
     spec : NetSpec
         Classes, class weights, training-set size, validation or not.
     device : str
-        A resolved torch device (:func:`resolve_device`).
+        A resolved torch device (``resolve_device``).
     valid_ds : torch Dataset, optional
         The internal validation split (``fit`` only).
     y_train : ndarray of int, optional
         Encoded training labels, for ``sampler="balanced"`` (``fit`` only).
     resume_callbacks : sequence
-        ``[LoadInitState, Checkpoint]`` from :func:`checkpoint_callbacks`.
+        ``[LoadInitState, Checkpoint]`` from ``checkpoint_callbacks``.
     initial_weights : bool
         Load the ``pretrained`` weights; False when the weights will be
         replaced anyway (a model file), so that nothing is downloaded or read.
@@ -461,7 +461,7 @@ def fit_head_on_features(
 ) -> None:
     """Train only the head of ``net``, on backbone features computed once.
 
-    See :mod:`cxrkit.features`: the frozen backbone runs once (in eval mode,
+    See ``cxrkit.features``: the frozen backbone runs once (in eval mode,
     without augmentation) instead of once per epoch. A second skorch net with
     the same settings trains the head on the feature vectors; its callbacks
     are fresh clones of ``net``'s, checkpoints included, and ``fit_kwargs``

@@ -147,8 +147,8 @@ def load_images(
     ----------
     X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
         Paths are decoded (in threads) and cached; arrays are checked
-        (:func:`cxrkit.inputs.check_image_array`) and converted with
-        :func:`cxrkit.pixels.to_grayscale_uint8`.
+        (``cxrkit.inputs.check_image_array``) and converted with
+        ``cxrkit.pixels.to_grayscale_uint8``.
     size : int
         Side of the square output images.
     on_error : {"raise", "skip"}

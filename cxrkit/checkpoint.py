@@ -1,6 +1,6 @@
 """Resumable training: a checkpoint after every epoch, and atomic file writes.
 
-``PneumoniaClassifier(checkpoint_dir=...)`` uses :func:`training_checkpoint`:
+``PneumoniaClassifier(checkpoint_dir=...)`` uses ``training_checkpoint``:
 skorch's ``Checkpoint`` writes the weights, optimizer state and history after
 every epoch, and ``LoadInitState`` loads them when ``fit`` starts again, so a
 run stopped by Ctrl-C or a crash continues from its last finished epoch
@@ -8,8 +8,8 @@ instead of starting over. A JSON description of the run (parameters, classes,
 a fingerprint of the data) is kept beside the checkpoint, so that a
 checkpoint is never resumed by a different run.
 
-:func:`write_atomic` (a temporary file renamed over the target) is also how
-model files are written (:mod:`cxrkit.persistence`).
+``write_atomic`` (a temporary file renamed over the target) is also how
+model files are written (``cxrkit.persistence``).
 """
 
 from __future__ import annotations

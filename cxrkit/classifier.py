@@ -6,8 +6,8 @@ Composition, not inheritance: the estimator has flat parameters (so
 parameters and their constraints, and the order of the steps of ``fit`` and
 ``predict``. How the net is built and trained (the one net builder, LR
 schedules, callbacks, the validation split, the frozen-backbone fit, TTA) is
-in ``cxrkit._training``; decoding and the cache in :mod:`cxrkit.cache`; model
-files in :mod:`cxrkit.persistence`.
+in ``cxrkit._training``; decoding and the cache in ``cxrkit.cache``; model
+files in ``cxrkit.persistence``.
 
 Parameters are checked before anything else, with scikit-learn's own
 mechanism (``_parameter_constraints``): a bad value raises scikit-learn's
@@ -509,7 +509,7 @@ default="default"
     def save(self, path: str | os.PathLike) -> os.PathLike:
         """Write the fitted model to ``path``, without pickle.
 
-        See :mod:`cxrkit.persistence`.
+        See ``cxrkit.persistence``.
 
         Examples
         --------
@@ -529,7 +529,7 @@ default="default"
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> PneumoniaClassifier:
-        """Read a model written by :meth:`save`; nothing in the file is executed.
+        """Read a model written by ``save``; nothing in the file is executed.
 
         Parameters
         ----------

@@ -4,7 +4,7 @@ Every problem with what a user passes gets its own message, naming the input
 and the fix: a single path instead of a list, a 2-D array that is one image
 without its batch axis, channel-first images, ragged lists, NaN, sparse
 matrices, lengths that do not match. Nothing here opens a file; decoding and
-the cache of decoded images are :mod:`cxrkit.cache`.
+the cache of decoded images are ``cxrkit.cache``.
 """
 
 from __future__ import annotations

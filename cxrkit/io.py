@@ -1,15 +1,15 @@
 """Decode chest X-ray files into grayscale ``uint8`` images.
 
-A path is opened with Pillow (or pydicom for DICOM, see :mod:`cxrkit.dicom`)
+A path is opened with Pillow (or pydicom for DICOM, see ``cxrkit.dicom``)
 and comes out as one 2-D ``uint8`` image, resized to a square when asked. How
 pixel values become grey levels (colour, 16-bit data, resizing) is decided in
-:mod:`cxrkit.pixels`, for files and arrays alike; ``to_grayscale_uint8`` is
+``cxrkit.pixels``, for files and arrays alike; ``to_grayscale_uint8`` is
 re-exported here.
 
 Policy for files:
 
 * EXIF orientation is honoured; DICOM is windowed first (see
-  :mod:`cxrkit.dicom`);
+  ``cxrkit.dicom``);
 * files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
   about 179 megapixels for an error) are refused with a message saying how
   to raise it; tiny images are upscaled to the requested size;

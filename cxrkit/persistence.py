@@ -6,7 +6,7 @@ weights_only=True)``, which refuses any object that would need code to be
 run. Writes go to a temporary file that is renamed over the target, so an
 interrupted save never leaves a half-written model behind.
 
-What a file holds, and what :func:`load_model` gives back:
+What a file holds, and what ``load_model`` gives back:
 
 * the estimator's parameters, all of them: ``get_params()`` of the loaded
   model equals the saved one's. ``pretrained`` is kept as it was, though the
@@ -23,8 +23,8 @@ What a file holds, and what :func:`load_model` gives back:
 * ``device_``: chosen when loading (``"auto"``: CUDA if present), as for
   ``fit``; a model trained on a GPU loads on a CPU-only machine.
 
-The module never imports the estimator: :func:`load_model` builds the class
-named in the file among those registered with :func:`model_file_class`.
+The module never imports the estimator: ``load_model`` builds the class
+named in the file among those registered with ``model_file_class``.
 
 (``pickle``/``joblib.dump`` of a fitted classifier works too, and is what
 scikit-learn tools use, but loading a pickle runs code from the file: only do
@@ -81,10 +81,10 @@ def __getattr__(name: str) -> Any:
 
 
 def model_file_class(cls: type[BaseEstimator]) -> type[BaseEstimator]:
-    """Class decorator: an estimator that :func:`load_model` may build.
+    """Class decorator: an estimator that ``load_model`` may build.
 
     Only registered classes are built from a file (by the name the file
-    records), so a file cannot make :func:`load_model` import anything.
+    records), so a file cannot make ``load_model`` import anything.
     """
     _ESTIMATORS[cls.__name__] = cls
     return cls
@@ -266,7 +266,7 @@ def load_model(
     *,
     estimator_class: type[BaseEstimator] | None = None,
 ) -> BaseEstimator:
-    """Read a classifier written by :func:`save_model`.
+    """Read a classifier written by ``save_model``.
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Pixel conversion: any numeric image to a grayscale ``uint8`` image, and resizing.
 
 The one place where cxrkit decides how pixel values become the 8-bit grey
-levels a model sees, for decoded files (:mod:`cxrkit.io`, :mod:`cxrkit.dicom`)
+levels a model sees, for decoded files (``cxrkit.io``, ``cxrkit.dicom``)
 and for arrays passed as ``X`` alike. This module imports nothing else from
 cxrkit, so every other module can use it.
 
@@ -176,7 +176,7 @@ def to_grayscale_uint8(image: np.ndarray) -> np.ndarray:
 def pil_to_gray(img: Image.Image) -> Image.Image:
     """A Pillow image of any mode as an 8-bit ``"L"`` image.
 
-    16-bit and float modes are stretched min-max (:func:`stretch_to_uint8`);
+    16-bit and float modes are stretched min-max (``stretch_to_uint8``);
     palette images with transparency go through RGBA; everything else is
     Pillow's own ``"L"`` conversion.
 
