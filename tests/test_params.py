@@ -60,6 +60,10 @@ BAD = {
     "device": ({"device": "gpu0"}, "device"),
     "device type": ({"device": 0}, "device"),
     "device missing": ({"device": "cuda:99"}, "device"),
+    "precision": ({"precision": "64"}, "precision"),
+    "precision type": ({"precision": 16}, "precision"),
+    "augment option": ({"augment": {"rotation": 5}}, "augment"),
+    "augment option range": ({"augment": {"degrees": 500}}, "augment"),
     "random_state": ({"random_state": "seed"}, "random_state"),
     "verbose": ({"verbose": -1}, "verbose"),
 }
