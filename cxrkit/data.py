@@ -14,11 +14,19 @@ from cxrkit.io import IMAGE_EXTENSIONS, is_dicom_file
 
 __all__ = ["load_image_folder", "patient_groups", "patient_id"]
 
-# Kermany et al. 2018 file names: the patient is `personN` (PNEUMONIA) or the
-# study `IM-XXXX` (NORMAL; the NORMAL2 batch numbers its studies separately).
-# One real name has an extra suffix: person447_virus_921_1.jpeg.
-_PERSON = re.compile(r"^(person\d+)_(?:bacteria|virus)(?:_\d+)+$", re.IGNORECASE)
-_STUDY = re.compile(r"^((?:NORMAL2-)?IM-\d+)(?:-\d+)+$", re.IGNORECASE)
+# Kermany et al. 2018 file names: the patient is `personN` (PNEUMONIA, with
+# the subtype in the name) or the study `IM-XXXX` (NORMAL; the NORMAL2 batch
+# numbers its studies separately). One real name has an extra suffix:
+# person447_virus_921_1.jpeg.
+_PERSON = re.compile(
+    r"^(?P<patient>person\d+)_(?P<subtype>bacteria|virus)(?:_\d+)+$", re.IGNORECASE
+)
+_STUDY = re.compile(r"^(?P<patient>(?:NORMAL2-)?IM-\d+)(?:-\d+)+$", re.IGNORECASE)
+
+
+def _stem(name: str | os.PathLike) -> str:
+    """The file name without any of its endings (``a.tar.gz`` -> ``a``)."""
+    return Path(os.fspath(name)).name.split(".", 1)[0]
 
 
 def patient_id(name: str | os.PathLike) -> str | None:
@@ -45,11 +53,11 @@ def patient_id(name: str | os.PathLike) -> str | None:
     >>> patient_id("scan.png") is None
     True
     """
-    stem = Path(os.fspath(name)).name.split(".", 1)[0]
+    stem = _stem(name)
     for pattern in (_PERSON, _STUDY):
         match = pattern.match(stem)
         if match:
-            return match.group(1)
+            return match.group("patient")
     return None
 
 
@@ -100,14 +108,11 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix == "" and is_dicom_file(path)
 
 
-_SUBTYPE = re.compile(r"^person\d+_(bacteria|virus)(?:_\d+)+$", re.IGNORECASE)
-
-
 def _subtype(path: Path, label: str) -> str:
     """BACTERIA / VIRUS from a Kermany file name; other labels unchanged."""
-    match = _SUBTYPE.match(path.name.split(".", 1)[0])
+    match = _PERSON.match(_stem(path))
     if match:
-        return match.group(1).upper()
+        return match.group("subtype").upper()
     if label.upper() == "PNEUMONIA":
         raise ValueError(
             f"subtypes=True but {path} has no bacteria/virus subtype in its name "

@@ -37,6 +37,7 @@ __all__ = [
     "build_model",
     "classifier_head",
     "first_conv",
+    "supports_pretrained",
     "target_layer",
 ]
 
@@ -202,6 +203,17 @@ def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
     parent_name, _, child = dotted.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
     setattr(parent, child, new)
+
+
+def supports_pretrained(name: str) -> bool:
+    """Whether ``build_model(name, ..., pretrained=...)`` takes initial weights.
+
+    Examples
+    --------
+    >>> supports_pretrained("resnet18"), supports_pretrained("cnn4")
+    (True, False)
+    """
+    return _spec(name).rgb_model is not None
 
 
 def first_conv(module: nn.Module, name: str) -> nn.Conv2d:

@@ -188,7 +188,7 @@ def test_bad_input_messages(X, y, error, match, fast):
 @pytest.mark.parametrize(
     ("param", "value", "match"),
     [
-        ("model", "resnet9000", "unknown model"),
+        ("model", "resnet9000", "'model' parameter"),
         ("lr_schedule", "linear", "lr_schedule"),
         ("image_size", 8, "image_size"),
         ("validation_fraction", 0.9, "validation_fraction"),

@@ -15,7 +15,7 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-import cxrkit.classifier as classifier_module
+import cxrkit._training as training_module
 from cxrkit import PneumoniaClassifier, load_image_folder
 from cxrkit.data import patient_id
 from cxrkit.datasets import make_synthetic_cxr
@@ -139,7 +139,7 @@ def test_frozen_backbone_runs_once_per_fit(monkeypatch, synthetic):
         )
         return model
 
-    monkeypatch.setattr(classifier_module, "build_model", counting_build_model)
+    monkeypatch.setattr(training_module, "build_model", counting_build_model)
     clf = PneumoniaClassifier(
         model="cnn4",
         freeze="backbone",

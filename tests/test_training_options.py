@@ -12,8 +12,8 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 
 from cxrkit import PneumoniaClassifier
+from cxrkit._training import sampling
 from cxrkit.callbacks import WeightAveraging
-from cxrkit.classifier import _sampling
 from cxrkit.datasets import make_synthetic_cxr
 
 
@@ -24,7 +24,7 @@ def small():
 
 def test_balanced_sampler_draws_classes_equally():
     y = np.array([0] * 900 + [1] * 100)
-    sampler = _sampling("balanced", y)["iterator_train__sampler"]
+    sampler = sampling("balanced", y)["iterator_train__sampler"]
     torch.manual_seed(0)
     drawn = y[list(sampler)]
     assert len(drawn) == len(y)  # an epoch is as long as without the sampler
@@ -32,7 +32,7 @@ def test_balanced_sampler_draws_classes_equally():
 
 
 def test_no_sampler_shuffles():
-    assert _sampling(None, np.array([0, 1])) == {"iterator_train__shuffle": True}
+    assert sampling(None, np.array([0, 1])) == {"iterator_train__shuffle": True}
 
 
 def test_balanced_sampler_fit_is_repeatable(small, fast):
