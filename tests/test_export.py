@@ -212,3 +212,25 @@ def test_test_time_augmentation_is_announced(synthetic_data, tmp_path):
     clf = PneumoniaClassifier(model="simple_cnn", tta=2, **FAST).fit(X, y)
     with pytest.warns(UserWarning, match="tta=2"):
         clf.export_onnx(tmp_path / "m.onnx")
+
+
+# ------------------------------------------------- benchmarks/inference.py
+def test_inference_benchmark_runs_and_agrees_with_torch(kermany_dir, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "inference_benchmark", ROOT / "benchmarks" / "inference.py"
+    )
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    threads = torch.get_num_threads()
+    try:
+        tiny = "--image-size 32 --n-images 16 --batch-size 8 --repeats 1 --threads 1"
+        data = ["--data", str(kermany_dir / "val"), "--model", "simple_cnn"]
+        result = benchmark.main([*data, *tiny.split()])
+    finally:
+        torch.set_num_threads(threads)
+    assert json.loads(capsys.readouterr().out) == result
+    (run,) = result["runs"]
+    assert run["rounds"] == 2
+    assert max(run["max_abs_probability_difference_vs_torch_no_grad"].values()) < 1e-4
+    assert all(v > 0 for v in run["images_per_s_median"].values())
+    assert 0 < run["cxrkit_overhead_share_of_network_time"]
