@@ -16,9 +16,6 @@ import argparse
 import tempfile
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 # --8<-- [start:search]
 import joblib
 from dask.distributed import Client, LocalCluster
@@ -27,16 +24,21 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
 
 # --8<-- [end:search]
-from cxrkit.datasets import make_synthetic_cxr
 
 
 def synthetic_folder(n: int = 120) -> Path:
     """A class-per-subfolder tree of synthetic PNGs (when no DATA_DIR is given)."""
+    from PIL import Image
+
+    from cxrkit.datasets import make_synthetic_cxr
+
     root = Path(tempfile.mkdtemp(prefix="cxrkit_dask_"))
     X, y, _ = make_synthetic_cxr(n, image_size=64, random_state=0)
     for i, (image, label) in enumerate(zip(X, y)):
         (root / label).mkdir(exist_ok=True)
-        Image.fromarray(image).save(root / label / f"person{i}_{i}.png")
+        # Kermany-style names: patient_groups reads one patient per image
+        name = f"IM-{i:04d}-0001.png" if label == "NORMAL" else f"person{i}_virus_1.png"
+        Image.fromarray(image).save(root / label / name)
     return root
 
 
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
     scores = search.cv_results_["mean_test_score"]
     for params, score in zip(search.cv_results_["params"], scores):
         print(f"{params}: mean ROC AUC {score:.3f}")
-    print("best:", search.best_params_, f"({np.max(scores):.3f})")
+    print("best:", search.best_params_, f"({max(scores):.3f})")
 
 
 if __name__ == "__main__":

@@ -68,14 +68,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("model", help="ONNX file written by cxrkit export")
     parser.add_argument("images", nargs="+", help="image files")
     args = parser.parse_args(argv)
+    model_path, image_paths = args.model, args.images
     # --8<-- [start:session]
-    session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
-    proba, labels = predict(session, args.images)
+    session = ort.InferenceSession(model_path, providers=["CPUExecutionProvider"])
+    proba, labels = predict(session, image_paths)  # e.g. ["xray1.jpeg", "xray2.png"]
     # --8<-- [end:session]
     classes = json.loads(session.get_modelmeta().custom_metadata_map["classes"])
     writer = csv.writer(sys.stdout)
     writer.writerow(["path", "predicted"] + [f"p_{c}" for c in classes])
-    for path, label, row in zip(args.images, labels, proba):
+    for path, label, row in zip(image_paths, labels, proba):
         writer.writerow([path, label, *(f"{v:.4f}" for v in row)])
 
 

@@ -81,7 +81,7 @@ def test_grid_search_on_dask_gives_the_local_scores(dask_client, paths_and_label
 
     with joblib.parallel_backend("dask"):
         on_dask = _search().fit(X, y)
-    # The workers run one torch thread each (Dask sets OMP_NUM_THREADS=1), so
+    # Workers run one torch thread each (Dask sets OMP_ and MKL_NUM_THREADS=1), so
     # the local search uses one too: the same arithmetic, the same scores.
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
