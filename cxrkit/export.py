@@ -13,9 +13,10 @@ format; the model's metadata (``metadata_props``, read with onnxruntime's
 std``), ``preprocessing`` (the whole recipe in words), ``output_name``,
 ``classes`` (JSON list, in column order), ``decision_rule`` (``"argmax"`` or
 ``"threshold"``, then with ``threshold``, ``positive_class`` and
-``positive_column``), ``model`` and ``cxrkit_version``; all values are
-strings. The user guide's *Deployment with ONNX* page has a complete
-onnxruntime script that reads them.
+``positive_column``), ``preprocess`` (cxrkit's deterministic preprocessing
+steps after resizing, or ``"none"``), ``model`` and ``cxrkit_version``; all
+values are strings. The user guide's *Deployment with ONNX* page has a
+complete onnxruntime script that reads them.
 
 The exporter is torch's ``torch.export``-based one (``dynamo=True``): it is
 torch's default since 2.9 and the maintained path, while the TorchScript-based
@@ -115,7 +116,7 @@ def export_onnx(
     >>> from cxrkit.datasets import make_synthetic_cxr
     >>> X, y, _ = make_synthetic_cxr(20, image_size=32, random_state=0)
     >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1,
-    ...                           random_state=0).fit(X, y)
+    ...                           validation_fraction=None, random_state=0).fit(X, y)
     >>> path = export_onnx(clf, tempfile.mkdtemp() + "/model.onnx")
     >>> import onnxruntime as ort
     >>> session = ort.InferenceSession(path)
@@ -178,7 +179,7 @@ def onnx_metadata(
     >>> from cxrkit.datasets import make_synthetic_cxr
     >>> X, y, _ = make_synthetic_cxr(20, image_size=32, random_state=0)
     >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1,
-    ...                           random_state=0).fit(X, y)
+    ...                           validation_fraction=None, random_state=0).fit(X, y)
     >>> meta = onnx_metadata(clf, threshold=0.3)
     >>> meta["image_size"], meta["positive_class"], meta["threshold"]
     ('32', 'PNEUMONIA', '0.3')
@@ -198,6 +199,7 @@ def onnx_metadata(
         "channels": "1",
         "mean": repr(float(MEAN)),
         "std": repr(float(STD)),
+        "preprocess": "+".join(_preprocess_steps(clf)) or "none",
         "preprocessing": _PREPROCESSING,
         "output_name": OUTPUT_NAME,
         "output": "class probabilities (softmax), columns in the order of classes",
@@ -205,6 +207,12 @@ def onnx_metadata(
         "decision_rule": "argmax",
         "intended_use": "research and education; not a medical device",
     }
+    if metadata["preprocess"] != "none":
+        metadata["preprocessing"] += (
+            f" Before dividing by 255, apply cxrkit's preprocess steps "
+            f"{metadata['preprocess']!r} to the resized uint8 image "
+            "(cxrkit.preprocess.preprocess_images)."
+        )
     if threshold is None:
         return metadata
     if len(classes) != 2:
@@ -228,6 +236,14 @@ def onnx_metadata(
         "threshold, else the other class",
     )
     return metadata
+
+
+def _preprocess_steps(clf: PneumoniaClassifier) -> tuple[str, ...]:
+    """The names of the deterministic preprocessing steps the model applies."""
+    steps = getattr(clf, "preprocess", None)  # a parameter since issue 10
+    if not steps:
+        return ()
+    return tuple(steps.split("+")) if isinstance(steps, str) else tuple(steps)
 
 
 def _require_exporter() -> None:

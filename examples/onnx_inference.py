@@ -24,6 +24,8 @@ from PIL import Image, ImageOps
 
 def preprocess(path: str, meta: dict[str, str]) -> np.ndarray:
     """One image file as the model's input: float32 (1, size, size)."""
+    if meta.get("preprocess", "none") != "none":  # steps this script lacks
+        raise ValueError(f"model needs cxrkit's preprocess={meta['preprocess']!r}")
     size = int(meta["image_size"])
     with Image.open(path) as img:
         if img.format == "JPEG":

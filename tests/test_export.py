@@ -3,6 +3,7 @@ metadata, the deployment example script, ``cxrkit export``."""
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import sys
@@ -20,7 +21,7 @@ import cxrkit
 from cxrkit import PneumoniaClassifier, load_image_folder, load_images
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from cxrkit.export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_metadata
 from cxrkit.transforms import MEAN, STD, ImageDataset
 
 ort = pytest.importorskip("onnxruntime")
@@ -99,6 +100,7 @@ def test_metadata_documents_the_preprocessing(real_onnx, real_model):
     assert meta["input_name"] == INPUT_NAME and meta["output_name"] == OUTPUT_NAME
     assert meta["decision_rule"] == "argmax"
     assert "threshold" not in meta
+    assert meta["preprocess"] == "none"
 
 
 def test_example_script_reproduces_cxrkit_from_metadata_alone(
@@ -111,9 +113,21 @@ def test_example_script_reproduces_cxrkit_from_metadata_alone(
     )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
-    proba, labels = example.predict(_session(real_onnx), held_out)
+    session = _session(real_onnx)
+    proba, labels = example.predict(session, held_out)
     assert np.abs(proba - real_model.predict_proba(held_out)).max() <= TOLERANCE
     assert labels.tolist() == real_model.predict(held_out).tolist()
+    meta = session.get_modelmeta().custom_metadata_map
+    with pytest.raises(ValueError, match="preprocess='clahe'"):
+        example.preprocess(held_out[0], {**meta, "preprocess": "clahe"})
+
+
+def test_preprocess_steps_are_recorded(small_model):
+    with_steps = copy.copy(small_model)
+    with_steps.preprocess = "equalize+crop"  # PneumoniaClassifier(preprocess=...)
+    meta = onnx_metadata(with_steps)
+    assert meta["preprocess"] == "equalize+crop"
+    assert "equalize+crop" in meta["preprocessing"]
 
 
 @pytest.fixture(scope="module")
