@@ -540,6 +540,16 @@ default="default"
         """
         return load_model(path, device=device, estimator_class=cls)
 
+    def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> os.PathLike:
+        """Write the network as ONNX (dynamic batch; preprocessing in metadata).
+
+        Needs ``pip install "cxrkit[onnx]"``; ``kwargs`` (``threshold``,
+        ``pos_label``) and the format: [`cxrkit.export.export_onnx`][].
+        """
+        from cxrkit.export import export_onnx
+
+        return export_onnx(self, path, **kwargs)
+
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None

@@ -399,6 +399,38 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_cmd_explain)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cxrkit import PneumoniaClassifier
+
+    clf = PneumoniaClassifier.load(args.model_file)
+    path = clf.export_onnx(args.out, threshold=args.threshold)
+    print(
+        f"ONNX model written to {path} (input 'image': batch x 1 x "
+        f"{clf.image_size} x {clf.image_size}; preprocessing in its metadata)"
+    )
+    return 0
+
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="export a model file as ONNX (needs cxrkit[onnx])",
+        description="Write a model file's network as ONNX, with a dynamic batch "
+        "axis and the preprocessing (image size, normalisation, class order, "
+        'threshold) in the ONNX metadata. Needs pip install "cxrkit[onnx]".',
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument("out", metavar="OUT.onnx", help="ONNX file to write")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: record this operating threshold on the probability of "
+        "PNEUMONIA (else the second class) in the metadata",
+    )
+    parser.set_defaults(func=_cmd_export)
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cxrkit",
@@ -435,6 +467,7 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(func=_cmd_demo)
     _add_evaluation_commands(sub)
     _add_explain_command(sub)
+    _add_export_command(sub)
     return parser
 
 
