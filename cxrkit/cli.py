@@ -111,13 +111,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from cxrkit import load_image_folder
     from cxrkit.demo import run_demo
 
-    X = y = None
-    pos_label = args.pos_label
+    X = y = pos_label = None
     if args.data is not None:
         with _user_input():
             X, y = load_image_folder(args.data)
         pos_label = _positive_class(np.unique(y), None, args.pos_label)
         print(f"cxrkit demo: {len(X)} images in {args.data}, model {args.model}")
+    elif args.pos_label is not None:
+        raise _UserError("--pos-label applies to --data (synthetic images: PNEUMONIA)")
     else:
         print(
             f"cxrkit demo: {args.n_samples} synthetic chest-like images "
@@ -396,7 +397,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         clf = PneumoniaClassifier.load(args.model)
         paths = find_images(args.images)
     # a command-line target is text; match it to a class such as 1 too
-    target = next((c for c in clf.classes_ if str(c) == args.target), args.target)
+    target = _class_named(clf.classes_, args.target)
+    if target is not None and target not in list(clf.classes_):
+        raise _UserError(
+            f"--target {args.target!r} is not a class of this model; use one of "
+            f"{[str(c) for c in clf.classes_]}, or leave it out for the predicted class"
+        )
     heatmaps = methods[args.method](clf, paths, target)
     proba = clf.predict_proba(paths)
     if target is None:

@@ -137,6 +137,8 @@ def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, ca
         (["train", str(empty), "--out", str(tmp_path / "m.cxr")], "class folder"),
         (["train", str(small_folder), "--recipe", "gpu"], "is not a recipe"),
         (["predict", str(model_file), str(small_folder), "--threshold", "2"], "[0, 1]"),
+        (["evaluate", str(model_file), str(small_folder), "--pos-label", "X"], "X"),
+        (["demo", "--pos-label", "NORMAL"], "applies to --data"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
