@@ -148,13 +148,17 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def make_classifier(name: str, **overrides: Any) -> PneumoniaClassifier:
-    """A :class:`~cxrkit.PneumoniaClassifier` configured by a named recipe.
+def make_classifier(name: str | None, **overrides: Any) -> PneumoniaClassifier:
+    """A [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier] configured by a
+    named recipe, with some parameters replaced.
+
+    The one place where a recipe and parameters given beside it are merged
+    (``cxrkit train --recipe NAME --epochs 3`` calls it too).
 
     Parameters
     ----------
-    name : str
-        A key of :data:`RECIPES`.
+    name : str or None
+        A key of `RECIPES`; None starts from the estimator's defaults.
     **overrides
         Parameters that replace the recipe's (e.g. ``max_epochs=3``,
         ``random_state=0``).
@@ -169,12 +173,14 @@ def make_classifier(name: str, **overrides: Any) -> PneumoniaClassifier:
     >>> clf = make_classifier("cpu", max_epochs=2)
     >>> clf.model, clf.image_size, clf.max_epochs
     ('resnet18', 128, 2)
+    >>> make_classifier(None, model="simple_cnn").model
+    'simple_cnn'
     """
-    try:
-        params = dict(RECIPES[name])
-    except KeyError:
+    if name is not None and name not in RECIPES:
         raise ValueError(
-            f"unknown recipe {name!r}; choose one of {sorted(RECIPES)}"
-        ) from None
+            f"unknown recipe {name!r} (it is not a recipe in cxrkit.recipes.RECIPES); "
+            f"choose one of {sorted(RECIPES)}"
+        )
+    params = dict(RECIPES[name]) if name is not None else {}
     params.update(overrides)
     return PneumoniaClassifier(**params)

@@ -100,6 +100,7 @@ def test_every_recipe_builds_a_valid_classifier():
 
 def test_make_classifier_overrides_and_unknown_name():
     assert make_classifier("cpu", max_epochs=2).max_epochs == 2
+    assert make_classifier(None, lr=0.5).get_params()["lr"] == 0.5  # no recipe
     assert RECIPES["cpu"]["max_epochs"] != 2  # the registry is not changed
     with pytest.raises(ValueError, match=r"unknown recipe 'nope'.*cpu"):
         make_classifier("nope")
