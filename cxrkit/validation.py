@@ -21,7 +21,11 @@ This module gives three ways to validate that do not reward those shortcuts:
   batches (contiguous runs of study / patient numbers) held out;
 * [`shift_images`][cxrkit.validation.shift_images]: a battery of synthetic
   acquisition shifts (gamma, contrast, blur, noise, lower resolution, JPEG,
-  zoom, histogram offset) to apply to a holdout.
+  zoom, histogram offset) to apply to a holdout, and
+  [`shifted_predictions`][cxrkit.validation.shifted_predictions], a model's
+  probabilities on a holdout under every shift: choose the operating
+  threshold on those with
+  [`select_robust_threshold`][cxrkit.metrics.select_robust_threshold].
 
 The splitters follow scikit-learn's ``split(X, y, groups)`` protocol, so they
 work as ``cv=`` in ``GridSearchCV`` or ``cross_validate``. Select recipes by
@@ -37,6 +41,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -59,6 +64,7 @@ __all__ = [
     "acquisition_order",
     "acquisition_traits",
     "shift_images",
+    "shifted_predictions",
 ]
 
 #: Side at which traits are measured when ``X`` holds paths: the size of the
@@ -66,7 +72,6 @@ __all__ = [
 #: measured at one size (sharpness depends on it).
 TRAIT_IMAGE_SIZE = 224
 
-#: Names of the columns returned by :func:`acquisition_traits`, in order.
 TRAITS = (
     "sharpness",
     "dark_level",
@@ -75,6 +80,7 @@ TRAITS = (
     "dark_border",
     "saturation",
 )
+"""Names of the columns returned by `acquisition_traits`, in order."""
 
 
 def acquisition_traits(images: np.ndarray) -> np.ndarray:
@@ -496,9 +502,6 @@ def _offset(images: np.ndarray, delta: int) -> np.ndarray:
     return np.clip(images.astype(np.int16) + delta, 0, 255).astype(np.uint8)
 
 
-#: The synthetic shift battery: name -> function of ``(images, rng)``. Each
-#: changes how the images look, not what they show; severities are fixed so
-#: that results are comparable between models and runs.
 SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "darker": lambda x, rng: _gamma(x, 1.5),
     "brighter": lambda x, rng: _gamma(x, 1 / 1.5),
@@ -512,6 +515,12 @@ SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "zoom": lambda x, rng: _zoom(x, 0.85),
     "histogram_shift": lambda x, rng: _offset(x, 25),
 }
+"""The synthetic shift battery: name -> function of ``(images, rng)``.
+
+Each changes how the images look, not what they show; severities are fixed
+so that results are comparable between models and runs (see
+`shift_images` for what each does).
+"""
 
 
 def shift_images(
@@ -557,3 +566,67 @@ def shift_images(
             f"{images.dtype} and shape {images.shape}"
         )
     return SHIFTS[shift](images, np.random.default_rng(random_state))
+
+
+def shifted_predictions(
+    clf: Any,
+    X: Sequence[str | os.PathLike] | np.ndarray,
+    *,
+    shifts: Sequence[str] | None = None,
+    image_size: int = TRAIT_IMAGE_SIZE,
+    random_state: int | None = 0,
+) -> dict[str, np.ndarray]:
+    """``clf.predict_proba`` of images as acquired and under each shift.
+
+    The input of
+    [`select_robust_threshold`][cxrkit.metrics.select_robust_threshold]:
+    the same validation images (ideally a
+    [`ConfounderMatchedSplit`][cxrkit.validation.ConfounderMatchedSplit]
+    holdout) in every version of the shift battery.
+
+    Parameters
+    ----------
+    clf : fitted classifier
+        Anything with ``predict_proba`` on uint8 image arrays, e.g. a fitted
+        [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier].
+    X : sequence of paths, or ndarray of shape (n, H, W), dtype uint8
+        The images. Paths are decoded at ``image_size`` first: shifts apply
+        at the size the images came in (224 px for the Kermany copies),
+        before the classifier resizes them.
+    shifts : sequence of str, optional
+        Keys of [`SHIFTS`][cxrkit.validation.SHIFTS] (default: all).
+    image_size : int, default=224
+        Side at which paths are decoded.
+    random_state : int or None, default=0
+        Seeds the random shifts.
+
+    Returns
+    -------
+    dict of str to ndarray of shape (n, n_classes)
+        ``"none"`` (as acquired) first, then one entry per shift.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> class Mean(DummyClassifier):  # stands in for a fitted image model
+    ...     def predict_proba(self, X):
+    ...         p = np.asarray(X).mean(axis=(1, 2)) / 255
+    ...         return np.column_stack([1 - p, p])
+    >>> images = np.full((3, 32, 32), 100, np.uint8)
+    >>> probas = shifted_predictions(Mean(), images, shifts=["histogram_shift"])
+    >>> list(probas), round(float(probas["histogram_shift"][0, 1]), 3)
+    (['none', 'histogram_shift'], 0.49)
+    """
+    names = list(SHIFTS) if shifts is None else list(shifts)
+    unknown = sorted(set(names) - set(SHIFTS))
+    if unknown:
+        raise ValueError(f"unknown shifts {unknown}; choose from {sorted(SHIFTS)}")
+    if is_path_like_sequence(X):
+        images, _ = load_images(X, image_size)
+    else:
+        images = np.asarray(X)
+    probas = {"none": np.asarray(clf.predict_proba(images))}
+    for name in names:
+        shifted = shift_images(images, name, random_state=random_state)
+        probas[name] = np.asarray(clf.predict_proba(shifted))
+    return probas

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ from cxrkit.metrics import (
     apply_threshold,
     clinical_report,
     positive_label,
+    select_robust_threshold,
     select_threshold,
 )
 from cxrkit.metrics._bootstrap import stratified_weights
@@ -343,3 +345,85 @@ def test_point_estimate_is_the_unit_weight_row_of_the_bootstrap():
     )
     np.testing.assert_array_equal(calls[0], np.ones((1, 4)))
     assert point["mean"] == 1.5 and reps["mean"].shape == (5,)
+
+
+def _margin(y: np.ndarray, p: np.ndarray, t: float, floors=(0.95, 0.85)) -> float:
+    """min(sens - floor, spec - floor) at threshold t, from sklearn's recall."""
+    pred = (p >= t).astype(int)
+    sens = skm.recall_score(y, pred, pos_label=1)
+    spec = skm.recall_score(y, pred, pos_label=0)
+    return min(sens - floors[0], spec - floors[1])
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.integers(0, 2**32 - 1),
+    st.integers(1, 4),
+    st.floats(0.5, 1.0),
+    st.floats(0.5, 1.0),
+)
+def test_robust_threshold_is_the_best_worst_case(seed, n_versions, fl_sens, fl_spec):
+    rng = np.random.default_rng(seed)
+    y = np.r_[np.zeros(12, int), np.ones(15, int)]
+    probas = {
+        f"v{i}": np.clip(y * rng.uniform(0, 0.6) + rng.uniform(0, 0.6, len(y)), 0, 1)
+        for i in range(n_versions)
+    }
+    floors = (fl_sens, fl_spec)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        point = select_robust_threshold(
+            y, probas, min_sensitivity=fl_sens, min_specificity=fl_spec
+        )
+
+    def worst(t: float) -> float:
+        return min(_margin(y, p, t, floors) for p in probas.values())
+
+    # no threshold does better in its worst version: try every observed score
+    # and the chosen one's neighbours
+    tried = np.unique(np.concatenate([*probas.values(), [0.0, 1.0]]))
+    assert worst(point.threshold) >= max(worst(t) for t in tried) - 1e-9
+    per_version = [
+        (
+            skm.recall_score(y, (p >= point.threshold).astype(int), pos_label=1),
+            skm.recall_score(y, (p >= point.threshold).astype(int), pos_label=0),
+        )
+        for p in probas.values()
+    ]
+    assert point.sensitivity == pytest.approx(min(s for s, _ in per_version))
+    assert point.specificity == pytest.approx(min(s for _, s in per_version))
+
+
+def test_robust_threshold_moves_away_from_an_overconfident_holdout():
+    # In distribution every NORMAL is near 0; brighter images move NORMAL up.
+    y = np.r_[np.zeros(20, int), np.ones(20, int)]
+    as_acquired = np.r_[np.linspace(0.0, 0.05, 20), np.linspace(0.6, 1.0, 20)]
+    brighter = np.r_[np.linspace(0.05, 0.5, 20), np.linspace(0.7, 1.0, 20)]
+    probas = {"none": as_acquired, "brighter": brighter}
+    sens_only = select_threshold(y, as_acquired, sensitivity=0.98).threshold
+    robust = select_robust_threshold(y, probas)
+    assert sens_only == pytest.approx(0.6)
+    assert 0.5 < robust.threshold < 0.7  # between the shifted NORMAL and PNEUMONIA
+    assert robust.sensitivity == 1.0 and robust.specificity == 1.0
+
+
+def test_robust_threshold_warns_when_no_threshold_keeps_the_floors():
+    y = [0, 0, 1, 1]
+    with pytest.warns(UserWarning, match="no threshold keeps"):
+        point = select_robust_threshold(y, {"none": [0.9, 0.1, 0.2, 0.8]})
+    assert point.sensitivity < 0.95 or point.specificity < 0.85
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"probas": {}}, "non-empty mapping"),
+        ({"probas": [0.1, 0.9]}, "non-empty mapping"),
+        ({"min_sensitivity": 0}, r"min_sensitivity must be in \(0, 1\]"),
+        ({"min_specificity": 1.5}, r"min_specificity must be in \(0, 1\]"),
+    ],
+)
+def test_robust_threshold_refuses_bad_input(kwargs, message):
+    args = {"probas": {"none": [0.1, 0.9]}, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        select_robust_threshold([0, 1], **args)

@@ -215,9 +215,34 @@ def test_recipe_benchmark_prints_metrics_for_any_folder(tmp_path, capsys):
     ):
         assert key in printed
     assert 0 <= printed["specificity"] <= 1 and 0 <= printed["roc_auc"] <= 1
-    assert printed["n_test"] == 12 and printed["n_train"] + printed["n_threshold"] == 48
+    n_used = printed["n_train"] + printed["n_threshold"]
+    assert printed["n_test"] == 12
+    assert n_used + printed["threshold_split"]["n_dropped"] == 48
+    assert printed["rule"] == "robust_shift"
+    # synthetic classes differ in every acquisition trait: nothing to match
+    assert printed["threshold_split"]["kind"] == "StratifiedGroupKFold"
     lo, hi = printed["ci95"]["accuracy"]
     assert lo <= printed["accuracy"] <= hi
+
+
+def test_recipe_benchmark_chooses_the_threshold_on_a_matched_split(
+    tmp_path, kermany_dir
+):
+    recipe = _load_benchmark("recipe.py")
+    X, y = load_image_folder(kermany_dir / "train")
+    keep = np.r_[
+        np.flatnonzero(y == "NORMAL")[:60], np.flatnonzero(y == "PNEUMONIA")[:60]
+    ]
+    train = tmp_path / "train"
+    for path, label in zip(X[keep], y[keep]):
+        (train / label).mkdir(parents=True, exist_ok=True)
+        (train / label / Path(path).name).symlink_to(path)
+    result = recipe.main([*_tiny_recipe_args(train, train), "--set", "max_epochs=1"])
+    split = result["threshold_split"]
+    assert split["kind"] == "ConfounderMatchedSplit"
+    assert result["n_threshold"] > 0
+    assert result["n_train"] + result["n_threshold"] + split["n_dropped"] == 120
+    assert result["rule"] == "robust_shift" and 0 <= result["threshold"] <= 1
 
 
 def test_recipe_benchmark_three_classes(tmp_path, capsys):
@@ -236,8 +261,9 @@ def test_recipe_benchmark_balanced_accuracy_rule(tmp_path):
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     result = recipe.main([*_tiny_recipe_args(train, train), "--balanced-accuracy"])
     assert result["threshold_rule"].startswith("best balanced accuracy")
-    default = recipe.main(_tiny_recipe_args(train, train))
-    assert default["threshold_rule"] == "sensitivity >= 0.98 on the threshold split"
+    old = recipe.main([*_tiny_recipe_args(train, train), "--rule", "sensitivity"])
+    assert old["threshold_rule"].startswith("sensitivity >= 0.98 on the threshold")
+    assert old["rule"] == "sensitivity"
 
 
 def test_saved_runs_scored_with_ensembles_and_tta(tmp_path, capsys):

@@ -18,6 +18,7 @@ from cxrkit.validation import (
     acquisition_order,
     acquisition_traits,
     shift_images,
+    shifted_predictions,
 )
 
 images_strategy = arrays(
@@ -163,3 +164,19 @@ def test_gamma_shifts_are_monotone(images):
 def test_unknown_shift_is_named():
     with pytest.raises(ValueError, match="unknown shift 'fog'"):
         shift_images(np.zeros((1, 8, 8), np.uint8), "fog")
+
+
+def test_shifted_predictions_give_each_shift_on_the_same_images(kermany_dir):
+    class MeanBrightness:  # a stand-in model: probability = mean grey level
+        def predict_proba(self, X):
+            p = np.asarray(X, dtype=float).mean(axis=(1, 2)) / 255
+            return np.column_stack([1 - p, p])
+
+    paths, _ = load_image_folder(kermany_dir / "train")
+    probas = shifted_predictions(MeanBrightness(), paths[:4])
+    assert list(probas) == ["none", *SHIFTS]
+    assert all(p.shape == (4, 2) for p in probas.values())
+    assert (probas["brighter"][:, 1] > probas["none"][:, 1]).all()
+    assert (probas["darker"][:, 1] < probas["none"][:, 1]).all()
+    with pytest.raises(ValueError, match="unknown shifts"):
+        shifted_predictions(MeanBrightness(), paths[:4], shifts=["rotate"])

@@ -9,7 +9,9 @@
   [`positive_label`][cxrkit.metrics.positive_label]: the one decision rule
   and positive-class policy of cxrkit (scikit-learn's conventions);
   [`select_threshold`][cxrkit.metrics.select_threshold] chooses an operating
-  threshold for a target sensitivity or specificity.
+  threshold for a target sensitivity or specificity;
+  [`select_robust_threshold`][cxrkit.metrics.select_robust_threshold] one
+  that keeps a sensitivity and a specificity floor under acquisition shift.
 
 Modules, in the order data flows: ``_inputs`` (checks, positive class),
 ``_bootstrap`` (the engine: a statistic on rows of resample weights; the
@@ -25,7 +27,12 @@ from cxrkit.metrics._bootstrap import Estimate
 from cxrkit.metrics._clinical_report import ClinicalReport, clinical_report
 from cxrkit.metrics._comparison import ModelComparison
 from cxrkit.metrics._inputs import positive_label
-from cxrkit.metrics._thresholds import OperatingPoint, apply_threshold, select_threshold
+from cxrkit.metrics._thresholds import (
+    OperatingPoint,
+    apply_threshold,
+    select_robust_threshold,
+    select_threshold,
+)
 
 __all__ = [
     "ClinicalReport",
@@ -35,5 +42,6 @@ __all__ = [
     "apply_threshold",
     "clinical_report",
     "positive_label",
+    "select_robust_threshold",
     "select_threshold",
 ]
