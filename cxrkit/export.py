@@ -37,17 +37,21 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from cxrkit._version import __version__
+from cxrkit.metrics import positive_label
 from cxrkit.transforms import MEAN, STD
 
-if TYPE_CHECKING:
-    from cxrkit.classifier import PneumoniaClassifier
+# This module sits above the estimator (``PneumoniaClassifier.export_onnx``
+# imports it), so it never imports ``cxrkit.classifier``: a fitted cxrkit
+# estimator is recognised by what it has (see ``_is_cxrkit_estimator``).
+PneumoniaClassifier = Any  # for the annotations below
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "onnx_metadata"]
 
@@ -184,9 +188,6 @@ def onnx_metadata(
     >>> meta["image_size"], meta["positive_class"], meta["threshold"]
     ('32', 'PNEUMONIA', '0.3')
     """
-    from cxrkit import __version__
-    from cxrkit.report import _default_pos_label
-
     check_is_fitted(clf, "net_")
     classes = np.asarray(clf.classes_).tolist()
     metadata = {
@@ -224,7 +225,7 @@ def onnx_metadata(
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be in [0, 1], got {threshold}")
     if pos_label is None:
-        pos_label = _default_pos_label(np.asarray(classes))
+        pos_label = positive_label(classes)
     if pos_label not in classes:
         raise ValueError(f"pos_label {pos_label!r} is not one of the classes {classes}")
     metadata.update(
@@ -255,16 +256,19 @@ def _require_exporter() -> None:
         )
 
 
+def _is_cxrkit_estimator(obj: Any) -> bool:
+    """A fitted-or-not ``PneumoniaClassifier``, known by its export method and net."""
+    return callable(getattr(obj, "export_onnx", None)) and hasattr(obj, "image_size")
+
+
 def _unwrap(estimator: Any) -> tuple[PneumoniaClassifier, float | None, Any]:
     """The ``PneumoniaClassifier`` inside ``estimator``, and its threshold if any."""
     from sklearn.frozen import FrozenEstimator
 
-    from cxrkit.classifier import PneumoniaClassifier
-
     threshold, pos_label = None, None
     current = estimator
     for _ in range(8):  # a search around a threshold classifier around a frozen ...
-        if isinstance(current, PneumoniaClassifier):
+        if _is_cxrkit_estimator(current):
             if threshold is not None and pos_label is None:
                 pos_label = current.classes_[-1]  # scikit-learn's default
             return current, threshold, pos_label
