@@ -189,17 +189,19 @@ def _check_pixels(path: str, filename: str) -> None:
     try:
         with Image.open(path) as img:
             width, height = img.size
-    except Image.DecompressionBombError:
-        width = height = None
+    except Image.DecompressionBombError as exc:  # over twice the limit
+        size = str(exc).split(" exceeds")[0]
     except Exception:  # not an image Pillow knows: read_image says what it is
         return
-    if width is None or width * height > limit:
-        size = "" if width is None else f" ({width}x{height} pixels)"
-        raise ClientError(
-            422,
-            f"{filename}: the image is too large{size}: over {limit} pixels, "
-            "the decompression-bomb limit; send a smaller image",
-        )
+    else:
+        if width * height <= limit:
+            return
+        size = f"{width}x{height} pixels"
+    raise ClientError(
+        422,
+        f"{filename}: the image is too large ({size}): over the decompression-bomb "
+        f"limit of {limit} pixels; send a smaller image",
+    )
 
 
 def _ending(path: str) -> str:
