@@ -114,12 +114,16 @@ class Browser:
 
     def wait_for(self, expression: str, timeout: float = 60):
         deadline = time.monotonic() + timeout
+        last = None
         while time.monotonic() < deadline:
-            value = self.evaluate(expression)
+            try:  # the page may still be loading
+                value = self.evaluate(expression)
+            except RuntimeError as exc:
+                value, last = None, exc
             if value:
                 return value
             time.sleep(0.1)
-        raise TimeoutError(f"waited {timeout} s for {expression}")
+        raise TimeoutError(f"waited {timeout} s for {expression} ({last})")
 
     def close(self) -> None:
         try:
@@ -159,6 +163,7 @@ def real_model(kermany_dir, tmp_path_factory):
 PAGE_STATE = """JSON.stringify({
   state: document.body.dataset.state,
   label: document.getElementById('label').textContent,
+  versus: document.getElementById('versus').textContent,
   probabilities: [...document.querySelectorAll('.probability')].map(e => e.textContent),
   showing: document.getElementById('image').dataset.showing,
   imageWidth: document.getElementById('image').naturalWidth,
@@ -179,7 +184,7 @@ def test_page_predicts_and_explains_a_real_xray(
     browser, real_model, fullres_dir, run_server, tmp_path, width, height, mobile
 ):
     url = run_server(create_app(real_model, device="cpu"))
-    xray = sorted((fullres_dir / "PNEUMONIA").glob("*.jpeg"))[0]
+    xray = sorted(fullres_dir.rglob("PNEUMONIA/*.jpeg"))[0]
     browser.page(
         "Emulation.setDeviceMetricsOverride",
         width=width,
@@ -209,6 +214,10 @@ def test_page_predicts_and_explains_a_real_xray(
     assert state["error"] is None and state["state"] == "done", state
     assert state["label"] in ("NORMAL", "PNEUMONIA")
     assert len(state["probabilities"]) == 2
+    assert (
+        "PNEUMONIA probability" in state["versus"]
+        and "threshold 0.5" in state["versus"]
+    )
     assert all(p.endswith("%") for p in state["probabilities"])
     assert state["showing"] == "overlay" and state["imageWidth"] > 0
     assert state["toggleEnabled"]

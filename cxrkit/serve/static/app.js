@@ -60,6 +60,11 @@ function showPrediction(answer) {
   const p = answer.predictions[0];
   $("filename").textContent = p.filename;
   $("label").textContent = p.label;
+  const pos = answer.classes.map(String).indexOf(String(answer.positive_class));
+  $("versus").textContent = answer.threshold === null || pos < 0 ? "" :
+    `${answer.positive_class} probability ${p.probabilities[pos].toFixed(3)} is ` +
+    `${p.probabilities[pos] >= answer.threshold ? "at or above" : "below"} ` +
+    `the threshold ${answer.threshold}`;
   const bars = $("bars");
   bars.replaceChildren();
   answer.classes.forEach((name, i) => {
