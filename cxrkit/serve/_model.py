@@ -13,6 +13,7 @@ import numpy as np
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.persistence import read_model_metadata
+from cxrkit.serve._uploads import file_sha256
 
 __all__ = ["INTENDED_USE", "ServedModel"]
 
@@ -23,14 +24,6 @@ INTENDED_USE = (
 
 #: The heatmap method the server uses.
 EXPLAIN_METHOD = "grad_cam"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _weights_sha256(clf: Any) -> str:
@@ -74,7 +67,7 @@ class ServedModel:
             path = Path(model_or_path)
             self.clf = PneumoniaClassifier.load(path, device=device)
             meta = read_model_metadata(path)
-            sha = _file_sha256(path)
+            sha = file_sha256(path)
             self.model_id = f"{path.stem}-{sha[:12]}"
         else:
             self.clf = model_or_path

@@ -25,7 +25,13 @@ from starlette.requests import Request
 from cxrkit.io import is_dicom_file, read_image
 from cxrkit.serve._errors import ClientError, error_body
 
-__all__ = ["DecodedUpload", "UploadLimit", "decode_upload", "uploaded_files"]
+__all__ = [
+    "DecodedUpload",
+    "UploadLimit",
+    "decode_upload",
+    "file_sha256",
+    "uploaded_files",
+]
 
 FIELD = "file"
 _HOW = (
@@ -214,12 +220,17 @@ def _ending(path: str) -> str:
         return ".bin"
 
 
-def _keep(path: str, keep_dir: Path) -> None:
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's content, in hex."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(2**20), b""):
             digest.update(block)
-    target = keep_dir / f"{digest.hexdigest()}{_ending(path)}"
+    return digest.hexdigest()
+
+
+def _keep(path: str, keep_dir: Path) -> None:
+    target = keep_dir / f"{file_sha256(path)}{_ending(path)}"
     if not target.exists():
         shutil.copyfile(path, target)
 
