@@ -165,6 +165,15 @@ def test_page_is_offline_and_carries_the_notice(client):
         assert response.status_code == 200 and "https://" not in response.text
 
 
+def test_openapi_describes_the_upload(client):
+    spec = client.get("/openapi.json").json()
+    for path in ("/predict", "/explain"):
+        body = spec["paths"][path]["post"]["requestBody"]["content"]
+        assert "file" in body["multipart/form-data"]["schema"]["properties"]
+    assert {"/health", "/model"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
+
+
 def test_predict_matches_the_classifier(client, clf, images, tmp_path):
     files = [("file", (f"img{i}.png", png(images[i]), "image/png")) for i in range(3)]
     answer = client.post("/predict", files=files).json()
