@@ -485,6 +485,70 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_cmd_export)
 
 
+# --------------------------------------------------------------------- serve
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from cxrkit.serve import create_app, serve
+
+    with _user_input(hint=" (on the command line: --threshold)"):
+        app = create_app(
+            args.model_file,
+            threshold=args.threshold,
+            max_upload_mb=args.max_upload_mb,
+            keep_uploads=args.keep_uploads,
+            device=args.device,
+        )
+    host = f"[{args.host}]" if ":" in args.host else args.host
+    print(
+        f"cxrkit serve: {app.state.served.model_id} on http://{host}:{args.port}/ "
+        "(API: /docs). For research and education only; not a medical device.",
+        file=sys.stderr,
+    )
+    serve(app, host=args.host, port=args.port)
+    return 0
+
+
+def _add_serve_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="a web page and JSON API over a model file (needs cxrkit[serve])",
+        description="Serve a model file: a page to upload PNG, JPEG or DICOM "
+        "images and see the prediction and heatmap, and a JSON API (POST "
+        "/predict, POST /explain, GET /model, GET /health; OpenAPI at /docs). "
+        "No authentication: it binds 127.0.0.1 unless --host says otherwise. "
+        'Needs pip install "cxrkit[serve]".',
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; any other "
+        "warns: there is no authentication)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: call the positive class at probability >= this "
+        "(default: 0.5)",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=float,
+        default=50,
+        help="largest request body in MB, refused while it arrives (default: 50)",
+    )
+    parser.add_argument(
+        "--keep-uploads",
+        metavar="DIR",
+        default=None,
+        help="keep a copy of each upload here, named by its SHA-256 (default: "
+        "keep nothing)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.set_defaults(func=_cmd_serve)
+
+
 # ---------------------------------------------------------------------- main
 #: The subcommands, in the order ``cxrkit --help`` lists them.
 _COMMANDS = (
@@ -494,6 +558,7 @@ _COMMANDS = (
     _add_predict_command,
     _add_explain_command,
     _add_export_command,
+    _add_serve_command,
 )
 
 

@@ -33,6 +33,7 @@ it with files you trust.)
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -51,7 +52,13 @@ from cxrkit._training import NetSpec, build_net, resolve_device
 from cxrkit._version import __version__
 from cxrkit.checkpoint import jsonable, write_atomic
 
-__all__ = ["FORMAT_VERSION", "load_model", "model_file_class", "save_model"]
+__all__ = [
+    "FORMAT_VERSION",
+    "load_model",
+    "model_file_class",
+    "read_model_metadata",
+    "save_model",
+]
 
 #: Version of the model-file layout; files of a newer version are refused.
 #: 2: all parameters (``pretrained``, a ``RandomState``'s state), the whole
@@ -161,6 +168,9 @@ def save_model(clf: BaseEstimator, path: str | os.PathLike) -> Path:
         "format_version": FORMAT_VERSION,
         "cxrkit_version": __version__,
         "torch_version": torch.__version__,
+        "saved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"
+        ),
         "estimator": type(clf).__name__,
         "params": jsonable(params),
         "classes": jsonable(list(clf.classes_)),
@@ -211,6 +221,45 @@ def _read_payload(path: Path) -> Any:
             f"({type(exc).__name__}: {str(exc)[:200]}). Model files are written "
             "by clf.save(path) or `cxrkit train`; nothing in the file was executed."
         ) from None
+
+
+def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """What a model file says about its model, without building it.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.cxr`` file written by ``save_model``.
+
+    Returns
+    -------
+    dict
+        The file's metadata: ``cxrkit_version`` and ``torch_version`` that
+        wrote it, ``saved_at`` (UTC, ISO 8601; files from before this key
+        existed lack it), ``estimator``, ``params``, ``classes``, ``history``
+        (one dict per epoch), ``skipped_files``, ``net`` (``n_train``: the
+        images the weights were trained on, without the internal validation
+        part) and ``format_version``.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As ``load_model``; nothing in the file is executed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(20, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32,
+    ...                           max_epochs=1, random_state=0).fit(X, y)
+    >>> meta = read_model_metadata(clf.save(tempfile.mkdtemp() + "/m.cxr"))
+    >>> meta["classes"], meta["params"]["model"], len(meta["history"])
+    (['NORMAL', 'PNEUMONIA'], 'simple_cnn', 1)
+    """
+    path = Path(path)
+    return _read_meta(_read_payload(path), path)
 
 
 def _estimator_class(

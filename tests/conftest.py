@@ -76,3 +76,39 @@ def fitted_synthetic(synthetic) -> PneumoniaClassifier:
 def fast() -> dict:
     """``FAST`` settings (a copy), for tests that fit their own small models."""
     return dict(FAST)
+
+
+@pytest.fixture
+def run_server():
+    """Start an ASGI app with uvicorn on a free loopback port; gives its URL.
+
+    Servers stop at the end of the test. Needs ``cxrkit[serve]``.
+    """
+    import socket
+    import threading
+    import time
+
+    uvicorn = pytest.importorskip("uvicorn")
+    running = []
+
+    def start(app) -> str:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.bind(("127.0.0.1", 0))  # the OS picks a free port: no race
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+        thread = threading.Thread(
+            target=server.run, kwargs={"sockets": [sock]}, daemon=True
+        )
+        thread.start()
+        running.append((server, thread, sock))
+        deadline = time.monotonic() + 20
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.02)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield start
+    for server, thread, sock in running:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()

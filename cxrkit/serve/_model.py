@@ -1,0 +1,169 @@
+"""The served model: loaded once, shared by all requests, used under a lock."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrkit._version import __version__
+from cxrkit.metrics import apply_threshold, positive_label
+from cxrkit.persistence import read_model_metadata
+from cxrkit.serve._uploads import file_sha256
+
+__all__ = ["INTENDED_USE", "ServedModel"]
+
+INTENDED_USE = (
+    "For research and education only; not a medical device. Not for diagnosis "
+    "or any clinical decision."
+)
+
+#: The heatmap method the server uses.
+EXPLAIN_METHOD = "grad_cam"
+
+
+def _weights_sha256(clf: Any) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in clf.net_.module_.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _jsonable_classes(classes: np.ndarray) -> list:
+    return classes.tolist()
+
+
+class ServedModel:
+    """A fitted classifier with its threshold, identity and model card.
+
+    The network is shared by every request; ``predict_proba`` and
+    ``explain`` hold one lock, so a request never sees another's Grad-CAM
+    hooks (which live on the shared network) and concurrent requests give
+    the answers they would one at a time.
+
+    Parameters
+    ----------
+    model_or_path : PneumoniaClassifier, str or path-like
+        A fitted classifier, or a ``.cxr`` model file.
+    threshold : float, optional
+        Two classes: the positive class is called at probability ``>=
+        threshold`` (default 0.5). More classes: must be None (the most
+        probable class is called).
+    device : str
+        Where a model file's weights go (``"auto"``: CUDA if present).
+    """
+
+    def __init__(
+        self, model_or_path: Any, threshold: float | None = None, device: str = "auto"
+    ) -> None:
+        from cxrkit import PneumoniaClassifier
+
+        if isinstance(model_or_path, (str, os.PathLike)):
+            path = Path(model_or_path)
+            self.clf = PneumoniaClassifier.load(path, device=device)
+            meta = read_model_metadata(path)
+            sha = file_sha256(path)
+            self.model_id = f"{path.stem}-{sha[:12]}"
+        else:
+            self.clf = model_or_path
+            if not hasattr(self.clf, "net_"):
+                raise ValueError(
+                    "the model is not fitted; give a fitted PneumoniaClassifier or "
+                    "a model file written by clf.save(path) or `cxrkit train`"
+                )
+            meta = None
+            path = None
+            sha = _weights_sha256(self.clf)
+            self.model_id = f"in-memory-{sha[:12]}"
+        self.classes = np.asarray(self.clf.classes_)
+        self.pos_label = None
+        if len(self.classes) == 2:
+            self.pos_label = positive_label(self.classes)
+            threshold = 0.5 if threshold is None else threshold
+        elif threshold is not None:
+            raise ValueError(
+                f"a threshold applies to two classes; this model has "
+                f"{len(self.classes)} ({self.classes.tolist()}) and calls the most "
+                "probable one: leave the threshold out"
+            )
+        if threshold is not None:
+            # apply_threshold checks the value (a number in [0, 1])
+            apply_threshold([[0.5, 0.5]], threshold, classes=self.classes)
+        self.threshold = threshold
+        self.card = self._card(meta, path, sha)
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------ inference
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities of ``(n, S, S)`` decoded images, in ``classes`` order."""
+        with self._lock:
+            return self.clf.predict_proba(images)
+
+    def labels(self, proba: np.ndarray) -> np.ndarray:
+        """The class called for each row of ``proba``, at the threshold."""
+        return apply_threshold(
+            proba, self.threshold, classes=self.classes, pos_label=self.pos_label
+        )
+
+    def explain(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """Heatmaps ``(n, S, S)`` in [0, 1] of the ``targets`` classes."""
+        # Single call site of the explanation method. When
+        # cxrkit.explain.explain(clf, X, method=...) lands on main, call it here
+        # with its recommended default instead of grad_cam (and set
+        # EXPLAIN_METHOD to the method it names).
+        from cxrkit.explain import grad_cam
+
+        with self._lock:
+            return grad_cam(self.clf, images, target=list(targets))
+
+    # ----------------------------------------------------------- model card
+    def _card(self, meta: dict | None, path: Path | None, sha: str) -> dict:
+        params = self.clf.get_params()
+        history = getattr(self.clf, "history_", None) or []
+        spec = getattr(self.clf, "_net_spec", None)
+        trained = {
+            "images": getattr(spec, "n_train", None),
+            "internal_validation": getattr(spec, "validation", None),
+            "epochs": len(history),
+            "skipped_files": len(getattr(self.clf, "skipped_files_", [])),
+        }
+        if meta is not None:
+            trained.update(
+                saved_at=meta.get("saved_at"),
+                cxrkit_version=meta.get("cxrkit_version"),
+                torch_version=meta.get("torch_version"),
+            )
+        else:
+            trained.update(saved_at=None, cxrkit_version=__version__)
+        last = history[-1] if len(history) else {}
+        scores = {
+            k: last[k]
+            for k in ("train_loss", "valid_loss", "valid_acc", "roc_auc")
+            if k in last and isinstance(last[k], (int, float))
+        }
+        return {
+            "model_id": self.model_id,
+            "file": None if path is None else path.name,
+            "sha256": sha,
+            "estimator": type(self.clf).__name__,
+            "architecture": params.get("model"),
+            "pretrained": None
+            if params.get("pretrained") is None
+            else os.fspath(params["pretrained"]),
+            "image_size": params.get("image_size"),
+            "classes": _jsonable_classes(self.classes),
+            "positive_class": None
+            if self.pos_label is None
+            else np.asarray(self.pos_label).tolist(),
+            "threshold": self.threshold,
+            "explanation": EXPLAIN_METHOD,
+            "trained": trained,
+            "last_epoch": scores,
+            "served_by": {"cxrkit_version": __version__},
+            "intended_use": INTENDED_USE,
+        }
