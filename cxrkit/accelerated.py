@@ -52,7 +52,8 @@ class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
     (its ``mixed_precision``): ``precision`` must be ``"32"``.
 
     Once trained, the net is unwrapped (skorch's default): ``module_`` is the
-    bare model again, in float32. In a multi-process run, ``predict_proba``
+    bare model again, in float32. It cannot be pickled (as in skorch): save
+    the classifier with ``clf.save(path)`` instead. In a multi-process run, ``predict_proba``
     is distributed too (each process scores its share, results are gathered
     to every process), so call it on every process.
 
@@ -73,6 +74,16 @@ class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
 
     def compute_device(self) -> torch.device:
         return self.accelerator.device
+
+    def __getstate__(self) -> dict:
+        # skorch: "models accelerated this way cannot be pickled" (the
+        # accelerator, optimizer and LR schedule hold patched methods); say
+        # so instead of pickle's error about AcceleratedOptimizer.step.
+        raise TypeError(
+            "a net trained through an accelerate.Accelerator cannot be pickled; "
+            "write the classifier with clf.save(path) and read it with "
+            "PneumoniaClassifier.load(path) (a model file holds the weights)"
+        )
 
     def initialize_module(self) -> AcceleratedImageClassifierNet:
         if self.precision != "32":
