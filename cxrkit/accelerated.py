@@ -53,9 +53,9 @@ class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
 
     Once trained, the net is unwrapped (skorch's default): ``module_`` is the
     bare model again, in float32. It cannot be pickled (as in skorch): save
-    the classifier with ``clf.save(path)`` instead. In a multi-process run, ``predict_proba``
-    is distributed too (each process scores its share, results are gathered
-    to every process), so call it on every process.
+    the classifier with ``clf.save(path)`` instead. In a multi-process run,
+    ``predict_proba`` is distributed too (each process scores its share,
+    results are gathered to every process), so call it on every process.
 
     Examples
     --------
@@ -74,6 +74,28 @@ class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
 
     def compute_device(self) -> torch.device:
         return self.accelerator.device
+
+    def _initialize_accelerator(self) -> AcceleratedImageClassifierNet:
+        # skorch prepares every criterion; in several processes Accelerate
+        # wraps each in DDP, which refuses a module without trainable
+        # parameters (CrossEntropyLoss): such a loss is only moved to the
+        # device, and hidden from skorch's loop (it prepares modules only).
+        if self._wrapped_with_accelerator:
+            return self
+        plain = {
+            name: getattr(self, name + "_")
+            for name in self._criteria
+            if isinstance(getattr(self, name + "_"), torch.nn.Module)
+            and not any(p.requires_grad for p in getattr(self, name + "_").parameters())
+        }
+        for name in plain:
+            setattr(self, name + "_", None)
+        try:
+            super()._initialize_accelerator()
+        finally:
+            for name, criterion in plain.items():
+                setattr(self, name + "_", criterion.to(self.accelerator.device))
+        return self
 
     def __getstate__(self) -> dict:
         # skorch: "models accelerated this way cannot be pickled" (the

@@ -326,6 +326,7 @@ default="default"
         device = self._check_params()
         accelerator = resolve_accelerator(self.accelerator)
         if accelerator is not None:
+            self._check_processes(accelerator.num_processes)
             device = str(accelerator.device)
         y, groups = check_fit_inputs(X, y, groups, estimator=type(self).__name__)
         self._check_classes(np.unique(y))
@@ -484,6 +485,21 @@ default="default"
                     f"must be {allowed} with an accelerator: {why}. Got "
                     f"{name}={getattr(self, name)!r} with "
                     f"accelerator={self.accelerator!r}.",
+                )
+
+    def _check_processes(self, processes: int) -> None:
+        """What does not work yet when an accelerator runs several processes."""
+        if processes == 1:
+            return
+        # Both keep copies of the model's state taken while it is wrapped for
+        # DDP, which do not load into the bare model at the end of training.
+        for name in ("early_stopping", "ema_decay"):
+            if getattr(self, name) is not None:
+                raise self._invalid(
+                    name,
+                    f"must be None when an accelerator trains in {processes} "
+                    f"processes (not supported yet); set {name}=None and a fixed "
+                    f"max_epochs. Got {name}={getattr(self, name)!r}.",
                 )
 
     def _check_pretrained(self) -> None:

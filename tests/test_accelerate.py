@@ -126,6 +126,26 @@ def test_what_the_accelerator_decides_is_refused_twice(setting, name):
         clf.fit(["a.png", "b.png"], ["NORMAL", "PNEUMONIA"])
 
 
+class _TwoProcesses:
+    """Stands for an Accelerator under ``accelerate launch --num_processes 2``."""
+
+    num_processes = 2
+    device = "cpu"
+
+    def prepare(self, *args): ...
+    def backward(self, loss): ...
+    def autocast(self): ...
+    def unwrap_model(self, model): ...
+
+
+@pytest.mark.parametrize("setting", [{"early_stopping": 2}, {"ema_decay": 0.9}])
+def test_what_several_processes_cannot_do_yet_is_refused(setting):
+    (name,) = setting
+    clf = PneumoniaClassifier(accelerator=_TwoProcesses(), **setting)
+    with pytest.raises(ValueError, match=rf"'{name}' parameter .* 2 processes"):
+        clf.fit(["a.png", "b.png"], ["NORMAL", "PNEUMONIA"])
+
+
 def test_the_net_refuses_its_own_mixed_precision_with_an_accelerator():
     from torch import nn
 
