@@ -169,7 +169,8 @@ default="default"
         The accelerator chooses the devices and the mixed precision (its
         ``mixed_precision``), so ``device`` must stay ``"auto"`` and
         ``precision`` ``"32"``; ``freeze="backbone"`` (a linear head on
-        features computed once) does not use it. A model file records an
+        features computed once) does not use it, and in several processes
+        ``early_stopping`` and ``ema_decay`` are not supported yet. A model file records an
         ``Accelerator`` as None (it is this process's devices, not a setting):
         the loaded model predicts on one device. Needs ``pip install
         "cxrkit[accelerate]"``.
