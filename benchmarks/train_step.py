@@ -21,7 +21,7 @@ channels-last memory order and the fused AdamW (these are settings of the
 net, not of the estimator: the benchmark sets them on the net ``fit`` builds).
 ``--compare`` fits both (old, new, old, new: interleaved, so that a change of
 load on a shared machine hits both alike) and reports each one's fastest fit
-and the ratios.
+and the ratios (each fit is also printed to stderr as it ends).
 """
 
 from __future__ import annotations
@@ -122,8 +122,9 @@ def compare(make, X, y, repeats: int) -> dict:
     """Old net (neither setting) vs new (both), interleaved; fastest of each."""
     runs: dict[str, list[dict]] = {"before": [], "after": []}
     for _ in range(repeats):
-        runs["before"].append(timed_fit(make(), X, y, False, False))
-        runs["after"].append(timed_fit(make(), X, y, True, True))
+        for name, on in (("before", False), ("after", True)):
+            runs[name].append(timed_fit(make(), X, y, on, on))
+            print(json.dumps({name: runs[name][-1]}), file=sys.stderr, flush=True)
     best = {k: min(v, key=lambda r: r["fit_wall_seconds"]) for k, v in runs.items()}
     return {
         "runs": runs,
