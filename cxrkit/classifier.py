@@ -170,10 +170,10 @@ default="default"
         ``mixed_precision``), so ``device`` must stay ``"auto"`` and
         ``precision`` ``"32"``; ``freeze="backbone"`` (a linear head on
         features computed once) does not use it, and in several processes
-        ``early_stopping`` and ``ema_decay`` are not supported yet. A model file records an
-        ``Accelerator`` as None (it is this process's devices, not a setting):
-        the loaded model predicts on one device. Needs ``pip install
-        "cxrkit[accelerate]"``.
+        ``early_stopping`` and ``ema_decay`` are not supported yet. A model
+        file records an ``Accelerator`` as None (it is this process's devices,
+        not a setting): the loaded model predicts on one device. Needs ``pip
+        install "cxrkit[accelerate]"``.
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, augmentation and the validation split; an
         int makes a fit on CPU repeatable.
