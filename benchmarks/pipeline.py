@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -118,6 +119,9 @@ def main(argv: list[str] | None = None) -> dict:
         "cxrkit_seconds_per_epoch": [round(s, 2) for s in ours],
         "speedup_per_epoch": [round(p / c, 2) for p, c in zip(plain, ours)],
         "speedup_epochs_2_on": round(sum(plain[1:]) / sum(ours[1:]), 2),
+        "speedup_all_epochs": round(sum(plain) / sum(ours), 2),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 1),
         "image_size": args.image_size,
         "threads": args.threads,
         "plain_workers": args.workers,

@@ -2,6 +2,8 @@
 
     python benchmarks/train_step.py                       # recipe "cpu", 1,000 images
     python benchmarks/train_step.py --n 320 --threads 1
+    python benchmarks/train_step.py --no-channels-last --no-fused   # the old net
+    python benchmarks/train_step.py --compare --n 400     # old vs new, one run
 
 Fits ``RECIPES[--recipe]`` (``max_epochs=--epochs``, ``random_state=0``) on a
 seeded random subset of ``--data`` (Kermany ``train`` by default) with the
@@ -13,15 +15,24 @@ seconds move less than the wall clock.
 Then it times the phases of one training step of the fitted net, median of
 ``--steps`` steps: gathering the ``uint8`` batch, augmenting and normalising
 it, the forward pass with the loss, the backward pass, the optimizer step.
+
+``--no-channels-last`` and ``--no-fused`` train the net as it was before
+channels-last memory order and the fused AdamW (these are settings of the
+net, not of the estimator: the benchmark sets them on the net ``fit`` builds).
+``--compare`` fits both (old, new, old, new: interleaved, so that a change of
+load on a shared machine hits both alike) and reports each one's fastest fit
+and the ratios (each fit is also printed to stderr as it ends).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +83,62 @@ def step_phases(net, images: np.ndarray, y: np.ndarray, steps: int) -> dict:
     return {name: _median_ms(seconds[1:]) for name, seconds in phases.items()}
 
 
+@contextlib.contextmanager
+def net_settings(channels_last: bool, fused: bool) -> Iterator[None]:
+    """``PneumoniaClassifier.fit`` builds its net with these settings meanwhile."""
+    import cxrkit.classifier as classifier_module
+
+    build_net = classifier_module.build_net
+
+    def build(*args, **kwargs):
+        return build_net(*args, **kwargs).set_params(
+            channels_last=channels_last, optimizer__fused=fused
+        )
+
+    classifier_module.build_net = build
+    try:
+        yield
+    finally:
+        classifier_module.build_net = build_net
+
+
+def timed_fit(clf, X, y, channels_last: bool, fused: bool) -> dict:
+    """Fit ``clf`` with the net settings; its epochs' and the fit's seconds."""
+    with net_settings(channels_last, fused):
+        cpu, wall = time.process_time(), time.perf_counter()
+        clf.fit(X, y)
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    return {
+        "channels_last": channels_last,
+        "fused_adamw": fused,
+        "seconds_per_epoch": [round(float(e["dur"]), 1) for e in clf.history_],
+        "fit_wall_seconds": round(wall, 1),
+        "fit_cpu_seconds": round(cpu, 1),
+        "load_average_1min": round(os.getloadavg()[0], 1),
+    }
+
+
+def compare(make, X, y, repeats: int) -> dict:
+    """Old net (neither setting) vs new (both), interleaved; fastest of each."""
+    runs: dict[str, list[dict]] = {"before": [], "after": []}
+    for _ in range(repeats):
+        for name, on in (("before", False), ("after", True)):
+            runs[name].append(timed_fit(make(), X, y, on, on))
+            print(json.dumps({name: runs[name][-1]}), file=sys.stderr, flush=True)
+    best = {k: min(v, key=lambda r: r["fit_wall_seconds"]) for k, v in runs.items()}
+    return {
+        "runs": runs,
+        "speedup_wall": round(
+            best["before"]["fit_wall_seconds"] / best["after"]["fit_wall_seconds"], 2
+        ),
+        "speedup_cpu": round(
+            min(r["fit_cpu_seconds"] for r in runs["before"])
+            / min(r["fit_cpu_seconds"] for r in runs["after"]),
+            2,
+        ),
+    }
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=SHARED / "chest_xray" / "train")
@@ -80,27 +147,38 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=5, help="steps timed by phase")
+    parser.add_argument(
+        "--no-channels-last", action="store_true", help="default memory order"
+    )
+    parser.add_argument("--no-fused", action="store_true", help="for-loop AdamW")
+    parser.add_argument(
+        "--compare", action="store_true", help="old vs new net, interleaved"
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="fits each, --compare")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     X, y = load_image_folder(args.data)
     subset = np.sort(np.random.default_rng(0).choice(len(X), args.n, replace=False))
     X, y = X[subset], y[subset]
-    clf = make_classifier(args.recipe, max_epochs=args.epochs, random_state=0)
-    images, _ = load_images(X, clf.image_size)  # decoded before the clock starts
 
-    cpu, wall = time.process_time(), time.perf_counter()
-    clf.fit(X, y)
-    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    def make():
+        return make_classifier(args.recipe, max_epochs=args.epochs, random_state=0)
+
+    clf = make()
+    images, _ = load_images(X, clf.image_size)  # decoded before the clock starts
     result = {
         "recipe": args.recipe,
         "n_images": args.n,
         "threads": args.threads,
-        "seconds_per_epoch": [round(float(e["dur"]), 1) for e in clf.history_],
-        "fit_wall_seconds": round(wall, 1),
-        "fit_cpu_seconds": round(cpu, 1),
-        "load_average_1min": round(os.getloadavg()[0], 1),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
     }
+    if args.compare:
+        result.update(compare(make, X, y, args.repeats))
+        print(json.dumps(result), flush=True)
+        return result
+    result.update(timed_fit(clf, X, y, not args.no_channels_last, not args.no_fused))
     if hasattr(clf.net_, "model_input"):
         _, y_enc = np.unique(y, return_inverse=True)
         result["step_ms"] = step_phases(clf.net_, images, y_enc, args.steps)

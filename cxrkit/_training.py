@@ -40,6 +40,7 @@ from skorch.helper import predefined_split
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset, WeightedRandomSampler
 
+from cxrkit.accelerated import AcceleratedImageClassifierNet
 from cxrkit.callbacks import WeightAveraging
 from cxrkit.checkpoint import data_fingerprint, training_checkpoint
 from cxrkit.data import patient_id
@@ -256,11 +257,15 @@ LR_SCHEDULES: dict[str, Callable[[Mapping[str, Any], int, bool], LRScheduler]] =
 }
 
 
-def training_callbacks(params: Mapping[str, Any], spec: NetSpec) -> list:
+def training_callbacks(
+    params: Mapping[str, Any], spec: NetSpec, *, processes: int = 1
+) -> list:
     """The skorch callbacks for the estimator's parameters.
 
     Validation AUC scoring (with a validation split), the LR schedule,
-    weight averaging, early stopping and progress bars.
+    weight averaging, early stopping and progress bars. ``processes``: the
+    processes that share each epoch's batches (an accelerator's), so that a
+    per-batch schedule spans the steps each process takes.
 
     Examples
     --------
@@ -279,7 +284,10 @@ def training_callbacks(params: Mapping[str, Any], spec: NetSpec) -> list:
             )
         )
     if params["lr_schedule"] is not None:
-        steps = max(1, math.floor(spec.n_train / params["batch_size"]))
+        batches = max(1, math.floor(spec.n_train / params["batch_size"]))
+        # Accelerate's data loader deals each process ceil(batches / processes)
+        # batches, repeating a few when they do not divide evenly.
+        steps = math.ceil(batches / processes)
         callbacks.append(
             LR_SCHEDULES[params["lr_schedule"]](params, steps, spec.validation)
         )
@@ -313,7 +321,7 @@ def checkpoint_callbacks(
     """
     if params["checkpoint_dir"] is None:
         return [], {}
-    skip = ("checkpoint_dir", "device", "verbose")
+    skip = ("checkpoint_dir", "device", "verbose", "accelerator")
     run = {
         "params": {k: v for k, v in params.items() if k not in skip},
         "classes": classes.tolist(),
@@ -378,6 +386,7 @@ def build_net(
     y_train: np.ndarray | None = None,
     resume_callbacks: Sequence = (),
     initial_weights: bool = True,
+    accelerator: Any = None,
 ) -> ImageClassifierNet:
     """The skorch net of a ``PneumoniaClassifier``, for ``fit`` and ``load`` alike.
 
@@ -398,6 +407,10 @@ def build_net(
     initial_weights : bool
         Load the ``pretrained`` weights; False when the weights will be
         replaced anyway (a model file), so that nothing is downloaded or read.
+    accelerator : accelerate.Accelerator, optional
+        Train through it (``resolve_accelerator``): the net is then a
+        ``cxrkit.accelerated.AcceleratedImageClassifierNet`` whose devices
+        the accelerator chooses (``device`` is not used).
 
     Returns
     -------
@@ -424,12 +437,26 @@ def build_net(
         pretrained=params["pretrained"] if initial_weights else None,
         freeze=params["freeze"],
     )
+    if accelerator is None:
+        net_class, placement, processes = ImageClassifierNet, {"device": device}, 1
+    else:
+        net_class = AcceleratedImageClassifierNet
+        placement = {
+            "accelerator": accelerator,
+            "device": None,
+            # skorch's print log ignores verbose=0 for any sink but print;
+            # the accelerator's prints on the main process only.
+            "callbacks__print_log__sink": accelerator.print
+            if params["verbose"]
+            else print,
+        }
+        processes = accelerator.num_processes
     callbacks = [
         *resume_callbacks[:1],  # LoadInitState before the LR schedule
-        *training_callbacks(params, spec),
+        *training_callbacks(params, spec, processes=processes),
         *resume_callbacks[1:],  # Checkpoint after the scores
     ]
-    return ImageClassifierNet(
+    return net_class(
         module,
         augmentation=build_augmentation(params["augment"], params["flip"]),
         precision=params["precision"],
@@ -447,8 +474,8 @@ def build_net(
         train_split=predefined_split(valid_ds) if valid_ds is not None else None,
         callbacks=callbacks,
         classes=list(range(spec.n_classes)),
-        device=device,
         verbose=params["verbose"],
+        **placement,
     )
 
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.utils._param_validation import (
+    HasMethods,
     Interval,
     InvalidParameterError,
     StrOptions,
@@ -47,6 +48,7 @@ from cxrkit._training import (
     seed_from,
     validation_split,
 )
+from cxrkit.accelerated import resolve_accelerator
 from cxrkit.cache import load_images
 from cxrkit.inputs import check_fit_inputs, is_path_like_sequence, reject_sparse
 from cxrkit.models import available_models, supports_pretrained
@@ -158,6 +160,20 @@ default="default"
         lighter on memory, on GPUs. ``"16"`` needs CUDA: on a CPU it falls
         back to float32 with a warning (``"bf16"`` works on CPUs, and helps
         only on those with bfloat16 instructions).
+    accelerator : None, bool or accelerate.Accelerator, default=None
+        Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``,
+        see [`cxrkit.accelerated`][cxrkit.accelerated]): on several GPUs when
+        the script runs under ``accelerate launch``. True creates an
+        ``accelerate.Accelerator()`` in ``fit``, configured by ``accelerate
+        launch`` / ``accelerate config``; or pass your own ``Accelerator``.
+        The accelerator chooses the devices and the mixed precision (its
+        ``mixed_precision``), so ``device`` must stay ``"auto"`` and
+        ``precision`` ``"32"``; ``freeze="backbone"`` (a linear head on
+        features computed once) does not use it, and in several processes
+        ``early_stopping`` and ``ema_decay`` are not supported yet. A model
+        file records an ``Accelerator`` as None (it is this process's devices,
+        not a setting): the loaded model predicts on one device. Needs ``pip
+        install "cxrkit[accelerate]"``.
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, augmentation and the validation split; an
         int makes a fit on CPU repeatable.
@@ -215,6 +231,11 @@ default="default"
         "checkpoint_dir": [None, str, os.PathLike],
         "device": [str],
         "precision": [StrOptions(set(PRECISIONS))],
+        "accelerator": [
+            None,
+            "boolean",
+            HasMethods(["prepare", "backward", "autocast", "unwrap_model"]),
+        ],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -245,6 +266,7 @@ default="default"
         checkpoint_dir: str | os.PathLike | None = None,
         device: str = "auto",
         precision: str = "32",
+        accelerator: Any = None,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -271,6 +293,7 @@ default="default"
         self.checkpoint_dir = checkpoint_dir
         self.device = device
         self.precision = precision
+        self.accelerator = accelerator
         self.random_state = random_state
         self.verbose = verbose
 
@@ -302,6 +325,10 @@ default="default"
             go together; raised before any image is decoded.
         """
         device = self._check_params()
+        accelerator = resolve_accelerator(self.accelerator)
+        if accelerator is not None:
+            self._check_processes(accelerator.num_processes)
+            device = str(accelerator.device)
         y, groups = check_fit_inputs(X, y, groups, estimator=type(self).__name__)
         self._check_classes(np.unique(y))
 
@@ -354,6 +381,7 @@ default="default"
                 valid_ds=valid_ds,
                 y_train=y_enc[train_idx],
                 resume_callbacks=resume,
+                accelerator=accelerator,
             )
             if self.freeze == "backbone":
                 fit_head_on_features(
@@ -417,6 +445,7 @@ default="default"
                 f"must be a folder (new or from an earlier fit of this run). Got "
                 f"{os.fspath(self.checkpoint_dir)!r}, which is a file.",
             )
+        self._check_accelerator()
         device = resolve_device(self.device, owner=type(self).__name__)
         if self.precision == "16" and not device.startswith("cuda"):
             warnings.warn(
@@ -426,6 +455,53 @@ default="default"
                 stacklevel=4,
             )
         return device
+
+    def _check_accelerator(self) -> None:
+        """With an accelerator, the devices and mixed precision are its own."""
+        if not self.accelerator:  # None or False
+            return
+        rules = {
+            "device": (
+                self.device == "auto",
+                "the accelerator places the model (one device per process)",
+                "'auto'",
+            ),
+            "precision": (
+                self.precision == "32",
+                "mixed precision is the accelerator's (Accelerator(mixed_precision="
+                "'bf16') or `accelerate launch --mixed_precision bf16`)",
+                "'32'",
+            ),
+            "freeze": (
+                self.freeze is None,
+                "freeze='backbone' trains a linear head on features computed once, "
+                "without the accelerator",
+                "None (or accelerator=None)",
+            ),
+        }
+        for name, (ok, why, allowed) in rules.items():
+            if not ok:
+                raise self._invalid(
+                    name,
+                    f"must be {allowed} with an accelerator: {why}. Got "
+                    f"{name}={getattr(self, name)!r} with "
+                    f"accelerator={self.accelerator!r}.",
+                )
+
+    def _check_processes(self, processes: int) -> None:
+        """What does not work yet when an accelerator runs several processes."""
+        if processes == 1:
+            return
+        # Both keep copies of the model's state taken while it is wrapped for
+        # DDP, which do not load into the bare model at the end of training.
+        for name in ("early_stopping", "ema_decay"):
+            if getattr(self, name) is not None:
+                raise self._invalid(
+                    name,
+                    f"must be None when an accelerator trains in {processes} "
+                    f"processes (not supported yet); set {name}=None and a fixed "
+                    f"max_epochs. Got {name}={getattr(self, name)!r}.",
+                )
 
     def _check_pretrained(self) -> None:
         if self.pretrained is None:

@@ -117,9 +117,13 @@ class ImageClassifierNet(NeuralNetClassifier):
             self.module_.to(memory_format=torch.channels_last)
         return self
 
+    def compute_device(self) -> torch.device:
+        """The device the model runs on (``device``; an accelerator's device)."""
+        return torch.device(self.device)
+
     def _autocast_dtype(self) -> torch.dtype | None:
         """The autocast dtype for this device and precision (None: float32)."""
-        device_type = torch.device(self.device).type
+        device_type = self.compute_device().type
         if self.precision == "bf16":
             return torch.bfloat16
         if self.precision == "16" and device_type == "cuda":
@@ -135,7 +139,7 @@ class ImageClassifierNet(NeuralNetClassifier):
         ``channels_last``. Float batches are returned as they are (on the
         device): they are taken to be model inputs already.
         """
-        x = x.to(self.device, non_blocking=True)
+        x = x.to(self.compute_device(), non_blocking=True)
         if x.dtype != torch.uint8:
             return x
         if self.augmentation is not None and self.module_.training:
@@ -151,7 +155,7 @@ class ImageClassifierNet(NeuralNetClassifier):
             x = self.model_input(x)
         x = to_tensor(x, device=self.device)
         dtype = self._autocast_dtype()
-        device_type = torch.device(self.device).type
+        device_type = self.compute_device().type
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
             out = super().infer(x, **fit_params)
         # The loss and the probabilities in float32, whatever the autocast.
@@ -162,7 +166,7 @@ class ImageClassifierNet(NeuralNetClassifier):
         scale = self._autocast_dtype() == torch.float16
         self.grad_scaler_ = torch.amp.GradScaler("cuda") if scale else None
         try:
-            with _cudnn_benchmark(torch.device(self.device).type == "cuda"):
+            with _cudnn_benchmark(self.compute_device().type == "cuda"):
                 return super().fit_loop(X, y, epochs=epochs, **fit_params)
         finally:
             self.grad_scaler_ = None

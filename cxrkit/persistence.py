@@ -13,7 +13,10 @@ What a file holds, and what ``load_model`` gives back:
   weights come from the file (nothing is downloaded or read from
   ``pretrained`` on load). A ``random_state`` that is a ``RandomState`` is
   saved as its state at the time of saving, as ``pickle`` would: the loaded
-  model has a new ``RandomState`` in that state;
+  model has a new ``RandomState`` in that state. An ``accelerator`` that is
+  an ``accelerate.Accelerator`` is saved as None: it is the devices and
+  processes of the run that trained the model, not a setting (None, True and
+  False are kept);
 * the fitted attributes ``classes_``, ``history_`` (every epoch-level entry),
   ``skipped_files_``, and the weights of ``net_``, which is built by the same
   builder as in ``fit`` (loss with the class weights of the fit, optimizer,
@@ -163,6 +166,8 @@ def save_model(clf: BaseEstimator, path: str | os.PathLike) -> Path:
     check_is_fitted(clf, "net_")
     params = clf.get_params()
     params["random_state"] = _encode_random_state(params["random_state"])
+    if not isinstance(params.get("accelerator"), bool | np.bool_ | None):
+        params["accelerator"] = None  # an Accelerator: this run's processes
     meta = {
         "magic": _MAGIC,
         "format_version": FORMAT_VERSION,

@@ -64,6 +64,8 @@ BAD = {
     "precision type": ({"precision": 16}, "precision"),
     "augment option": ({"augment": {"rotation": 5}}, "augment"),
     "augment option range": ({"augment": {"degrees": 500}}, "augment"),
+    "accelerator": ({"accelerator": "yes"}, "accelerator"),
+    "accelerator type": ({"accelerator": 1}, "accelerator"),
     "random_state": ({"random_state": "seed"}, "random_state"),
     "verbose": ({"verbose": -1}, "verbose"),
 }
