@@ -441,15 +441,7 @@ def build_net(
         net_class, placement, processes = ImageClassifierNet, {"device": device}, 1
     else:
         net_class = AcceleratedImageClassifierNet
-        placement = {
-            "accelerator": accelerator,
-            "device": None,
-            # skorch's print log ignores verbose=0 for any sink but print;
-            # the accelerator's prints on the main process only.
-            "callbacks__print_log__sink": accelerator.print
-            if params["verbose"]
-            else print,
-        }
+        placement = {"accelerator": accelerator, "device": None}
         processes = accelerator.num_processes
     callbacks = [
         *resume_callbacks[:1],  # LoadInitState before the LR schedule

@@ -75,6 +75,14 @@ class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
     def compute_device(self) -> torch.device:
         return self.accelerator.device
 
+    def _initialize_callbacks(self) -> AcceleratedImageClassifierNet:
+        # skorch's print log prints to any sink but ``print`` whatever
+        # ``verbose``; the accelerator's sink (main process only) only when
+        # there is something to print.
+        if self.callbacks__print_log__sink == "auto" and not self.verbose:
+            self.callbacks__print_log__sink = print
+        return super()._initialize_callbacks()
+
     def _initialize_accelerator(self) -> AcceleratedImageClassifierNet:
         # skorch prepares every criterion; in several processes Accelerate
         # wraps each in DDP, which refuses a module without trainable
