@@ -65,23 +65,24 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     """Chest X-ray classifier with the scikit-learn interface.
 
     ``X`` is a sequence of image paths (as returned by
-    :func:`cxrkit.load_image_folder`) or an array of images of shape
+    [`load_image_folder`][cxrkit.load_image_folder]) or an array of images of shape
     ``(n, H, W)`` or ``(n, H, W, C)``; ``y`` holds any labels (strings or
     ints), two classes or more. Images are decoded and resized once per call
-    (and cached across calls, see :mod:`cxrkit.cache`), not once per epoch.
+    (and cached across calls, see [`cxrkit.cache`][cxrkit.cache]), not once per epoch.
 
     For research and education; not a medical device.
 
     Parameters
     ----------
     model : str, default="cnn4"
-        Architecture, one of :func:`cxrkit.models.available_models`.
+        Architecture, one of [`available_models`][cxrkit.models.available_models].
     pretrained : None, "imagenet" or path, default=None
         Initial weights of torchvision backbones; a path is a local
         ``state_dict`` file (works offline).
     freeze : None or "backbone", default=None
         ``"backbone"`` trains only the final linear layer, on backbone
-        features computed once per ``fit`` (see :mod:`cxrkit.features`: the
+        features computed once per ``fit`` (see [`cxrkit.features`][cxrkit.features]:
+        the
         backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.
@@ -94,9 +95,9 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
 default="default"
         Random rotation, translation, scale, brightness and contrast while
         training (``"blur"``: ``"default"`` plus random Gaussian blur, see
-        :data:`cxrkit.transforms.AUGMENT_PRESETS`), drawn per image and
+        [`AUGMENT_PRESETS`][cxrkit.transforms.AUGMENT_PRESETS]), drawn per image and
         applied to whole batches on the training device; or a dict of the
-        options of :class:`cxrkit.transforms.BatchAugmentation` (blur,
+        options of [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (blur,
         downscaling, noise, JPEG, gamma, interpolation, fill, ...). Never
         applied in ``predict`` (except with ``tta``).
     flip : bool, default=False
@@ -124,7 +125,7 @@ default="default"
     ema_decay : float or None, default=None
         Keep an exponential moving average of the weights over training
         steps with this decay (e.g. 0.99, about the last 100 steps) and use
-        it as the final model (:class:`cxrkit.callbacks.WeightAveraging`).
+        it as the final model ([`WeightAveraging`][cxrkit.callbacks.WeightAveraging]).
     tta : int, default=0
         Test-time augmentation: ``predict_proba`` averages the probabilities
         of each image and of ``tta`` randomly shifted, rotated and rescaled

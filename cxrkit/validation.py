@@ -66,7 +66,8 @@ __all__ = [
 #: measured at one size (sharpness depends on it).
 TRAIT_IMAGE_SIZE = 224
 
-#: Names of the columns returned by :func:`acquisition_traits`, in order.
+#: Names of the columns returned by
+#: [`acquisition_traits`][cxrkit.validation.acquisition_traits], in order.
 TRAITS = (
     "sharpness",
     "dark_level",

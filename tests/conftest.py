@@ -76,3 +76,22 @@ def fitted_synthetic(synthetic) -> PneumoniaClassifier:
 def fast() -> dict:
     """``FAST`` settings (a copy), for tests that fit their own small models."""
     return dict(FAST)
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation site, built with ``mkdocs build --strict`` (once)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocs", reason='needs pip install -e ".[docs]"')
+    site = tmp_path_factory.mktemp("site")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", site],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return site
