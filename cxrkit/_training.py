@@ -40,7 +40,7 @@ from skorch.helper import predefined_split
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset, WeightedRandomSampler
 
-from cxrkit.callbacks import WeightAveraging
+from cxrkit.callbacks import WeightAveraging, print_epoch_table
 from cxrkit.checkpoint import data_fingerprint, training_checkpoint
 from cxrkit.data import patient_id
 from cxrkit.features import backbone_features, headless
@@ -446,6 +446,7 @@ def build_net(
         iterator_train__drop_last=spec.n_train > params["batch_size"],
         train_split=predefined_split(valid_ds) if valid_ds is not None else None,
         callbacks=callbacks,
+        callbacks__print_log__sink=print_epoch_table,  # no colour codes in logs
         classes=list(range(spec.n_classes)),
         device=device,
         verbose=params["verbose"],

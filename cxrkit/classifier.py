@@ -53,6 +53,7 @@ from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
 from cxrkit.persistence import load_model, model_file_class, save_model
 from cxrkit.preprocess import check_preprocess, preprocess_images
+from cxrkit.provenance import training_data_summary
 from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
@@ -179,6 +180,20 @@ default="default"
     skipped_files_ : list of str
         Image files left out of ``fit`` because they could not be read
         (only with ``on_error="skip"``; empty otherwise).
+    training_data_ : dict
+        What ``fit`` trained on: the folder, images and patients per class,
+        images held out for validation
+        ([`training_data_summary`][cxrkit.provenance.training_data_summary]);
+        kept in model files.
+    operating_threshold_ : dict or None
+        The decision threshold chosen for this model, recorded by
+        ``save(path, threshold=...)`` and read back by ``load``; ``cxrkit
+        evaluate``, ``predict`` and ``explain`` use it unless given
+        ``--threshold``. None after ``fit``. ``predict`` itself always gives
+        the most probable class.
+    model_file_ : dict
+        Only on a model read by ``load``: the file, when it was saved, and
+        the cxrkit and torch versions that wrote it.
 
     Examples
     --------
@@ -305,6 +320,7 @@ default="default"
         device = self._check_params()
         y, groups = check_fit_inputs(X, y, groups, estimator=type(self).__name__)
         self._check_classes(np.unique(y))
+        given_groups = groups
 
         images, kept = load_images(
             X, self.image_size, on_error=self.on_error, verbose=self.verbose
@@ -363,6 +379,13 @@ default="default"
             else:
                 self.net_.fit(train_ds, y=None, **fit_kwargs)
         self.history_ = self.net_.history
+        self.training_data_ = training_data_summary(
+            [p for p, k in zip(X, kept) if k] if is_path_like_sequence(X) else images,
+            y,
+            None if given_groups is None else groups,
+            n_validation=0 if valid_idx is None else len(valid_idx),
+        )
+        self.operating_threshold_ = None  # a new fit: no threshold chosen yet
         return self
 
     # ------------------------------------------------------- parameter rules
@@ -458,7 +481,7 @@ default="default"
         """Rules that need the classes of ``y`` (known before decoding)."""
         if len(classes) < 2:
             raise ValueError(
-                f"y holds a single class ({classes[0]!r}); a classifier needs "
+                f"y holds a single class ({classes.tolist()[0]!r}); a classifier needs "
                 "images of at least 2 classes"
             )
         if isinstance(self.class_weight, dict):
@@ -506,10 +529,22 @@ default="default"
         return self.classes_[np.argmax(proba, axis=1)]
 
     # ---------------------------------------------------------- model files
-    def save(self, path: str | os.PathLike) -> os.PathLike:
+    def save(self, path: str | os.PathLike, *, threshold: Any = None) -> os.PathLike:
         """Write the fitted model to ``path``, without pickle.
 
-        See ``cxrkit.persistence``.
+        See [`cxrkit.persistence`][cxrkit.persistence] for what the file
+        holds: parameters, weights, history, ``training_data_``, the cxrkit
+        and torch versions.
+
+        Parameters
+        ----------
+        path : str or path-like
+        threshold : float or OperatingPoint, optional
+            Two classes: the operating threshold chosen on validation data
+            (e.g. ``select_threshold(y_valid, clf.predict_proba(X_valid),
+            sensitivity=0.95)``), recorded in the file as
+            ``operating_threshold_``. Default: the model's own
+            ``operating_threshold_`` (None after ``fit``).
 
         Examples
         --------
@@ -525,7 +560,7 @@ default="default"
         >>> bool(np.allclose(same.predict_proba(X), clf.predict_proba(X)))
         True
         """
-        return save_model(self, path)
+        return save_model(self, path, threshold=threshold)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> PneumoniaClassifier:

@@ -104,8 +104,8 @@ screening = select_threshold(y_valid, proba_valid, sensitivity=0.95)
 print(youden)
 print(screening)
 threshold = screening.threshold  # the operating threshold, fixed from here on
-OUT.mkdir(parents=True, exist_ok=True)
-model_file = clf.save(OUT / "model.cxr")
+# the model file records the threshold and what the model was trained on
+model_file = clf.save(OUT / "model.cxr", threshold=screening)
 print(f"model saved to {model_file}")
 # --8<-- [end:threshold]
 

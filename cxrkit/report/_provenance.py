@@ -42,3 +42,13 @@ def describe_model(clf: Any) -> dict[str, Any]:
 def created_at() -> str:
     """The current UTC time, ISO 8601, to the second."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def describe_training(clf: Any) -> dict[str, Any]:
+    """What the model file says about the model: its training data, chosen
+    threshold, and the file itself (empty entries when not recorded)."""
+    return {
+        "data": getattr(clf, "training_data_", None),
+        "threshold": getattr(clf, "operating_threshold_", None),
+        "file": getattr(clf, "model_file_", None),
+    }
