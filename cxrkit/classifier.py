@@ -182,7 +182,7 @@ default="default"
         (only with ``on_error="skip"``; empty otherwise).
     training_data_ : dict
         What ``fit`` trained on: the folder, images and patients per class,
-        images held out for validation
+        images held out for validation, the cxrkit and torch versions
         ([`training_data_summary`][cxrkit.provenance.training_data_summary]);
         kept in model files.
     operating_threshold_ : dict or None
@@ -191,9 +191,6 @@ default="default"
         evaluate``, ``predict`` and ``explain`` use it unless given
         ``--threshold``. None after ``fit``. ``predict`` itself always gives
         the most probable class.
-    model_file_ : dict
-        Only on a model read by ``load``: the file, when it was saved, and
-        the cxrkit and torch versions that wrote it.
 
     Examples
     --------

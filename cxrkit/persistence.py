@@ -22,8 +22,6 @@ What a file holds, and what ``load_model`` gives back:
   LR schedule and other callbacks); it has no training data, so a
   ``sampler="balanced"`` net shuffles instead, and there is no validation
   split;
-* ``model_file_``: the file read, when it was saved, and the cxrkit and
-  torch versions that wrote it;
 * ``device_``: chosen when loading (``"auto"``: CUDA if present), as for
   ``fit``; a model trained on a GPU loads on a CPU-only machine.
 
@@ -37,7 +35,6 @@ it with files you trust.)
 
 from __future__ import annotations
 
-import datetime
 import io
 import json
 import os
@@ -186,9 +183,6 @@ def save_model(
         "format_version": FORMAT_VERSION,
         "cxrkit_version": __version__,
         "torch_version": torch.__version__,
-        "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(
-            timespec="seconds"
-        ),
         "estimator": type(clf).__name__,
         "params": jsonable(params),
         "classes": jsonable(list(clf.classes_)),
@@ -390,8 +384,4 @@ def load_model(
     clf._net_spec = spec
     clf.training_data_ = meta.get("training_data")
     clf.operating_threshold_ = meta.get("operating_threshold")
-    clf.model_file_ = {
-        "path": os.fspath(path),
-        **{k: meta.get(k) for k in ("saved", "cxrkit_version", "torch_version")},
-    }
     return clf

@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
 
+from cxrkit._version import __version__
 from cxrkit.data import patient_id
 from cxrkit.inputs import is_path_like_sequence
 
@@ -61,8 +63,9 @@ def training_data_summary(
     -------
     dict
         ``source`` (the folder the paths share), ``n_images``,
-        ``n_validation``, and ``classes``: for each class (as text),
-        ``{"images": k, "patients": m or None}``.
+        ``n_validation``, ``classes``: for each class (as text),
+        ``{"images": k, "patients": m or None}``, and the ``cxrkit_version``
+        and ``torch_version`` trained with.
 
     Examples
     --------
@@ -88,6 +91,8 @@ def training_data_summary(
         "n_images": len(y),
         "n_validation": int(n_validation),
         "classes": classes,
+        "cxrkit_version": __version__,
+        "torch_version": torch.__version__,
     }
 
 

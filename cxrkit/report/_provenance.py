@@ -45,10 +45,9 @@ def created_at() -> str:
 
 
 def describe_training(clf: Any) -> dict[str, Any]:
-    """What the model file says about the model: its training data, chosen
-    threshold, and the file itself (empty entries when not recorded)."""
+    """What the model (or its model file) says about its training data and
+    its chosen threshold (None when not recorded)."""
     return {
         "data": getattr(clf, "training_data_", None),
         "threshold": getattr(clf, "operating_threshold_", None),
-        "file": getattr(clf, "model_file_", None),
     }
