@@ -1,9 +1,10 @@
-"""The tutorial runs as shown: ``examples/tutorial.py`` on real images.
+"""The tutorial and the Quickstart run as shown, on real images.
 
-The tutorial page (docs/tutorial.md) is made of the script's sections; the
-script is run here on small settings (80 patients, one epoch at 32 px, the
+Their pages (docs/tutorial.md, docs/quickstart.md) are made of the sections
+of ``examples/tutorial.py`` and ``examples/quickstart.py``; the scripts run
+here on small settings (the tutorial: 80 patients, one epoch at 32 px, the
 16 ``val`` images as the test folder), in an empty folder, as a new user
-would run it.
+would run them.
 """
 
 from __future__ import annotations
@@ -15,21 +16,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "tutorial.py"
-PAGE = ROOT / "docs" / "tutorial.md"
+PAGES = {"tutorial": "docs/tutorial.md", "quickstart": "docs/quickstart.md"}
 
 
-def test_the_page_shows_every_section_of_the_script_in_order() -> None:
-    sections = re.findall(r"# --8<-- \[start:(\w+)\]", SCRIPT.read_text("utf-8"))
-    shown = re.findall(r'--8<-- "examples/tutorial.py:(\w+)"', PAGE.read_text("utf-8"))
+@pytest.mark.parametrize("name", PAGES)
+def test_the_page_shows_every_section_of_the_script_in_order(name: str) -> None:
+    script = (ROOT / "examples" / f"{name}.py").read_text("utf-8")
+    sections = re.findall(r"# --8<-- \[start:(\w+)\]", script)
+    page = (ROOT / PAGES[name]).read_text("utf-8")
+    shown = re.findall(rf'--8<-- "examples/{name}.py:(\w+)"', page)
     assert sections == shown
 
 
-def test_every_section_imports_what_it_uses() -> None:
+@pytest.mark.parametrize("name", PAGES)
+def test_every_section_imports_what_it_uses(name: str) -> None:
     """Each block is pasted on its own: a name it reads comes from its own
     imports and assignments, or from an earlier block."""
-    text = SCRIPT.read_text("utf-8")
+    text = (ROOT / "examples" / f"{name}.py").read_text("utf-8")
     blocks = re.findall(r"\[start:(\w+)\]\n(.*?)# --8<-- \[end:\1\]", text, re.S)
     assert len(blocks) >= 6
     defined = set(dir(builtins))
@@ -80,3 +87,18 @@ def test_tutorial_runs_on_real_images(kermany_dir: Path, tmp_path: Path) -> None
         assert (out / "gradcam_errors.png").is_file()
     # nothing written outside the output folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tutorial-output"]
+
+
+def test_quickstart_runs_on_real_images(kermany_dir: Path, tmp_path: Path) -> None:
+    script = ROOT / "examples" / "quickstart.py"
+    result = subprocess.run(
+        [sys.executable, script, kermany_dir, "--n-patients", "40"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "best parameters" in result.stdout and "Sensitivity" in result.stdout
+    assert "[CV] END" in result.stdout + result.stderr  # progress, one per fit
+    assert list(tmp_path.iterdir()) == []  # writes nothing
