@@ -446,7 +446,13 @@ def build_net(
         iterator_train__drop_last=spec.n_train > params["batch_size"],
         train_split=predefined_split(valid_ds) if valid_ds is not None else None,
         callbacks=callbacks,
-        callbacks__print_log__sink=print_epoch_table,  # no colour codes in logs
+        # no colour codes in logs (skorch calls a sink other than print even
+        # with verbose=0, hence only when verbose)
+        **(
+            {"callbacks__print_log__sink": print_epoch_table}
+            if params["verbose"]
+            else {}
+        ),
         classes=list(range(spec.n_classes)),
         device=device,
         verbose=params["verbose"],

@@ -295,11 +295,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         X, y = load_image_folder(args.data_dir)
     labels, counts = np.unique(y, return_counts=True)
-    if len(labels) < 2:
-        raise _UserError(
-            f"{args.data_dir} holds images of one class only ({labels.tolist()}); "
-            "train needs one subfolder per class, e.g. NORMAL/ and PNEUMONIA/"
-        )
     per_class = ", ".join(f"{c} {n}" for c, n in zip(labels.tolist(), counts))
     _note(args, f"cxrkit train: {len(X)} images in {args.data_dir} ({per_class})")
     _hint_lower_case_classes(args, labels)
