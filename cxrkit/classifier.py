@@ -96,7 +96,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
 default="default"
         Random rotation, translation, scale, brightness and contrast while
         training (``"blur"``: ``"default"`` plus random Gaussian blur, see
-        [`AUGMENT_PRESETS`][cxrkit.transforms.AUGMENT_PRESETS]), drawn per image and
+        ``cxrkit.transforms.AUGMENT_PRESETS``), drawn per image and
         applied to whole batches on the training device; or a dict of the
         options of [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (blur,
         downscaling, noise, JPEG, gamma, interpolation, fill, ...). Never

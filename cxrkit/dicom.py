@@ -61,7 +61,7 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     Returns
     -------
     ndarray of shape (Rows, Columns), dtype uint8
-        Windowed as described in [`cxrkit.dicom`][cxrkit.dicom]; bone is bright.
+        Windowed as described in the module ``cxrkit.dicom``; bone is bright.
 
     Raises
     ------

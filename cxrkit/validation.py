@@ -66,8 +66,6 @@ __all__ = [
 #: measured at one size (sharpness depends on it).
 TRAIT_IMAGE_SIZE = 224
 
-#: Names of the columns returned by
-#: [`acquisition_traits`][cxrkit.validation.acquisition_traits], in order.
 TRAITS = (
     "sharpness",
     "dark_level",
@@ -76,6 +74,7 @@ TRAITS = (
     "dark_border",
     "saturation",
 )
+"""Names of the columns returned by `acquisition_traits`, in order."""
 
 
 def acquisition_traits(images: np.ndarray) -> np.ndarray:
@@ -497,9 +496,6 @@ def _offset(images: np.ndarray, delta: int) -> np.ndarray:
     return np.clip(images.astype(np.int16) + delta, 0, 255).astype(np.uint8)
 
 
-#: The synthetic shift battery: name -> function of ``(images, rng)``. Each
-#: changes how the images look, not what they show; severities are fixed so
-#: that results are comparable between models and runs.
 SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "darker": lambda x, rng: _gamma(x, 1.5),
     "brighter": lambda x, rng: _gamma(x, 1 / 1.5),
@@ -513,6 +509,12 @@ SHIFTS: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
     "zoom": lambda x, rng: _zoom(x, 0.85),
     "histogram_shift": lambda x, rng: _offset(x, 25),
 }
+"""The synthetic shift battery: name -> function of ``(images, rng)``.
+
+Each changes how the images look, not what they show; severities are fixed
+so that results are comparable between models and runs (see
+`shift_images` for what each does).
+"""
 
 
 def shift_images(
