@@ -14,11 +14,11 @@ on and a part to report on.
 # --8<-- [start:settings]
 from pathlib import Path
 
-DATA = Path("chest_xray")  # the Kermany folder, with train/NORMAL, train/PNEUMONIA
+DATA = Path("chest_xray")  # with train/NORMAL/ and train/PNEUMONIA/
 N_PATIENTS = 200  # a quick first run on the images of 200 patients
 # --8<-- [end:settings]
 
-if __name__ == "__main__":  # not in the Quickstart: the same from the command line
+if __name__ == "__main__":  # not in the Quickstart: command-line options
     import argparse
 
     parser = argparse.ArgumentParser()
@@ -50,13 +50,18 @@ from cxrkit import PneumoniaClassifier
 split = GroupShuffleSplit(n_splits=1, test_size=0.3, random_state=0)
 tune, held_out = next(split.split(X, y, groups))
 clf = PneumoniaClassifier(
-    model="cnn4", image_size=64, class_weight="balanced", max_epochs=4, random_state=0
+    model="cnn4",
+    image_size=64,
+    class_weight="balanced",
+    max_epochs=4,
+    random_state=0,
 )
 search = GridSearchCV(
     clf, {"lr": [1e-3, 3e-3]}, scoring="roc_auc", cv=GroupKFold(3), verbose=2
 )
 search.fit(X[tune], y[tune], groups=groups[tune])  # prints a line per fit
-print("best parameters:", search.best_params_, f"CV ROC AUC {search.best_score_:.3f}")
+print("best parameters:", search.best_params_)
+print(f"cross-validated ROC AUC: {search.best_score_:.3f}")
 # --8<-- [end:search]
 
 # --8<-- [start:evaluate]
@@ -68,7 +73,8 @@ from cxrkit.metrics import clinical_report, select_threshold
 split = GroupShuffleSplit(n_splits=1, test_size=0.5, random_state=0)
 valid, test = next(split.split(X[held_out], y[held_out], groups[held_out]))
 valid, test = held_out[valid], held_out[test]
-point = select_threshold(y[valid], search.predict_proba(X[valid]), sensitivity=0.9)
+proba_valid = search.predict_proba(X[valid])
+point = select_threshold(y[valid], proba_valid, sensitivity=0.9)
 print(point)
 proba = search.predict_proba(X[test])  # columns follow search.classes_
 report = clinical_report(

@@ -6,7 +6,7 @@ Usage::
     python examples/tutorial.py                       # the tutorial's settings
     python examples/tutorial.py --data ../shared/data/chest_xray \\
         --test-dir ../shared/data/chest_xray/val --n-patients 60 --epochs 1 \\
-        --image-size 64 --out out/tutorial          # small settings (the tests)
+        --image-size 64 --out out/tutorial        # small settings (the tests)
 
 Every section between ``--8<--`` markers is one code block of the tutorial,
 in the same order; the only code not shown there is the block that reads
@@ -64,7 +64,11 @@ from sklearn.model_selection import GroupShuffleSplit
 
 if N_PATIENTS is not None and N_PATIENTS < len(np.unique(groups)):
     # an integer train_size counts groups: patients, not images
-    subset = GroupShuffleSplit(n_splits=1, train_size=N_PATIENTS, random_state=0)
+    subset = GroupShuffleSplit(
+        n_splits=1,
+        train_size=N_PATIENTS,
+        random_state=0,
+    )
     keep, _ = next(subset.split(X, y, groups))
     X, y, groups = X[keep], y[keep], groups[keep]
 
@@ -114,7 +118,12 @@ from cxrkit.report import evaluation_report
 
 X_test, y_test = load_image_folder(TEST_DIR)
 report = evaluation_report(
-    clf, X_test, y_test, OUT / "report", threshold=threshold, data_name=str(TEST_DIR)
+    clf,
+    X_test,
+    y_test,
+    OUT / "report",
+    threshold=threshold,
+    data_name=str(TEST_DIR),
 )
 print(report)
 print(f"open {OUT / 'report' / 'report.html'} in a browser")

@@ -114,7 +114,10 @@ def test_messages_name_the_input_and_the_command_line_fix(
         (["evaluate", str(path), str(bad)], "add --on-error skip"),
         (["evaluate", str(picture), str(bad)], "it is a JPEG image"),
         (["evaluate", str(tmp_path), str(bad)], "is a folder, not a model file"),
-        (["train", str(single), *TINY, "--out", str(tmp_path / "m.cxr")], "class folder"),
+        (
+            ["train", str(single), *TINY, "--out", str(tmp_path / "m.cxr")],
+            "class folder",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv

@@ -36,6 +36,15 @@ def test_the_page_shows_every_section_of_the_script_in_order(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", PAGES)
+def test_code_lines_fit_the_page(name: str) -> None:
+    """About 80 characters fit a code block of the docs at 1280 px."""
+    text = (ROOT / "examples" / f"{name}.py").read_text("utf-8")
+    blocks = re.findall(r"\[start:(\w+)\]\n(.*?)# --8<-- \[end:\1\]", text, re.S)
+    long = [line for _, code in blocks for line in code.splitlines() if len(line) > 79]
+    assert not long, long
+
+
+@pytest.mark.parametrize("name", PAGES)
 def test_every_section_imports_what_it_uses(name: str) -> None:
     """Each block is pasted on its own: a name it reads comes from its own
     imports and assignments, or from an earlier block."""
