@@ -592,7 +592,7 @@ def plot_misclassified(
     return ax
 
 
-def _short_name(name: str, width: int = 26) -> str:
+def _short_name(name: str, width: int = 34) -> str:
     """A file name that fits a tile: the middle elided, both ends kept."""
     if len(name) <= width:
         return name

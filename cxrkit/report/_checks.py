@@ -62,7 +62,7 @@ def threshold_table(
     if report.average is not None or report.proba is None:
         return []
     is_pos, p = _positive(report)
-    rows = [_row(f"{t:g}", t, is_pos, p) for t in cutoffs]
+    rows = [_row("fixed cut-off", t, is_pos, p) for t in cutoffs]
     rows.append(_row("used in this report", report.threshold, is_pos, p))
     if is_pos.all() or not is_pos.any():
         return sorted(rows, key=lambda r: r["threshold"])

@@ -102,8 +102,9 @@ def report_figures(
         figures.append(
             ReportFigure(
                 "gradcam_errors",
-                "Grad-CAM of the most confident errors: the regions whose features "
-                "raised the score of the (wrong) class given. Heat outside the "
+                "Grad-CAM of the most confident errors, in the order of the grid "
+                "above: the regions whose features raised the score of the (wrong) "
+                "class given. Heat outside the "
                 "lungs (text markers, devices, shoulders) suggests the model uses "
                 "something other than the lungs. Research and education only.",
                 fig,
