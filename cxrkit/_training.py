@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset, WeightedRandomSampler
 
 from cxrkit.accelerated import AcceleratedImageClassifierNet
-from cxrkit.callbacks import WeightAveraging
+from cxrkit.callbacks import WeightAveraging, print_epoch_table
 from cxrkit.checkpoint import data_fingerprint, training_checkpoint
 from cxrkit.data import patient_id
 from cxrkit.features import backbone_features, headless
@@ -465,6 +465,13 @@ def build_net(
         iterator_train__drop_last=spec.n_train > params["batch_size"],
         train_split=predefined_split(valid_ds) if valid_ds is not None else None,
         callbacks=callbacks,
+        # no colour codes in logs (skorch calls a sink other than print even
+        # with verbose=0, hence only when verbose)
+        **(
+            {"callbacks__print_log__sink": print_epoch_table}
+            if params["verbose"]
+            else {}
+        ),
         classes=list(range(spec.n_classes)),
         verbose=params["verbose"],
         **placement,

@@ -100,7 +100,7 @@ class ImageCache:
             self.hits = self.misses = 0
 
 
-#: The process-wide cache used by :func:`load_images`.
+#: The process-wide cache used by [`load_images`][cxrkit.cache.load_images].
 image_cache = ImageCache()
 
 
@@ -153,7 +153,7 @@ def load_images(
         Side of the square output images.
     on_error : {"raise", "skip"}
         What to do with files that cannot be read. ``"raise"`` (default)
-        raises one :class:`~cxrkit.io.ImageReadError` listing every bad file;
+        raises one [`ImageReadError`][cxrkit.io.ImageReadError] listing every bad file;
         ``"skip"`` leaves them out with one warning that lists them.
     n_jobs : int, optional
         Decoding threads; defaults to the number of CPUs.

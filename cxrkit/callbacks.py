@@ -1,20 +1,43 @@
 """skorch callbacks that cxrkit adds to training.
 
 skorch has no weight-averaging callback (skorch-dev/skorch#700 is open), so
-:class:`WeightAveraging` wraps PyTorch's own ``torch.optim.swa_utils``
+[`WeightAveraging`][cxrkit.callbacks.WeightAveraging] wraps PyTorch's own
+``torch.optim.swa_utils``
 (``AveragedModel`` with ``get_ema_multi_avg_fn``) in one: the arithmetic is
 PyTorch's, only the hooks are written here.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import Any
 
 import torch
 from skorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-__all__ = ["WeightAveraging"]
+__all__ = ["WeightAveraging", "print_epoch_table"]
+
+_ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def print_epoch_table(text: str) -> None:
+    r"""Print skorch's table of epochs; colour codes only on a terminal.
+
+    skorch colours the best scores with ANSI codes, which land as
+    ``\x1b[32m`` in a redirected log; cxrkit gives this function to skorch's
+    ``PrintLog`` as its ``sink``.
+
+    Examples
+    --------
+    >>> print_epoch_table("\x1b[32m0.9000\x1b[0m")  # not a terminal here
+    0.9000
+    """
+    isatty = getattr(sys.stdout, "isatty", None)
+    if not (isatty and isatty()):
+        text = _ANSI_CODE.sub("", text)
+    print(text, flush=True)
 
 
 class WeightAveraging(Callback):

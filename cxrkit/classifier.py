@@ -55,6 +55,7 @@ from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
 from cxrkit.persistence import load_model, model_file_class, save_model
 from cxrkit.preprocess import check_preprocess, preprocess_images
+from cxrkit.provenance import training_data_summary
 from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
@@ -67,23 +68,24 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     """Chest X-ray classifier with the scikit-learn interface.
 
     ``X`` is a sequence of image paths (as returned by
-    :func:`cxrkit.load_image_folder`) or an array of images of shape
+    [`load_image_folder`][cxrkit.load_image_folder]) or an array of images of shape
     ``(n, H, W)`` or ``(n, H, W, C)``; ``y`` holds any labels (strings or
     ints), two classes or more. Images are decoded and resized once per call
-    (and cached across calls, see :mod:`cxrkit.cache`), not once per epoch.
+    (and cached across calls, see [`cxrkit.cache`][cxrkit.cache]), not once per epoch.
 
     For research and education; not a medical device.
 
     Parameters
     ----------
     model : str, default="cnn4"
-        Architecture, one of :func:`cxrkit.models.available_models`.
+        Architecture, one of [`available_models`][cxrkit.models.available_models].
     pretrained : None, "imagenet" or path, default=None
         Initial weights of torchvision backbones; a path is a local
         ``state_dict`` file (works offline).
     freeze : None or "backbone", default=None
         ``"backbone"`` trains only the final linear layer, on backbone
-        features computed once per ``fit`` (see :mod:`cxrkit.features`: the
+        features computed once per ``fit`` (see [`cxrkit.features`][cxrkit.features]:
+        the
         backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.
@@ -96,9 +98,9 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
 default="default"
         Random rotation, translation, scale, brightness and contrast while
         training (``"blur"``: ``"default"`` plus random Gaussian blur, see
-        :data:`cxrkit.transforms.AUGMENT_PRESETS`), drawn per image and
+        ``cxrkit.transforms.AUGMENT_PRESETS``), drawn per image and
         applied to whole batches on the training device; or a dict of the
-        options of :class:`cxrkit.transforms.BatchAugmentation` (blur,
+        options of [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (blur,
         downscaling, noise, JPEG, gamma, interpolation, fill, ...). Never
         applied in ``predict`` (except with ``tta``).
     flip : bool, default=False
@@ -126,7 +128,7 @@ default="default"
     ema_decay : float or None, default=None
         Keep an exponential moving average of the weights over training
         steps with this decay (e.g. 0.99, about the last 100 steps) and use
-        it as the final model (:class:`cxrkit.callbacks.WeightAveraging`).
+        it as the final model ([`WeightAveraging`][cxrkit.callbacks.WeightAveraging]).
     tta : int, default=0
         Test-time augmentation: ``predict_proba`` averages the probabilities
         of each image and of ``tta`` randomly shifted, rotated and rescaled
@@ -194,6 +196,17 @@ default="default"
     skipped_files_ : list of str
         Image files left out of ``fit`` because they could not be read
         (only with ``on_error="skip"``; empty otherwise).
+    training_data_ : dict
+        What ``fit`` trained on: the folder, images and patients per class,
+        images held out for validation, the cxrkit and torch versions
+        ([`training_data_summary`][cxrkit.provenance.training_data_summary]);
+        kept in model files.
+    operating_threshold_ : dict or None
+        The decision threshold chosen for this model, recorded by
+        ``save(path, threshold=...)`` and read back by ``load``; ``cxrkit
+        evaluate``, ``predict`` and ``explain`` use it unless given
+        ``--threshold``. None after ``fit``. ``predict`` itself always gives
+        the most probable class.
 
     Examples
     --------
@@ -331,6 +344,7 @@ default="default"
             device = str(accelerator.device)
         y, groups = check_fit_inputs(X, y, groups, estimator=type(self).__name__)
         self._check_classes(np.unique(y))
+        given_groups = groups
 
         images, kept = load_images(
             X, self.image_size, on_error=self.on_error, verbose=self.verbose
@@ -390,6 +404,13 @@ default="default"
             else:
                 self.net_.fit(train_ds, y=None, **fit_kwargs)
         self.history_ = self.net_.history
+        self.training_data_ = training_data_summary(
+            [p for p, k in zip(X, kept) if k] if is_path_like_sequence(X) else images,
+            y,
+            None if given_groups is None else groups,
+            n_validation=0 if valid_idx is None else len(valid_idx),
+        )
+        self.operating_threshold_ = None  # a new fit: no threshold chosen yet
         return self
 
     # ------------------------------------------------------- parameter rules
@@ -533,7 +554,7 @@ default="default"
         """Rules that need the classes of ``y`` (known before decoding)."""
         if len(classes) < 2:
             raise ValueError(
-                f"y holds a single class ({classes[0]!r}); a classifier needs "
+                f"y holds a single class ({classes.tolist()[0]!r}); a classifier needs "
                 "images of at least 2 classes"
             )
         if isinstance(self.class_weight, dict):
@@ -581,10 +602,22 @@ default="default"
         return self.classes_[np.argmax(proba, axis=1)]
 
     # ---------------------------------------------------------- model files
-    def save(self, path: str | os.PathLike) -> os.PathLike:
+    def save(self, path: str | os.PathLike, *, threshold: Any = None) -> os.PathLike:
         """Write the fitted model to ``path``, without pickle.
 
-        See ``cxrkit.persistence``.
+        See [`cxrkit.persistence`][cxrkit.persistence] for what the file
+        holds: parameters, weights, history, ``training_data_``, the cxrkit
+        and torch versions.
+
+        Parameters
+        ----------
+        path : str or path-like
+        threshold : float or OperatingPoint, optional
+            Two classes: the operating threshold chosen on validation data
+            (e.g. ``select_threshold(y_valid, clf.predict_proba(X_valid),
+            sensitivity=0.95)``), recorded in the file as
+            ``operating_threshold_``. Default: the model's own
+            ``operating_threshold_`` (None after ``fit``).
 
         Examples
         --------
@@ -600,7 +633,7 @@ default="default"
         >>> bool(np.allclose(same.predict_proba(X), clf.predict_proba(X)))
         True
         """
-        return save_model(self, path)
+        return save_model(self, path, threshold=threshold)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> PneumoniaClassifier:

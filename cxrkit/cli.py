@@ -20,6 +20,7 @@ import contextlib
 import os
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,70 @@ def _pos_label_argument(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="CLASS",
         help="the positive class of two (default: PNEUMONIA, or 1 for 0/1 classes)",
+    )
+
+
+def _on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument(
+        "--on-error",
+        choices=["raise", "skip"],
+        default=None,
+        help=f"unreadable image files: stop with a list of them (raise, the "
+        f"default), or leave them out of {what} with a warning (skip)",
+    )
+
+
+def _note(args: argparse.Namespace, text: str, *, always: bool = False) -> None:
+    """Progress on stdout (not with --quiet); hints on stderr (always)."""
+    if always:
+        print(text, file=sys.stderr)
+    elif not getattr(args, "quiet", False):
+        print(text)
+
+
+def _training_verbosity(args: argparse.Namespace) -> int:
+    """skorch's verbosity: --quiet 0, default 1 (a line per epoch), --verbose 2."""
+    if getattr(args, "quiet", False):
+        return 0
+    return 2 if getattr(args, "verbose", False) else 1
+
+
+def _readable(args: argparse.Namespace, paths: Any, image_size: int) -> Any:
+    """The paths that can be read; with --on-error skip, the others are left
+    out with a warning (decoded once: the cache keeps them for predicting)."""
+    import numpy as np
+
+    from cxrkit import load_images
+
+    if args.on_error != "skip":
+        return paths
+    _, kept = load_images(paths, image_size, on_error="skip")
+    return np.asarray(paths, dtype=object)[kept]
+
+
+def _model_threshold(clf: Any, threshold: float | None) -> float | None:
+    """--threshold, else the operating threshold recorded in the model file."""
+    if threshold is not None:
+        return threshold
+    recorded = getattr(clf, "operating_threshold_", None)
+    return None if recorded is None else float(recorded["threshold"])
+
+
+def _labels_of_model(y: Any, classes: Any, data_dir: str) -> Any:
+    """The folder names of ``data_dir`` as the model's classes: the same
+    names, or the same in another case (normal/ for NORMAL)."""
+    import numpy as np
+
+    known = [str(c) for c in classes]
+    by_case = {k.lower(): c for k, c in zip(known, classes)}
+    folders = sorted({str(label) for label in y})
+    if set(folders) <= set(known):
+        return y
+    if all(f.lower() in by_case for f in folders):
+        return np.array([by_case[str(label).lower()] for label in y], dtype=object)
+    raise _UserError(
+        f"{data_dir} has class folders {folders}, but the model's classes are "
+        f"{known}: name the subfolders of {data_dir} after the model's classes"
     )
 
 
@@ -191,22 +256,32 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise _UserError(f"--out {out} is a folder; give a file name, e.g. model.cxr")
+    if args.threshold is not None and not 0 <= args.threshold <= 1:
+        raise _UserError(f"--threshold must be in [0, 1], got {args.threshold}")
     given = {
         "model": args.model,
         "pretrained": args.pretrained,
         "image_size": args.image_size,
+        "augment": args.augment,
         "class_weight": args.class_weight,
+        "sampler": args.sampler,
         "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "label_smoothing": args.label_smoothing,
         "batch_size": args.batch_size,
         "max_epochs": args.epochs,
         "validation_fraction": args.validation_fraction,
         "early_stopping": args.early_stopping,
+        "tta": args.tta,
+        "checkpoint_dir": args.checkpoint_dir,
+        "on_error": args.on_error,
     }
     # Options not given are None: the recipe's (or the estimator's) value stays.
     overrides = {k: v for k, v in given.items() if v is not None}
     # The command line's spellings of None.
-    if overrides.get("class_weight") == "none":
-        overrides["class_weight"] = None
+    for key in ("class_weight", "sampler", "lr_schedule", "augment"):
+        if overrides.get(key) == "none":
+            overrides[key] = None
     if overrides.get("validation_fraction") == 0:
         overrides["validation_fraction"] = None
     start = time.perf_counter()
@@ -216,26 +291,68 @@ def _cmd_train(args: argparse.Namespace) -> int:
             **overrides,
             device=args.device,
             random_state=args.seed,
-            verbose=1,
+            verbose=_training_verbosity(args),
         )
         X, y = load_image_folder(args.data_dir)
     labels, counts = np.unique(y, return_counts=True)
-    per_class = ", ".join(f"{c} {n}" for c, n in zip(labels, counts))
-    print(f"cxrkit train: {len(X)} images in {args.data_dir} ({per_class})")
+    per_class = ", ".join(f"{c} {n}" for c, n in zip(labels.tolist(), counts))
+    _note(args, f"cxrkit train: {len(X)} images in {args.data_dir} ({per_class})")
+    _hint_lower_case_classes(args, labels)
     clf.fit(X, y)
-    path = clf.save(out)
-    print(f"model written to {path} ({time.perf_counter() - start:.0f} s)")
-    print(f"next: cxrkit evaluate {path} DATA_DIR --out report/")
+    _hint_stuck_accuracy(args, clf.history_)
+    with _user_input():
+        path = clf.save(out, threshold=args.threshold)
+    _note(args, f"model written to {path} ({time.perf_counter() - start:.0f} s)")
+    advice = "" if args.threshold is not None else " --threshold T (from validation)"
+    _note(args, f"next: cxrkit evaluate {path} DATA_DIR --out report/{advice}")
     return 0
 
 
+def _hint_lower_case_classes(args: argparse.Namespace, labels: Any) -> None:
+    """Lower-case Kermany folders work, but the default positive class is
+    PNEUMONIA: say so before training, not at evaluation."""
+    names = [str(c) for c in labels]
+    if "PNEUMONIA" not in names and "pneumonia" in [n.lower() for n in names]:
+        _note(
+            args,
+            f"cxrkit train: note: the class folders are {names}; the default positive "
+            "class is 'PNEUMONIA' (upper case). Rename the folders, or pass "
+            f"--pos-label {next(n for n in names if n.lower() == 'pneumonia')} to "
+            "evaluate, predict and explain.",
+            always=True,
+        )
+
+
+def _hint_stuck_accuracy(args: argparse.Namespace, history: Any) -> None:
+    """valid_acc flat while valid_auc rises: the threshold, not the model."""
+    acc = [row.get("valid_acc") for row in history]
+    auc = [row.get("valid_auc") for row in history]
+    if len(acc) < 2 or None in acc or None in auc:
+        return
+    if max(acc) - min(acc) < 1e-9 and auc[-1] > auc[0] + 0.02:
+        _note(
+            args,
+            f"cxrkit train: note: valid_acc stayed at {acc[0]:.4f} while valid_auc "
+            f"rose from {auc[0]:.3f} to {auc[-1]:.3f}. The model ranks the images "
+            "better, but the default rule (the most probable class) still gives "
+            "them all one class: the threshold, not the model, is the problem. "
+            "Choose a threshold on validation data (cxrkit.metrics.select_threshold) "
+            "and pass it as --threshold to train, evaluate or predict.",
+            always=True,
+        )
+
+
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    from cxrkit.models import available_models
+    from cxrkit.transforms import AUGMENT_PRESETS
+
     train = sub.add_parser(
         "train",
         help="train a classifier on a class-per-subfolder image folder",
         description="Train a PneumoniaClassifier on DATA_DIR (one subfolder per "
         "class, e.g. chest_xray/train with NORMAL/ and PNEUMONIA/) and write it "
-        "to a model file.",
+        "to a model file. Options not given keep the recipe's (or the "
+        "estimator's) value.",
     )
     train.add_argument("data_dir", metavar="DATA_DIR", help="training images")
     train.add_argument(
@@ -244,7 +361,12 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         help="start from a named configuration of cxrkit.recipes.RECIPES (e.g. "
         "cpu, the measured training recipe); the options below override it",
     )
-    train.add_argument("--model", help="architecture (default: cnn4)")
+    train.add_argument(
+        "--model",
+        choices=available_models(),
+        metavar="NAME",
+        help=f"architecture, one of: {', '.join(available_models())} (default: cnn4)",
+    )
     train.add_argument(
         "--pretrained",
         default=None,
@@ -254,11 +376,29 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--epochs", type=int, help="default: 10")
     train.add_argument("--image-size", type=int, help="default: 128")
     train.add_argument(
+        "--augment",
+        choices=[*sorted(AUGMENT_PRESETS), "none"],
+        help="augmentation preset while training (default: default)",
+    )
+    train.add_argument(
         "--class-weight",
         choices=["balanced", "none"],
         help="weigh classes in the loss (default: none)",
     )
+    train.add_argument(
+        "--sampler",
+        choices=["balanced", "none"],
+        help="draw classes equally often, instead of --class-weight (default: none)",
+    )
     train.add_argument("--lr", type=float, help="default: 0.001")
+    train.add_argument(
+        "--lr-schedule",
+        choices=["cosine", "onecycle", "plateau", "none"],
+        help="learning-rate schedule (default: cosine)",
+    )
+    train.add_argument(
+        "--label-smoothing", type=float, metavar="EPS", help="default: 0"
+    )
     train.add_argument("--batch-size", type=int, help="default: 32")
     train.add_argument(
         "--validation-fraction",
@@ -267,6 +407,25 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument(
         "--early-stopping", type=int, default=None, metavar="PATIENCE", help="epochs"
+    )
+    train.add_argument(
+        "--tta",
+        type=int,
+        metavar="N",
+        help="test-time augmentation: average N shifted copies (default: 0)",
+    )
+    train.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="save every epoch here; run the same command again to resume",
+    )
+    _on_error_argument(train, "training")
+    train.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="record this operating threshold on P(PNEUMONIA) in the model file, "
+        "chosen on validation data; evaluate, predict and explain use it by default",
     )
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
@@ -285,19 +444,26 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise _UserError(f"--n-bootstrap must be 0 or more, got {args.n_bootstrap}")
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
-        pos_label = _positive_class(clf.classes_, args.threshold, args.pos_label)
+        threshold = _model_threshold(clf, args.threshold)
+        pos_label = _positive_class(clf.classes_, threshold, args.pos_label)
         X, y = load_image_folder(args.data_dir)
-    print(f"cxrkit evaluate: {len(X)} images in {args.data_dir}", file=sys.stderr)
+    y = _labels_of_model(y, clf.classes_, args.data_dir)
+    kept = set(_readable(args, X, clf.image_size))
+    if len(kept) < len(X):
+        keep = [x in kept for x in X]
+        X, y = X[keep], y[keep]
+    _note(args, f"cxrkit evaluate: {len(X)} images in {args.data_dir}")
     report = evaluation_report(
         clf,
         X,
         y,
         args.out,
-        threshold=args.threshold,
+        threshold=threshold,
         pos_label=pos_label,
         data_name=str(args.data_dir),
         n_bootstrap=args.n_bootstrap,
         random_state=args.seed,
+        progress=None if not getattr(args, "quiet", False) else False,
     )
     print(report)
     print(f"\nreport: {Path(args.out) / 'report.html'}")
@@ -321,14 +487,16 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="two classes: call positive at probability >= this (default: 0.5)",
+        help="two classes: call positive at probability >= this (default: the "
+        "threshold recorded in the model file, else 0.5)",
     )
     _pos_label_argument(evaluate)
+    _on_error_argument(evaluate, "the evaluation")
     evaluate.add_argument(
         "--n-bootstrap", type=int, default=2000, help="bootstrap resamples (2000)"
     )
     evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
-    evaluate.add_argument("--device", default="cpu", help="default: cpu")
+    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
     evaluate.set_defaults(func=_cmd_evaluate)
 
 
@@ -341,13 +509,17 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
+        threshold = _model_threshold(clf, args.threshold)
         pos_label = None
-        if args.threshold is not None:  # checked before any image is decoded
-            pos_label = _positive_class(clf.classes_, args.threshold, args.pos_label)
+        if threshold is not None:  # checked before any image is decoded
+            pos_label = _positive_class(clf.classes_, threshold, args.pos_label)
         paths = find_images(args.images)
-    proba = predict_proba(clf, paths)
+    paths = _readable(args, paths, clf.image_size)
+    proba = predict_proba(
+        clf, paths, progress=False if getattr(args, "quiet", False) else None
+    )
     predicted = apply_threshold(
-        proba, args.threshold, classes=clf.classes_, pos_label=pos_label
+        proba, threshold, classes=clf.classes_, pos_label=pos_label
     )
     write_predictions(
         args.csv or sys.stdout, paths, proba, predicted, classes=clf.classes_
@@ -373,11 +545,13 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="two classes: call the positive class (--pos-label) at probability "
-        ">= this, e.g. one chosen on held-out patients (default: most probable)",
+        ">= this, e.g. one chosen on held-out patients (default: the threshold "
+        "recorded in the model file, else the most probable class)",
     )
     _pos_label_argument(predict)
+    _on_error_argument(predict, "the predictions")
     predict.add_argument("--csv", default=None, help="write here (default: stdout)")
-    predict.add_argument("--device", default="cpu", help="default: cpu")
+    predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
     predict.set_defaults(func=_cmd_predict)
 
 
@@ -385,6 +559,7 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, explain, load_images
     from cxrkit.data import find_images
+    from cxrkit.metrics import apply_threshold
     from cxrkit.plot import plot_heatmap, plot_heatmap_grid
 
     methods = {
@@ -394,7 +569,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         "integrated_gradients": explain.integrated_gradients,
     }
     with _user_input():
-        clf = PneumoniaClassifier.load(args.model)
+        clf = PneumoniaClassifier.load(args.model, device=args.device)
         paths = find_images(args.images)
     # a command-line target is text; match it to a class such as 1 too
     target = _class_named(clf.classes_, args.target)
@@ -403,12 +578,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             f"--target {args.target!r} is not a class of this model; use one of "
             f"{[str(c) for c in clf.classes_]}, or leave it out for the predicted class"
         )
-    heatmaps = methods[args.method](clf, paths, target)
     proba = clf.predict_proba(paths)
-    if target is None:
-        explained = clf.classes_[proba.argmax(axis=1)]
+    if target is None:  # the class given, by the model file's threshold if any
+        threshold = _model_threshold(clf, None)
+        pos_label = _positive_class(clf.classes_, threshold, None)
+        explained = apply_threshold(
+            proba, threshold, classes=clf.classes_, pos_label=pos_label
+        )
     else:
         explained = [target] * len(paths)
+    heatmaps = methods[args.method](clf, paths, list(explained))
     column = {c: k for k, c in enumerate(clf.classes_)}
     p_explained = [proba[i, column[c]] for i, c in enumerate(explained)]
     images = load_images(paths, clf.image_size)[0]
@@ -439,7 +618,10 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "images", metavar="IMAGE", nargs="+", help="image files or folders"
     )
-    parser.add_argument("--out", metavar="DIR", required=True, help="output folder")
+    parser.add_argument(
+        "--out", metavar="DIR", default="heatmaps", help="output folder (heatmaps)"
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--method",
         default="grad_cam",
@@ -582,7 +764,51 @@ def _build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="show the traceback of every error, also of errors in what was given",
         )
+        loudness = command_parser.add_mutually_exclusive_group()
+        loudness.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="print results, warnings and errors only (no progress)",
+        )
+        loudness.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="more progress: a progress bar in every training epoch",
+        )
     return parser
+
+
+@contextlib.contextmanager
+def _plain_warnings(command: str) -> Iterator[None]:
+    """Warnings as one line each, ``cxrkit <command>: warning: ...``: the
+    source line of cxrkit that raised them means nothing to a user."""
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:
+        print(f"cxrkit {command}: warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
+def _user_message(exc: BaseException) -> str:
+    """The message of a user error, with command-line advice in place of
+    the Python API's (``pass on_error='skip'``)."""
+    from cxrkit.io import ImageReadError
+
+    if isinstance(exc, ImageReadError):
+        return str(
+            ImageReadError(
+                exc.failures,
+                hint="Remove or fix these files, or add --on-error skip to leave "
+                "them out with a warning.",
+            )
+        )
+    return str(exc)
 
 
 def _silence_stdout() -> None:
@@ -598,7 +824,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cxrkit`` command line; returns the exit code."""
     args = _build_parser().parse_args(argv)
     try:
-        code = args.func(args)
+        with _plain_warnings(args.command):
+            code = args.func(args)
         sys.stdout.flush()  # a closed pipe (cxrkit predict ... | head) shows here
         return code
     except BrokenPipeError:
@@ -610,7 +837,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if getattr(args, "debug", False) or not _is_user_error(exc):
             raise
-        print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
+        print(f"cxrkit {args.command}: error: {_user_message(exc)}", file=sys.stderr)
         return 2
 
 

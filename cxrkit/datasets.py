@@ -146,7 +146,8 @@ def load_pneumoniamnist(
     Parameters
     ----------
     path : str or path-like
-        The ``pneumoniamnist.npz`` file (see :func:`fetch_pneumoniamnist`).
+        The ``pneumoniamnist.npz`` file (see
+        [`fetch_pneumoniamnist`][cxrkit.datasets.fetch_pneumoniamnist]).
     split : {"train", "val", "test"}
         Which arrays to read.
 
@@ -213,7 +214,7 @@ def fetch_kermany(data_home: str | os.PathLike | None = None) -> Path:
     -------
     pathlib.Path
         The ``chest_xray`` folder with ``train``, ``val`` and ``test``, ready
-        for :func:`cxrkit.load_image_folder`.
+        for [`load_image_folder`][cxrkit.load_image_folder].
 
     Raises
     ------

@@ -8,8 +8,8 @@ implementations of each step:
    package: Pillow covers JPEG baseline and JPEG 2000, pylibjpeg or gdcm the
    rest; a missing one raises an ImportError that names it);
 2. Modality LUT or Rescale Slope / Intercept
-   (:func:`pydicom.pixels.apply_modality_lut`);
-3. VOI LUT, else Window Center / Width (:func:`pydicom.pixels.apply_voi_lut`),
+   (``pydicom.pixels.apply_modality_lut``);
+3. VOI LUT, else Window Center / Width (``pydicom.pixels.apply_voi_lut``),
    and the window's output range is mapped to 0-255; without either, the
    image's own minimum and maximum are mapped to 0-255. Data of 12 or 16 bits
    is reduced to 8 bits only here, after windowing;
@@ -61,7 +61,7 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     Returns
     -------
     ndarray of shape (Rows, Columns), dtype uint8
-        Windowed as described in :mod:`cxrkit.dicom`; bone is bright.
+        Windowed as described in the module ``cxrkit.dicom``; bone is bright.
 
     Raises
     ------

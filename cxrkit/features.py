@@ -2,7 +2,8 @@
 
 With ``freeze="backbone"`` only a model's final linear layer learns. Running
 the frozen backbone over every image in every epoch then repeats the same
-computation ``max_epochs`` times; :func:`backbone_features` runs it once, and
+computation ``max_epochs`` times;
+[`backbone_features`][cxrkit.features.backbone_features] runs it once, and
 the classifier trains the head on the stored feature vectors (skorch has no
 such option, so this small piece is written here).
 
@@ -39,7 +40,7 @@ def headless(module: nn.Module, name: str) -> Iterator[tuple[nn.Module, nn.Linea
     Parameters
     ----------
     module : torch.nn.Module
-        A model built by :func:`cxrkit.models.build_model` as ``name``.
+        A model built by [`build_model`][cxrkit.models.build_model] as ``name``.
     name : str
         Its registry name.
 
@@ -85,7 +86,8 @@ def backbone_features(
     backbone : torch.nn.Module
         Maps a batch of images to ``(batch, n_features)``.
     dataset : torch Dataset
-        Yields ``(image, target)`` pairs, e.g. :class:`cxrkit.transforms.ImageDataset`.
+        Yields ``(image, target)`` pairs, e.g.
+        [`ImageDataset`][cxrkit.transforms.ImageDataset].
     batch_size : int
     device : str
 

@@ -180,7 +180,7 @@ _REGISTRY: dict[str, _Spec] = {
 
 
 def available_models() -> list[str]:
-    """Names accepted by :func:`build_model` and ``PneumoniaClassifier(model=...)``.
+    """Names accepted by `build_model` and ``PneumoniaClassifier(model=...)``.
 
     Examples
     --------
@@ -315,7 +315,7 @@ def build_model(
     Parameters
     ----------
     name : str
-        One of :func:`available_models`.
+        One of [`available_models`][cxrkit.models.available_models].
     n_classes : int
         Number of output logits (2 or more).
     image_size : int

@@ -1,7 +1,8 @@
-"""The skorch net inside :class:`cxrkit.PneumoniaClassifier` (``clf.net_``).
+"""The skorch net inside `PneumoniaClassifier` (``clf.net_``).
 
-:class:`ImageClassifierNet` is skorch's ``NeuralNetClassifier`` fed with
-``uint8`` image batches (:class:`cxrkit.transforms.ImageBatches`). It moves a
+[`ImageClassifierNet`][cxrkit.net.ImageClassifierNet] is skorch's
+``NeuralNetClassifier`` fed with
+``uint8`` image batches ([`ImageBatches`][cxrkit.transforms.ImageBatches]). It moves a
 batch to the training device, turns it into floats, augments it while
 training (whole batch at once, parameters per image) and normalises it, then
 runs the model, in mixed precision if asked.
@@ -41,7 +42,7 @@ PRECISIONS = ("32", "bf16", "16")
 def collate_batches(batch: Any) -> Any:
     """``DataLoader`` ``collate_fn``: pass whole batches through, stack samples.
 
-    A dataset with ``__getitems__`` (:class:`cxrkit.transforms.ImageBatches`)
+    A dataset with ``__getitems__`` ([`ImageBatches`][cxrkit.transforms.ImageBatches])
     already returns the batch as a tuple of tensors; a list of samples from
     any other dataset is stacked by torch's ``default_collate``.
 
@@ -65,7 +66,8 @@ class ImageClassifierNet(NeuralNetClassifier):
     ----------
     augmentation : callable or None, default=None
         Applied to float ``(B, 1, H, W)`` batches in [0, 1], on the device,
-        in training steps only (e.g. :class:`cxrkit.transforms.BatchAugmentation`).
+        in training steps only (e.g.
+        [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation]).
     precision : {"32", "bf16", "16"}, default="32"
         ``"bf16"``/``"16"`` run the forward passes under ``torch.autocast``
         in bfloat16/float16; ``"16"`` also scales the loss (a
@@ -135,7 +137,7 @@ class ImageClassifierNet(NeuralNetClassifier):
         """A ``uint8`` batch as the model's input, on the net's device.
 
         Floats in [0, 1], augmented when the module is in training mode,
-        normalised (:func:`cxrkit.transforms.normalize`); channels-last when
+        normalised ([`normalize`][cxrkit.transforms.normalize]); channels-last when
         ``channels_last``. Float batches are returned as they are (on the
         device): they are taken to be model inputs already.
         """

@@ -18,7 +18,9 @@ What a file holds, and what ``load_model`` gives back:
   processes of the run that trained the model, not a setting (None, True and
   False are kept);
 * the fitted attributes ``classes_``, ``history_`` (every epoch-level entry),
-  ``skipped_files_``, and the weights of ``net_``, which is built by the same
+  ``skipped_files_``, ``training_data_`` (what the model was trained on),
+  ``operating_threshold_`` (the threshold chosen for it, if any), and the
+  weights of ``net_``, which is built by the same
   builder as in ``fit`` (loss with the class weights of the fit, optimizer,
   LR schedule and other callbacks); it has no training data, so a
   ``sampler="balanced"`` net shuffles instead, and there is no validation
@@ -41,6 +43,7 @@ import io
 import json
 import os
 import warnings
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -54,6 +57,8 @@ from skorch.history import History
 from cxrkit._training import NetSpec, build_net, resolve_device
 from cxrkit._version import __version__
 from cxrkit.checkpoint import jsonable, write_atomic
+from cxrkit.metrics import positive_label
+from cxrkit.provenance import operating_threshold
 
 __all__ = [
     "FORMAT_VERSION",
@@ -149,8 +154,13 @@ def _history_rows(history: History) -> list[dict]:
     return rows
 
 
-def save_model(clf: BaseEstimator, path: str | os.PathLike) -> Path:
+def save_model(
+    clf: BaseEstimator, path: str | os.PathLike, *, threshold: Any = None
+) -> Path:
     """Write a fitted classifier to ``path`` (atomically, without pickle).
+
+    The file's permissions follow the umask, as for any new file (or stay
+    those of the file it replaces).
 
     Parameters
     ----------
@@ -158,12 +168,24 @@ def save_model(clf: BaseEstimator, path: str | os.PathLike) -> Path:
         A fitted classifier.
     path : str or path-like
         Target file; conventionally ending in ``.cxr``.
+    threshold : float or OperatingPoint, optional
+        Two classes: the operating threshold to record (see
+        [`operating_threshold`][cxrkit.provenance.operating_threshold]);
+        default: ``clf.operating_threshold_``, if any.
 
     Returns
     -------
     pathlib.Path
     """
     check_is_fitted(clf, "net_")
+    chosen = getattr(clf, "operating_threshold_", None)
+    if threshold is not None:
+        if len(clf.classes_) != 2:
+            raise ValueError(
+                f"an operating threshold applies to two classes; this model has "
+                f"{len(clf.classes_)} and predicts the most probable one"
+            )
+        chosen = operating_threshold(threshold, pos_label=positive_label(clf.classes_))
     params = clf.get_params()
     params["random_state"] = _encode_random_state(params["random_state"])
     if not isinstance(params.get("accelerator"), bool | np.bool_ | None):
@@ -183,6 +205,8 @@ def save_model(clf: BaseEstimator, path: str | os.PathLike) -> Path:
         "history": _history_rows(clf.history_),
         "skipped_files": list(clf.skipped_files_),
         "net": jsonable(asdict(clf._net_spec)),
+        "training_data": jsonable(getattr(clf, "training_data_", None)),
+        "operating_threshold": jsonable(chosen),
     }
     state = {k: v.detach().cpu() for k, v in clf.net_.module_.state_dict().items()}
     buffer = io.BytesIO()
@@ -213,17 +237,34 @@ def _read_meta(payload: Any, path: Path) -> dict:
 
 
 def _read_payload(path: Path) -> Any:
+    if path.is_dir():
+        found = sorted(p.name for p in path.glob("*.cxr"))[:3]
+        raise IsADirectoryError(
+            f"{path} is a folder, not a model file; give the file that "
+            "`cxrkit train --out` or clf.save(path) wrote"
+            + (f", e.g. {path / found[0]} (in it: {', '.join(found)})" if found else "")
+        )
     if not path.is_file():
         raise FileNotFoundError(f"model file not found: {path}")
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        with path.open("rb") as fh:
+            kind = _file_kind(fh.read(16))
+        raise ValueError(
+            f"{path} is not a cxrkit model file{kind}. Model files are written by "
+            "clf.save(path) or `cxrkit train --out`; nothing in the file was executed."
+        )
     try:
         with warnings.catch_warnings():
             # torch warns about pickle protocols of files it then refuses.
             warnings.filterwarnings("ignore", "Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError, RuntimeError, EOFError, ...
+        # torch's own message explains weights_only at length; the first line
+        # says what was refused.
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise ValueError(
             f"{path} is not a cxrkit model file, or it is damaged "
-            f"({type(exc).__name__}: {str(exc)[:200]}). Model files are written "
+            f"({type(exc).__name__}: {first}). Model files are written "
             "by clf.save(path) or `cxrkit train`; nothing in the file was executed."
         ) from None
 
@@ -265,6 +306,20 @@ def read_model_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     return _read_meta(_read_payload(path), path)
+
+
+def _file_kind(head: bytes) -> str:
+    """What the first bytes of a file say it is, for an error message."""
+    kinds = {
+        b"\xff\xd8\xff": "JPEG image",
+        b"\x89PNG": "PNG image",
+        b"%PDF": "PDF document",
+        b"\x80": "pickle",
+    }
+    for magic, kind in kinds.items():
+        if head.startswith(magic):
+            return f" (it is a {kind})"
+    return ""
 
 
 def _estimator_class(
@@ -381,4 +436,6 @@ def load_model(
     clf.device_ = device_
     clf.skipped_files_ = list(meta.get("skipped_files", []))
     clf._net_spec = spec
+    clf.training_data_ = meta.get("training_data")
+    clf.operating_threshold_ = meta.get("operating_threshold")
     return clf

@@ -1,4 +1,4 @@
-"""Named training configurations ("recipes") for :class:`PneumoniaClassifier`.
+"""Named training configurations ("recipes") for `PneumoniaClassifier`.
 
 A recipe is a plain dict of ``PneumoniaClassifier`` parameters, so it can be
 read, printed, changed and searched over like any other parameters:
@@ -27,7 +27,7 @@ from cxrkit.classifier import PneumoniaClassifier
 
 __all__ = ["RECIPES", "make_classifier"]
 
-#: Named parameter sets for :class:`cxrkit.PneumoniaClassifier`.
+#: Named parameter sets for [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier].
 RECIPES: dict[str, dict[str, Any]] = {
     # The recipe of benchmarks/recipe.py: a ResNet-18 from scratch at 128 px,
     # balanced class weights and label smoothing (NORMAL is the minority and

@@ -1,13 +1,17 @@
 """Training augmentation on whole batches, and the torch ``Dataset`` of images.
 
-The data flow of :class:`cxrkit.PneumoniaClassifier`: cached ``uint8`` images
+The data flow of [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier]: cached ``uint8``
+images
 ``(n, S, S)`` -> ``uint8`` batches -> the training device -> float in [0, 1]
 -> augmentation (training only) -> normalisation (``MEAN``, ``STD``) -> model.
-:class:`ImageBatches` serves the ``uint8`` batches; :class:`BatchAugmentation`
+[`ImageBatches`][cxrkit.transforms.ImageBatches] serves the ``uint8`` batches;
+[`BatchAugmentation`][cxrkit.transforms.BatchAugmentation]
 augments a float batch where it lies (CPU or GPU), drawing its random
 parameters **per image** (torchvision's v2 transforms draw one set per call,
-so a batch would be rotated as a whole); :func:`normalize` is the last step.
-:class:`ImageDataset` does the same per image for code that wants normalised
+so a batch would be rotated as a whole); [`normalize`][cxrkit.transforms.normalize] is
+the last step.
+[`ImageDataset`][cxrkit.transforms.ImageDataset] does the same per image for code that
+wants normalised
 inputs directly (Captum explanations, frozen-backbone features).
 
 Library or own code: the geometric, intensity, blur and flip steps are
@@ -57,7 +61,8 @@ __all__ = [
 # they were trained on; harmless for models trained from scratch.
 MEAN, STD = 0.449, 0.226
 
-#: Augmentation presets: options of :class:`BatchAugmentation` (options not
+#: Augmentation presets: options of
+#: [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (options not
 #: named are off; ``interpolation`` and ``fill`` default to ``"bilinear"`` and
 #: ``"border"``). ``"blur"`` is ``"default"`` plus a random Gaussian blur on
 #: half the images: radiographs from other machines and resizing pipelines
@@ -536,7 +541,8 @@ class ImageDataset(Dataset):
 
     One image at a time, for code that feeds a model directly (explanations,
     frozen-backbone features). Training and prediction in
-    :class:`cxrkit.PneumoniaClassifier` use :class:`ImageBatches` instead,
+    [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier] use
+    [`ImageBatches`][cxrkit.transforms.ImageBatches] instead,
     which gives the same model inputs a whole batch at a time.
 
     Parameters
@@ -546,7 +552,8 @@ class ImageDataset(Dataset):
         Encoded labels; a dummy 0 is returned when None (prediction).
     transform : callable, optional
         Applied to each ``(1, H, W)`` float image in [0, 1] before
-        normalisation (e.g. a :class:`BatchAugmentation`).
+        normalisation (e.g. a
+        [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation]).
 
     Examples
     --------
@@ -585,9 +592,10 @@ class ImageBatches(Dataset):
     the images lie: on the GPU when ``device`` is one, so that the decoded
     cache crosses to the device once per ``fit`` instead of once per epoch.
     The batches stay ``uint8`` (``(B, 1, H, W)``);
-    :class:`cxrkit.net.ImageClassifierNet` turns them into model inputs. Use
+    [`ImageClassifierNet`][cxrkit.net.ImageClassifierNet] turns them into model inputs.
+    Use
     it with a ``DataLoader`` whose ``collate_fn`` is
-    :func:`cxrkit.net.collate_batches`.
+    [`collate_batches`][cxrkit.net.collate_batches].
 
     Parameters
     ----------
@@ -601,7 +609,8 @@ class ImageBatches(Dataset):
         that their copy to a GPU can run asynchronously.
     transform : callable, optional
         Applied to each float batch in [0, 1] (e.g. a
-        :class:`BatchAugmentation`, for test-time augmentation); the batches
+        [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation], for test-time
+        augmentation); the batches
         are then normalised float model inputs instead of ``uint8``.
 
     Examples

@@ -10,8 +10,10 @@ e.g. ``../shared/data/chest_xray``; without it, synthetic chest-like images
 are used. The images of ``--n-patients`` patients (default 1000: about 1,800
 images) are split by patient into training (60%), validation (20%) and test
 (20%) parts.
-The figures of the evaluation guide are written to ``docs/images/`` and the
-report to ``out/evaluation-report/``. About 5 to 10 minutes on 2 CPU cores.
+The figures of the evaluation guide are written to ``--out`` (default
+``out/evaluate/``; ``--out docs/images`` refreshes the guide's copies) and
+the report to ``out/evaluation-report/``. About 5 to 10 minutes on 2 CPU
+cores.
 """
 
 import argparse
@@ -41,8 +43,9 @@ from cxrkit.report import compare_models, evaluation_report
 parser = argparse.ArgumentParser()
 parser.add_argument("data", nargs="?", help="folder with train/")
 parser.add_argument("--n-patients", type=int, default=1000)
+parser.add_argument("--out", default="out/evaluate", help="folder for the figures")
 args = parser.parse_args()
-images_dir = Path("docs/images")
+images_dir = Path(args.out)
 images_dir.mkdir(parents=True, exist_ok=True)
 
 if args.data:

@@ -112,3 +112,22 @@ def run_server():
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The documentation site, built with ``mkdocs build --strict`` (once)."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("mkdocs", reason='needs pip install -e ".[docs]"')
+    site = tmp_path_factory.mktemp("site")
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", site],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-4000:]
+    return site

@@ -3,13 +3,16 @@
 Heatmap methods share one calling convention, ``method(clf, X, target=None,
 ..., batch_size=32)``, and return ``(n, H, W)`` float arrays in [0, 1]:
 
-* :func:`grad_cam` (the default choice: fast, per-architecture layer),
-* :func:`guided_grad_cam`, :func:`occlusion` (Kermany et al., 2018),
-  :func:`integrated_gradients`.
+* [`grad_cam`][cxrkit.explain.grad_cam] (the default choice: fast, per-architecture
+  layer),
+* [`guided_grad_cam`][cxrkit.explain.guided_grad_cam],
+  [`occlusion`][cxrkit.explain.occlusion] (Kermany et al., 2018),
+  [`integrated_gradients`][cxrkit.explain.integrated_gradients].
 
-Checks: :func:`faithfulness_score` and :func:`deletion_curve` (does hiding
+Checks: [`faithfulness_score`][cxrkit.explain.faithfulness_score] and
+[`deletion_curve`][cxrkit.explain.deletion_curve] (does hiding
 the top-ranked pixels change the prediction?) on any model and images, and
-:func:`pointing_game` where lesion masks are known.
+[`pointing_game`][cxrkit.explain.pointing_game] where lesion masks are known.
 
 Heatmaps show what a model used, not where disease is. For research and
 education; not a medical device.

@@ -179,7 +179,8 @@ def faithfulness_score(
     n_steps : int
         Steps of the curve (``n_steps + 1`` fractions from 0 to 1).
     baseline : "blur", "mean" or float
-        What hidden pixels become; see :func:`deletion_curve`.
+        What hidden pixels become; see
+        [`deletion_curve`][cxrkit.explain.deletion_curve].
 
     Returns
     -------

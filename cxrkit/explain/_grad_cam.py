@@ -52,7 +52,7 @@ def grad_cam(
         a sequence gives one label per image.
     layer : str, torch.nn.Module or None
         The layer whose activations are weighted. None uses the architecture's
-        last convolutional block (:func:`cxrkit.models.target_layer`); a
+        last convolutional block (``cxrkit.models.target_layer``); a
         dotted name (``"layer3"``) or a module of ``clf.net_.module_``
         overrides it.
     batch_size : int

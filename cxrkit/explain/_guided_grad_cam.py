@@ -49,7 +49,7 @@ def guided_grad_cam(
     target : class label, sequence of labels, or None
         The class to explain; None explains the predicted class.
     layer : str, torch.nn.Module or None
-        Grad-CAM's layer; None uses :func:`cxrkit.models.target_layer`.
+        Grad-CAM's layer; None uses ``cxrkit.models.target_layer``.
     batch_size : int
         Images per forward and backward pass.
 

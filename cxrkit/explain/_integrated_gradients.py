@@ -29,7 +29,8 @@ def integrated_gradients(
     along the straight path from a black image to the input, times the
     input's difference from black. Positive attributions (evidence for the
     class) are kept and divided by their maximum. Pixel-level and noisy;
-    compare it with Grad-CAM using :func:`faithfulness_score`.
+    compare it with Grad-CAM using
+    [`faithfulness_score`][cxrkit.explain.faithfulness_score].
 
     For research and education; not a medical device.
 

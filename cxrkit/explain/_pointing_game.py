@@ -16,7 +16,7 @@ def pointing_game(
     Strict about ties: an image counts as a hit only when every pixel that
     reaches the heatmap's maximum is inside the mask, so a flat (all-equal)
     heatmap cannot score by luck. Use the masks returned by
-    :func:`cxrkit.datasets.make_synthetic_cxr`, or expert annotations.
+    [`make_synthetic_cxr`][cxrkit.datasets.make_synthetic_cxr], or expert annotations.
 
     Zhang et al. count a peak within 15 pixels of the object (on images of
     about 224 px) as a hit; ``tolerance`` does the same here. It matters for

@@ -419,14 +419,18 @@ def _zero_width_notes(
         "ppv": (tp, tp + fp),
         "npv": (tn, tn + fn),
     }
-    notes = []
+    exact = []
     for key, (k, m) in counts.items():
         e = metrics[key]
         if m > 0 and e.low == e.high:
             ci = binomtest(int(k), int(m)).proportion_ci(confidence_level=confidence)
-            notes.append(
-                f"{METRIC_NAMES[key]} is {k} of {m}: the bootstrap interval has zero "
-                f"width, which does not mean certainty; the exact (Clopper-Pearson) "
-                f"{confidence:.0%} interval is {ci.low:.3f}-{ci.high:.3f}."
-            )
-    return notes
+            exact.append(f"{METRIC_NAMES[key]} {k} of {m}: {ci.low:.3f}-{ci.high:.3f}")
+    if not exact:
+        return []
+    # One note for all of them: the same sentence five times reads as noise.
+    return [
+        "Zero-width bootstrap intervals (every resample agrees) do not mean "
+        f"certainty; the exact (Clopper-Pearson) {confidence:.0%} intervals are: "
+        + "; ".join(exact)
+        + "."
+    ]

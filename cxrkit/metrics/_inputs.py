@@ -70,6 +70,8 @@ def positive_label(classes: Sequence | np.ndarray, pos_label: Any = None) -> Any
                 "pass pos_label=<the positive class>"
             )
     elif pos_label not in labels:
+        if isinstance(pos_label, np.generic):  # np.str_('X') reads as 'X'
+            pos_label = pos_label.item()
         raise ValueError(
             f"pos_label={pos_label!r} is not one of the classes {labels}; pass "
             "pos_label=<the positive class>"

@@ -569,7 +569,7 @@ def plot_misclassified(
     shown = wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
     ncols = max(1, min(ncols, len(shown)))
     nrows = max(1, int(np.ceil(len(shown) / ncols)))
-    ax = _axes(ax, (2.2 * ncols, 2.5 * nrows))
+    ax = _axes(ax, (2.8 * ncols, 3.2 * nrows))
     ax.set_axis_off()
     if len(shown) == 0:
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
@@ -586,10 +586,18 @@ def plot_misclassified(
         sub.set_axis_off()
         title = f"true {y_true[i]}\npred {y_pred[i]} ({confidence[i]:.2f})"
         if paths:
-            title = f"{Path(os.fspath(X[i])).name[:22]}\n{title}"
-        sub.set_title(title, fontsize=7)
+            title = f"{_short_name(Path(os.fspath(X[i])).name)}\n{title}"
+        sub.set_title(title, fontsize=9)
     ax.set_title(f"Misclassified: {len(shown)} of {len(wrong)}", pad=14)
     return ax
+
+
+def _short_name(name: str, width: int = 34) -> str:
+    """A file name that fits a tile: the middle elided, both ends kept."""
+    if len(name) <= width:
+        return name
+    keep = (width - 1) // 2
+    return f"{name[:keep]}…{name[-keep:]}"
 
 
 def plot_model_comparison(

@@ -69,7 +69,7 @@ def plot_heatmap(
     image : ndarray of shape (H, W) or (H, W, C)
         The radiograph (shown in grayscale).
     heatmap : ndarray of shape (h, w)
-        Values in [0, 1], e.g. one row of :func:`cxrkit.explain.grad_cam`;
+        Values in [0, 1], e.g. one row of [`grad_cam`][cxrkit.explain.grad_cam];
         stretched over the image when its size differs.
     ax : matplotlib Axes, optional
         Where to draw; a new figure when None.
@@ -144,7 +144,7 @@ def plot_heatmap_grid(
     fig : matplotlib Figure, optional
         Drawn into (cleared first); a new figure when None.
     alpha, cmap
-        As in :func:`plot_heatmap`.
+        As in [`plot_heatmap`][cxrkit.plot.plot_heatmap].
 
     Returns
     -------
@@ -208,7 +208,7 @@ def plot_explanations(
 
     Computes the heatmaps of the predicted class (Grad-CAM unless ``method``
     says otherwise), the predictions and their probabilities, then calls
-    :func:`plot_heatmap_grid`.
+    [`plot_heatmap_grid`][cxrkit.plot.plot_heatmap_grid].
 
     Parameters
     ----------
@@ -220,7 +220,8 @@ def plot_explanations(
         True labels, shown with the predictions.
     method : callable, optional
         ``method(clf, X)`` returning heatmaps, e.g.
-        :func:`cxrkit.explain.occlusion`; default :func:`cxrkit.explain.grad_cam`.
+        [`occlusion`][cxrkit.explain.occlusion]; default
+        [`grad_cam`][cxrkit.explain.grad_cam].
     ncols : int
         Images per row.
     fig : matplotlib Figure, optional

@@ -6,6 +6,7 @@ import base64
 import io
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,22 @@ from cxrkit.metrics import (
     clinical_report,
     positive_label,
 )
+from cxrkit.report._checks import degenerate_warnings, threshold_table
 from cxrkit.report._figures import report_figures
-from cxrkit.report._predictions import predict_proba, write_predictions
-from cxrkit.report._provenance import created_at, describe_data, describe_model
+from cxrkit.report._predictions import image_rows, predict_proba, write_predictions
+from cxrkit.report._provenance import (
+    created_at,
+    describe_data,
+    describe_model,
+    describe_training,
+)
+
+#: Resolution of the report's figures (PNG files and the page).
+FIGURE_DPI = 150
+#: Figures that take the page's whole width (the others go two to a row).
+WIDE_FIGURES = ("misclassified", "gradcam_errors")
+#: Rows of the page's table of images; predictions.csv has all of them.
+MAX_IMAGE_ROWS = 5000
 
 DISCLAIMER = (
     "For research and education only. This model is not a medical device: it is "
@@ -42,6 +56,7 @@ def evaluation_report(
     n_bootstrap: int = 2000,
     random_state: int | None = 0,
     n_misclassified: int = 16,
+    n_heatmaps: int = 8,
     progress: bool | None = None,
 ) -> ClinicalReport:
     """Evaluate a fitted classifier and write a report to ``out_dir``.
@@ -50,8 +65,13 @@ def evaluation_report(
     description), ``predictions.csv`` (one row per image, see
     [`write_predictions`][cxrkit.report.write_predictions]), the figures as
     PNG, and ``report.html``: one self-contained page (figures embedded)
-    with sections Data, Model, Metrics, Figures and Definitions, stating
-    the data it was computed on and that the model is not a medical device.
+    with sections Data, Model (with what it was trained on, from the model
+    file), Metrics (and a table of other thresholds), Figures (with Grad-CAM
+    of the most confident errors), Images (a sortable table, one row per
+    image) and Definitions, stating the data it was computed on and that the
+    model is not a medical device. Predictions that make the figures
+    misleading (one class for every image, probabilities all near 0 or 1)
+    are stated at the top of the page and raise one ``UserWarning``.
 
     Parameters
     ----------
@@ -64,9 +84,11 @@ def evaluation_report(
     out_dir : str or path-like
         Created if needed; existing report files are overwritten.
     threshold : float, optional
-        Two classes: decision threshold on the probability of ``pos_label``
-        (default 0.5; choose it on validation data, see
-        [`select_threshold`][cxrkit.metrics.select_threshold]).
+        Two classes: decision threshold on the probability of ``pos_label``.
+        Default: the model's recorded ``operating_threshold_`` (see
+        [`PneumoniaClassifier.save`][cxrkit.PneumoniaClassifier.save]) when
+        it has one, else 0.5. Choose it on validation data, see
+        [`select_threshold`][cxrkit.metrics.select_threshold].
     pos_label : label, optional
         The positive class of two: default ``"PNEUMONIA"`` when it is a
         class, 1 for 0/1 labels (see
@@ -77,6 +99,10 @@ def evaluation_report(
     random_state : int or None, default=0
     n_misclassified : int, default=16
         Images in the grid of errors (0 for none).
+    n_heatmaps : int, default=8
+        Most confident errors shown with their Grad-CAM heatmap (0 for none;
+        only for classifiers that [`grad_cam`][cxrkit.explain.grad_cam]
+        explains, on image paths or arrays).
     progress : bool, optional
         Progress bar while predicting (default: above 256 images).
 
@@ -105,6 +131,10 @@ def evaluation_report(
     classes = np.asarray(clf.classes_)
     if len(classes) == 2:  # checked before any image is decoded
         pos_label = positive_label(classes, pos_label)
+        recorded = getattr(clf, "operating_threshold_", None)
+        if threshold is None and recorded is not None:
+            if recorded.get("pos_label") == str(pos_label):
+                threshold = recorded["threshold"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -118,15 +148,24 @@ def evaluation_report(
         n_bootstrap=n_bootstrap,
         random_state=random_state,
     )
+    problems = degenerate_warnings(report)
+    if problems:
+        warnings.warn(
+            f"{problems[0]} (evaluation_report: {out / 'report.html'})",
+            UserWarning,
+            stacklevel=2,
+        )
     figures = []
-    for stem, caption, fig in report_figures(clf, X, report, n_misclassified):
+    drawn = report_figures(clf, X, report, n_misclassified, n_heatmaps)
+    for stem, caption, fig in drawn:
         buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=100)
+        fig.savefig(buffer, format="png", dpi=FIGURE_DPI)
         (out / f"{stem}.png").write_bytes(buffer.getvalue())
         figures.append(
             {
                 "stem": stem,
                 "caption": caption,
+                "wide": stem in WIDE_FIGURES,
                 "png_base64": base64.b64encode(buffer.getvalue()).decode(),
             }
         )
@@ -140,12 +179,15 @@ def evaluation_report(
         "cxrkit_version": cxrkit.__version__,
     }
     model = describe_model(clf)
+    training = describe_training(clf)
     created = created_at()
     summary = {
         "disclaimer": DISCLAIMER,
         "created": created,
         "data": data,
         "model": model,
+        "training": training,
+        "warnings": problems,
         "metrics": report.to_dict(),
         "figures": [f"{f['stem']}.png" for f in figures],
     }
@@ -159,8 +201,13 @@ def evaluation_report(
         disclaimer=DISCLAIMER,
         report=report,
         metrics_table=report.to_html(),
+        problems=problems,
+        thresholds=threshold_table(report),
+        images=image_rows(X, report, limit=MAX_IMAGE_ROWS),
+        max_image_rows=MAX_IMAGE_ROWS,
         data=data,
         model=model,
+        training=training,
         figures=figures,
         created=created,
     )

@@ -21,7 +21,7 @@ class ReportFigure(NamedTuple):
 
 
 def report_figures(
-    clf: Any, X: Any, report: ClinicalReport, n_misclassified: int
+    clf: Any, X: Any, report: ClinicalReport, n_misclassified: int, n_heatmaps: int
 ) -> list[ReportFigure]:
     """The report's figures, drawn from ``report`` (and ``X`` for the images)."""
     figures = []
@@ -94,6 +94,63 @@ def report_figures(
                 n=n_misclassified,
                 ax=ax,
             ),
-            (2.3 * min(shown, 4), 2.6 * rows),
+            (2.8 * min(shown, 4), 3.2 * rows),
+        )
+    if n_wrong and n_heatmaps and _explainable(clf):
+        worst = _most_confident_errors(report, n_heatmaps)
+        fig = _gradcam_figure(clf, X, report, worst)
+        figures.append(
+            ReportFigure(
+                "gradcam_errors",
+                "Grad-CAM of the most confident errors, in the order of the grid "
+                "above: the regions whose features raised the score of the (wrong) "
+                "class given. Heat outside the "
+                "lungs (text markers, devices, shoulders) suggests the model uses "
+                "something other than the lungs. Research and education only.",
+                fig,
+            )
         )
     return figures
+
+
+def _explainable(clf: Any) -> bool:
+    """Whether Grad-CAM applies: a fitted PneumoniaClassifier."""
+    from cxrkit import PneumoniaClassifier
+
+    return isinstance(clf, PneumoniaClassifier) and hasattr(clf, "net_")
+
+
+def _most_confident_errors(report: ClinicalReport, n: int) -> np.ndarray:
+    y_pred = report.y_pred
+    classes = list(report.classes)
+    column = np.array([classes.index(c) for c in y_pred.tolist()], dtype=int)
+    confidence = report.proba[np.arange(len(y_pred)), column]
+    wrong = np.flatnonzero(report.y_true != y_pred)
+    return wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
+
+
+def _gradcam_figure(
+    clf: Any, X: Any, report: ClinicalReport, worst: np.ndarray
+) -> Figure:
+    from cxrkit.cache import is_path_like_sequence, load_images
+    from cxrkit.explain import grad_cam
+
+    picked = [X[i] for i in worst] if is_path_like_sequence(X) else X[worst]
+    given = report.y_pred[worst]
+    heatmaps = grad_cam(clf, picked, target=list(given))
+    images, _ = load_images(picked, clf.image_size)
+    column = [list(report.classes).index(c) for c in given.tolist()]
+    ncols = min(len(worst), 4)
+    fig = Figure(
+        figsize=(2.8 * ncols + 0.8, 3.1 * -(-len(worst) // ncols)),
+        layout="constrained",
+    )
+    return plot.plot_heatmap_grid(
+        images,
+        heatmaps,
+        y_true=list(report.y_true[worst]),
+        y_pred=list(given),
+        proba=report.proba[worst, column].tolist(),
+        ncols=ncols,
+        fig=fig,
+    )

@@ -132,3 +132,39 @@ def _write(fh: TextIO, header: list, rows: Any) -> None:
     writer = csv.writer(fh, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
+
+
+def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]]:
+    """One row per image for the report's table, the most confident errors
+    first, then the rest by decreasing probability of the given class.
+
+    Each row: ``name`` (file name, or index), ``path`` (full path, or ""),
+    ``true``, ``predicted``, ``p`` (probability of the positive class of
+    two, else of the predicted class), ``correct``. At most ``limit`` rows.
+    """
+    y_true = np.asarray(report.y_true)
+    y_pred = np.asarray(report.y_pred)
+    classes = list(np.asarray(report.classes).tolist())
+    column = np.array([classes.index(c) for c in y_pred.tolist()], dtype=int)
+    confidence = report.proba[np.arange(len(y_pred)), column]
+    if report.average is None:
+        p = report.proba[:, classes.index(report.pos_label)]
+    else:
+        p = confidence
+    correct = y_true == y_pred
+    order = np.lexsort((-confidence, correct))[:limit]  # errors first
+    paths = is_path_like_sequence(X)
+    rows = []
+    for i in order.tolist():
+        path = os.fspath(X[i]) if paths else ""
+        rows.append(
+            {
+                "name": Path(path).name if paths else str(i),
+                "path": path,
+                "true": str(y_true[i]),
+                "predicted": str(y_pred[i]),
+                "p": float(p[i]),
+                "correct": bool(correct[i]),
+            }
+        )
+    return rows

@@ -42,3 +42,12 @@ def describe_model(clf: Any) -> dict[str, Any]:
 def created_at() -> str:
     """The current UTC time, ISO 8601, to the second."""
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def describe_training(clf: Any) -> dict[str, Any]:
+    """What the model (or its model file) says about its training data and
+    its chosen threshold (None when not recorded)."""
+    return {
+        "data": getattr(clf, "training_data_", None),
+        "threshold": getattr(clf, "operating_threshold_", None),
+    }

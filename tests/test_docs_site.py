@@ -1,0 +1,130 @@
+"""The documentation site: it builds, and no page shows what it should not.
+
+The site is built once per session (``built_site`` in conftest.py, about
+half a minute) with ``mkdocs build --strict``. The checks are on the built
+HTML, where a mistake is what a reader sees: a snippet marker that did not
+expand (``--8<--`` shown as text, or a mangled ``--8 < --``), a Sphinx role
+printed literally (``:func:`x```), or an empty code block.
+"""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A snippet marker, whole or mangled by a Markdown formatter ("--8 < --").
+SNIPPET_MARKER = re.compile(r"--8\s*(<|&lt;)\s*--")
+# A Sphinx cross-reference role, as mkdocs prints it (role, then the name in
+# backticks or, once rendered, in <code>).
+SPHINX_ROLE = re.compile(r":(func|class|mod|meth|data|attr|obj|exc|ref):(`|<code>)")
+
+
+class _CodeBlocks(HTMLParser):
+    """The text of every ``<pre>`` element of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks: list[str] = []
+        self._depth = 0
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "pre":
+            self._depth += 1
+            if self._depth == 1:
+                self.blocks.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "pre" and self._depth:
+            self._depth -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._depth:
+            self.blocks[-1] += data
+
+
+def code_blocks(html: str) -> list[str]:
+    parser = _CodeBlocks()
+    parser.feed(html)
+    return parser.blocks
+
+
+def page_problems(html: str) -> list[str]:
+    """What is wrong with one built page (empty when nothing is)."""
+    # The search index and the page's own <script> hold the page text too;
+    # look at the visible text only.
+    visible = re.sub(r"<script.*?</script>", "", html, flags=re.S)
+    problems = [
+        f"raw snippet marker {m.group(0)!r}" for m in SNIPPET_MARKER.finditer(visible)
+    ]
+    problems += [
+        f"Sphinx role {m.group(0)!r} shown literally"
+        for m in SPHINX_ROLE.finditer(visible)
+    ]
+    problems += [
+        f"empty code block #{i}"
+        for i, block in enumerate(code_blocks(visible))
+        if not block.strip()
+    ]
+    return problems
+
+
+def test_page_problems_finds_what_a_reader_would_see() -> None:
+    good = "<pre><code>import cxrkit</code></pre><p>See <code>grad_cam</code>.</p>"
+    assert page_problems(good) == []
+    assert page_problems('<pre><code>--8 &lt; --"examples/a.py:x"</code></pre>')
+    assert page_problems("<pre><code>--8&lt;-- 'a.py'</code></pre>")
+    assert page_problems("<p>Use :func:<code>grad_cam</code>.</p>")
+    assert page_problems("<p>Use :class:`PneumoniaClassifier`.</p>")
+    empty = '<div class="highlight"><pre><span></span><code>\n</code></pre></div>'
+    assert page_problems(empty)
+
+
+def test_markdown_sources_have_only_exact_snippet_markers() -> None:
+    """A formatter that rewrites ``--8<--`` makes it plain text: catch it at
+    the source too, with the file and line to fix."""
+    bad = []
+    for page in sorted((ROOT / "docs").rglob("*.md")):
+        for number, line in enumerate(page.read_text("utf-8").splitlines(), 1):
+            if SNIPPET_MARKER.search(line) and not re.fullmatch(
+                r'--8<-- "[^"\s]+"', line.strip()
+            ):
+                bad.append(f"{page.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not bad, 'snippet markers must read --8<-- "path:section":\n' + "\n".join(
+        bad
+    )
+
+
+def test_docstrings_use_markdown_links_not_sphinx_roles() -> None:
+    bad = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sorted((ROOT / "cxrkit").rglob("*.py"))
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), 1)
+        if re.search(r":(func|class|mod|meth|data|attr|obj):`", line)
+    ]
+    assert not bad, (
+        "use [`name`][cxrkit.module.name] or backticks instead of Sphinx roles: "
+        + ", ".join(bad)
+    )
+
+
+def test_built_pages_show_code_and_no_raw_markup(built_site: Path) -> None:
+    pages = sorted(built_site.rglob("*.html"))
+    assert len(pages) > 20, f"only {len(pages)} pages were built"
+    problems = {
+        str(page.relative_to(built_site)): found
+        for page in pages
+        if (found := page_problems(page.read_text("utf-8")))
+    }
+    assert not problems, problems
+
+
+@pytest.mark.parametrize("page", ["quickstart/index.html", "tutorial/index.html"])
+def test_pages_of_newcomers_show_python_code(built_site: Path, page: str) -> None:
+    html = (built_site / page).read_text("utf-8")
+    blocks = [b for b in code_blocks(html) if "import" in b]
+    assert len(blocks) >= 3, f"{page}: {len(blocks)} code blocks with imports"

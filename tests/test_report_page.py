@@ -1,0 +1,148 @@
+"""What the report page adds to the metrics: thresholds, warnings, the
+images, the model's provenance, legible figures."""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.base import BaseEstimator, ClassifierMixin
+
+from cxrkit import PneumoniaClassifier
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.metrics import clinical_report, select_threshold
+from cxrkit.report import evaluation_report
+from cxrkit.report._checks import degenerate_warnings, threshold_table
+
+
+class _Fixed(ClassifierMixin, BaseEstimator):
+    """A fitted two-class model with given probabilities of PNEUMONIA."""
+
+    def __init__(self, p=None):
+        self.p = p
+        self.classes_ = np.array(["NORMAL", "PNEUMONIA"])
+
+    def fit(self, X, y):
+        return self
+
+    def predict_proba(self, X):
+        p = np.asarray(self.p, dtype=float)[: len(X)]
+        return np.c_[1 - p, p]
+
+
+Y = np.array(["NORMAL"] * 10 + ["PNEUMONIA"] * 10)
+
+
+def test_threshold_table_counts_at_each_cut_off():
+    p = np.r_[np.linspace(0.05, 0.6, 10), np.linspace(0.4, 0.95, 10)]
+    report = clinical_report(Y, p, threshold=0.5, n_bootstrap=0)
+    rows = threshold_table(report)
+    assert [r["threshold"] for r in rows] == sorted(r["threshold"] for r in rows)
+    at = {r["label"]: r for r in rows}
+    half = at["used in this report"]
+    called = p >= 0.5
+    assert half["sensitivity"]["k"] == np.sum(called[10:])
+    assert half["specificity"]["k"] == np.sum(~called[:10])
+    assert half["ppv"]["m"] == half["n_positive"] == np.sum(called)
+    youden = select_threshold(Y, p)
+    assert at["Youden's J, on these data"]["threshold"] == pytest.approx(
+        youden.threshold
+    )
+    assert at["sensitivity >= 0.95, on these data"]["sensitivity"]["value"] >= 0.95
+    fixed = {r["threshold"]: r for r in rows if r["label"] == "fixed cut-off"}
+    assert sorted(fixed) == [0.1, 0.25, 0.5, 0.75, 0.9]
+    for cut, row in fixed.items():
+        assert row["n_positive"] == np.sum(p >= cut)
+
+
+def test_no_threshold_table_for_three_classes():
+    y = np.array(["A", "B", "C"] * 4)
+    proba = np.tile([[0.6, 0.3, 0.1]], (12, 1))
+    report = clinical_report(y, proba, n_bootstrap=0)
+    assert threshold_table(report) == []
+
+
+@pytest.mark.parametrize(
+    ("p", "expected"),
+    [
+        (np.full(20, 0.7), ["called every one of the 20 images PNEUMONIA", "same"]),
+        (np.r_[np.full(10, 0.001), np.full(10, 0.999)], ["within 0.01 of 0 or 1"]),
+        (np.r_[np.linspace(0.1, 0.6, 10), np.linspace(0.4, 0.9, 10)], []),
+    ],
+)
+def test_degenerate_predictions_are_named(p, expected):
+    report = clinical_report(Y, p, n_bootstrap=0)
+    found = " ".join(degenerate_warnings(report))
+    for text in expected:
+        assert text in found
+    assert bool(found) == bool(expected)
+
+
+def test_degenerate_report_warns_once_and_says_so_on_the_page(tmp_path):
+    X = np.zeros((20, 1))
+    with pytest.warns(UserWarning, match="called every one") as record:
+        evaluation_report(
+            _Fixed(np.full(20, 0.9)), X, Y, tmp_path, n_bootstrap=50, n_misclassified=0
+        )
+    assert len([w for w in record if "called every one" in str(w.message)]) == 1
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("Read with care.") == 2  # one class; same probabilities
+    assert json.loads((tmp_path / "metrics.json").read_text())["warnings"]
+
+
+def test_one_zero_width_note(tmp_path):
+    p = np.r_[np.full(10, 0.1), np.full(10, 0.9)]  # all right: every CI collapses
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluation_report(_Fixed(p), np.zeros((20, 1)), Y, tmp_path, n_bootstrap=50)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("Zero-width bootstrap intervals") == 1
+    assert "Sensitivity (recall) 10 of 10" in page and "Specificity 10 of 10" in page
+
+
+@pytest.fixture(scope="module")
+def image_files(tmp_path_factory):
+    X, y, _ = make_synthetic_cxr(60, image_size=32, random_state=1)
+    root = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, (image, label) in enumerate(zip(X, y)):
+        path = root / label / f"person{i}_bacteria_{i}_a_long_file_name.png"
+        path.parent.mkdir(exist_ok=True)
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    return np.array(paths, dtype=object), y
+
+
+def test_page_shows_images_provenance_and_legible_figures(image_files, tmp_path):
+    X, y = image_files
+    clf = PneumoniaClassifier(
+        model="simple_cnn", image_size=32, max_epochs=1, random_state=0
+    ).fit(X[:40], y[:40])
+    path = clf.save(tmp_path / "m.cxr", threshold=0.4)
+    loaded = PneumoniaClassifier.load(path)
+    out = tmp_path / "report"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluation_report(loaded, X[40:], y[40:], out, n_bootstrap=50)
+    assert report.threshold == 0.4  # the model file's threshold by default
+    page = (out / "report.html").read_text()
+    # one row per image, errors first, sortable
+    table = page[page.index('id="images"') :]
+    assert table.count("<tr><td title=") == 20
+    wrong = int(np.sum(report.y_pred != report.y_true))
+    cells = re.findall(r"<td>(yes|no)</td></tr>", table)
+    assert cells == ["no"] * wrong + ["yes"] * (20 - wrong)
+    assert "table.sortable" in page and "addEventListener" in page
+    # where the model came from
+    assert "Trained on <b>40</b> images" in page
+    assert "Operating threshold recorded with the model: <b>0.4</b>" in page
+    assert "patients" in page and str(X[0]).rsplit("/", 2)[0] in page
+    # figures at 150 dpi, Grad-CAM of the errors when there are errors
+    with Image.open(out / "roc_curve.png") as png:
+        assert png.width >= 5 * 150
+    names = json.loads((out / "metrics.json").read_text())["figures"]
+    assert ("gradcam_errors.png" in names) == bool(wrong)
