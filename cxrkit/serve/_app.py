@@ -137,7 +137,7 @@ def create_app(
         A fitted classifier, or a model file written by ``clf.save``.
     threshold : float, optional
         Two classes: call the positive class at probability ``>= threshold``
-        (default 0.5), e.g. a threshold chosen on held-out patients.
+        (default: the threshold recorded in the model file, else 0.5).
     max_upload_mb : float, default=50
         Largest request body, in MB (2**20 bytes); larger ones are refused
         while they arrive.

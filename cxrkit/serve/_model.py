@@ -52,7 +52,8 @@ class ServedModel:
         A fitted classifier, or a ``.cxr`` model file.
     threshold : float, optional
         Two classes: the positive class is called at probability ``>=
-        threshold`` (default 0.5). More classes: must be None (the most
+        threshold`` (default: the operating threshold recorded in the model
+        file at training, else 0.5). More classes: must be None (the most
         probable class is called).
     device : str
         Where a model file's weights go (``"auto"``: CUDA if present).
@@ -82,8 +83,11 @@ class ServedModel:
             self.model_id = f"in-memory-{sha[:12]}"
         self.classes = np.asarray(self.clf.classes_)
         self.pos_label = None
+        recorded = getattr(self.clf, "operating_threshold_", None)
         if len(self.classes) == 2:
             self.pos_label = positive_label(self.classes)
+            if threshold is None and recorded is not None:
+                threshold = float(recorded["threshold"])  # chosen at training
             threshold = 0.5 if threshold is None else threshold
         elif threshold is not None:
             raise ValueError(
