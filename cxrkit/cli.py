@@ -340,17 +340,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, explain, load_images
     from cxrkit.plot import plot_heatmap, plot_heatmap_grid
 
-    methods = {
-        "grad_cam": explain.grad_cam,
-        "guided_grad_cam": explain.guided_grad_cam,
-        "occlusion": explain.occlusion,
-        "integrated_gradients": explain.integrated_gradients,
-    }
     clf = PneumoniaClassifier.load(args.model)
     paths = _image_paths(args.images)
     # a command-line target is text; match it to a class such as 1 too
     target = next((c for c in clf.classes_ if str(c) == args.target), args.target)
-    heatmaps = methods[args.method](clf, paths, target)
+    method = args.method or explain.DEFAULT_METHOD
+    heatmaps = explain.explain(clf, paths, target, method=method)
     proba = clf.predict_proba(paths)
     if target is None:
         explained = clf.classes_[proba.argmax(axis=1)]
@@ -365,12 +360,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         paths, images, heatmaps, explained, p_explained
     ):
         ax = plot_heatmap(image, heatmap, title=f"{label} (p={p:.2f})")
-        dest = out / f"{Path(path).stem}_{args.method}.png"
+        dest = out / f"{Path(path).stem}_{method}.png"
         ax.figure.savefig(dest, dpi=120)
         print(dest)
-    fig = plot_heatmap_grid(images, heatmaps, y_pred=list(explained), proba=p_explained)
-    fig.savefig(out / f"grid_{args.method}.png", dpi=120)
-    print(out / f"grid_{args.method}.png")
+    fig = plot_heatmap_grid(
+        images,
+        heatmaps,
+        y_pred=list(explained),
+        proba=p_explained,
+        names=[Path(path).name for path in paths],
+    )
+    fig.savefig(out / f"grid_{method}.png", dpi=120)
+    print(out / f"grid_{method}.png")
     print("Heatmaps show what the model used; research and education only.")
     return 0
 
@@ -389,9 +390,10 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", metavar="DIR", required=True, help="output folder")
     parser.add_argument(
         "--method",
-        default="grad_cam",
-        choices=["grad_cam", "guided_grad_cam", "occlusion", "integrated_gradients"],
-        help="attribution method (default: grad_cam)",
+        default=None,
+        help="heatmap method, a key of cxrkit.explain.METHODS such as grad_cam "
+        "or layer_cam (default: cxrkit.explain.DEFAULT_METHOD, the one that "
+        "points at lesions best in benchmarks/localization.py)",
     )
     parser.add_argument(
         "--target", default=None, help="class to explain (default: the predicted one)"

@@ -15,19 +15,33 @@ Heatmaps show what a model used, not where disease is. For research and
 education; not a medical device.
 """
 
+from cxrkit.explain._explain import DEFAULT_METHOD, METHODS, explain
 from cxrkit.explain._faithfulness import deletion_curve, faithfulness_score
 from cxrkit.explain._grad_cam import grad_cam
+from cxrkit.explain._grad_cam_plus_plus import grad_cam_plus_plus
 from cxrkit.explain._guided_grad_cam import guided_grad_cam
+from cxrkit.explain._hires_cam import hires_cam
+from cxrkit.explain._input_x_gradient import input_x_gradient
 from cxrkit.explain._integrated_gradients import integrated_gradients
+from cxrkit.explain._layer_cam import layer_cam
 from cxrkit.explain._occlusion import occlusion
 from cxrkit.explain._pointing_game import pointing_game
+from cxrkit.explain._xgrad_cam import xgrad_cam
 
 __all__ = [
+    "DEFAULT_METHOD",
+    "METHODS",
     "deletion_curve",
+    "explain",
     "faithfulness_score",
     "grad_cam",
+    "grad_cam_plus_plus",
     "guided_grad_cam",
+    "hires_cam",
+    "input_x_gradient",
     "integrated_gradients",
+    "layer_cam",
     "occlusion",
     "pointing_game",
+    "xgrad_cam",
 ]

@@ -1,0 +1,425 @@
+"""Do heatmaps point at the lesion? Localization of every CAM method, per training.
+
+Trains ``PneumoniaClassifier`` models on synthetic chest-like images with
+known lesion masks (``make_synthetic_cxr``), over a matrix of architectures,
+image sizes, training augmentations and seeds, and scores each heatmap
+method on correctly classified positives of fresh test images with small and
+large lesions:
+
+* ``strict``: the heatmap's peak lies inside the lesion mask (pointing game);
+* ``tolerant``: within Zhang et al.'s 15 px (at 224 px, scaled) of it;
+* ``inside``: the share of the heat that lies inside the mask;
+* ``deletion`` / ``insertion``: areas under the curves of
+  ``cxrkit.explain.faithfulness_score`` (lower / higher is more faithful);
+* ``peak_offset`` and ``centroid_offset``: mean (rows, cols) from the mask's
+  centre to the peak, and to the centroid of the heat above half the peak
+  (the latter is free of the layer grid's quantisation);
+* ``equivariance``: whole images shifted by k = 1..8 px (edge pixels
+  repeated); the share of shifts whose heatmap peak moves by k +- 1 px;
+* ``ms_per_image``: time of the heatmap call.
+
+Training models is the cost; ``--cache-dir`` keeps the fitted models
+(``clf.save``) so another run with other methods reuses them.
+
+Augmentations: ``none``, ``default``, ``blur`` and ``light`` are cxrkit's
+presets (``PneumoniaClassifier(augment=...)``). The cause-analysis variants
+below are torchvision v2 pipelines that this script injects into training by
+patching ``cxrkit.classifier.build_augmentation`` for the duration of a fit
+(this benchmark only; cxrkit itself is unchanged). They separate the parts of
+the ``default`` preset: a ``RandomAffine`` of 10 degrees, 10% translation and
+0.9-1.1 scale (nearest-neighbour interpolation, black fill) and a
+``ColorJitter`` of brightness and contrast 0.2.
+
+Examples::
+
+    # what the 2-core CPU affords (see the docs page for timings)
+    python benchmarks/localization.py --models cnn4 --sizes 64 --seeds 0 1 2 \\
+        --augment none default blur jitter affine_nearest_black \\
+        --cache-dir /tmp/loc-cache --out localization.json
+    # the full matrix, on a GPU machine
+    python benchmarks/localization.py --models cnn4 resnet18 efficientnet_b0 \\
+        --sizes 64 128 --augment none default blur --seeds 0 1 2 --device cuda
+
+Prints one JSON document (and writes it to ``--out`` after every model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms import v2
+
+import cxrkit.classifier
+from cxrkit import PneumoniaClassifier
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.explain import METHODS, faithfulness_score, pointing_game
+
+PRESETS = ("none", "default", "blur", "light", "strong")
+LESIONS = {"small": (0.07, 0.10), "large": (0.12, 0.16)}
+#: the models learn lesions of both sizes; each size is tested separately
+TRAIN_LESION = (0.07, 0.16)
+
+AFFINE = {"degrees": 10, "translate": 0.1, "scale": 0.1}
+JITTER = {"brightness": 0.2, "contrast": 0.2}
+
+
+def _affine(
+    size: int,
+    *,
+    degrees: float = 0,
+    translate: float = 0,
+    scale: float = 0,
+    bilinear: bool = False,
+    fill: str = "black",
+) -> list[v2.Transform]:
+    interpolation = (
+        v2.InterpolationMode.BILINEAR if bilinear else v2.InterpolationMode.NEAREST
+    )
+    if fill == "black":
+        return [
+            v2.RandomAffine(
+                degrees=degrees,
+                translate=(translate, translate) if translate else None,
+                scale=(1 - scale, 1 + scale) if scale else None,
+                interpolation=interpolation,
+            )
+        ]
+    # a fill that looks like the radiograph: reflect the image into a margin
+    # wide enough for the largest rotation, shift and zoom-out, transform the
+    # padded image, then cut the centre; the translation is rescaled so that
+    # it stays a fraction of the original image
+    pad = size // 4
+    padded = size + 2 * pad
+    shift = translate * size / padded
+    return [
+        v2.Pad(pad, padding_mode="reflect"),
+        v2.RandomAffine(
+            degrees=degrees,
+            translate=(shift, shift) if shift else None,
+            scale=(1 - scale, 1 + scale) if scale else None,
+            interpolation=interpolation,
+        ),
+        v2.CenterCrop(size),
+    ]
+
+
+#: cause-analysis variants: name -> transform pipeline for a given image size
+VARIANTS: dict[str, Callable[[int], list[v2.Transform]]] = {
+    "jitter": lambda s: [v2.ColorJitter(**JITTER)],
+    "affine_nearest_black": lambda s: _affine(s, **AFFINE),
+    "affine_bilinear_black": lambda s: _affine(s, **AFFINE, bilinear=True),
+    "affine_bilinear_reflect": lambda s: _affine(
+        s, **AFFINE, bilinear=True, fill="reflect"
+    ),
+    "translate": lambda s: _affine(s, translate=AFFINE["translate"]),
+    "rotate": lambda s: _affine(s, degrees=AFFINE["degrees"]),
+    "scale": lambda s: _affine(s, scale=AFFINE["scale"]),
+    "bilinear_reflect_jitter": lambda s: [
+        *_affine(s, **AFFINE, bilinear=True, fill="reflect"),
+        v2.ColorJitter(**JITTER),
+    ],
+}
+
+
+@contextmanager
+def training_augmentation(name: str, size: int) -> Iterator[str | None]:
+    """The ``augment`` value to pass; injects a variant's pipeline while active."""
+    if name in PRESETS:
+        yield None if name == "none" else name
+        return
+    transform = v2.Compose(VARIANTS[name](size))
+    original = cxrkit.classifier.build_augmentation
+    cxrkit.classifier.build_augmentation = lambda augment, flip=False: transform
+    try:
+        yield "default"  # any valid value; the patched builder ignores it
+    finally:
+        cxrkit.classifier.build_augmentation = original
+
+
+def fit_model(args, model: str, size: int, augment: str, seed: int):
+    """A fitted classifier (from the cache when there) and its fit time."""
+    key = f"{model}_{size}_{augment}_{seed}_n{args.n_train}_e{args.epochs}"
+    path = Path(args.cache_dir) / f"{key}.cxr" if args.cache_dir else None
+    if path is not None and path.is_file():
+        return PneumoniaClassifier.load(path, device=args.device), None
+    X, y, _ = make_synthetic_cxr(
+        args.n_train, image_size=size, lesion_size=TRAIN_LESION, random_state=seed
+    )
+    start = time.perf_counter()
+    with training_augmentation(augment, size) as value:
+        clf = PneumoniaClassifier(
+            model=model,
+            image_size=size,
+            augment=value,
+            max_epochs=args.epochs,
+            device=args.device,
+            random_state=seed,
+        ).fit(X, y)
+    fit_s = time.perf_counter() - start
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clf.save(path)
+    return clf, fit_s
+
+
+def method_callable(spec: str) -> Callable:
+    """A heatmap function of ``(clf, X)`` from ``name[@layer+layer][:key=value,...]``.
+
+    E.g. ``layer_cam@features.0.2:smooth=0.0625``; values are read as floats.
+    """
+    head, _, options = spec.partition(":")
+    name, _, layers = head.partition("@")
+    method = METHODS[name]
+    kwargs = {
+        key: float(value)
+        for key, _, value in (item.partition("=") for item in options.split(","))
+        if key
+    }
+    if layers:
+        layer = layers.split("+")
+        kwargs["layer"] = layer if len(layer) > 1 else layer[0]
+    if not kwargs:
+        return method
+    return lambda clf, X: method(clf, X, **kwargs)
+
+
+def _centre(masks: np.ndarray) -> np.ndarray:
+    return np.array([np.argwhere(m).mean(axis=0) for m in masks])
+
+
+def _peaks(heatmaps: np.ndarray) -> np.ndarray:
+    flat = heatmaps.reshape(len(heatmaps), -1).argmax(axis=1)
+    return np.stack(np.unravel_index(flat, heatmaps.shape[1:]), axis=1)
+
+
+def _centroids(heatmaps: np.ndarray) -> np.ndarray:
+    rows, cols = np.indices(heatmaps.shape[1:])
+    peak = heatmaps.max(axis=(1, 2), keepdims=True)
+    w = np.where(heatmaps >= 0.5 * peak, heatmaps, 0)
+    total = w.sum(axis=(1, 2)).clip(1e-12)
+    return np.stack([(w * rows).sum((1, 2)) / total, (w * cols).sum((1, 2)) / total], 1)
+
+
+def shifted(images: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Images moved by ``k`` px down (axis 1) or right (axis 2), edges repeated."""
+    pad = [(0, 0), (0, 0), (0, 0)]
+    pad[axis] = (k, 0)
+    moved = np.pad(images, pad, mode="edge")
+    return moved[:, : images.shape[1], : images.shape[2]]
+
+
+def equivariance(method: Callable, clf, X: np.ndarray, max_shift: int) -> dict:
+    base = _peaks(method(clf, X))
+    ok, err = [], []
+    for axis in (1, 2):
+        for k in range(1, max_shift + 1):
+            moved = _peaks(method(clf, shifted(X, k, axis)))[:, axis - 1]
+            delta = moved - base[:, axis - 1]
+            ok.append(np.abs(delta - k) <= 1)
+            err.append(np.abs(delta - k))
+    return {
+        "within_1px": round(float(np.mean(ok)), 4),
+        "mean_error_px": round(float(np.mean(err)), 3),
+    }
+
+
+def score_method(
+    args, clf, spec: str, X: np.ndarray, masks: np.ndarray, shifts: bool
+) -> dict:
+    method = method_callable(spec)
+    size = clf.image_size
+    start = time.perf_counter()
+    heatmaps = method(clf, X)
+    ms = 1000 * (time.perf_counter() - start) / len(X)
+    centre = _centre(masks)
+    inside = (heatmaps * masks).sum((1, 2)) / heatmaps.sum((1, 2)).clip(1e-12)
+    peak_offset = _peaks(heatmaps) - centre
+    centroid_offset = _centroids(heatmaps) - centre
+    n = min(args.n_faithfulness, len(X))
+    out = {
+        "strict": float(pointing_game(heatmaps, masks).mean()),
+        "tolerant": float(
+            pointing_game(heatmaps, masks, tolerance=15 * size / 224).mean()
+        ),
+        "inside": float(inside.mean()),
+        "deletion": float(
+            faithfulness_score(clf, X[:n], heatmaps[:n], n_steps=10).mean()
+        ),
+        "insertion": float(
+            faithfulness_score(
+                clf, X[:n], heatmaps[:n], metric="insertion", n_steps=10
+            ).mean()
+        ),
+        "peak_offset": peak_offset.mean(axis=0).round(2).tolist(),
+        "peak_distance": float(np.hypot(*peak_offset.T).mean()),
+        "centroid_offset": centroid_offset.mean(axis=0).round(2).tolist(),
+        "ms_per_image": ms,
+    }
+    if shifts and args.n_equivariance and spec in args.equivariance_methods:
+        out["equivariance"] = equivariance(
+            method, clf, X[: args.n_equivariance], args.max_shift
+        )
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of each configuration and method."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        for lesion, result in run["lesions"].items():
+            for spec, metrics in result["methods"].items():
+                key = (run["model"], run["size"], run["augment"], lesion, spec)
+                groups[key].append(metrics)
+    rows = []
+    for (model, size, augment, lesion, spec), items in groups.items():
+        row = {
+            "model": model,
+            "size": size,
+            "augment": augment,
+            "lesion": lesion,
+            "method": spec,
+            "seeds": len(items),
+        }
+        for metric in ("strict", "tolerant", "inside", "deletion", "insertion"):
+            values = [m[metric] for m in items]
+            row[metric] = round(float(np.mean(values)), 3)
+            row[f"{metric}_sd"] = round(float(np.std(values)), 3)
+        ms = [m["ms_per_image"] for m in items]
+        row["ms_per_image"] = round(float(np.mean(ms)), 2)
+        if all("equivariance" in m for m in items):
+            row["equivariance"] = round(
+                float(np.mean([m["equivariance"]["within_1px"] for m in items])), 3
+            )
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="+", default=["cnn4", "resnet18"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
+    parser.add_argument(
+        "--augment",
+        nargs="+",
+        default=["none", "default", "blur"],
+        choices=[*PRESETS, *VARIANTS],
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help="method names, or name@layer+layer for other layers",
+    )
+    parser.add_argument("--lesions", nargs="+", default=list(LESIONS), choices=LESIONS)
+    parser.add_argument("--n-train", type=int, default=600)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--n-faithfulness", type=int, default=40)
+    parser.add_argument("--n-equivariance", type=int, default=16)
+    parser.add_argument("--max-shift", type=int, default=8)
+    parser.add_argument(
+        "--equivariance-methods",
+        nargs="+",
+        default=None,
+        help="methods whose equivariance is measured, on the first lesion size "
+        "(default: all of --methods)",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cache-dir", default=None, help="keep fitted models here")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if args.equivariance_methods is None:
+        args.equivariance_methods = args.methods
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", UserWarning)
+    unknown = [m for m in args.methods if re.split("[@:]", m)[0] not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; use {list(METHODS)}")
+
+    report = {
+        "benchmark": "localization",
+        "argv": argv if argv is not None else __import__("sys").argv[1:],
+        "config": {
+            k: v for k, v in vars(args).items() if k not in ("out", "cache_dir")
+        },
+        "train_lesion_size": TRAIN_LESION,
+        "test_lesion_sizes": {k: LESIONS[k] for k in args.lesions},
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "device": args.device,
+        },
+        "runs": [],
+    }
+    total = time.perf_counter()
+    for model in args.models:
+        for size in args.sizes:
+            for augment in args.augment:
+                for seed in args.seeds:
+                    clf, fit_s = fit_model(args, model, size, augment, seed)
+                    run = {
+                        "model": model,
+                        "size": size,
+                        "augment": augment,
+                        "seed": seed,
+                        "fit_s": None if fit_s is None else round(fit_s, 1),
+                        "lesions": {},
+                    }
+                    start = time.perf_counter()
+                    for lesion in args.lesions:
+                        X, y, masks = make_synthetic_cxr(
+                            args.n_test,
+                            image_size=size,
+                            lesion_size=LESIONS[lesion],
+                            random_state=10_000 + seed,
+                        )
+                        pred = clf.predict(X)
+                        keep = (y == "PNEUMONIA") & (pred == y)
+                        run["lesions"][lesion] = {
+                            "accuracy": round(float((pred == y).mean()), 4),
+                            "positives_scored": int(keep.sum()),
+                            "methods": {
+                                spec: score_method(
+                                    args,
+                                    clf,
+                                    spec,
+                                    X[keep],
+                                    masks[keep],
+                                    shifts=lesion == args.lesions[0],
+                                )
+                                for spec in args.methods
+                            },
+                        }
+                    run["eval_s"] = round(time.perf_counter() - start, 1)
+                    report["runs"].append(run)
+                    report["summary"] = summarise(report["runs"])
+                    report["total_s"] = round(time.perf_counter() - total, 1)
+                    if args.out:
+                        Path(args.out).write_text(json.dumps(report, indent=1))
+                    print(
+                        json.dumps(
+                            {k: run[k] for k in ("model", "size", "augment", "seed")}
+                            | {"fit_s": run["fit_s"], "eval_s": run["eval_s"]}
+                        ),
+                        flush=True,
+                    )
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
