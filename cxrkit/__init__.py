@@ -3,12 +3,11 @@
 For research and education; not a medical device.
 """
 
+from cxrkit._version import __version__
 from cxrkit.cache import clear_image_cache, load_images
 from cxrkit.classifier import PneumoniaClassifier
 from cxrkit.data import load_image_folder, patient_groups
 from cxrkit.io import ImageReadError, read_image
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ImageReadError",

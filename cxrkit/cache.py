@@ -19,9 +19,14 @@ from collections.abc import Sequence
 
 import numpy as np
 from joblib import Parallel, delayed
-from PIL import Image
 
-from cxrkit.io import ImageReadError, list_failures, read_image, to_grayscale_uint8
+from cxrkit.inputs import (
+    check_image_array,
+    is_path_like_sequence,
+    reject_single_path,
+)
+from cxrkit.io import ImageReadError, list_failures, read_image
+from cxrkit.pixels import resize_square, to_grayscale_uint8
 
 __all__ = ["ImageCache", "clear_image_cache", "image_cache", "load_images"]
 
@@ -121,114 +126,11 @@ def _load_path(path: str, size: int) -> np.ndarray:
     return image
 
 
-def is_path_like_sequence(X: object) -> bool:
-    """Whether ``X`` is a sequence of file paths (not an image array)."""
-    if isinstance(X, np.ndarray):
-        if X.ndim != 1 or len(X) == 0 or X.dtype.kind not in "OU":
-            return False
-        return X.dtype.kind == "U" or all(isinstance(x, (str, os.PathLike)) for x in X)
-    if isinstance(X, (str, bytes, os.PathLike)):
-        return False
-    if isinstance(X, Sequence) and len(X) > 0:
-        return all(isinstance(x, (str, os.PathLike)) for x in X)
-    return False
-
-
-def _check_array_batch(X: object) -> np.ndarray:
-    """Validate an array batch; every problem gets its own message."""
-    try:
-        X = np.asarray(X)
-    except ValueError:
-        # numpy refuses ragged nesting (images of different sizes).
-        raise ValueError(
-            "X holds images of different shapes; stack them into one array of "
-            "shape (n, H, W) (resize them first) or pass their file paths"
-        ) from None
-    if X.ndim == 1 and len(X) == 0:
-        raise ValueError("X is empty: it holds 0 images")
-    if X.dtype == object or X.dtype.kind in "USV":
-        raise TypeError(
-            f"X has dtype {X.dtype}: pass either a 1-D sequence of image file "
-            "paths or a numeric array of images of shape (n, H, W) or (n, H, W, C)"
-        )
-    if X.dtype == bool or X.dtype.kind not in "uif":
-        raise TypeError(
-            f"X has dtype {X.dtype}; images must be integers or floats (for a "
-            "mask use X.astype(np.uint8) * 255)"
-        )
-    if X.ndim == 2:
-        raise ValueError(
-            f"X has shape {X.shape}: a batch of images needs shape (n, H, W) or "
-            "(n, H, W, C). For one image use X[np.newaxis]; for flattened images "
-            "reshape them to (n, H, W)."
-        )
-    if X.ndim not in (3, 4):
-        raise ValueError(
-            f"X has {X.ndim} dimension(s) (shape {X.shape}); expected a 1-D "
-            "sequence of paths, or images of shape (n, H, W) or (n, H, W, C)"
-        )
-    if X.ndim == 3 and X.shape[-1] in (3, 4) and X.shape[1] > 4:
-        raise ValueError(
-            f"X has shape {X.shape}: this looks like one colour image (H, W, C), "
-            "not a batch of images 3 or 4 pixels wide; use X[np.newaxis] to pass "
-            "it as a batch of one"
-        )
-    if X.ndim == 4 and X.shape[-1] not in (1, 3, 4):
-        hint = ""
-        if X.shape[1] in (1, 3, 4):
-            hint = " It looks channel-first: use np.moveaxis(X, 1, -1)."
-        raise ValueError(
-            f"X has shape {X.shape}: the last axis must hold 1, 3 or 4 channels "
-            f"(channel-last, (n, H, W, C)).{hint}"
-        )
-    if X.shape[0] == 0:
-        raise ValueError("X is empty: it holds 0 images")
-    if X.shape[1] == 0 or X.shape[2] == 0:
-        raise ValueError(f"X has shape {X.shape}: its images have no pixels")
-    if X.dtype.kind == "f":
-        X = _floats_to_uint8(X)
-    return X
-
-
-def _floats_to_uint8(X: np.ndarray) -> np.ndarray:
-    """Scale a float batch to ``uint8``, deciding [0, 1] or [0, 255] once.
-
-    The range is decided for the whole batch, not per image: a dark image
-    whose values happen to stay below 1 in a [0, 255] batch must not be
-    multiplied by 255.
-    """
-    finite = np.isfinite(X)
-    if not finite.all():
-        n_bad = int((~finite).reshape(len(X), -1).any(axis=1).sum())
-        raise ValueError(
-            f"X contains NaN or infinite values in {n_bad} image(s); "
-            "replace them (e.g. np.nan_to_num) before fitting or predicting"
-        )
-    lo, hi = float(X.min()), float(X.max())
-    if lo < 0 or hi > 255:
-        raise ValueError(
-            f"X is a float array with values in [{lo:g}, {hi:g}]; expected "
-            "[0, 1] or [0, 255]. Rescale it first, e.g. "
-            "(X - X.min()) / (X.max() - X.min())"
-        )
-    scale = 255.0 if hi <= 1.0 else 1.0
-    return np.clip(np.rint(X.astype(np.float64) * scale), 0, 255).astype(np.uint8)
-
-
 def _image_at(X: np.ndarray, i: int) -> np.ndarray:
     try:
         return to_grayscale_uint8(X[i])
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"X[{i}]: {exc}") from None
-
-
-def _resize_array(image: np.ndarray, size: int) -> np.ndarray:
-    if image.shape == (size, size):
-        return image
-    pil = Image.fromarray(image).resize(
-        (size, size), Image.Resampling.BILINEAR, reducing_gap=3.0
-    )
-    return np.asarray(pil)
 
 
 def load_images(
@@ -244,8 +146,9 @@ def load_images(
     Parameters
     ----------
     X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
-        Paths are decoded (in threads) and cached; arrays are validated and
-        converted with :func:`cxrkit.io.to_grayscale_uint8`.
+        Paths are decoded (in threads) and cached; arrays are checked
+        (``cxrkit.inputs.check_image_array``) and converted with
+        ``cxrkit.pixels.to_grayscale_uint8``.
     size : int
         Side of the square output images.
     on_error : {"raise", "skip"}
@@ -273,13 +176,9 @@ def load_images(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if not is_path_like_sequence(X):
-        if isinstance(X, (str, os.PathLike)):
-            raise TypeError(
-                f"X is a single path ({X!r}); pass a list of paths, e.g. [path], "
-                "or the X returned by cxrkit.load_image_folder"
-            )
-        X = _check_array_batch(X)
-        images = [_resize_array(_image_at(X, i), size) for i in range(len(X))]
+        reject_single_path(X)
+        X = check_image_array(X)
+        images = [resize_square(_image_at(X, i), size) for i in range(len(X))]
         return np.stack(images), np.ones(len(images), dtype=bool)
 
     paths = [os.fspath(p) for p in X]

@@ -2,66 +2,65 @@
 
 Composition, not inheritance: the estimator has flat parameters (so
 ``GridSearchCV`` grids stay simple, ``{"lr": [...]}``) and builds its skorch
-``NeuralNetClassifier`` in ``fit``. skorch runs the training loop and its
-callbacks (early stopping, LR schedules, progress); this module only decides
-what goes in: decoded images, the internal validation split, class weights.
+``NeuralNetClassifier`` in ``fit``. This module is the estimator only: its
+parameters and their constraints, and the order of the steps of ``fit`` and
+``predict``. How the net is built and trained (the one net builder, LR
+schedules, callbacks, the validation split, the frozen-backbone fit, TTA) is
+in ``cxrkit._training``; decoding and the cache in ``cxrkit.cache``; model
+files in ``cxrkit.persistence``.
+
+Parameters are checked before anything else, with scikit-learn's own
+mechanism (``_parameter_constraints``): a bad value raises scikit-learn's
+``InvalidParameterError`` (a ``ValueError``) naming the parameter and the
+allowed values, before a single image is decoded.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from scipy import sparse
-from sklearn.base import BaseEstimator, ClassifierMixin, clone
-from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
-from sklearn.utils import check_random_state
-from sklearn.utils.class_weight import compute_class_weight
-from sklearn.utils.multiclass import check_classification_targets
-from sklearn.utils.validation import check_is_fitted, column_or_1d
-from skorch import NeuralNetClassifier
-from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, ProgressBar
-from skorch.helper import predefined_split
-from torch import nn
-from torch.utils.data import TensorDataset, WeightedRandomSampler
-
-from cxrkit.cache import is_path_like_sequence, load_images
-from cxrkit.callbacks import WeightAveraging
-from cxrkit.data import patient_id
-from cxrkit.features import backbone_features, headless
-from cxrkit.models import build_model
-from cxrkit.persistence import (
-    data_fingerprint,
-    load_model,
-    save_model,
-    training_checkpoint,
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
+from sklearn.utils._param_validation import (
+    Interval,
+    InvalidParameterError,
+    StrOptions,
 )
-from cxrkit.transforms import ImageDataset, build_augmentation
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.validation import check_is_fitted
+
+from cxrkit import _training
+from cxrkit._training import (
+    LR_SCHEDULES,
+    NetSpec,
+    build_net,
+    checkpoint_callbacks,
+    default_groups,
+    fit_head_on_features,
+    image_datasets,
+    resolve_device,
+    seed_from,
+    validation_split,
+)
+from cxrkit.cache import load_images
+from cxrkit.inputs import check_fit_inputs, is_path_like_sequence, reject_sparse
+from cxrkit.models import available_models, supports_pretrained
+from cxrkit.net import PRECISIONS
+from cxrkit.persistence import load_model, model_file_class, save_model
+from cxrkit.preprocess import check_preprocess, preprocess_images
+from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
 
 ImageInput = Sequence[str | os.PathLike] | np.ndarray
 
-_LR_SCHEDULES = ("cosine", "onecycle", "plateau", None)
 
-
-def _valid_auc(net: NeuralNetClassifier, X: Any, y: np.ndarray) -> float:
-    """ROC AUC on the internal validation split (one-vs-rest for >2 classes)."""
-    proba = net.predict_proba(X)  # skorch serves this from its epoch cache
-    y = np.asarray(y)
-    if len(np.unique(y)) < 2:
-        return float("nan")
-    if proba.shape[1] == 2:
-        return roc_auc_score(y, proba[:, 1])
-    return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
-
-
+@model_file_class
 class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     """Chest X-ray classifier with the scikit-learn interface.
 
@@ -86,12 +85,20 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.
-    augment : {"light", "default", "strong", "blur"}, bool or None, \
+    preprocess : None, str or sequence of str, default=None
+        Deterministic steps applied to every image after resizing, in
+        ``fit`` and ``predict`` alike, so a saved model applies them too:
+        ``"equalize"``, ``"clahe"``, ``"stretch"``, ``"crop"``, or several
+        joined by ``"+"`` (see [`cxrkit.preprocess`][cxrkit.preprocess]).
+    augment : {"light", "default", "strong", "blur"}, dict, bool or None, \
 default="default"
         Random rotation, translation, scale, brightness and contrast while
         training (``"blur"``: ``"default"`` plus random Gaussian blur, see
-        :data:`cxrkit.transforms.AUGMENT_PRESETS`); never applied in
-        ``predict`` (except with ``tta``).
+        :data:`cxrkit.transforms.AUGMENT_PRESETS`), drawn per image and
+        applied to whole batches on the training device; or a dict of the
+        options of :class:`cxrkit.transforms.BatchAugmentation` (blur,
+        downscaling, noise, JPEG, gamma, interpolation, fill, ...). Never
+        applied in ``predict`` (except with ``tta``).
     flip : bool, default=False
         Also flip horizontally while training. Off by default: the left and
         right lungs are not interchangeable.
@@ -142,7 +149,15 @@ default="default"
         run: a checkpoint of a different run raises an error.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU; or any torch
-        device string.
+        device string. On CUDA the decoded training images are copied to the
+        GPU once per ``fit`` (when they take less than half its free memory)
+        and augmented there; cuDNN's autotuner picks the convolutions.
+    precision : {"32", "bf16", "16"}, default="32"
+        ``"bf16"`` and ``"16"`` run the model in mixed precision (bfloat16 or
+        float16 autocast; ``"16"`` with a gradient scaler): faster, and
+        lighter on memory, on GPUs. ``"16"`` needs CUDA: on a CPU it falls
+        back to float32 with a warning (``"bf16"`` works on CPUs, and helps
+        only on those with bfloat16 instructions).
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, augmentation and the validation split; an
         int makes a fit on CPU repeatable.
@@ -153,8 +168,9 @@ default="default"
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of the ``predict_proba`` columns.
-    net_ : skorch.NeuralNetClassifier
-        The trained skorch net (``net_.module_`` is the torch model).
+    net_ : cxrkit.net.ImageClassifierNet
+        The trained skorch net, a ``skorch.NeuralNetClassifier``
+        (``net_.module_`` is the torch model).
     history_ : skorch.History
         Per-epoch losses, ``valid_auc`` and durations.
     device_ : str
@@ -175,6 +191,34 @@ default="default"
     ['NORMAL', 'PNEUMONIA']
     """
 
+    _parameter_constraints: ClassVar[dict] = {
+        "model": [StrOptions(set(available_models()))],
+        "pretrained": [None, str, os.PathLike],
+        "freeze": [None, StrOptions({"backbone"})],
+        "image_size": [Interval(Integral, 16, None, closed="left")],
+        "preprocess": [None, str, list, tuple],
+        "augment": [None, "boolean", StrOptions({*AUGMENT_PRESETS, "none"}), dict],
+        "flip": ["boolean"],
+        "class_weight": [None, StrOptions({"balanced"}), dict],
+        "sampler": [None, StrOptions({"balanced"})],
+        "lr": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_epochs": [Interval(Integral, 1, None, closed="left")],
+        "lr_schedule": [None, StrOptions(set(LR_SCHEDULES))],
+        "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "ema_decay": [None, Interval(Real, 0, 1, closed="neither")],
+        "tta": [Interval(Integral, 0, None, closed="left")],
+        "validation_fraction": [None, Interval(Real, 0, 0.5, closed="left")],
+        "early_stopping": [None, Interval(Integral, 1, None, closed="left")],
+        "on_error": [StrOptions({"raise", "skip"})],
+        "checkpoint_dir": [None, str, os.PathLike],
+        "device": [str],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
     def __init__(
         self,
         *,
@@ -182,6 +226,7 @@ default="default"
         pretrained: str | os.PathLike | None = None,
         freeze: str | None = None,
         image_size: int = 128,
+        preprocess: str | Sequence[str] | None = None,
         augment: str | bool | None = "default",
         flip: bool = False,
         class_weight: str | dict | None = None,
@@ -199,6 +244,7 @@ default="default"
         on_error: str = "raise",
         checkpoint_dir: str | os.PathLike | None = None,
         device: str = "auto",
+        precision: str = "32",
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -206,6 +252,7 @@ default="default"
         self.pretrained = pretrained
         self.freeze = freeze
         self.image_size = image_size
+        self.preprocess = preprocess
         self.augment = augment
         self.flip = flip
         self.class_weight = class_weight
@@ -223,10 +270,12 @@ default="default"
         self.on_error = on_error
         self.checkpoint_dir = checkpoint_dir
         self.device = device
+        self.precision = precision
         self.random_state = random_state
         self.verbose = verbose
 
     # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(
         self, X: ImageInput, y: Sequence | np.ndarray, groups: Sequence | None = None
     ) -> PneumoniaClassifier:
@@ -245,261 +294,180 @@ default="default"
         Returns
         -------
         self
+
+        Raises
+        ------
+        sklearn.utils._param_validation.InvalidParameterError
+            A parameter has a bad type or value, or parameters that do not
+            go together; raised before any image is decoded.
         """
-        self._check_params()
-        if y is None:
-            raise ValueError(
-                f"{type(self).__name__} requires y to be passed, but the target y "
-                "is None: pass one class label per image in X"
-            )
-        y = column_or_1d(np.asarray(y), warn=True)
-        check_classification_targets(y)
-        _check_length(X, y, "y")
-        if groups is not None:
-            groups = np.asarray(groups)
-            _check_length(X, groups, "groups")
+        device = self._check_params()
+        y, groups = check_fit_inputs(X, y, groups, estimator=type(self).__name__)
+        self._check_classes(np.unique(y))
 
         images, kept = load_images(
             X, self.image_size, on_error=self.on_error, verbose=self.verbose
         )
+        images = preprocess_images(images, self.preprocess)
         y = y[kept]
         self.skipped_files_ = _skipped_files(X, kept)
-        if groups is None:
-            groups = _default_groups(X, kept)
-        else:
-            groups = groups[kept]
+        groups = default_groups(X, kept) if groups is None else groups[kept]
 
         self.classes_, y_enc = np.unique(y, return_inverse=True)
-        if len(self.classes_) < 2:
-            raise ValueError(
-                f"y holds a single class ({self.classes_[0]!r}); a classifier needs "
-                "images of at least 2 classes"
-            )
+        self._check_classes(self.classes_)
         weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
-        self.device_ = _resolve_device(self.device)
-        seed = _seed(self.random_state)
-
+        self.device_ = device
+        params = self.get_params()
+        seed = seed_from(self.random_state)
         fork_devices = (
-            [torch.cuda.current_device()] if self.device_.startswith("cuda") else []
+            [torch.cuda.current_device()] if device.startswith("cuda") else []
         )
         with torch.random.fork_rng(devices=fork_devices):
             torch.manual_seed(seed)
-            train_idx, valid_idx = self._split(y_enc, groups, seed)
-            train_ds = ImageDataset(
-                images[train_idx],
-                y_enc[train_idx],
-                transform=build_augmentation(self.augment, self.flip),
+            train_idx, valid_idx = validation_split(
+                y_enc,
+                groups,
+                self.validation_fraction,
+                seed,
+                required=self.early_stopping is not None,
             )
-            valid_ds = (
-                ImageDataset(images[valid_idx], y_enc[valid_idx])
-                if valid_idx is not None
-                else None
+            train_ds, valid_ds = image_datasets(
+                images,
+                y_enc,
+                [train_idx, valid_idx],
+                frozen=self.freeze == "backbone",
+                device=device,
             )
-            module = build_model(
-                self.model,
-                len(self.classes_),
-                image_size=self.image_size,
-                pretrained=self.pretrained,
-                freeze=self.freeze,
+            self._net_spec = NetSpec(
+                n_classes=len(self.classes_),
+                class_weights=tuple(float(w) for w in weights),
+                n_train=len(train_idx),
+                validation=valid_ds is not None,
             )
-            resume_callbacks, resume_kwargs = self._checkpointing(images, y_enc)
-            self.net_ = NeuralNetClassifier(
-                module,
-                criterion=nn.CrossEntropyLoss,
-                criterion__weight=torch.as_tensor(weights, dtype=torch.float32),
-                criterion__label_smoothing=self.label_smoothing,
-                optimizer=torch.optim.AdamW,
-                optimizer__weight_decay=self.weight_decay,
-                lr=self.lr,
-                max_epochs=self.max_epochs,
-                batch_size=self.batch_size,
-                **_sampling(self.sampler, y_enc[train_idx]),
-                iterator_train__drop_last=len(train_idx) > self.batch_size,
-                train_split=predefined_split(valid_ds) if valid_ds else None,
-                callbacks=resume_callbacks[:1]
-                + self._callbacks(len(train_idx), has_valid=valid_ds is not None)
-                + resume_callbacks[1:],
-                classes=list(range(len(self.classes_))),
-                device=self.device_,
-                verbose=self.verbose,
+            resume, fit_kwargs = checkpoint_callbacks(
+                params, self.classes_, images, y_enc
+            )
+            self.net_ = build_net(
+                params,
+                self._net_spec,
+                device=device,
+                valid_ds=valid_ds,
+                y_train=y_enc[train_idx],
+                resume_callbacks=resume,
             )
             if self.freeze == "backbone":
-                self._fit_head_on_features(train_ds, valid_ds)
+                fit_head_on_features(
+                    self.net_, self.model, train_ds, valid_ds, **fit_kwargs
+                )
             else:
-                self.net_.fit(train_ds, y=None, **resume_kwargs)
+                self.net_.fit(train_ds, y=None, **fit_kwargs)
         self.history_ = self.net_.history
         return self
 
-    def _fit_head_on_features(self, train_ds: Any, valid_ds: Any) -> None:
-        """Train only the head, on backbone features computed once per fit.
+    # ------------------------------------------------------- parameter rules
+    def _invalid(self, name: str, message: str) -> InvalidParameterError:
+        return InvalidParameterError(
+            f"The {name!r} parameter of {type(self).__name__} {message}"
+        )
 
-        See :mod:`cxrkit.features`: the frozen backbone runs once (in eval
-        mode, without augmentation) instead of once per epoch.
+    def _check_params(self) -> str:
+        """Rules between parameters, and values the constraints cannot express.
+
+        Runs after ``_validate_params`` (types and ranges) and before any
+        image is decoded. Returns the resolved device.
         """
-        module = self.net_.module
-        with headless(module, self.model) as (backbone, head):
-            sets = [
-                None
-                if ds is None
-                else TensorDataset(
-                    torch.from_numpy(
-                        backbone_features(
-                            backbone,
-                            ds,
-                            batch_size=self.batch_size,
-                            device=self.device_,
-                        )
-                    ),
-                    ds.y,
+        try:
+            build_augmentation(self.augment, self.flip)
+        except (TypeError, ValueError) as exc:
+            raise self._invalid(
+                "augment",
+                f"must be one of {sorted(AUGMENT_PRESETS)}, True, False, None or a "
+                f"dict of augmentation options. Got {self.augment!r} instead ({exc})",
+            ) from None
+        try:
+            check_preprocess(self.preprocess)
+        except ValueError as exc:
+            raise self._invalid("preprocess", f"is not valid: {exc}") from None
+        if self.early_stopping is not None and not self.validation_fraction:
+            raise self._invalid(
+                "early_stopping",
+                "needs a validation split: set validation_fraction (e.g. 0.1) or "
+                f"early_stopping=None. Got early_stopping={self.early_stopping!r} "
+                f"with validation_fraction={self.validation_fraction!r}.",
+            )
+        self._check_pretrained()
+        if isinstance(self.class_weight, dict):
+            bad = {
+                k: w
+                for k, w in self.class_weight.items()
+                if isinstance(w, bool)
+                or not isinstance(w, Real)
+                or not np.isfinite(w)
+                or w < 0
+            }
+            if bad:
+                raise self._invalid(
+                    "class_weight",
+                    "must map classes to non-negative numbers. Got "
+                    f"{self.class_weight!r} instead.",
                 )
-                for ds in (train_ds, valid_ds)
-            ]
-        params = clone(self.net_).get_params(deep=False)  # fresh callbacks
-        params.update(
-            module=head,
-            train_split=predefined_split(sets[1]) if sets[1] is not None else None,
-        )
-        head_net = type(self.net_)(**params)
-        head_net.fit(sets[0], y=None)
-        # The trained head is back inside ``module``; serve predictions from it.
-        self.net_.initialize()
-        self.net_.history = head_net.history
+        if self.checkpoint_dir is not None and os.path.isfile(self.checkpoint_dir):
+            raise self._invalid(
+                "checkpoint_dir",
+                f"must be a folder (new or from an earlier fit of this run). Got "
+                f"{os.fspath(self.checkpoint_dir)!r}, which is a file.",
+            )
+        device = resolve_device(self.device, owner=type(self).__name__)
+        if self.precision == "16" and not device.startswith("cuda"):
+            warnings.warn(
+                "precision='16' (float16) needs CUDA; training in float32 on "
+                f"{device!r} (precision='bf16' is mixed precision on CPUs)",
+                UserWarning,
+                stacklevel=4,
+            )
+        return device
 
-    def _checkpointing(self, images: np.ndarray, y_enc: np.ndarray) -> tuple:
-        """Callbacks and ``net.fit`` arguments for ``checkpoint_dir``."""
-        if self.checkpoint_dir is None:
-            return [], {}
-        skip = ("checkpoint_dir", "device", "verbose")
-        run = {
-            "params": {k: v for k, v in self.get_params().items() if k not in skip},
-            "classes": self.classes_.tolist(),
-            "data": data_fingerprint(images, y_enc),
-        }
-        callbacks, epochs_done = training_checkpoint(self.checkpoint_dir, run)
-        return callbacks, {"epochs": max(0, self.max_epochs - epochs_done)}
-
-    def _check_params(self) -> None:
-        if self.lr_schedule not in _LR_SCHEDULES:
-            raise ValueError(
-                f"lr_schedule must be one of {_LR_SCHEDULES}, got {self.lr_schedule!r}"
+    def _check_pretrained(self) -> None:
+        if self.pretrained is None:
+            if self.freeze == "backbone" and supports_pretrained(self.model):
+                warnings.warn(
+                    f"freeze='backbone' with pretrained=None trains the head on the "
+                    f"features of an untrained {self.model}; pass "
+                    "pretrained='imagenet' or a weights file to use learnt features",
+                    UserWarning,
+                    stacklevel=5,
+                )
+            return
+        if not supports_pretrained(self.model):
+            backbones = [m for m in available_models() if supports_pretrained(m)]
+            raise self._invalid(
+                "pretrained",
+                f"must be None for model={self.model!r}, which has no pretrained "
+                f"weights (backbones that do: {backbones}). Got {self.pretrained!r} "
+                "instead.",
             )
-        for name in ("image_size", "batch_size", "max_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.image_size < 16:
-            raise ValueError(f"image_size must be at least 16, got {self.image_size}")
-        frac = self.validation_fraction
-        if frac is not None and not 0 <= frac < 0.5:
-            raise ValueError(
-                f"validation_fraction must be in [0, 0.5) or None, got {frac!r}"
-            )
-        if self.early_stopping is not None and not frac:
-            raise ValueError(
-                "early_stopping needs a validation split: set validation_fraction "
-                "(e.g. 0.1) or early_stopping=None"
-            )
-        if self.sampler not in (None, "balanced"):
-            raise ValueError(
-                f"sampler must be None or 'balanced', got {self.sampler!r}"
-            )
-        if self.ema_decay is not None and not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(
-                "ema_decay must be None or in (0, 1), e.g. 0.99; got "
-                f"{self.ema_decay!r}"
-            )
-        if not isinstance(self.tta, (int, np.integer)) or self.tta < 0:
-            raise ValueError(
-                f"tta must be a non-negative integer (0 turns it off), got {self.tta!r}"
-            )
-        if self.on_error not in ("raise", "skip"):
-            raise ValueError(
-                f"on_error must be 'raise' or 'skip', got {self.on_error!r}"
+        if self.pretrained != "imagenet" and not os.path.isfile(self.pretrained):
+            raise FileNotFoundError(
+                f"pretrained weights file not found: {os.fspath(self.pretrained)} "
+                "(the 'pretrained' parameter is None, 'imagenet' or the path of a "
+                "torchvision state_dict file)"
             )
 
-    def _split(
-        self, y_enc: np.ndarray, groups: np.ndarray, seed: int
-    ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Stratified, patient-grouped train / validation indices."""
-        everything = np.arange(len(y_enc))
-        if not self.validation_fraction:
-            return everything, None
-        n_splits = max(2, round(1 / self.validation_fraction))
-        _, group_codes = np.unique(groups.astype(str), return_inverse=True)
-        groups_per_class = [
-            len(np.unique(group_codes[y_enc == k])) for k in range(y_enc.max() + 1)
-        ]
-        if min(groups_per_class) < n_splits:
-            msg = (
-                f"too few patients per class ({min(groups_per_class)}) for "
-                f"validation_fraction={self.validation_fraction}"
+    def _check_classes(self, classes: np.ndarray) -> None:
+        """Rules that need the classes of ``y`` (known before decoding)."""
+        if len(classes) < 2:
+            raise ValueError(
+                f"y holds a single class ({classes[0]!r}); a classifier needs "
+                "images of at least 2 classes"
             )
-            if self.early_stopping is not None:
-                raise ValueError(
-                    f"{msg}; early stopping needs a validation split. Use more "
-                    "images, a larger validation_fraction, or early_stopping=None."
+        if isinstance(self.class_weight, dict):
+            unknown = [k for k in self.class_weight if k not in set(classes.tolist())]
+            if unknown:
+                raise self._invalid(
+                    "class_weight",
+                    f"must have keys among the classes of y ({classes.tolist()}). "
+                    f"Got {self.class_weight!r} instead.",
                 )
-            warnings.warn(f"{msg}: training on all images", UserWarning, stacklevel=3)
-            return everything, None
-        splitter = StratifiedGroupKFold(
-            n_splits=n_splits, shuffle=True, random_state=seed
-        )
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            train_idx, valid_idx = next(splitter.split(everything, y_enc, group_codes))
-        return train_idx, valid_idx
-
-    def _callbacks(self, n_train: int, has_valid: bool) -> list:
-        callbacks: list = []
-        if has_valid:
-            callbacks.append(
-                EpochScoring(
-                    _valid_auc,
-                    name="valid_auc",
-                    lower_is_better=False,
-                    use_caching=True,
-                )
-            )
-        steps_per_epoch = max(1, math.floor(n_train / self.batch_size))
-        if self.lr_schedule == "cosine":
-            callbacks.append(
-                LRScheduler(
-                    policy=torch.optim.lr_scheduler.CosineAnnealingLR,
-                    T_max=self.max_epochs,
-                )
-            )
-        elif self.lr_schedule == "onecycle":
-            callbacks.append(
-                LRScheduler(
-                    policy=torch.optim.lr_scheduler.OneCycleLR,
-                    max_lr=self.lr,
-                    epochs=self.max_epochs,
-                    steps_per_epoch=steps_per_epoch,
-                    step_every="batch",
-                )
-            )
-        elif self.lr_schedule == "plateau":
-            monitor = "valid_loss" if has_valid else "train_loss"
-            callbacks.append(
-                LRScheduler(
-                    policy=torch.optim.lr_scheduler.ReduceLROnPlateau,
-                    monitor=monitor,
-                    patience=2,
-                )
-            )
-        if self.ema_decay is not None:
-            callbacks.append(WeightAveraging(self.ema_decay))
-        if self.early_stopping is not None:
-            callbacks.append(
-                EarlyStopping(
-                    monitor="valid_loss",
-                    patience=int(self.early_stopping),
-                    load_best=True,
-                )
-            )
-        if self.verbose >= 2:
-            callbacks.append(ProgressBar())
-        return callbacks
 
     # -------------------------------------------------------------- predict
     def predict_proba(self, X: ImageInput) -> np.ndarray:
@@ -514,21 +482,13 @@ default="default"
         ndarray of shape (n, n_classes)
         """
         check_is_fitted(self, "net_")
-        _reject_sparse(X)
+        self._validate_params()  # tta, preprocess, ... may be set after fit
+        reject_sparse(X)
         images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        proba = self.net_.predict_proba(ImageDataset(images)).astype(np.float64)
-        if self.tta:
-            # Seeded copies: the same model gives the same probabilities for
-            # the same image on every call, as without tta.
-            seed = self.random_state
-            augment = build_augmentation("light")
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed if isinstance(seed, (int, np.integer)) else 0)
-                for _ in range(self.tta):
-                    copies = ImageDataset(images, transform=augment)
-                    proba += self.net_.predict_proba(copies)
-            proba /= 1 + self.tta
-        return proba
+        images = preprocess_images(images, self.preprocess)
+        return _training.predict_proba(
+            self.net_, images, tta=self.tta, random_state=self.random_state
+        )
 
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted class label per image (the most probable class).
@@ -544,10 +504,11 @@ default="default"
         proba = self.predict_proba(X)  # checks first that the model is fitted
         return self.classes_[np.argmax(proba, axis=1)]
 
+    # ---------------------------------------------------------- model files
     def save(self, path: str | os.PathLike) -> os.PathLike:
         """Write the fitted model to ``path``, without pickle.
 
-        See :mod:`cxrkit.persistence`.
+        See ``cxrkit.persistence``.
 
         Examples
         --------
@@ -558,15 +519,36 @@ default="default"
         ...                           max_epochs=1, random_state=0).fit(X, y)
         >>> path = clf.save(tempfile.mkdtemp() + "/model.cxr")
         >>> same = PneumoniaClassifier.load(path)
+        >>> same.get_params() == clf.get_params()
+        True
         >>> bool(np.allclose(same.predict_proba(X), clf.predict_proba(X)))
         True
         """
         return save_model(self, path)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "cpu") -> PneumoniaClassifier:
-        """Read a model written by :meth:`save`; nothing in the file is executed."""
-        return load_model(path, device=device)
+    def load(cls, path: str | os.PathLike, device: str = "auto") -> PneumoniaClassifier:
+        """Read a model written by ``save``; nothing in the file is executed.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, default="auto"
+            As the ``device`` parameter: ``"auto"`` uses CUDA when available,
+            else the CPU. The loaded model's ``device_`` is this device; its
+            parameters, ``device`` included, are the saved model's.
+        """
+        return load_model(path, device=device, estimator_class=cls)
+
+    def export_onnx(self, path: str | os.PathLike, **kwargs: Any) -> os.PathLike:
+        """Write the network as ONNX (dynamic batch; preprocessing in metadata).
+
+        Needs ``pip install "cxrkit[onnx]"``; ``kwargs`` (``threshold``,
+        ``pos_label``) and the format: [`cxrkit.export.export_onnx`][].
+        """
+        from cxrkit.export import export_onnx
+
+        return export_onnx(self, path, **kwargs)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -574,72 +556,7 @@ default="default"
         return tags
 
 
-def _check_length(X: Any, other: np.ndarray, name: str) -> None:
-    _reject_sparse(X)
-    if isinstance(X, (str, bytes, os.PathLike)):
-        raise TypeError(
-            f"X is a single path ({X!r}); pass a list of paths, e.g. [path], or "
-            "the X returned by cxrkit.load_image_folder"
-        )
-    try:
-        n = len(X) if hasattr(X, "__len__") else len(np.asarray(X))
-    except TypeError:
-        raise TypeError(
-            f"X of type {type(X).__name__} is not a sequence; pass a list of image "
-            "paths or an array of images"
-        ) from None
-    if n != len(other):
-        raise ValueError(f"X has {n} images but {name} has {len(other)} entries")
-
-
-def _reject_sparse(X: Any) -> None:
-    if sparse.issparse(X):
-        raise TypeError(
-            "X is a sparse matrix; sparse input is not supported: pass image "
-            "paths or a dense array of images (n, H, W) or (n, H, W, C)"
-        )
-
-
 def _skipped_files(X: Any, kept: np.ndarray) -> list[str]:
     if kept.all() or not is_path_like_sequence(X):
         return []
     return [os.fspath(p) for p, k in zip(X, kept) if not k]
-
-
-def _default_groups(X: Any, kept: np.ndarray) -> np.ndarray:
-    """Patient ids parsed from paths (each unparsed image its own group)."""
-    n = int(kept.sum())
-    if not is_path_like_sequence(X):
-        return np.arange(n).astype(str)
-    paths = [os.fspath(p) for p, k in zip(X, kept) if k]
-    return np.array([patient_id(p) or p for p in paths], dtype=object)
-
-
-def _sampling(sampler: str | None, y_enc: np.ndarray) -> dict[str, Any]:
-    """skorch ``iterator_train__*`` arguments: shuffle, or class-balanced draws."""
-    if sampler is None:
-        return {"iterator_train__shuffle": True}
-    per_class = np.bincount(y_enc).astype(np.float64)
-    weights = torch.as_tensor(1.0 / per_class[y_enc], dtype=torch.double)
-    # torch's global RNG draws the samples; fit seeds it (fork_rng).
-    return {
-        "iterator_train__sampler": WeightedRandomSampler(
-            weights, num_samples=len(y_enc), replacement=True
-        ),
-        "iterator_train__shuffle": False,
-    }
-
-
-def _resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} but CUDA is not available here; use device='auto' "
-            "or 'cpu'"
-        )
-    return str(device)
-
-
-def _seed(random_state: int | np.random.RandomState | None) -> int:
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))

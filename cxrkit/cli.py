@@ -1,151 +1,199 @@
-"""The ``cxrkit`` command line: a thin layer over the public API.
+"""The ``cxrkit`` command line: argument parsing and calls to the public API.
 
-Each command parses its arguments, calls library functions and prints; no
-modelling logic lives here. Errors a user can fix (missing files, bad
-folders, wrong model files) end with a one-line message and exit code 2.
+Each subcommand has one function that declares its arguments
+(``_add_<name>_command``) and one that runs it (``_cmd_<name>``); a new
+subcommand is one more pair and one more entry in ``_COMMANDS``. No modelling
+logic lives here.
+
+Errors: what the user gave (files, folders, options, a model file) is read
+and checked first, inside ``_user_input()``; an error raised there, or an
+error that is always about the user's files, parameters or environment
+(``_is_user_error``), ends with one line on stderr and exit code 2. Any other
+error is a bug and shows its traceback. ``--debug`` shows the traceback of
+user errors too.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import time
-from collections.abc import Sequence
-
-import numpy as np
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 __all__ = ["main"]
 
-_USER_ERRORS = (FileNotFoundError, ValueError, TypeError, ImportError, ConnectionError)
+
+class _UserError(Exception):
+    """An error in what the user gave: reported in one line, exit code 2."""
 
 
+@contextlib.contextmanager
+def _user_input(hint: str = "") -> Iterator[None]:
+    """Errors raised here come from checking what the user gave."""
+    try:
+        yield
+    except (OSError, ValueError, TypeError) as exc:
+        raise _UserError(f"{exc}{hint}") from exc
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Whether ``exc``, raised anywhere, is about the user's input.
+
+    Unreadable image files, invalid estimator parameters, missing files and
+    network failures are; so is a missing optional package, when the error
+    says what to ``pip install``. A ``ValueError`` or ``TypeError`` from
+    anywhere else may be a bug, and is not.
+    """
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    from cxrkit.io import ImageReadError
+
+    always = (
+        _UserError,
+        ImageReadError,
+        InvalidParameterError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+        ConnectionError,
+    )
+    if isinstance(exc, always):
+        return True
+    return isinstance(exc, ImportError) and "pip install" in str(exc)
+
+
+def _class_named(classes: Any, text: str | None) -> Any:
+    """The class whose name is ``text`` (a command-line class such as 1)."""
+    if text is None:
+        return None
+    return next((c for c in classes if str(c) == text), text)
+
+
+def _positive_class(
+    classes: Any, threshold: float | None, pos_label: str | None
+) -> Any:
+    """Check --threshold and --pos-label against a model's classes, before
+    any image is decoded; returns the positive class (None with k > 2)."""
+    if threshold is not None:
+        if not 0 <= threshold <= 1:
+            raise _UserError(f"--threshold must be in [0, 1], got {threshold}")
+        if len(classes) != 2:
+            raise _UserError(
+                f"--threshold applies to two classes; this model has "
+                f"{len(classes)} and predicts the most probable one"
+            )
+    if len(classes) != 2:
+        return None
+    from cxrkit.metrics import positive_label
+
+    with _user_input(hint=" (on the command line: --pos-label)"):
+        return positive_label(classes, _class_named(classes, pos_label))
+
+
+def _pos_label_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--pos-label",
+        default=None,
+        metavar="CLASS",
+        help="the positive class of two (default: PNEUMONIA, or 1 for 0/1 classes)",
+    )
+
+
+# ---------------------------------------------------------------------- demo
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from sklearn.metrics import accuracy_score, roc_auc_score
-    from sklearn.model_selection import GroupShuffleSplit, train_test_split
+    import numpy as np
 
-    from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
-    from cxrkit.datasets import make_synthetic_cxr
+    from cxrkit import load_image_folder
+    from cxrkit.demo import run_demo
 
-    start = time.perf_counter()
-    if args.data is None:
+    X = y = pos_label = None
+    if args.data is not None:
+        with _user_input():
+            X, y = load_image_folder(args.data)
+        pos_label = _positive_class(np.unique(y), None, args.pos_label)
+        print(f"cxrkit demo: {len(X)} images in {args.data}, model {args.model}")
+    elif args.pos_label is not None:
+        raise _UserError("--pos-label applies to --data (synthetic images: PNEUMONIA)")
+    else:
         print(
             f"cxrkit demo: {args.n_samples} synthetic chest-like images "
             f"({args.image_size} px), model {args.model}"
         )
-        X, y, _ = make_synthetic_cxr(
-            args.n_samples, image_size=args.image_size, random_state=args.seed
-        )
-        X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=0.25, stratify=y, random_state=args.seed
-        )
-    else:
-        X, y = load_image_folder(args.data)
-        print(f"cxrkit demo: {len(X)} images in {args.data}, model {args.model}")
-        split = GroupShuffleSplit(n_splits=1, test_size=0.25, random_state=args.seed)
-        train, test = next(split.split(X, y, groups=patient_groups(X)))
-        X_train, X_test, y_train, y_test = X[train], X[test], y[train], y[test]
-    clf = PneumoniaClassifier(
+    result = run_demo(
+        X,
+        y,
+        out_dir=args.out,
         model=args.model,
-        image_size=args.image_size,
         max_epochs=args.epochs,
-        batch_size=16,  # more steps per epoch on the small demo set
-        class_weight="balanced",
+        image_size=args.image_size,
+        n_samples=args.n_samples,
+        pos_label=pos_label,
+        data_name=args.data,
         random_state=args.seed,
-        verbose=1,
     )
-    clf.fit(X_train, y_train)
-    proba = clf.predict_proba(X_test)
-    y_pred = clf.classes_[proba.argmax(axis=1)]
-    positive = clf.classes_[-1]
-    auc = roc_auc_score(np.asarray(y_test) == positive, proba[:, -1])
+    report = result.report
+    task = (
+        f"{report.pos_label} vs rest"
+        if report.average is None
+        else "macro, one vs rest"
+    )
     print(
-        f"held-out images: {len(y_test)}   "
-        f"accuracy: {accuracy_score(y_test, y_pred):.3f}   "
-        f"ROC AUC ({positive} vs rest): {auc:.3f}"
+        f"held-out images: {report.n}   "
+        f"accuracy: {report.metrics['accuracy'].value:.3f}   "
+        f"ROC AUC ({task}): {report.metrics['roc_auc'].value:.3f}"
     )
-    from cxrkit.report import evaluation_report
-
-    source = f"images from {args.data}" if args.data else "synthetic images"
-    evaluation_report(
-        clf,
-        X_test,
-        y_test,
-        args.out,
-        pos_label=positive,
-        data_name=f"{len(y_test)} held-out {source} (25% of the demo data)",
-    )
-    print(f"evaluation report: {args.out}/report.html")
-    from pathlib import Path
-
-    from cxrkit.plot import plot_explanations
-
-    # Grad-CAM on 4 held-out images of each class: where the model looks.
-    shown = np.concatenate(
-        [np.flatnonzero(np.asarray(y_test) == c)[:4] for c in clf.classes_]
-    )
-    figure = plot_explanations(clf, X_test[shown], np.asarray(y_test)[shown])
-    figure.savefig(Path(args.out) / "heatmaps.png", dpi=100)
-    print(f"Grad-CAM heatmaps: {args.out}/heatmaps.png")
-    print(f"total time: {time.perf_counter() - start:.0f} s")
+    print(f"evaluation report: {result.report_html}")
+    print(f"Grad-CAM heatmaps: {result.heatmaps}")
+    print(f"total time: {result.seconds:.0f} s")
     print("For research and education; not a medical device.")
     return 0
 
 
-def _image_paths(items: Sequence[str]) -> list[str]:
-    """Image files named on the command line; folders are searched recursively."""
-    from pathlib import Path
-
-    from cxrkit.io import IMAGE_EXTENSIONS, is_dicom_file
-
-    paths: list[str] = []
-    for item in items:
-        path = Path(item)
-        if path.is_file():
-            paths.append(str(path))
-        elif path.is_dir():
-            found = sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file()
-                and not p.name.startswith(".")
-                and (
-                    p.suffix.lower() in IMAGE_EXTENSIONS
-                    or (p.suffix == "" and is_dicom_file(p))
-                )
-            )
-            if not found:
-                raise ValueError(
-                    f"folder {path} holds no image files (readable endings: "
-                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
-                )
-            paths += found
-        else:
-            raise FileNotFoundError(f"no such image file or folder: {path}")
-    return paths
+def _add_demo_command(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser(
+        "demo",
+        help="train and evaluate a small model end to end",
+        description="Train a small model on synthetic chest-like images (or on "
+        "--data DIR, a class-per-subfolder folder) and report held-out accuracy "
+        "and ROC AUC.",
+    )
+    demo.add_argument("--data", metavar="DIR", help="class-per-subfolder image folder")
+    demo.add_argument("--model", default="cnn4", help="architecture (default: cnn4)")
+    demo.add_argument(
+        "--epochs", type=int, default=8, help="training epochs (default: 8)"
+    )
+    demo.add_argument("--image-size", type=int, default=64, help="pixels (default: 64)")
+    demo.add_argument(
+        "--n-samples", type=int, default=600, help="synthetic images (default: 600)"
+    )
+    _pos_label_argument(demo)
+    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--out",
+        default="cxrkit-demo",
+        help="folder for the evaluation report (default: cxrkit-demo)",
+    )
+    demo.set_defaults(func=_cmd_demo)
 
 
+# --------------------------------------------------------------------- train
 def _cmd_train(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    import numpy as np
 
-    from cxrkit import PneumoniaClassifier, load_image_folder
+    from cxrkit import load_image_folder
+    from cxrkit.recipes import make_classifier
 
     out = Path(args.out)
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name, e.g. model.cxr")
-    start = time.perf_counter()
-    X, y = load_image_folder(args.data_dir)
-    labels, counts = np.unique(y, return_counts=True)
-    per_class = ", ".join(f"{c} {n}" for c, n in zip(labels, counts))
-    print(f"cxrkit train: {len(X)} images in {args.data_dir} ({per_class})")
-    from cxrkit.recipes import RECIPES
-
-    if args.recipe and args.recipe not in RECIPES:
-        raise ValueError(
-            f"--recipe {args.recipe!r} is not a recipe; choose one of {sorted(RECIPES)}"
-        )
-    params = dict(RECIPES[args.recipe]) if args.recipe else {}
+        raise _UserError(f"--out {out} is a folder; give a file name, e.g. model.cxr")
     given = {
         "model": args.model,
+        "pretrained": args.pretrained,
         "image_size": args.image_size,
         "class_weight": args.class_weight,
         "lr": args.lr,
@@ -154,18 +202,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "validation_fraction": args.validation_fraction,
         "early_stopping": args.early_stopping,
     }
-    params.update({k: v for k, v in given.items() if v is not None})
-    if params.get("class_weight") == "none":
-        params["class_weight"] = None
-    if params.get("validation_fraction") == 0:
-        params["validation_fraction"] = None
-    clf = PneumoniaClassifier(
-        **params,
-        pretrained=args.pretrained,
-        device=args.device,
-        random_state=args.seed,
-        verbose=1,
-    )
+    # Options not given are None: the recipe's (or the estimator's) value stays.
+    overrides = {k: v for k, v in given.items() if v is not None}
+    # The command line's spellings of None.
+    if overrides.get("class_weight") == "none":
+        overrides["class_weight"] = None
+    if overrides.get("validation_fraction") == 0:
+        overrides["validation_fraction"] = None
+    start = time.perf_counter()
+    with _user_input():
+        clf = make_classifier(
+            args.recipe,
+            **overrides,
+            device=args.device,
+            random_state=args.seed,
+            verbose=1,
+        )
+        X, y = load_image_folder(args.data_dir)
+    labels, counts = np.unique(y, return_counts=True)
+    per_class = ", ".join(f"{c} {n}" for c, n in zip(labels, counts))
+    print(f"cxrkit train: {len(X)} images in {args.data_dir} ({per_class})")
     clf.fit(X, y)
     path = clf.save(out)
     print(f"model written to {path} ({time.perf_counter() - start:.0f} s)")
@@ -173,71 +229,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from cxrkit import PneumoniaClassifier, load_image_folder
-    from cxrkit.report import evaluation_report
-
-    clf = PneumoniaClassifier.load(args.model_file, device=args.device)
-    X, y = load_image_folder(args.data_dir)
-    print(f"cxrkit evaluate: {len(X)} images in {args.data_dir}", file=sys.stderr)
-    report = evaluation_report(
-        clf,
-        X,
-        y,
-        args.out,
-        threshold=args.threshold,
-        pos_label=args.pos_label,
-        data_name=str(args.data_dir),
-        n_bootstrap=args.n_bootstrap,
-        random_state=args.seed,
-    )
-    print(report)
-    print(f"\nreport: {Path(args.out) / 'report.html'}")
-    print("For research and education; not a medical device.")
-    return 0
-
-
-def _cmd_predict(args: argparse.Namespace) -> int:
-    import csv
-
-    from cxrkit import PneumoniaClassifier
-    from cxrkit.report import _default_pos_label, predict_proba
-
-    clf = PneumoniaClassifier.load(args.model_file, device=args.device)
-    if args.threshold is not None:  # checked before any image is decoded
-        if len(clf.classes_) != 2:
-            raise ValueError(
-                f"--threshold applies to two classes; this model has "
-                f"{len(clf.classes_)} and predicts the most probable one"
-            )
-        if not 0 <= args.threshold <= 1:
-            raise ValueError(f"--threshold must be in [0, 1], got {args.threshold}")
-    paths = _image_paths(args.images)
-    proba = predict_proba(clf, paths)
-    predicted = clf.classes_[proba.argmax(axis=1)]
-    if args.threshold is not None:
-        pos = clf.classes_.tolist().index(_default_pos_label(clf.classes_))
-        predicted = np.where(
-            proba[:, pos] >= args.threshold, clf.classes_[pos], clf.classes_[1 - pos]
-        )
-    fh = open(args.csv, "w", newline="", encoding="utf-8") if args.csv else sys.stdout
-    try:
-        writer = csv.writer(fh)
-        writer.writerow(["path", "predicted"] + [f"p_{c}" for c in clf.classes_])
-        for path, label, row in zip(paths, predicted, proba):
-            writer.writerow([path, label, *(f"{v:.4f}" for v in row)])
-    finally:
-        if fh is not sys.stdout:
-            fh.close()
-    if args.csv:
-        print(f"{len(paths)} predictions written to {args.csv}", file=sys.stderr)
-    return 0
-
-
-def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
-    """The ``train``, ``evaluate`` and ``predict`` subcommands."""
+def _add_train_command(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train",
         help="train a classifier on a class-per-subfolder image folder",
@@ -283,6 +275,37 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     )
     train.set_defaults(func=_cmd_train)
 
+
+# ------------------------------------------------------------------ evaluate
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from cxrkit import PneumoniaClassifier, load_image_folder
+    from cxrkit.report import evaluation_report
+
+    if args.n_bootstrap < 0:
+        raise _UserError(f"--n-bootstrap must be 0 or more, got {args.n_bootstrap}")
+    with _user_input():
+        clf = PneumoniaClassifier.load(args.model_file, device=args.device)
+        pos_label = _positive_class(clf.classes_, args.threshold, args.pos_label)
+        X, y = load_image_folder(args.data_dir)
+    print(f"cxrkit evaluate: {len(X)} images in {args.data_dir}", file=sys.stderr)
+    report = evaluation_report(
+        clf,
+        X,
+        y,
+        args.out,
+        threshold=args.threshold,
+        pos_label=pos_label,
+        data_name=str(args.data_dir),
+        n_bootstrap=args.n_bootstrap,
+        random_state=args.seed,
+    )
+    print(report)
+    print(f"\nreport: {Path(args.out) / 'report.html'}")
+    print("For research and education; not a medical device.")
+    return 0
+
+
+def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     evaluate = sub.add_parser(
         "evaluate",
         help="write an evaluation report (metrics with CIs, figures, HTML)",
@@ -300,11 +323,7 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="two classes: call positive at probability >= this (default: 0.5)",
     )
-    evaluate.add_argument(
-        "--pos-label",
-        default=None,
-        help="positive class (default: PNEUMONIA, else the last class)",
-    )
+    _pos_label_argument(evaluate)
     evaluate.add_argument(
         "--n-bootstrap", type=int, default=2000, help="bootstrap resamples (2000)"
     )
@@ -312,6 +331,33 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("--device", default="cpu", help="default: cpu")
     evaluate.set_defaults(func=_cmd_evaluate)
 
+
+# ------------------------------------------------------------------- predict
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cxrkit import PneumoniaClassifier
+    from cxrkit.data import find_images
+    from cxrkit.metrics import apply_threshold
+    from cxrkit.report import predict_proba, write_predictions
+
+    with _user_input():
+        clf = PneumoniaClassifier.load(args.model_file, device=args.device)
+        pos_label = None
+        if args.threshold is not None:  # checked before any image is decoded
+            pos_label = _positive_class(clf.classes_, args.threshold, args.pos_label)
+        paths = find_images(args.images)
+    proba = predict_proba(clf, paths)
+    predicted = apply_threshold(
+        proba, args.threshold, classes=clf.classes_, pos_label=pos_label
+    )
+    write_predictions(
+        args.csv or sys.stdout, paths, proba, predicted, classes=clf.classes_
+    )
+    if args.csv:
+        print(f"{len(paths)} predictions written to {args.csv}", file=sys.stderr)
+    return 0
+
+
+def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     predict = sub.add_parser(
         "predict",
         help="predict the class of images",
@@ -326,25 +372,37 @@ def _add_evaluation_commands(sub: argparse._SubParsersAction) -> None:
         "--threshold",
         type=float,
         default=None,
-        help="two classes: call PNEUMONIA (else the second class) at probability "
+        help="two classes: call the positive class (--pos-label) at probability "
         ">= this, e.g. one chosen on held-out patients (default: most probable)",
     )
+    _pos_label_argument(predict)
     predict.add_argument("--csv", default=None, help="write here (default: stdout)")
     predict.add_argument("--device", default="cpu", help="default: cpu")
     predict.set_defaults(func=_cmd_predict)
 
 
+# ------------------------------------------------------------------- explain
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from cxrkit import PneumoniaClassifier, explain, load_images
+    from cxrkit.data import find_images
     from cxrkit.plot import plot_heatmap, plot_heatmap_grid
 
-    clf = PneumoniaClassifier.load(args.model)
-    paths = _image_paths(args.images)
+    method = explain.DEFAULT_METHOD if args.method is None else args.method
+    if method not in explain.METHODS:
+        raise _UserError(
+            f"--method {method!r} is not a heatmap method; use one of "
+            f"{sorted(explain.METHODS)}"
+        )
+    with _user_input():
+        clf = PneumoniaClassifier.load(args.model)
+        paths = find_images(args.images)
     # a command-line target is text; match it to a class such as 1 too
-    target = next((c for c in clf.classes_ if str(c) == args.target), args.target)
-    method = args.method or explain.DEFAULT_METHOD
+    target = _class_named(clf.classes_, args.target)
+    if target is not None and target not in list(clf.classes_):
+        raise _UserError(
+            f"--target {args.target!r} is not a class of this model; use one of "
+            f"{[str(c) for c in clf.classes_]}, or leave it out for the predicted class"
+        )
     heatmaps = explain.explain(clf, paths, target, method=method)
     proba = clf.predict_proba(paths)
     if target is None:
@@ -401,57 +459,101 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_cmd_explain)
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    from cxrkit import PneumoniaClassifier
+
+    with _user_input():
+        clf = PneumoniaClassifier.load(args.model_file)
+    path = clf.export_onnx(args.out, threshold=args.threshold)
+    print(
+        f"ONNX model written to {path} (input 'image': batch x 1 x "
+        f"{clf.image_size} x {clf.image_size}; preprocessing in its metadata)"
+    )
+    return 0
+
+
+def _add_export_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "export",
+        help="export a model file as ONNX (needs cxrkit[onnx])",
+        description="Write a model file's network as ONNX, with a dynamic batch "
+        "axis and the preprocessing (image size, normalisation, class order, "
+        'threshold) in the ONNX metadata. Needs pip install "cxrkit[onnx]".',
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument("out", metavar="OUT.onnx", help="ONNX file to write")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: record this operating threshold on the probability of "
+        "PNEUMONIA (else the second class) in the metadata",
+    )
+    parser.set_defaults(func=_cmd_export)
+
+
+# ---------------------------------------------------------------------- main
+#: The subcommands, in the order ``cxrkit --help`` lists them.
+_COMMANDS = (
+    _add_demo_command,
+    _add_train_command,
+    _add_evaluate_command,
+    _add_predict_command,
+    _add_explain_command,
+    _add_export_command,
+)
+
+
 def _build_parser() -> argparse.ArgumentParser:
+    from cxrkit import __version__
+
     parser = argparse.ArgumentParser(
         prog="cxrkit",
         description="Chest X-ray pneumonia classification (research and education "
         "only; not a medical device).",
     )
-    from cxrkit import __version__
-
     parser.add_argument("--version", action="version", version=f"cxrkit {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    demo = sub.add_parser(
-        "demo",
-        help="train and evaluate a small model end to end",
-        description="Train a small model on synthetic chest-like images (or on "
-        "--data DIR, a class-per-subfolder folder) and report held-out accuracy "
-        "and ROC AUC.",
-    )
-    demo.add_argument("--data", metavar="DIR", help="class-per-subfolder image folder")
-    demo.add_argument("--model", default="cnn4", help="architecture (default: cnn4)")
-    demo.add_argument(
-        "--epochs", type=int, default=8, help="training epochs (default: 8)"
-    )
-    demo.add_argument("--image-size", type=int, default=64, help="pixels (default: 64)")
-    demo.add_argument(
-        "--n-samples", type=int, default=600, help="synthetic images (default: 600)"
-    )
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    demo.add_argument(
-        "--out",
-        default="cxrkit-demo",
-        help="folder for the evaluation report (default: cxrkit-demo)",
-    )
-    demo.set_defaults(func=_cmd_demo)
-    _add_evaluation_commands(sub)
-    _add_explain_command(sub)
+    for add_command in _COMMANDS:
+        add_command(sub)
+    # --debug before or after the subcommand (SUPPRESS: one does not reset the other)
+    for command_parser in (parser, *sub.choices.values()):
+        command_parser.add_argument(
+            "--debug",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="show the traceback of every error, also of errors in what was given",
+        )
     return parser
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that its flush at exit cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a captured stdout has no file descriptor
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cxrkit`` command line; returns the exit code."""
-    parser = _build_parser()
-    args = parser.parse_args(argv)
+    args = _build_parser().parse_args(argv)
     try:
-        return args.func(args)
-    except _USER_ERRORS as exc:
-        print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe (cxrkit predict ... | head) shows here
+        return code
+    except BrokenPipeError:
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE, as a shell reports a process a pipe closed
     except KeyboardInterrupt:
         print(f"cxrkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if getattr(args, "debug", False) or not _is_user_error(exc):
+            raise
+        print(f"cxrkit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

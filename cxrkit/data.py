@@ -12,13 +12,21 @@ import numpy as np
 
 from cxrkit.io import IMAGE_EXTENSIONS, is_dicom_file
 
-__all__ = ["load_image_folder", "patient_groups", "patient_id"]
+__all__ = ["find_images", "load_image_folder", "patient_groups", "patient_id"]
 
-# Kermany et al. 2018 file names: the patient is `personN` (PNEUMONIA) or the
-# study `IM-XXXX` (NORMAL; the NORMAL2 batch numbers its studies separately).
-# One real name has an extra suffix: person447_virus_921_1.jpeg.
-_PERSON = re.compile(r"^(person\d+)_(?:bacteria|virus)(?:_\d+)+$", re.IGNORECASE)
-_STUDY = re.compile(r"^((?:NORMAL2-)?IM-\d+)(?:-\d+)+$", re.IGNORECASE)
+# Kermany et al. 2018 file names: the patient is `personN` (PNEUMONIA, with
+# the subtype in the name) or the study `IM-XXXX` (NORMAL; the NORMAL2 batch
+# numbers its studies separately). One real name has an extra suffix:
+# person447_virus_921_1.jpeg.
+_PERSON = re.compile(
+    r"^(?P<patient>person\d+)_(?P<subtype>bacteria|virus)(?:_\d+)+$", re.IGNORECASE
+)
+_STUDY = re.compile(r"^(?P<patient>(?:NORMAL2-)?IM-\d+)(?:-\d+)+$", re.IGNORECASE)
+
+
+def _stem(name: str | os.PathLike) -> str:
+    """The file name without any of its endings (``a.tar.gz`` -> ``a``)."""
+    return Path(os.fspath(name)).name.split(".", 1)[0]
 
 
 def patient_id(name: str | os.PathLike) -> str | None:
@@ -45,11 +53,11 @@ def patient_id(name: str | os.PathLike) -> str | None:
     >>> patient_id("scan.png") is None
     True
     """
-    stem = Path(os.fspath(name)).name.split(".", 1)[0]
+    stem = _stem(name)
     for pattern in (_PERSON, _STUDY):
         match = pattern.match(stem)
         if match:
-            return match.group(1)
+            return match.group("patient")
     return None
 
 
@@ -100,14 +108,11 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix == "" and is_dicom_file(path)
 
 
-_SUBTYPE = re.compile(r"^person\d+_(bacteria|virus)(?:_\d+)+$", re.IGNORECASE)
-
-
 def _subtype(path: Path, label: str) -> str:
     """BACTERIA / VIRUS from a Kermany file name; other labels unchanged."""
-    match = _SUBTYPE.match(path.name.split(".", 1)[0])
+    match = _PERSON.match(_stem(path))
     if match:
-        return match.group(1).upper()
+        return match.group("subtype").upper()
     if label.upper() == "PNEUMONIA":
         raise ValueError(
             f"subtypes=True but {path} has no bacteria/virus subtype in its name "
@@ -220,3 +225,63 @@ def load_image_folder(
             stacklevel=2,
         )
     return np.array(X, dtype=object), np.array(y)
+
+
+def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> np.ndarray:
+    """Image files named by ``paths``: files as given, folders searched.
+
+    Parameters
+    ----------
+    paths : path or iterable of paths
+        Image files (kept as given, whatever their ending) and folders
+        (searched recursively for the files ``load_image_folder`` reads:
+        .jpeg, .jpg, .png, .bmp, .tif(f), .dcm and extension-less DICOM;
+        hidden files and folders are skipped).
+
+    Returns
+    -------
+    ndarray of shape (n,), dtype object
+        Paths as strings: the files of each folder sorted, in the order given.
+
+    Raises
+    ------
+    FileNotFoundError
+        A path does not exist.
+    ValueError
+        A folder holds no image files.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from PIL import Image
+    >>> root = Path(tempfile.mkdtemp())
+    >>> (root / "b").mkdir()
+    >>> for name in ("b/2.png", "1.png", "notes.txt"):
+    ...     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / name, "PNG")
+    >>> [Path(p).name for p in find_images(root)]
+    ['1.png', '2.png']
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    found: list[str] = []
+    for item in paths:
+        path = Path(item)
+        if path.is_file():
+            found.append(str(path))
+        elif path.is_dir():
+            images = sorted(
+                str(p)
+                for p in path.rglob("*")
+                if p.is_file()
+                and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                and _is_image_file(p)
+            )
+            if not images:
+                raise ValueError(
+                    f"folder {path} holds no image files (readable endings: "
+                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+                )
+            found += images
+        else:
+            raise FileNotFoundError(f"no such image file or folder: {path}")
+    return np.array(found, dtype=object)

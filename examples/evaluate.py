@@ -112,11 +112,12 @@ print(f"tuned threshold: {tuned.best_threshold_:.3f}")
 # --8<-- [end:sklearn]
 
 # --8<-- [start:plots]
+# Curves from the report: its intervals in the legends, its threshold marked.
 fig, axes = plt.subplots(2, 2, figsize=(11, 10), layout="constrained")
-plot.plot_confusion_matrix(y_test, y_pred, ax=axes[0, 0])
-plot.plot_roc(y_test, proba_test, threshold=point.threshold, ax=axes[0, 1])
-plot.plot_precision_recall(y_test, proba_test, threshold=point.threshold, ax=axes[1, 0])
-plot.plot_calibration(y_test, proba_test, ax=axes[1, 1])
+plot.plot_confusion_matrix(report=report, ax=axes[0, 0])
+plot.plot_roc(report=report, ax=axes[0, 1])
+plot.plot_precision_recall(report=report, ax=axes[1, 0])
+plot.plot_calibration(report=report, ax=axes[1, 1])
 fig.savefig(images_dir / "evaluation_curves.png", dpi=80)
 
 fig, axes = plt.subplots(1, 2, figsize=(12, 4), layout="constrained")

@@ -188,11 +188,13 @@ def test_bad_input_messages(X, y, error, match, fast):
 @pytest.mark.parametrize(
     ("param", "value", "match"),
     [
-        ("model", "resnet9000", "unknown model"),
+        ("model", "resnet9000", "'model' parameter"),
         ("lr_schedule", "linear", "lr_schedule"),
         ("image_size", 8, "image_size"),
         ("validation_fraction", 0.9, "validation_fraction"),
         ("augment", "extreme", "augment"),
+        ("augment", {"rotation": 5}, "rotation"),
+        ("precision", "64", "precision"),
         ("sampler", "oversample", "sampler"),
         ("ema_decay", 1.5, "ema_decay"),
         ("tta", -1, "tta"),

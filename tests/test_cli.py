@@ -137,6 +137,8 @@ def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, ca
         (["train", str(empty), "--out", str(tmp_path / "m.cxr")], "class folder"),
         (["train", str(small_folder), "--recipe", "gpu"], "is not a recipe"),
         (["predict", str(model_file), str(small_folder), "--threshold", "2"], "[0, 1]"),
+        (["evaluate", str(model_file), str(small_folder), "--pos-label", "X"], "X"),
+        (["demo", "--pos-label", "NORMAL"], "applies to --data"),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -164,3 +166,56 @@ def test_demo_writes_the_report(tmp_path, capsys):
     assert code == 0
     assert (out / "report.html").is_file() and (out / "metrics.json").is_file()
     assert "evaluation report" in capsys.readouterr().out
+
+
+def test_predict_threshold_on_another_positive_class(
+    model_file, small_folder, tmp_path
+):
+    out = tmp_path / "pred.csv"
+    argv = ["predict", str(model_file), str(small_folder), "--csv", str(out)]
+    assert main([*argv, "--threshold", "0.4", "--pos-label", "NORMAL"]) == 0
+    for row in csv.DictReader(out.open()):
+        normal = float(row["p_NORMAL"]) >= 0.4
+        assert row["predicted"] == ("NORMAL" if normal else "PNEUMONIA"), row
+    assert main([*argv, "--threshold", "0.4", "--pos-label", "COVID"]) == 2
+
+
+def test_internal_errors_show_their_traceback(model_file, small_folder, monkeypatch):
+    import cxrkit.report
+
+    def broken(*args, **kwargs):
+        raise ValueError("an internal bug")
+
+    monkeypatch.setattr(cxrkit.report, "predict_proba", broken)
+    with pytest.raises(ValueError, match="an internal bug"):  # not exit code 2
+        main(["predict", str(model_file), str(small_folder)])
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_of_user_errors(model_file, tmp_path, where):
+    argv = ["predict", str(model_file), str(tmp_path / "nope.png")]
+    argv = ["--debug", *argv] if where == "before" else [*argv, "--debug"]
+    with pytest.raises(Exception, match="no such image file") as info:
+        main(argv)
+    assert isinstance(info.value.__cause__ or info.value, FileNotFoundError)
+
+
+def test_predict_into_a_closed_pipe_exits_quietly(model_file, small_folder):
+    """`cxrkit predict ... | head`: the reader leaves before the CSV is written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "cxrkit.cli", "predict", str(model_file)]
+    process = subprocess.Popen(
+        [*command, str(small_folder)],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    process.stdout.close()  # the reader is gone before the first row
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

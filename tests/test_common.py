@@ -19,7 +19,10 @@ from __future__ import annotations
 import numpy as np
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import (
+    check_param_validation,
+    parametrize_with_checks,
+)
 
 from cxrkit import PneumoniaClassifier
 
@@ -162,3 +165,11 @@ def test_sklearn_checks_bare(estimator, check):
 )
 def test_sklearn_checks_through_images(estimator, check):
     check(estimator)
+
+
+def test_sklearn_param_validation():
+    """sklearn's own check: a constraint for every parameter, and a value of a
+    bad type, or of the right type out of range, is refused by ``fit`` with
+    scikit-learn's ``InvalidParameterError`` message (not part of
+    ``parametrize_with_checks`` for third-party estimators)."""
+    check_param_validation("PneumoniaClassifier", PneumoniaClassifier(**_SMALL))

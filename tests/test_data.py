@@ -132,3 +132,21 @@ def test_folder_classes_argument(tmp_path):
 
 def test_extra_suffix_in_real_name_parses():
     assert patient_id("person447_virus_921_1.jpeg") == "person447"
+
+
+def test_find_images_in_files_and_folders(tmp_path):
+    from pathlib import Path
+
+    from cxrkit.data import find_images
+
+    _tree(tmp_path, ["b/2.png", "b/.hidden/3.png", "b/.4.png", "a/1.jpeg", "notes.txt"])
+    given = tmp_path / "notes.txt"  # a file named on purpose is kept as given
+    found = find_images([tmp_path / "b", given, tmp_path])
+    names = [Path(p).relative_to(tmp_path).as_posix() for p in found]
+    assert names == ["b/2.png", "notes.txt", "a/1.jpeg", "b/2.png"]
+    assert find_images(tmp_path / "a").tolist() == [str(tmp_path / "a" / "1.jpeg")]
+    with pytest.raises(FileNotFoundError, match="no such image file or folder"):
+        find_images([tmp_path / "missing.png"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no image files"):
+        find_images([tmp_path / "empty"])

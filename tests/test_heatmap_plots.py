@@ -93,4 +93,4 @@ def test_cli_explain_writes_pngs(tiny_clf, kermany_dir, tmp_path, capsys):
     assert main([*args, "layer_cam"]) == 0
     assert (out / f"{Path(X[0]).stem}_layer_cam.png").is_file()
     assert main([*args, "gradcam"]) == 2
-    assert "method must be one of" in capsys.readouterr().err
+    assert "is not a heatmap method" in capsys.readouterr().err

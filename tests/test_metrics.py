@@ -16,12 +16,14 @@ from sklearn.model_selection import FixedThresholdClassifier, TunedThresholdClas
 from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.metrics import (
-    _bootstrap_weights,
-    _Curve,
-    _one_vs_rest,
+    ModelComparison,
+    apply_threshold,
     clinical_report,
+    positive_label,
     select_threshold,
 )
+from cxrkit.metrics._bootstrap import stratified_weights
+from cxrkit.metrics._weighted import Curve, one_vs_rest
 
 CLASSES = np.array(["NORMAL", "PNEUMONIA"])
 
@@ -90,8 +92,8 @@ def test_each_bootstrap_resample_equals_scikit_learn_with_weights(decimals):
     y, p = _binary_data(120, seed=3, decimals=decimals)
     is_pos = y == "PNEUMONIA"
     pred = p >= 0.5
-    weights = _bootstrap_weights(is_pos.astype(int), 2, 6, np.random.default_rng(0))
-    reps = _one_vs_rest(weights, is_pos, pred, _Curve(is_pos, p))
+    weights = stratified_weights(is_pos.astype(int), 6, np.random.default_rng(0))
+    reps = one_vs_rest(weights, is_pos, pred, Curve(is_pos, p))
     for b, w in enumerate(weights):
         expected = {
             "sensitivity": skm.recall_score(is_pos, pred, sample_weight=w),
@@ -108,7 +110,7 @@ def test_each_bootstrap_resample_equals_scikit_learn_with_weights(decimals):
 
 def test_bootstrap_is_stratified_and_seeded():
     y_idx = np.array([0] * 7 + [1] * 13 + [2] * 5)
-    weights = _bootstrap_weights(y_idx, 3, 400, np.random.default_rng(0))
+    weights = stratified_weights(y_idx, 400, np.random.default_rng(0))
     for k, size in enumerate([7, 13, 5]):
         np.testing.assert_array_equal(weights[:, y_idx == k].sum(axis=1), size)
     y, p = _binary_data(100)
@@ -263,3 +265,81 @@ def test_zero_width_bootstrap_intervals_get_an_exact_interval():
     # Clopper-Pearson lower bound of 8/8 is 0.025 ** (1 / 8) = 0.631.
     assert f"{0.025 ** (1 / 8):.3f}-1.000" in note
     assert note in str(report) and report.to_dict()["notes"] == report.notes
+
+
+def test_positive_label_follows_scikit_learn():
+    assert positive_label(["NORMAL", "PNEUMONIA"]) == "PNEUMONIA"
+    assert positive_label(np.array([0, 1])) == 1
+    assert positive_label([-1, 1]) == 1
+    assert positive_label([False, True]) is True
+    assert positive_label(["BACTERIA", "VIRUS"], pos_label="BACTERIA") == "BACTERIA"
+    with pytest.raises(ValueError, match=r"\['BACTERIA', 'VIRUS'\].*pos_label="):
+        positive_label(["BACTERIA", "VIRUS"])
+    with pytest.raises(ValueError, match="pos_label='COVID' is not one of"):
+        positive_label(["NORMAL", "PNEUMONIA"], pos_label="COVID")
+    with pytest.raises(ValueError, match="two classes; there are 3"):
+        positive_label(["a", "b", "c"])
+
+
+def test_0_1_labels_need_no_pos_label():
+    y, p = _binary_data(120)
+    y01 = (y == "PNEUMONIA").astype(int)
+    report = clinical_report(y01, p, n_bootstrap=50)
+    named = clinical_report(y, p, n_bootstrap=50)
+    assert report.pos_label == 1
+    for key, e in named.metrics.items():
+        assert report.metrics[key] == pytest.approx(e), key
+    assert select_threshold(y01, p) == select_threshold(y, p)
+
+
+def test_one_decision_rule_for_reports_and_apply_threshold():
+    y, p = _binary_data(150, decimals=1)  # ties at the threshold
+    proba = np.c_[1 - p, p]
+    report = clinical_report(y, proba, threshold=0.5, n_bootstrap=0)
+    fixed = np.where(p >= 0.5, "PNEUMONIA", "NORMAL")  # FixedThresholdClassifier
+    np.testing.assert_array_equal(report.y_pred, fixed)
+    np.testing.assert_array_equal(apply_threshold(proba, 0.5, classes=CLASSES), fixed)
+    np.testing.assert_array_equal(
+        report.confusion_matrix, skm.confusion_matrix(y, fixed, labels=CLASSES)
+    )
+    # Without a threshold: the most probable class, as clf.predict.
+    np.testing.assert_array_equal(
+        apply_threshold(proba, classes=CLASSES), CLASSES[proba.argmax(axis=1)]
+    )
+    normal = apply_threshold(proba, 0.3, classes=CLASSES, pos_label="NORMAL")
+    np.testing.assert_array_equal(normal, np.where(1 - p >= 0.3, "NORMAL", "PNEUMONIA"))
+    with pytest.raises(ValueError, match="threshold must be in"):
+        apply_threshold(proba, 1.5, classes=CLASSES)
+    with pytest.raises(ValueError, match="two classes"):
+        apply_threshold(np.full((2, 3), 1 / 3), 0.5, classes=["a", "b", "c"])
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.one_of(st.none(), st.integers(0, 2**32 - 1)), st.integers(20, 80))
+def test_paired_differences_are_zero_for_the_same_ranking(seed, n):
+    """Pairing holds by construction: one weights matrix for every model."""
+    y, p = _binary_data(n, seed=n)
+    comparison = ModelComparison.from_predictions(
+        y, {"a": p, "same": p, "squared": p**2}, n_bootstrap=100, random_state=seed
+    )
+    diffs = comparison.auc_differences()
+    assert diffs["same"] == (0.0, 0.0, 0.0)
+    # p**2 ranks the images as p does: the same AUC on every resample.
+    assert diffs["squared"].low == pytest.approx(0, abs=1e-12)
+    assert diffs["squared"].high == pytest.approx(0, abs=1e-12)
+
+
+def test_point_estimate_is_the_unit_weight_row_of_the_bootstrap():
+    from cxrkit.metrics._bootstrap import bootstrap
+
+    calls = []
+
+    def statistic(weights):
+        calls.append(weights)
+        return {"mean": weights @ np.arange(4.0) / weights.sum(axis=1)}
+
+    point, reps = bootstrap(
+        statistic, np.array([0, 0, 1, 1]), n_resamples=5, random_state=0
+    )
+    np.testing.assert_array_equal(calls[0], np.ones((1, 4)))
+    assert point["mean"] == 1.5 and reps["mean"].shape == (5,)

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST
+from PIL import Image
 from skorch.callbacks import Callback
 
 import cxrkit
-from cxrkit import PneumoniaClassifier
+from cxrkit import PneumoniaClassifier, _training
 from cxrkit import persistence as persistence_module
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.persistence import FORMAT_VERSION
@@ -177,17 +178,24 @@ class _CrashAfter(Callback):
 
 
 def _crashing(monkeypatch, epoch):
-    original = PneumoniaClassifier._callbacks
+    original = _training.training_callbacks
 
-    def with_crash(self, *args, **kwargs):
-        return [*original(self, *args, **kwargs), _CrashAfter(epoch)]
+    def with_crash(*args, **kwargs):
+        return [*original(*args, **kwargs), _CrashAfter(epoch)]
 
-    monkeypatch.setattr(PneumoniaClassifier, "_callbacks", with_crash)
+    monkeypatch.setattr(_training, "training_callbacks", with_crash)
 
 
-def test_interrupted_training_resumes_from_last_checkpoint(tmp_path, data, monkeypatch):
+@pytest.mark.parametrize(
+    "setting",
+    [{"model": "simple_cnn"}, {"model": "cnn4", "freeze": "backbone"}],
+    ids=["whole-model", "frozen-backbone"],
+)
+def test_interrupted_training_resumes_from_last_checkpoint(
+    tmp_path, data, monkeypatch, setting
+):
     X, y, _ = data
-    params = {**FAST, "max_epochs": 4, "model": "simple_cnn"}
+    params = {**FAST, "max_epochs": 4, **setting}
     clf = PneumoniaClassifier(checkpoint_dir=tmp_path / "ckpt", **params)
     _crashing(monkeypatch, epoch=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
@@ -201,6 +209,8 @@ def test_interrupted_training_resumes_from_last_checkpoint(tmp_path, data, monke
     history = resumed.history_
     assert [row["epoch"] for row in history] == [1, 2, 3, 4]  # 3 more, not 4
     assert history[0]["train_loss"] == pytest.approx(saved[0]["train_loss"])
+    if "freeze" in setting:
+        return  # the head's own net trained (and resumed); its optimizer is gone
     # The learning rate continues the cosine schedule rather than restarting.
     fresh = PneumoniaClassifier(**params).fit(X, y)
     assert resumed.net_.optimizer_.param_groups[0]["lr"] == pytest.approx(
@@ -216,3 +226,158 @@ def test_checkpoint_of_another_run_is_not_resumed(tmp_path, data):
         PneumoniaClassifier(checkpoint_dir=tmp_path, **params).fit(X[:40], y[:40])
     with pytest.raises(ValueError, match="different training run"):
         PneumoniaClassifier(checkpoint_dir=tmp_path, **{**params, "lr": 0.1}).fit(X, y)
+
+
+# ------------------------------------------------- parameters and fitted state
+def _same_params(a: dict, b: dict) -> bool:
+    """get_params() equality, a RandomState compared by its state."""
+    if a.keys() != b.keys():
+        return False
+    for key, value in a.items():
+        other = b[key]
+        if isinstance(value, np.random.RandomState):
+            if not isinstance(other, np.random.RandomState):
+                return False
+            mine, theirs = value.get_state(), other.get_state()
+            if mine[0] != theirs[0] or not all(
+                np.array_equal(m, t) for m, t in zip(mine[1:], theirs[1:])
+            ):
+                return False
+        elif value != other:
+            return False
+    return True
+
+
+def _fitted_attributes(clf) -> set[str]:
+    return {k for k in vars(clf) if k.endswith("_") and not k.startswith("__")}
+
+
+@pytest.fixture(scope="module")
+def rich_model(tmp_path_factory, data):
+    """A model with non-default parameters, a RandomState and a skipped file."""
+    X, y, _ = data
+    folder = tmp_path_factory.mktemp("images")
+    paths = []
+    for i, image in enumerate(X[:24]):
+        path = folder / f"{i}.png"
+        Image.fromarray(image).save(path)
+        paths.append(str(path))
+    (folder / "broken.png").write_bytes(b"not a png")
+    paths.append(str(folder / "broken.png"))
+    labels = [*y[:24], "NORMAL"]
+    clf = PneumoniaClassifier(
+        model="simple_cnn",
+        image_size=32,
+        class_weight="balanced",
+        sampler="balanced",
+        label_smoothing=0.1,
+        lr_schedule="onecycle",
+        ema_decay=0.9,
+        tta=1,
+        max_epochs=2,
+        batch_size=8,
+        validation_fraction=None,
+        on_error="skip",
+        random_state=np.random.RandomState(0),
+    )
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        return clf.fit(paths, labels), paths
+
+
+def test_load_round_trips_parameters_and_fitted_attributes(tmp_path, rich_model):
+    clf, paths = rich_model
+    same = PneumoniaClassifier.load(clf.save(tmp_path / "m.cxr"))
+    assert _same_params(same.get_params(), clf.get_params())
+    assert same.random_state is not clf.random_state  # a new RandomState
+    assert _fitted_attributes(same) == _fitted_attributes(clf)
+    assert same.skipped_files_ == clf.skipped_files_ == [paths[-1]]
+    np.testing.assert_array_equal(same.classes_, clf.classes_)
+    assert same.classes_.dtype == clf.classes_.dtype
+    assert same.device_ == clf.device_
+    assert same.history_.to_list() == clf.history_.to_list()
+    # the net is built as in fit: loss with the class weights, optimizer,
+    # schedule and the other callbacks
+    torch.testing.assert_close(same.net_.criterion_.weight, clf.net_.criterion_.weight)
+    assert same.net_.criterion_.label_smoothing == pytest.approx(0.1)
+    assert type(same.net_.optimizer_) is type(clf.net_.optimizer_)
+    names = [type(c).__name__ for c in same.net_.callbacks]
+    assert names == [type(c).__name__ for c in clf.net_.callbacks]
+    assert (
+        same.net_.get_params()["iterator_train__drop_last"]
+        == (clf.net_.get_params()["iterator_train__drop_last"])
+    )
+    kept = paths[:-1]
+    np.testing.assert_allclose(same.predict_proba(kept), clf.predict_proba(kept))
+    # saving the loaded model writes the same description again
+    again = json.loads(torch.load(same.save(tmp_path / "n.cxr"))["meta"])
+    first = json.loads(torch.load(tmp_path / "m.cxr")["meta"])
+    assert again == first
+
+
+def test_pretrained_is_kept_and_not_read_on_load(tmp_path, data):
+    import torchvision
+
+    X, y, _ = data
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), weights)
+    clf = PneumoniaClassifier(
+        model="resnet18",
+        pretrained=str(weights),
+        validation_fraction=None,
+        **{**FAST, "image_size": 16},
+    ).fit(X[:16], y[:16])
+    path = clf.save(tmp_path / "m.cxr")
+    weights.unlink()  # the weights are in the model file
+    same = PneumoniaClassifier.load(path)
+    assert same.pretrained == str(weights)
+    assert same.get_params() == clf.get_params()
+    np.testing.assert_allclose(same.predict_proba(X[:4]), clf.predict_proba(X[:4]))
+
+
+def test_load_device_means_what_the_estimator_device_means(tmp_path, model):
+    from cxrkit._training import resolve_device
+
+    path = model.save(tmp_path / "m.cxr")
+    assert PneumoniaClassifier.load(path).device_ == resolve_device("auto")
+    assert PneumoniaClassifier.load(path, device="cpu").device_ == "cpu"
+    with pytest.raises(ValueError, match="'device' parameter"):
+        PneumoniaClassifier.load(path, device="gpu0")
+
+
+def test_format_1_files_still_load(tmp_path, data, model):
+    X, _, _ = data
+    path = model.save(tmp_path / "m.cxr")
+
+    def as_format_1(meta):
+        meta["format_version"] = 1
+        for key in ("net", "skipped_files", "estimator"):
+            del meta[key]
+
+    _rewrite(path, as_format_1)
+    same = PneumoniaClassifier.load(path)
+    assert same.skipped_files_ == []
+    assert same.get_params() == model.get_params()
+    np.testing.assert_array_equal(same.predict_proba(X), model.predict_proba(X))
+
+
+def test_edited_parameters_are_a_damaged_file(tmp_path, model):
+    path = model.save(tmp_path / "m.cxr")
+    _rewrite(path, lambda m: m["params"].update(lr=-1.0))
+    with pytest.raises(ValueError, match=r"damaged.*'lr' parameter"):
+        PneumoniaClassifier.load(path)
+
+
+def test_load_model_builds_the_class_the_file_names(tmp_path, model):
+    path = model.save(tmp_path / "m.cxr")
+    assert type(persistence_module.load_model(path)) is PneumoniaClassifier
+    _rewrite(path, lambda m: m.update(estimator="os.system"))
+    with pytest.raises(ValueError, match="cannot build"):
+        persistence_module.load_model(path)
+
+
+def test_moved_checkpoint_names_warn():
+    from cxrkit import checkpoint
+
+    with pytest.warns(FutureWarning, match="cxrkit.checkpoint.training_checkpoint"):
+        moved = persistence_module.training_checkpoint
+    assert moved is checkpoint.training_checkpoint

@@ -15,6 +15,7 @@ from conftest import FAST
 
 from cxrkit import PneumoniaClassifier, plot
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.metrics import clinical_report
 from cxrkit.report import ModelComparison
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -58,19 +59,79 @@ def test_confusion_matrix_shows_counts_and_row_percentages():
     texts = [t.get_text() for t in ax.texts]
     assert texts == ["3\n75%", "1\n25%", "1\n17%", "5\n83%"]
     _png(ax)
+    # The same from a report whose threshold makes the same calls.
+    p = np.array([0.1, 0.2, 0.3, 0.8, 0.9, 0.9, 0.9, 0.9, 0.9, 0.2])
+    report = clinical_report(y_true, p, n_bootstrap=0)
+    ax = plot.plot_confusion_matrix(report=report)
+    assert [t.get_text() for t in ax.texts] == texts
 
 
 def test_roc_marks_auc_interval_and_operating_point(predictions):
     y, p = predictions
+    report = clinical_report(y, p, threshold=0.4, n_bootstrap=200)
     _, ax = plt.subplots()
-    assert plot.plot_roc(y, p, threshold=0.5, ax=ax) is ax
+    assert plot.plot_roc(report=report, ax=ax) is ax
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
-    assert labels[0].startswith("AUC ") and "95% CI" in labels[0]
-    sens = np.mean(p[y == "PNEUMONIA"] >= 0.5)
-    assert f"sensitivity {sens:.2f}" in labels[1]
+    auc = report.metrics["roc_auc"]
+    assert labels[0] == f"AUC {auc.value:.3f} (95% CI {auc.low:.3f}-{auc.high:.3f})"
+    sens = np.mean(p[y == "PNEUMONIA"] >= 0.4)  # at the report's threshold
+    assert f"threshold 0.4: sensitivity {sens:.2f}" in labels[1]
     point = ax.get_lines()[1]
     assert point.get_ydata()[0] == pytest.approx(sens)
     _png(ax)
+    with pytest.raises(TypeError, match="not both"):
+        plot.plot_roc(y, p, report=report)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 0.3, 1.0])
+def test_an_operating_point_of_0_is_not_0_5(predictions, threshold):
+    y, p = predictions
+    ax = plot.plot_roc(y, p, threshold=threshold)
+    point = ax.get_lines()[1]
+    is_pos = y == "PNEUMONIA"
+    assert point.get_ydata()[0] == pytest.approx(np.mean(p[is_pos] >= threshold))
+    assert point.get_xdata()[0] == pytest.approx(np.mean(p[~is_pos] >= threshold))
+    ax = plot.plot_precision_recall(y, p, threshold=threshold)
+    if threshold == 0.0:  # every image called positive: PPV is the prevalence
+        assert ax.get_lines()[-1].get_ydata()[0] == pytest.approx(np.mean(is_pos))
+
+
+def test_plots_of_predictions_never_bootstrap(predictions, monkeypatch):
+    from cxrkit.metrics import _bootstrap
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a plot ran a bootstrap")
+
+    monkeypatch.setattr(_bootstrap, "stratified_weights", refuse)
+    y, p = predictions
+    labels = plot.plot_roc(y, p).get_legend().get_texts()
+    assert labels[0].get_text().startswith("AUC ") and "CI" not in labels[0].get_text()
+    plot.plot_precision_recall(y, p)
+    plot.plot_calibration(y, p)
+
+
+def test_figures_are_made_without_pyplot(predictions):
+    y, p = predictions
+    before = plt.get_fignums()
+    axes = [
+        plot.plot_roc(y, p),
+        plot.plot_precision_recall(y, p),
+        plot.plot_calibration(y, p),
+        plot.plot_confusion_matrix(y, np.where(p >= 0.5, "PNEUMONIA", "NORMAL")),
+        plot.plot_class_distribution(y),
+    ]
+    assert plt.get_fignums() == before  # no figure left open in pyplot
+    for ax in axes:
+        _png(ax)
+
+
+def test_curves_of_0_1_labels_take_1_as_positive():
+    y = np.repeat([0, 1], 20)
+    p = np.r_[np.linspace(0, 0.7, 20), np.linspace(0.3, 1, 20)]
+    ax = plot.plot_calibration(y, p, n_bins=4)
+    assert ax.get_xlabel() == "predicted probability of 1"
+    with pytest.raises(ValueError, match="pos_label="):
+        plot.plot_roc(np.where(y == 1, "b", "a"), p)
 
 
 def test_precision_recall_and_calibration(predictions):

@@ -15,7 +15,7 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-import cxrkit.classifier as classifier_module
+import cxrkit._training as training_module
 from cxrkit import PneumoniaClassifier, load_image_folder
 from cxrkit.data import patient_id
 from cxrkit.datasets import make_synthetic_cxr
@@ -100,6 +100,7 @@ def test_every_recipe_builds_a_valid_classifier():
 
 def test_make_classifier_overrides_and_unknown_name():
     assert make_classifier("cpu", max_epochs=2).max_epochs == 2
+    assert make_classifier(None, lr=0.5).get_params()["lr"] == 0.5  # no recipe
     assert RECIPES["cpu"]["max_epochs"] != 2  # the registry is not changed
     with pytest.raises(ValueError, match=r"unknown recipe 'nope'.*cpu"):
         make_classifier("nope")
@@ -139,7 +140,7 @@ def test_frozen_backbone_runs_once_per_fit(monkeypatch, synthetic):
         )
         return model
 
-    monkeypatch.setattr(classifier_module, "build_model", counting_build_model)
+    monkeypatch.setattr(training_module, "build_model", counting_build_model)
     clf = PneumoniaClassifier(
         model="cnn4",
         freeze="backbone",

@@ -13,6 +13,7 @@ matplotlib.use("Agg")
 import numpy as np
 import pytest
 from conftest import FAST
+from sklearn.base import BaseEstimator, ClassifierMixin
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
@@ -68,7 +69,7 @@ def test_report_writes_json_csv_figures_and_self_contained_html(
         assert (out / figure).is_file()
 
     rows = (out / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "image,true,predicted,p_NORMAL,p_PNEUMONIA"
+    assert rows[0] == "index,true,predicted,p_NORMAL,p_PNEUMONIA"  # X is an array
     assert len(rows) == len(y) + 1
     proba = clf.predict_proba(X)
     first = rows[1].split(",")
@@ -103,7 +104,9 @@ def test_report_on_image_files_lists_paths_and_misclassified(model_and_data, tmp
     assert str(tmp_path / "images") in data["data"]["description"]
     wrong = np.sum(clf.predict(np.asarray(X[:12])) != y[:12])
     assert ("misclassified.png" in data["figures"]) == bool(wrong)
-    assert "img0.png" in (tmp_path / "out" / "predictions.csv").read_text()
+    predictions = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
+    assert predictions[0] == "path,true,predicted,p_NORMAL,p_PNEUMONIA"
+    assert predictions[1].startswith(f"{paths[0]},{y[0]},")
 
 
 def test_report_errors(model_and_data, tmp_path):
@@ -112,6 +115,52 @@ def test_report_errors(model_and_data, tmp_path):
         evaluation_report(clf, X, y[:-1], tmp_path)
     with pytest.raises(ValueError, match="not one of the classes"):
         evaluation_report(clf, X, y, tmp_path, pos_label="COVID")
+
+
+class _NeverPredicts(ClassifierMixin, BaseEstimator):
+    """A fitted two-class model that fails the test if it is asked to predict."""
+
+    def __init__(self, classes=("a", "b")):
+        self.classes = classes
+        self.classes_ = np.asarray(classes)
+
+    def fit(self, X, y):
+        return self
+
+    def predict_proba(self, X):
+        raise AssertionError("predicted before the positive class was checked")
+
+
+def test_positive_class_follows_scikit_learn_and_is_checked_first(tmp_path):
+    from sklearn.linear_model import LogisticRegression
+
+    X = np.r_[np.linspace(0, 1, 30), np.linspace(0.5, 1.5, 30)][:, None]
+    y01 = np.repeat([0, 1], 30)
+    report = evaluation_report(
+        LogisticRegression().fit(X, y01),
+        X,
+        y01,
+        tmp_path,
+        n_bootstrap=50,
+        n_misclassified=0,
+    )
+    assert report.pos_label == 1  # scikit-learn's default for 0/1 labels
+    # Two classes without PNEUMONIA or 0/1: an error naming them, before predicting
+    with pytest.raises(ValueError, match=r"\['BACTERIA', 'VIRUS'\].*pos_label="):
+        evaluation_report(_NeverPredicts(["BACTERIA", "VIRUS"]), X, y01, tmp_path)
+    with pytest.raises(ValueError, match="not one of the classes"):
+        evaluation_report(_NeverPredicts([0, 1]), X, y01, tmp_path, pos_label=2)
+
+
+def test_report_page_escapes_what_it_shows(model_and_data, tmp_path):
+    clf, X, y = model_and_data
+    name = "<script>alert(1)</script> & co"
+    evaluation_report(clf, X, y, tmp_path, n_bootstrap=20, data_name=name)
+    text = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert (
+        "<script>" not in text
+        and "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in text
+    )
 
 
 def test_progress_bar_while_predicting(model_and_data, capsys):
@@ -143,6 +192,30 @@ def test_compare_models_table_and_paired_difference(model_and_data):
     )
     with pytest.raises(ValueError, match="same classes"):
         compare_models({"a": clf, "b": three}, X, y)
+
+
+@pytest.mark.parametrize("random_state", [None, 0, 12345])
+def test_a_model_compared_with_itself_differs_by_exactly_zero(
+    model_and_data, random_state
+):
+    clf, X, y = model_and_data
+    comparison = compare_models(
+        {"a": clf, "b": clf}, X, y, n_bootstrap=200, random_state=random_state
+    )
+    assert comparison.auc_differences()["b"] == (0.0, 0.0, 0.0)
+    assert "paired: every model is measured on the same resamples" in str(comparison)
+
+
+def test_reports_resampled_apart_get_no_paired_interval(model_and_data):
+    from cxrkit.metrics import clinical_report
+    from cxrkit.report import ModelComparison
+
+    clf, X, y = model_and_data
+    proba = clf.predict_proba(X)
+    reports = {k: clinical_report(y, proba, n_bootstrap=50) for k in "ab"}
+    comparison = ModelComparison(y, {"a": proba, "b": proba}, reports)
+    with pytest.raises(ValueError, match="not resampled together"):
+        comparison.auc_differences()
 
 
 def test_report_with_three_classes(tmp_path):

@@ -1,10 +1,19 @@
 """Evaluation figures: confusion matrix, ROC / PR / calibration curves,
 training history, class distribution, misclassified images, model comparison.
 
-The curves are computed by scikit-learn (``roc_curve``,
-``precision_recall_curve``, ``calibration_curve``, ``ConfusionMatrixDisplay``);
-the intervals by :func:`cxrkit.metrics.clinical_report`. Each function draws
-on ``ax`` (a new figure when None) and returns it.
+The curves are scikit-learn's displays (``RocCurveDisplay``,
+``PrecisionRecallDisplay``, ``CalibrationDisplay``,
+``ConfusionMatrixDisplay``); the numbers in their legends come from a
+[`ClinicalReport`][cxrkit.metrics.ClinicalReport]. Each curve takes a report
+(``report=``; its intervals label the curve) or predictions (``y_true``,
+``proba``; turned into a report without bootstrap, so the legend has no
+interval): a plot never runs a bootstrap of its own.
+
+Each function draws on ``ax`` and returns it. Without ``ax`` it draws on a
+new ``matplotlib.figure.Figure`` made without pyplot (no global state, no
+figure left open; safe in libraries, servers and loops): save it with
+``ax.figure.savefig(path)``, or show it in a notebook with ``ax.figure``.
+For pyplot windows, pass ``ax`` from ``plt.subplots()``.
 """
 
 from __future__ import annotations
@@ -15,15 +24,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.calibration import calibration_curve
+from matplotlib.figure import Figure
+from sklearn.calibration import CalibrationDisplay
 from sklearn.metrics import (
     ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    RocCurveDisplay,
     confusion_matrix,
-    precision_recall_curve,
-    roc_curve,
 )
+from sklearn.utils.multiclass import unique_labels
 
-from cxrkit.metrics import ClinicalReport, _prepare, clinical_report
+from cxrkit.metrics import ClinicalReport, ModelComparison, clinical_report
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -41,31 +52,86 @@ __all__ = [
 
 
 def _axes(ax: Axes | None, figsize: tuple[float, float] = (5, 4.5)) -> Axes:
+    """``ax``, or the axes of a new pyplot-free figure."""
     if ax is not None:
         return ax
-    import matplotlib.pyplot as plt
-
-    _, ax = plt.subplots(figsize=figsize, layout="constrained")
-    return ax
+    return Figure(figsize=figsize, layout="constrained").subplots()
 
 
-def _binary(
-    y_true: Any, proba: Any, pos_label: Any, classes: Any
-) -> tuple[np.ndarray, np.ndarray]:
-    """(is positive, probability of positive), validated like the metrics."""
-    y_idx, scores, _, pos = _prepare(y_true, proba, classes, pos_label)
-    if pos is None:
+def _report_of(
+    y_true: Any,
+    proba: Any,
+    report: ClinicalReport | None,
+    *,
+    pos_label: Any,
+    classes: Any,
+    threshold: float | None = None,
+) -> ClinicalReport:
+    """The report a curve is drawn from: ``report``, or one of the predictions.
+
+    Predictions become a report without bootstrap (``n_bootstrap=0``): the
+    same checks and numbers as ``clinical_report``, and no resampling.
+    """
+    if report is not None:
+        given = {"y_true": y_true, "proba": proba, "pos_label": pos_label}
+        extra = [
+            name for name, v in {**given, "classes": classes}.items() if v is not None
+        ]
+        if extra:
+            raise TypeError(
+                f"pass either report= (it holds the predictions, classes and "
+                f"positive class) or y_true and proba, not both (got {extra})"
+            )
+        return report
+    if y_true is None or proba is None:
+        raise TypeError("pass y_true and proba, or report=")
+    return clinical_report(
+        y_true,
+        proba,
+        pos_label=pos_label,
+        classes=classes,
+        threshold=threshold,
+        n_bootstrap=0,
+    )
+
+
+def _binary(report: ClinicalReport) -> tuple[np.ndarray, np.ndarray]:
+    """(is positive, probability of the positive class) of a two-class report."""
+    if report.average is not None:
         raise ValueError(
             "this curve is for two classes; for more, plot one class against "
             "the rest: y_true == label and proba[:, column of label]"
         )
-    return y_idx == pos, scores[:, pos]
+    pos = report.classes.index(report.pos_label)
+    return np.asarray(report.y_true) == report.pos_label, report.proba[:, pos]
+
+
+def _label(name: str, e: Any, report: ClinicalReport) -> str:
+    """``name value (95% CI low-high)``; without the interval when there is none."""
+    if not np.isfinite(e.low):
+        return f"{name} {e.value:.3f}"
+    return f"{name} {e.value:.3f} ({report.confidence:.0%} CI {e.low:.3f}-{e.high:.3f})"
+
+
+def _at(report: ClinicalReport, threshold: float) -> ClinicalReport:
+    """The point estimates of ``report``'s predictions at another threshold."""
+    if threshold == report.threshold:
+        return report
+    return clinical_report(
+        report.y_true,
+        report.proba,
+        classes=report.classes,
+        pos_label=report.pos_label,
+        threshold=threshold,
+        n_bootstrap=0,
+    )
 
 
 def plot_confusion_matrix(
-    y_true: Sequence | np.ndarray,
-    y_pred: Sequence | np.ndarray,
+    y_true: Sequence | np.ndarray | None = None,
+    y_pred: Sequence | np.ndarray | None = None,
     *,
+    report: ClinicalReport | None = None,
     labels: Sequence | None = None,
     cmap: str = "Blues",
     ax: Axes | None = None,
@@ -77,8 +143,10 @@ def plot_confusion_matrix(
 
     Parameters
     ----------
-    y_true, y_pred : array-like of shape (n,)
-        True and predicted labels.
+    y_true, y_pred : array-like of shape (n,), optional
+        True and predicted labels; or pass ``report``.
+    report : ClinicalReport, optional
+        Its confusion matrix (at its threshold).
     labels : sequence, optional
         Class order (default: sorted labels).
     cmap : str, default="Blues"
@@ -94,18 +162,20 @@ def plot_confusion_matrix(
     >>> ax.texts[0].get_text()
     '1\\n50%'
     """
+    if report is not None:
+        if y_true is not None or y_pred is not None or labels is not None:
+            raise TypeError("pass either report= or y_true and y_pred, not both")
+        counts, labels = report.confusion_matrix, report.classes
+    elif y_true is None or y_pred is None:
+        raise TypeError("pass y_true and y_pred, or report=")
+    else:
+        labels = unique_labels(y_true, y_pred) if labels is None else labels
+        counts = confusion_matrix(y_true, y_pred, labels=labels)
     ax = _axes(ax, (4.5, 4))
-    counts = confusion_matrix(y_true, y_pred, labels=labels)
-    display = ConfusionMatrixDisplay.from_predictions(
-        y_true,
-        y_pred,
-        labels=labels,
-        normalize="true",
-        cmap=cmap,
-        colorbar=False,
-        ax=ax,
-    )
     rows = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    display = ConfusionMatrixDisplay(rows, display_labels=list(labels)).plot(
+        ax=ax, cmap=cmap, colorbar=False
+    )
     for (i, j), text in np.ndenumerate(display.text_):
         text.set_text(f"{counts[i, j]}\n{rows[i, j]:.0%}")
     display.im_.set_clim(0, 1)
@@ -113,14 +183,51 @@ def plot_confusion_matrix(
     return ax
 
 
-def plot_roc(
-    y_true: Sequence | np.ndarray,
-    proba: Sequence | np.ndarray,
+def _draw_roc(
+    ax: Axes,
+    report: ClinicalReport,
     *,
-    pos_label: Any = "PNEUMONIA",
-    classes: Sequence | None = None,
-    threshold: float | None = 0.5,
+    threshold: float | None,
+    name: str | None,
+    chance: bool,
+) -> None:
+    is_pos, score = _binary(report)
+    display = RocCurveDisplay.from_predictions(is_pos, score, pos_label=True, ax=ax)
+    prefix = f"{name}: " if name else ""
+    display.line_.set(
+        lw=2, label=_label(f"{prefix}AUC", report.metrics["roc_auc"], report)
+    )
+    if threshold is not None:
+        at = _at(report, threshold)
+        sens = at.metrics["sensitivity"].value
+        spec = at.metrics["specificity"].value
+        ax.plot(
+            1 - spec,
+            sens,
+            "o",
+            color=display.line_.get_color(),
+            markeredgecolor="black",
+            label=f"threshold {threshold:g}: sensitivity {sens:.2f}, "
+            f"specificity {spec:.2f}",
+        )
+    if chance:
+        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
+    ax.set(
+        xlabel="1 - specificity (false positive rate)",
+        ylabel="sensitivity (true positive rate)",
+        title="ROC curve",
+    )
+    ax.legend(loc="lower right", fontsize="small")
+
+
+def plot_roc(
+    y_true: Sequence | np.ndarray | None = None,
+    proba: Sequence | np.ndarray | None = None,
+    *,
     report: ClinicalReport | None = None,
+    pos_label: Any = None,
+    classes: Sequence | None = None,
+    threshold: float | None = None,
     name: str | None = None,
     chance: bool = True,
     ax: Axes | None = None,
@@ -130,17 +237,21 @@ def plot_roc(
 
     Parameters
     ----------
-    y_true : array-like of shape (n,)
-    proba : array-like of shape (n,) or (n, 2)
-        Probability of ``pos_label``, or ``predict_proba`` output.
-    pos_label : label, default="PNEUMONIA"
-    classes : sequence, optional
-        Class order of the ``proba`` columns.
-    threshold : float or None, default=0.5
-        Operating point to mark; None marks none.
+    y_true : array-like of shape (n,), optional
+    proba : array-like of shape (n,) or (n, 2), optional
+        Probability of the positive class, or ``predict_proba`` output.
     report : ClinicalReport, optional
-        A report of the same predictions (its AUC interval is shown);
-        computed with :func:`~cxrkit.metrics.clinical_report` when None.
+        A report (of two classes) instead of ``y_true`` and ``proba``: the
+        curve is drawn from its predictions, labelled with its AUC interval,
+        and marked at its threshold.
+    pos_label : label, optional
+        With ``y_true`` and ``proba``: the positive class (``"PNEUMONIA"``
+        when it is a class, 1 for 0/1 labels).
+    classes : sequence, optional
+        With ``y_true`` and ``proba``: class order of the ``proba`` columns.
+    threshold : float, optional
+        Operating point to mark (``proba >= threshold``); default: the
+        report's threshold, or 0.5 for predictions.
     name : str, optional
         Legend prefix, e.g. the model's name.
     chance : bool, default=True
@@ -159,58 +270,29 @@ def plot_roc(
     >>> ax.get_xlabel()
     '1 - specificity (false positive rate)'
     """
+    report = _report_of(
+        y_true, proba, report, pos_label=pos_label, classes=classes, threshold=threshold
+    )
     ax = _axes(ax)
-    is_pos, score = _binary(y_true, proba, pos_label, classes)
-    if report is None:
-        report = clinical_report(
-            is_pos, score, pos_label=True, threshold=threshold or 0.5
-        )
-    fpr, tpr, _ = roc_curve(is_pos, score)
-    auc = report.metrics["roc_auc"]
-    label = f"{name + ': ' if name else ''}AUC {auc.value:.3f} " + (
-        f"({report.confidence:.0%} CI {auc.low:.3f}-{auc.high:.3f})"
-    )
-    (line,) = ax.plot(fpr, tpr, lw=2, label=label)
-    if threshold is not None:
-        sens = float(np.mean(score[is_pos] >= threshold))
-        spec = float(np.mean(score[~is_pos] < threshold))
-        ax.plot(
-            1 - spec,
-            sens,
-            "o",
-            color=line.get_color(),
-            markeredgecolor="black",
-            label=f"threshold {threshold:g}: sensitivity {sens:.2f}, "
-            f"specificity {spec:.2f}",
-        )
-    if chance:
-        ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance")
-    ax.set(
-        xlim=(-0.01, 1.01),
-        ylim=(-0.01, 1.01),
-        xlabel="1 - specificity (false positive rate)",
-        ylabel="sensitivity (true positive rate)",
-        title="ROC curve",
-    )
-    ax.set_aspect("equal")
-    ax.legend(loc="lower right", fontsize="small")
+    threshold = report.threshold if threshold is None else threshold
+    _draw_roc(ax, report, threshold=threshold, name=name, chance=chance)
     return ax
 
 
 def plot_precision_recall(
-    y_true: Sequence | np.ndarray,
-    proba: Sequence | np.ndarray,
+    y_true: Sequence | np.ndarray | None = None,
+    proba: Sequence | np.ndarray | None = None,
     *,
-    pos_label: Any = "PNEUMONIA",
-    classes: Sequence | None = None,
-    threshold: float | None = 0.5,
     report: ClinicalReport | None = None,
+    pos_label: Any = None,
+    classes: Sequence | None = None,
+    threshold: float | None = None,
     ax: Axes | None = None,
 ) -> Axes:
     """Precision-recall curve (PPV against sensitivity) with its average
     precision, its interval, the prevalence line and the operating point.
 
-    Parameters are those of :func:`plot_roc`.
+    Parameters are those of [`plot_roc`][cxrkit.plot.plot_roc].
 
     Returns
     -------
@@ -223,35 +305,37 @@ def plot_precision_recall(
     >>> plot_precision_recall(y, p).get_ylabel()
     'PPV (precision)'
     """
+    report = _report_of(
+        y_true, proba, report, pos_label=pos_label, classes=classes, threshold=threshold
+    )
     ax = _axes(ax)
-    is_pos, score = _binary(y_true, proba, pos_label, classes)
-    if report is None:
-        report = clinical_report(
-            is_pos, score, pos_label=True, threshold=threshold or 0.5
-        )
-    precision, recall, _ = precision_recall_curve(is_pos, score)
-    ap = report.metrics["pr_auc"]
-    (line,) = ax.plot(
-        recall,
-        precision,
-        lw=2,
-        drawstyle="steps-post",
-        label=f"average precision {ap.value:.3f} "
-        f"({report.confidence:.0%} CI {ap.low:.3f}-{ap.high:.3f})",
-    )
+    threshold = report.threshold if threshold is None else threshold
+    is_pos, score = _binary(report)
     prevalence = float(np.mean(is_pos))
-    ax.axhline(
-        prevalence, ls="--", color="grey", lw=1, label=f"prevalence {prevalence:.2f}"
+    display = PrecisionRecallDisplay.from_predictions(
+        is_pos,
+        score,
+        pos_label=True,
+        ax=ax,
+        plot_chance_level=True,
+        chance_level_kw={
+            "color": "grey",
+            "linestyle": "--",
+            "lw": 1,
+            "label": f"prevalence {prevalence:.2f}",
+        },
     )
-    if threshold is not None and np.any(score >= threshold):
-        called = score >= threshold
-        sens = float(np.mean(called[is_pos]))
-        ppv = float(np.mean(is_pos[called]))
+    display.line_.set(
+        lw=2, label=_label("average precision", report.metrics["pr_auc"], report)
+    )
+    at = _at(report, threshold)
+    sens, ppv = at.metrics["sensitivity"].value, at.metrics["ppv"].value
+    if np.isfinite(ppv):  # some image is called positive
         ax.plot(
             sens,
             ppv,
             "o",
-            color=line.get_color(),
+            color=display.line_.get_color(),
             markeredgecolor="black",
             label=f"threshold {threshold:g}: sensitivity {sens:.2f}, PPV {ppv:.2f}",
         )
@@ -267,22 +351,23 @@ def plot_precision_recall(
 
 
 def plot_calibration(
-    y_true: Sequence | np.ndarray,
-    proba: Sequence | np.ndarray,
+    y_true: Sequence | np.ndarray | None = None,
+    proba: Sequence | np.ndarray | None = None,
     *,
-    pos_label: Any = "PNEUMONIA",
+    report: ClinicalReport | None = None,
+    pos_label: Any = None,
     classes: Sequence | None = None,
     n_bins: int = 10,
     strategy: str = "quantile",
     ax: Axes | None = None,
 ) -> Axes:
-    """Reliability curve: observed frequency of ``pos_label`` against the
-    predicted probability, in bins.
+    """Reliability curve: observed frequency of the positive class against
+    the predicted probability, in bins.
 
     Parameters
     ----------
-    y_true, proba, pos_label, classes
-        As in :func:`plot_roc`.
+    y_true, proba, report, pos_label, classes
+        As in [`plot_roc`][cxrkit.plot.plot_roc].
     n_bins : int, default=10
     strategy : {"quantile", "uniform"}, default="quantile"
         Bins with equal numbers of images, or of equal width
@@ -300,19 +385,26 @@ def plot_calibration(
     >>> plot_calibration(y, p, n_bins=4).get_title()
     'Calibration (reliability)'
     """
+    report = _report_of(y_true, proba, report, pos_label=pos_label, classes=classes)
     ax = _axes(ax)
-    is_pos, score = _binary(y_true, proba, pos_label, classes)
-    observed, predicted = calibration_curve(
-        is_pos, score, n_bins=n_bins, strategy=strategy
-    )
-    brier = float(np.mean((score - is_pos) ** 2))
+    is_pos, score = _binary(report)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfectly calibrated")
-    ax.plot(predicted, observed, "o-", lw=2, label=f"model (Brier score {brier:.3f})")
+    display = CalibrationDisplay.from_predictions(
+        is_pos,
+        score,
+        n_bins=n_bins,
+        strategy=strategy,
+        pos_label=True,
+        ref_line=False,
+        ax=ax,
+    )
+    brier = _label("Brier score", report.metrics["brier"], report)
+    display.line_.set(lw=2, marker="o", label=f"model ({brier})")
     ax.set(
         xlim=(-0.01, 1.01),
         ylim=(-0.01, 1.01),
-        xlabel=f"predicted probability of {pos_label}",
-        ylabel=f"observed fraction {pos_label}",
+        xlabel=f"predicted probability of {report.pos_label}",
+        ylabel=f"observed fraction {report.pos_label}",
         title="Calibration (reliability)",
     )
     ax.set_aspect("equal")
@@ -500,13 +592,16 @@ def plot_misclassified(
     return ax
 
 
-def plot_model_comparison(comparison: Any, *, ax: Axes | None = None) -> Axes:
+def plot_model_comparison(
+    comparison: ModelComparison, *, ax: Axes | None = None
+) -> Axes:
     """ROC curves of several models on the same data, in one figure.
 
     Parameters
     ----------
     comparison : ModelComparison
-        The result of :func:`cxrkit.report.compare_models`.
+        The result of [`compare_models`][cxrkit.report.compare_models] or
+        [`ModelComparison.from_predictions`][cxrkit.metrics.ModelComparison.from_predictions].
     ax : matplotlib Axes, optional
 
     Returns
@@ -515,7 +610,7 @@ def plot_model_comparison(comparison: Any, *, ax: Axes | None = None) -> Axes:
 
     Examples
     --------
-    >>> from cxrkit.report import ModelComparison
+    >>> from cxrkit.metrics import ModelComparison
     >>> y = np.array(["NORMAL"] * 20 + ["PNEUMONIA"] * 20)
     >>> probas = {"a": np.linspace(0, 1, 40), "b": np.linspace(1, 0, 40) ** 2}
     >>> ax = plot_model_comparison(ModelComparison.from_predictions(y, probas))
@@ -523,17 +618,8 @@ def plot_model_comparison(comparison: Any, *, ax: Axes | None = None) -> Axes:
     3
     """
     ax = _axes(ax, (5.5, 5))
+    last = len(comparison.reports) - 1
     for i, (name, report) in enumerate(comparison.reports.items()):
-        plot_roc(
-            comparison.y_true,
-            comparison.proba[name],
-            pos_label=report.pos_label,
-            classes=report.classes,
-            threshold=None,
-            report=report,
-            name=name,
-            chance=i == len(comparison.reports) - 1,
-            ax=ax,
-        )
+        _draw_roc(ax, report, threshold=None, name=name, chance=i == last)
     ax.set_title("ROC curves on the same images")
     return ax

@@ -1,0 +1,68 @@
+"""Fit a named recipe on every image of a folder; print fit time and peak RSS as JSON.
+
+    python benchmarks/full_fit.py --train chest_xray/train [--recipe cpu]
+        [--set preprocess='"equalize"'] [--save model.cxrkit]
+
+This is the budget check of the recipe issue: all 5,216 Kermany training
+images, 2 CPU cores, at most 30 minutes, peak RSS under 3 GB. Run it on a
+quiet machine (``uptime`` before and after is printed too): on shared cores
+the time measures the neighbours as much as the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import time
+
+import torch
+
+from cxrkit import load_image_folder
+from cxrkit.recipes import RECIPES, make_classifier
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--recipe", default="cpu", choices=sorted(RECIPES))
+    parser.add_argument("--set", nargs="*", default=[], metavar="PARAM=JSON")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", help="write the fitted model here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    load_before = os.getloadavg()
+    paths, y = load_image_folder(args.train)
+    clf = make_classifier(
+        args.recipe, random_state=args.seed, device="cpu", verbose=0, **overrides
+    )
+    start = time.perf_counter()
+    clf.fit(paths, y)
+    fit_s = time.perf_counter() - start
+    if args.save:
+        clf.save(args.save)
+    print(
+        json.dumps(
+            {
+                "recipe": args.recipe,
+                "overrides": overrides,
+                "n_images": len(paths),
+                "n_per_class": {str(c): int((y == c).sum()) for c in set(y)},
+                "fit_s": round(fit_s, 1),
+                "peak_rss_mb": round(
+                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                ),
+                "threads": args.threads,
+                "loadavg_before": load_before,
+                "loadavg_after": os.getloadavg(),
+                "torch": torch.__version__,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

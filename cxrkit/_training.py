@@ -1,0 +1,522 @@
+"""How ``cxrkit.PneumoniaClassifier`` trains and predicts, behind its parameters.
+
+The estimator decides *what* goes in (decoded images, labels, groups); this
+module holds *how* the skorch net is made and run, in one place for ``fit``,
+``load`` and resumed fits:
+
+* ``build_net``, the one builder of the skorch net (model, loss with class
+  weights, AdamW, LR schedule and other callbacks, sampling, device);
+* the table of LR schedules (``LR_SCHEDULES``) and the other callbacks;
+* ``validation_split``, the stratified, patient-grouped internal split;
+* ``checkpoint_callbacks``, resuming from ``checkpoint_dir``;
+* ``fit_head_on_features``, the ``freeze="backbone"`` fit on features
+  computed once;
+* ``predict_proba``, with test-time augmentation;
+* ``resolve_device`` and ``seed_from``.
+
+Everything here takes the estimator's parameters as a plain mapping
+(``clf.get_params()``), so nothing here imports the estimator.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import clone
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import InvalidParameterError
+from skorch import NeuralNetClassifier
+from skorch.callbacks import EarlyStopping, EpochScoring, LRScheduler, ProgressBar
+from skorch.helper import predefined_split
+from torch import nn
+from torch.utils.data import Dataset, TensorDataset, WeightedRandomSampler
+
+from cxrkit.callbacks import WeightAveraging
+from cxrkit.checkpoint import data_fingerprint, training_checkpoint
+from cxrkit.data import patient_id
+from cxrkit.features import backbone_features, headless
+from cxrkit.inputs import is_path_like_sequence
+from cxrkit.models import build_model
+from cxrkit.net import ImageClassifierNet, data_device
+from cxrkit.transforms import ImageBatches, ImageDataset, build_augmentation
+
+__all__ = [
+    "LR_SCHEDULES",
+    "NetSpec",
+    "build_net",
+    "checkpoint_callbacks",
+    "default_groups",
+    "fit_head_on_features",
+    "image_datasets",
+    "predict_proba",
+    "resolve_device",
+    "sampling",
+    "seed_from",
+    "training_callbacks",
+    "validation_split",
+]
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What a net is built for that the parameters do not say: learnt from the data.
+
+    ``fit`` finds it, a model file records it, ``load`` builds the same net
+    from it.
+
+    Attributes
+    ----------
+    n_classes : int
+    class_weights : tuple of float
+        Weight of each class in the loss, in the order of ``classes_``.
+    n_train : int
+        Images in the training part (sets the steps of a one-cycle schedule).
+    validation : bool
+        Whether an internal validation split scores the epochs.
+    """
+
+    n_classes: int
+    class_weights: tuple[float, ...]
+    n_train: int = 0
+    validation: bool = False
+
+
+# ------------------------------------------------------------------ devices
+def resolve_device(device: str, *, owner: str = "") -> str:
+    """The torch device for a ``device`` parameter; ``"auto"``: CUDA if present.
+
+    Parameters
+    ----------
+    device : str
+        ``"auto"``, or a torch device string (``"cpu"``, ``"cuda"``,
+        ``"cuda:1"``, ``"mps"``) that this machine has.
+    owner : str
+        Whose parameter it is, for error messages (``"PneumoniaClassifier"``).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    sklearn.utils._param_validation.InvalidParameterError
+        Not a torch device string (e.g. ``"gpu0"``), or a device this machine
+        does not have.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    'cpu'
+    >>> resolve_device("auto") in ("cpu", "cuda")
+    True
+    """
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    name = f"The 'device' parameter{' of ' + owner if owner else ''}"
+    allowed = "'auto' or a torch device string such as 'cpu', 'cuda' or 'cuda:0'"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InvalidParameterError(
+            f"{name} must be {allowed}. Got {device!r} instead."
+        ) from None
+    if parsed.type == "cuda":
+        n_gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if (parsed.index or 0) >= n_gpus:
+            raise InvalidParameterError(
+                f"{name} is {device!r}, but this machine has {n_gpus} CUDA "
+                "device(s): use device='auto' or 'cpu'"
+            )
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise InvalidParameterError(
+            f"{name} is {device!r}, but MPS is not available here: use "
+            "device='auto' or 'cpu'"
+        )
+    return str(device)
+
+
+def seed_from(random_state: int | np.random.RandomState | None) -> int:
+    """One int seed for torch, drawn from a ``random_state`` parameter."""
+    return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+# ------------------------------------------------------------ validation split
+def default_groups(X: Any, kept: np.ndarray) -> np.ndarray:
+    """Patient ids parsed from paths (each unparsed image its own group)."""
+    n = int(kept.sum())
+    if not is_path_like_sequence(X):
+        return np.arange(n).astype(str)
+    paths = [os.fspath(p) for p, k in zip(X, kept) if k]
+    return np.array([patient_id(p) or p for p in paths], dtype=object)
+
+
+def validation_split(
+    y_enc: np.ndarray,
+    groups: np.ndarray,
+    fraction: float | None,
+    seed: int,
+    *,
+    required: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Stratified, patient-grouped train / validation indices.
+
+    Parameters
+    ----------
+    y_enc : ndarray of int
+        Encoded labels.
+    groups : ndarray
+        Patient id per image.
+    fraction : float or None
+        About this share of the patients is held out; None or 0: none.
+    seed : int
+    required : bool
+        Raise (rather than warn and train on everything) when there are too
+        few patients per class for the split (early stopping needs it).
+
+    Returns
+    -------
+    train_idx : ndarray
+    valid_idx : ndarray or None
+
+    Examples
+    --------
+    >>> y = np.array([0, 0, 1, 1] * 5)
+    >>> train, valid = validation_split(y, np.arange(20).astype(str), 0.2, seed=0)
+    >>> len(train), len(valid)
+    (16, 4)
+    """
+    everything = np.arange(len(y_enc))
+    if not fraction:
+        return everything, None
+    n_splits = max(2, round(1 / fraction))
+    _, group_codes = np.unique(groups.astype(str), return_inverse=True)
+    groups_per_class = [
+        len(np.unique(group_codes[y_enc == k])) for k in range(y_enc.max() + 1)
+    ]
+    if min(groups_per_class) < n_splits:
+        msg = (
+            f"too few patients per class ({min(groups_per_class)}) for "
+            f"validation_fraction={fraction}"
+        )
+        if required:
+            raise ValueError(
+                f"{msg}; early stopping needs a validation split. Use more "
+                "images, a larger validation_fraction, or early_stopping=None."
+            )
+        # stacklevel: validation_split <- fit <- _fit_context <- the caller
+        warnings.warn(f"{msg}: training on all images", UserWarning, stacklevel=4)
+        return everything, None
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        train_idx, valid_idx = next(splitter.split(everything, y_enc, group_codes))
+    return train_idx, valid_idx
+
+
+# ------------------------------------------------------------------ callbacks
+def _valid_auc(net: NeuralNetClassifier, X: Any, y: np.ndarray) -> float:
+    """ROC AUC on the internal validation split (one-vs-rest for >2 classes)."""
+    proba = net.predict_proba(X)  # skorch serves this from its epoch cache
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    if proba.shape[1] == 2:
+        return roc_auc_score(y, proba[:, 1])
+    return roc_auc_score(y, proba, multi_class="ovr", labels=np.arange(proba.shape[1]))
+
+
+#: ``lr_schedule`` name -> the skorch ``LRScheduler`` for it, given the
+#: parameters, the optimizer steps per epoch and whether there is a
+#: validation split.
+LR_SCHEDULES: dict[str, Callable[[Mapping[str, Any], int, bool], LRScheduler]] = {
+    "cosine": lambda p, steps, valid: LRScheduler(
+        policy=torch.optim.lr_scheduler.CosineAnnealingLR, T_max=p["max_epochs"]
+    ),
+    "onecycle": lambda p, steps, valid: LRScheduler(
+        policy=torch.optim.lr_scheduler.OneCycleLR,
+        max_lr=p["lr"],
+        epochs=p["max_epochs"],
+        steps_per_epoch=steps,
+        step_every="batch",
+    ),
+    "plateau": lambda p, steps, valid: LRScheduler(
+        policy=torch.optim.lr_scheduler.ReduceLROnPlateau,
+        monitor="valid_loss" if valid else "train_loss",
+        patience=2,
+    ),
+}
+
+
+def training_callbacks(params: Mapping[str, Any], spec: NetSpec) -> list:
+    """The skorch callbacks for the estimator's parameters.
+
+    Validation AUC scoring (with a validation split), the LR schedule,
+    weight averaging, early stopping and progress bars.
+
+    Examples
+    --------
+    >>> spec = NetSpec(n_classes=2, class_weights=(1.0, 1.0), n_train=64)
+    >>> params = {"lr": 1e-3, "max_epochs": 3, "batch_size": 32,
+    ...           "lr_schedule": "onecycle", "ema_decay": None,
+    ...           "early_stopping": None, "verbose": 0}
+    >>> [type(c).__name__ for c in training_callbacks(params, spec)]
+    ['LRScheduler']
+    """
+    callbacks: list = []
+    if spec.validation:
+        callbacks.append(
+            EpochScoring(
+                _valid_auc, name="valid_auc", lower_is_better=False, use_caching=True
+            )
+        )
+    if params["lr_schedule"] is not None:
+        steps = max(1, math.floor(spec.n_train / params["batch_size"]))
+        callbacks.append(
+            LR_SCHEDULES[params["lr_schedule"]](params, steps, spec.validation)
+        )
+    if params["ema_decay"] is not None:
+        callbacks.append(WeightAveraging(params["ema_decay"]))
+    if params["early_stopping"] is not None:
+        callbacks.append(
+            EarlyStopping(
+                monitor="valid_loss",
+                patience=int(params["early_stopping"]),
+                load_best=True,
+            )
+        )
+    if params["verbose"] >= 2:
+        callbacks.append(ProgressBar())
+    return callbacks
+
+
+def checkpoint_callbacks(
+    params: Mapping[str, Any],
+    classes: np.ndarray,
+    images: np.ndarray,
+    y_enc: np.ndarray,
+) -> tuple[list, dict[str, Any]]:
+    """Callbacks and ``net.fit`` arguments for ``checkpoint_dir`` (resume).
+
+    Returns ``([], {})`` without a ``checkpoint_dir``; else skorch's
+    ``[LoadInitState, Checkpoint]`` (see
+    [`training_checkpoint`][cxrkit.checkpoint.training_checkpoint]) and
+    ``{"epochs": epochs left}``.
+    """
+    if params["checkpoint_dir"] is None:
+        return [], {}
+    skip = ("checkpoint_dir", "device", "verbose")
+    run = {
+        "params": {k: v for k, v in params.items() if k not in skip},
+        "classes": classes.tolist(),
+        "data": data_fingerprint(images, y_enc),
+    }
+    callbacks, epochs_done = training_checkpoint(params["checkpoint_dir"], run)
+    return callbacks, {"epochs": max(0, params["max_epochs"] - epochs_done)}
+
+
+# ------------------------------------------------------------------- the net
+def image_datasets(
+    images: np.ndarray,
+    y_enc: np.ndarray,
+    splits: Sequence[np.ndarray | None],
+    *,
+    frozen: bool,
+    device: str,
+) -> list[ImageBatches | ImageDataset | None]:
+    """The training and validation images, as the net takes them.
+
+    ``uint8`` batches (``ImageBatches``), kept on ``device`` when they fit
+    there (``cxrkit.net.data_device``), which the net augments and
+    normalises; or, for the frozen-backbone features (``cxrkit.features``),
+    normalised images (``ImageDataset``). None for a split that is None.
+    """
+    where = data_device(images, device)
+    return [
+        None
+        if idx is None
+        else ImageDataset(images[idx], y_enc[idx])
+        if frozen
+        else ImageBatches(images[idx], y_enc[idx], device=where)
+        for idx in splits
+    ]
+
+
+def sampling(sampler: str | None, y_enc: np.ndarray | None) -> dict[str, Any]:
+    """skorch ``iterator_train__*`` arguments: shuffle, or class-balanced draws.
+
+    Without labels (a net rebuilt from a model file) there is nothing to
+    balance, and the training images are shuffled.
+    """
+    if sampler is None or y_enc is None:
+        return {"iterator_train__shuffle": True}
+    per_class = np.bincount(y_enc).astype(np.float64)
+    weights = torch.as_tensor(1.0 / per_class[y_enc], dtype=torch.double)
+    # torch's global RNG draws the samples; fit seeds it (fork_rng).
+    return {
+        "iterator_train__sampler": WeightedRandomSampler(
+            weights, num_samples=len(y_enc), replacement=True
+        ),
+        "iterator_train__shuffle": False,
+    }
+
+
+def build_net(
+    params: Mapping[str, Any],
+    spec: NetSpec,
+    *,
+    device: str,
+    valid_ds: Dataset | None = None,
+    y_train: np.ndarray | None = None,
+    resume_callbacks: Sequence = (),
+    initial_weights: bool = True,
+) -> ImageClassifierNet:
+    """The skorch net of a ``PneumoniaClassifier``, for ``fit`` and ``load`` alike.
+
+    Parameters
+    ----------
+    params : mapping
+        The estimator's parameters (``clf.get_params()``).
+    spec : NetSpec
+        Classes, class weights, training-set size, validation or not.
+    device : str
+        A resolved torch device (``resolve_device``).
+    valid_ds : torch Dataset, optional
+        The internal validation split (``fit`` only).
+    y_train : ndarray of int, optional
+        Encoded training labels, for ``sampler="balanced"`` (``fit`` only).
+    resume_callbacks : sequence
+        ``[LoadInitState, Checkpoint]`` from ``checkpoint_callbacks``.
+    initial_weights : bool
+        Load the ``pretrained`` weights; False when the weights will be
+        replaced anyway (a model file), so that nothing is downloaded or read.
+
+    Returns
+    -------
+    cxrkit.net.ImageClassifierNet
+        A skorch ``NeuralNetClassifier`` that augments (training steps only),
+        normalises and runs ``uint8`` image batches; not initialised.
+
+    Examples
+    --------
+    >>> params = {"model": "simple_cnn", "image_size": 32, "pretrained": None,
+    ...           "freeze": None, "augment": "light", "flip": False,
+    ...           "precision": "32", "lr": 1e-3, "weight_decay": 0.0,
+    ...           "label_smoothing": 0.0, "max_epochs": 1, "batch_size": 8,
+    ...           "sampler": None, "lr_schedule": None, "ema_decay": None,
+    ...           "early_stopping": None, "verbose": 0}
+    >>> net = build_net(params, NetSpec(2, (1.0, 1.0)), device="cpu").initialize()
+    >>> net.predict_proba(ImageBatches(np.zeros((3, 32, 32), np.uint8))).shape
+    (3, 2)
+    """
+    module = build_model(
+        params["model"],
+        spec.n_classes,
+        image_size=params["image_size"],
+        pretrained=params["pretrained"] if initial_weights else None,
+        freeze=params["freeze"],
+    )
+    callbacks = [
+        *resume_callbacks[:1],  # LoadInitState before the LR schedule
+        *training_callbacks(params, spec),
+        *resume_callbacks[1:],  # Checkpoint after the scores
+    ]
+    return ImageClassifierNet(
+        module,
+        augmentation=build_augmentation(params["augment"], params["flip"]),
+        precision=params["precision"],
+        criterion=nn.CrossEntropyLoss,
+        criterion__weight=torch.as_tensor(spec.class_weights, dtype=torch.float32),
+        criterion__label_smoothing=params["label_smoothing"],
+        optimizer=torch.optim.AdamW,
+        optimizer__fused=True,  # one kernel per step: several times faster
+        optimizer__weight_decay=params["weight_decay"],
+        lr=params["lr"],
+        max_epochs=params["max_epochs"],
+        batch_size=params["batch_size"],
+        **sampling(params["sampler"], y_train),
+        iterator_train__drop_last=spec.n_train > params["batch_size"],
+        train_split=predefined_split(valid_ds) if valid_ds is not None else None,
+        callbacks=callbacks,
+        classes=list(range(spec.n_classes)),
+        device=device,
+        verbose=params["verbose"],
+    )
+
+
+def fit_head_on_features(
+    net: ImageClassifierNet,
+    model_name: str,
+    train_ds: ImageDataset,
+    valid_ds: ImageDataset | None,
+    **fit_kwargs: Any,
+) -> None:
+    """Train only the head of ``net``, on backbone features computed once.
+
+    See ``cxrkit.features``: the frozen backbone runs once (in eval mode,
+    without augmentation) instead of once per epoch. A second skorch net with
+    the same settings trains the head on the feature vectors; its callbacks
+    are fresh clones of ``net``'s, checkpoints included, and ``fit_kwargs``
+    (``epochs`` left when resuming) reach its ``fit``.
+    """
+    module = net.module
+    with headless(module, model_name) as (backbone, head):
+        sets = [
+            None
+            if ds is None
+            else TensorDataset(
+                torch.from_numpy(
+                    backbone_features(
+                        backbone, ds, batch_size=net.batch_size, device=net.device
+                    )
+                ),
+                ds.y,
+            )
+            for ds in (train_ds, valid_ds)
+        ]
+    params = clone(net).get_params(deep=False)  # fresh callbacks
+    params.update(
+        module=head,
+        train_split=predefined_split(sets[1]) if sets[1] is not None else None,
+    )
+    head_net = type(net)(**params)
+    head_net.fit(sets[0], y=None, **fit_kwargs)
+    # The trained head is back inside ``module``; serve predictions from it.
+    net.initialize()
+    net.history = head_net.history
+
+
+# ------------------------------------------------------------------- predict
+def predict_proba(
+    net: ImageClassifierNet,
+    images: np.ndarray,
+    *,
+    tta: int = 0,
+    random_state: int | np.random.RandomState | None = None,
+) -> np.ndarray:
+    """Class probabilities of decoded images, averaged over ``tta`` copies.
+
+    The copies get the ``"light"`` augmentation, seeded by ``random_state``
+    (0 unless an int), so the same model gives the same probabilities for the
+    same image on every call, as without ``tta``.
+    """
+    pin = str(net.device).startswith("cuda")
+    proba = net.predict_proba(ImageBatches(images, pin_memory=pin)).astype(np.float64)
+    if tta:
+        augment = build_augmentation("light")
+        seed = random_state if isinstance(random_state, (int, np.integer)) else 0
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for _ in range(tta):
+                copies = ImageBatches(images, pin_memory=pin, transform=augment)
+                proba += net.predict_proba(copies)
+        proba /= 1 + tta
+    return proba

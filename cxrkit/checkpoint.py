@@ -1,0 +1,171 @@
+"""Resumable training: a checkpoint after every epoch, and atomic file writes.
+
+``PneumoniaClassifier(checkpoint_dir=...)`` uses ``training_checkpoint``:
+skorch's ``Checkpoint`` writes the weights, optimizer state and history after
+every epoch, and ``LoadInitState`` loads them when ``fit`` starts again, so a
+run stopped by Ctrl-C or a crash continues from its last finished epoch
+instead of starting over. A JSON description of the run (parameters, classes,
+a fingerprint of the data) is kept beside the checkpoint, so that a
+checkpoint is never resumed by a different run.
+
+``write_atomic`` (a temporary file renamed over the target) is also how
+model files are written (``cxrkit.persistence``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["data_fingerprint", "jsonable", "training_checkpoint", "write_atomic"]
+
+_RUN_FILE = "cxrkit_run.json"
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars, paths and tuples made JSON-friendly.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> jsonable({"lr": np.float64(0.1), "dir": Path("a"), "pair": (1, 2)})
+    {'lr': 0.1, 'dir': 'a', 'pair': [1, 2]}
+    """
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    return value
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file renamed over it.
+
+    An interrupted write (Ctrl-C, a full disk, a crash) leaves the old file,
+    if any, untouched and no temporary file behind.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Target file; its folder is created when missing.
+    data : bytes
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = write_atomic(tempfile.mkdtemp() + "/a/b.txt", b"hello")
+    >>> path.read_bytes()
+    b'hello'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def training_checkpoint(
+    dirname: str | os.PathLike, run: dict[str, Any]
+) -> tuple[list, int]:
+    """skorch callbacks that checkpoint every epoch and resume from the last.
+
+    skorch reads the files back with ``torch.load(weights_only=True)``.
+
+    Parameters
+    ----------
+    dirname : str or path-like
+        Folder for the checkpoint files (created when missing).
+    run : dict
+        JSON-able description of the training run (parameters, classes, a
+        fingerprint of the data). A checkpoint of a different run in
+        ``dirname`` raises an error rather than being resumed.
+
+    Returns
+    -------
+    callbacks : list
+        ``[LoadInitState, Checkpoint]``: the first must come before any LR
+        scheduler, the second after the scoring callbacks.
+    epochs_done : int
+        Epochs already finished in ``dirname`` (0 for a new run).
+
+    Raises
+    ------
+    ValueError
+        ``dirname`` holds a checkpoint of another run.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> callbacks, done = training_checkpoint(tempfile.mkdtemp(), {"lr": 0.1})
+    >>> [type(c).__name__ for c in callbacks], done
+    (['LoadInitState', 'Checkpoint'], 0)
+    """
+    from skorch.callbacks import Checkpoint, LoadInitState
+
+    folder = Path(dirname)
+    folder.mkdir(parents=True, exist_ok=True)
+    # A JSON round trip, so that the run compares equal to its saved copy.
+    run = json.loads(json.dumps(jsonable(run), sort_keys=True, default=repr))
+    run_file = folder / _RUN_FILE
+    history_file = folder / "history.json"
+    epochs_done = 0
+    if history_file.exists():
+        saved = json.loads(run_file.read_text()) if run_file.exists() else None
+        if saved != run:
+            raise ValueError(
+                f"checkpoint_dir {folder} holds a checkpoint of a different training "
+                "run (other parameters or data); use a new, empty folder for each "
+                "run, or delete that one to start over"
+            )
+        try:
+            epochs_done = len(json.loads(history_file.read_text()))
+        except (OSError, json.JSONDecodeError):
+            raise ValueError(
+                f"the checkpoint in {folder} is damaged (history.json); delete the "
+                "folder to start over"
+            ) from None
+    else:
+        write_atomic(run_file, json.dumps(run, sort_keys=True).encode())
+    checkpoint = Checkpoint(monitor=None, dirname=os.fspath(folder))
+    return [LoadInitState(checkpoint), checkpoint], epochs_done
+
+
+def data_fingerprint(*arrays: np.ndarray) -> str:
+    """A short hash of the training data, to tell runs apart.
+
+    Examples
+    --------
+    >>> a = data_fingerprint(np.zeros((2, 4, 4), np.uint8), np.array([0, 1]))
+    >>> a == data_fingerprint(np.zeros((2, 4, 4), np.uint8), np.array([1, 0]))
+    False
+    """
+    digest = hashlib.sha256()
+    for array in arrays:
+        array = np.ascontiguousarray(array)
+        digest.update(str((array.shape, array.dtype.str)).encode())
+        digest.update(
+            array.tobytes() if array.dtype != object else repr(array).encode()
+        )
+    return digest.hexdigest()[:16]

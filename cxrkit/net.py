@@ -1,0 +1,236 @@
+"""The skorch net inside :class:`cxrkit.PneumoniaClassifier` (``clf.net_``).
+
+:class:`ImageClassifierNet` is skorch's ``NeuralNetClassifier`` fed with
+``uint8`` image batches (:class:`cxrkit.transforms.ImageBatches`). It moves a
+batch to the training device, turns it into floats, augments it while
+training (whole batch at once, parameters per image) and normalises it, then
+runs the model, in mixed precision if asked.
+
+Why ``infer``: skorch sends every forward pass through ``NeuralNet.infer``
+(training steps, validation steps and ``predict_proba`` alike), and sets the
+module to training mode only in its training step. Overriding ``infer`` is
+therefore the one place where a batch becomes the model's input, and the
+module's ``training`` flag says whether to augment: validation and prediction
+never are. (A module wrapper would change ``net_.module_``, which
+explanations, feature extraction and model files use as the bare model.)
+Float batches (normalised inputs, or features of a frozen backbone) pass
+through unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from skorch import NeuralNetClassifier
+from skorch.dataset import unpack_data
+from skorch.utils import TeeGenerator, to_tensor
+from torch.utils.data import default_collate
+
+from cxrkit.transforms import normalize
+
+__all__ = ["PRECISIONS", "ImageClassifierNet", "collate_batches", "data_device"]
+
+#: Accepted ``precision`` values: float32, bfloat16 autocast, float16 autocast
+#: with a gradient scaler (CUDA only).
+PRECISIONS = ("32", "bf16", "16")
+
+
+def collate_batches(batch: Any) -> Any:
+    """``DataLoader`` ``collate_fn``: pass whole batches through, stack samples.
+
+    A dataset with ``__getitems__`` (:class:`cxrkit.transforms.ImageBatches`)
+    already returns the batch as a tuple of tensors; a list of samples from
+    any other dataset is stacked by torch's ``default_collate``.
+
+    Examples
+    --------
+    >>> x = torch.zeros(2, 3)
+    >>> collate_batches((x, x)) [0] is x
+    True
+    >>> collate_batches([(torch.zeros(3), 0), (torch.ones(3), 1)])[1]
+    tensor([0, 1])
+    """
+    return batch if isinstance(batch, tuple) else default_collate(batch)
+
+
+class ImageClassifierNet(NeuralNetClassifier):
+    """skorch ``NeuralNetClassifier`` for ``uint8`` image batches.
+
+    Takes every parameter of ``skorch.NeuralNetClassifier``, plus:
+
+    Parameters
+    ----------
+    augmentation : callable or None, default=None
+        Applied to float ``(B, 1, H, W)`` batches in [0, 1], on the device,
+        in training steps only (e.g. :class:`cxrkit.transforms.BatchAugmentation`).
+    precision : {"32", "bf16", "16"}, default="32"
+        ``"bf16"``/``"16"`` run the forward passes under ``torch.autocast``
+        in bfloat16/float16; ``"16"`` also scales the loss (a
+        ``torch.amp.GradScaler``). float16 autocast is used on CUDA only:
+        elsewhere ``"16"`` computes in float32.
+    channels_last : bool, default=True
+        Keep the model's weights and the input batches in channels-last
+        memory order: faster convolutions on GPUs with tensor cores, and on
+        CPUs too (oneDNN works in that order; a ``resnet18`` training step at
+        128 px took about 12% less CPU time, ``efficientnet_b0`` 30% less).
+        The numbers differ from the default order only by rounding.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from torch import nn
+    >>> from cxrkit.transforms import ImageBatches
+    >>> module = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    >>> net = ImageClassifierNet(module, criterion=nn.CrossEntropyLoss,
+    ...                          max_epochs=1, train_split=None, verbose=0)
+    >>> data = ImageBatches(np.zeros((4, 8, 8), np.uint8), np.array([0, 1, 0, 1]))
+    >>> net.fit(data, y=None).predict_proba(data).shape
+    (4, 2)
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        augmentation: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        precision: str = "32",
+        channels_last: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("iterator_train__collate_fn", collate_batches)
+        kwargs.setdefault("iterator_valid__collate_fn", collate_batches)
+        super().__init__(*args, **kwargs)
+        self.augmentation = augmentation
+        self.precision = precision
+        self.channels_last = channels_last
+
+    # ------------------------------------------------------------- set-up
+    def initialize_module(self) -> ImageClassifierNet:
+        if self.precision not in PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}"
+            )
+        super().initialize_module()
+        if self.channels_last:
+            self.module_.to(memory_format=torch.channels_last)
+        return self
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype for this device and precision (None: float32)."""
+        device_type = torch.device(self.device).type
+        if self.precision == "bf16":
+            return torch.bfloat16
+        if self.precision == "16" and device_type == "cuda":
+            return torch.float16
+        return None
+
+    # ------------------------------------------------------ forward passes
+    def model_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A ``uint8`` batch as the model's input, on the net's device.
+
+        Floats in [0, 1], augmented when the module is in training mode,
+        normalised (:func:`cxrkit.transforms.normalize`); channels-last when
+        ``channels_last``. Float batches are returned as they are (on the
+        device): they are taken to be model inputs already.
+        """
+        x = x.to(self.device, non_blocking=True)
+        if x.dtype != torch.uint8:
+            return x
+        if self.augmentation is not None and self.module_.training:
+            x = normalize(self.augmentation(x.float().div_(255.0)))
+        else:
+            x = normalize(x)
+        if self.channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
+        if isinstance(x, torch.Tensor):
+            x = self.model_input(x)
+        x = to_tensor(x, device=self.device)
+        dtype = self._autocast_dtype()
+        device_type = torch.device(self.device).type
+        with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
+            out = super().infer(x, **fit_params)
+        # The loss and the probabilities in float32, whatever the autocast.
+        return out.float() if dtype is not None else out
+
+    # ----------------------------------------------- float16 loss scaling
+    def fit_loop(self, X: Any, y: Any = None, epochs: int | None = None, **fit_params):
+        scale = self._autocast_dtype() == torch.float16
+        self.grad_scaler_ = torch.amp.GradScaler("cuda") if scale else None
+        try:
+            with _cudnn_benchmark(torch.device(self.device).type == "cuda"):
+                return super().fit_loop(X, y, epochs=epochs, **fit_params)
+        finally:
+            self.grad_scaler_ = None
+
+    def train_step_single(self, batch: Any, **fit_params: Any) -> dict:
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step_single(batch, **fit_params)
+        self._set_training(True)
+        Xi, yi = unpack_data(batch)
+        y_pred = self.infer(Xi, **fit_params)
+        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
+        scaler.scale(loss).backward()
+        return {"loss": loss, "y_pred": y_pred}
+
+    def train_step(self, batch: Any, **fit_params: Any) -> dict:
+        scaler = getattr(self, "grad_scaler_", None)
+        if scaler is None:
+            return super().train_step(batch, **fit_params)
+        # skorch steps the optimizer with a closure, which GradScaler.step
+        # does not take: one scaled step, written out (skorch's advice for
+        # "more fine-grained control").
+        self._zero_grad_optimizer()
+        step = self.train_step_single(batch, **fit_params)
+        for name in self._optimizers:
+            scaler.unscale_(getattr(self, name + "_"))  # callbacks see true grads
+        self.notify(
+            "on_grad_computed",
+            named_parameters=TeeGenerator(self.get_all_learnable_params()),
+            batch=batch,
+            training=True,
+        )
+        for name in self._optimizers:
+            scaler.step(getattr(self, name + "_"))
+        scaler.update()
+        return step
+
+
+def data_device(images: Any, device: str) -> str:
+    """Where to keep decoded training images: ``device`` if they fit, else the CPU.
+
+    On a CUDA device the images (``uint8``, any array with ``nbytes``) are
+    kept there when they take at most half of its free memory, so that
+    batches are gathered on the GPU with no copy per step; otherwise, and for
+    every other device, on the CPU.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> data_device(np.zeros((10, 8, 8), np.uint8), "cpu")
+    'cpu'
+    """
+    if not str(device).startswith("cuda"):
+        return "cpu"
+    free, _ = torch.cuda.mem_get_info(torch.device(device))
+    return str(device) if images.nbytes <= free / 2 else "cpu"
+
+
+@contextlib.contextmanager
+def _cudnn_benchmark(enabled: bool) -> Iterator[None]:
+    """Let cuDNN pick the fastest convolution algorithms during a fit.
+
+    The input size is fixed within a fit, so the search pays back; the
+    global flag is restored afterwards.
+    """
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = previous or enabled
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous

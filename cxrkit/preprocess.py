@@ -1,0 +1,143 @@
+"""Deterministic preprocessing of decoded images, applied in ``fit`` and ``predict``.
+
+Unlike augmentation (random, training only), preprocessing is part of the
+model: [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier]\\ ``(preprocess=...)``
+applies it to every image it trains on or predicts, and a saved model applies
+it again after loading. It runs on the decoded, resized ``uint8`` images (the
+cache keeps images before preprocessing, so a grid search over ``preprocess``
+decodes each file once).
+
+The steps aim at intensity and field-of-view differences between machines
+and hospitals, which a model can otherwise learn as shortcuts:
+
+* ``"equalize"``: global histogram equalisation (Pillow's
+  ``ImageOps.equalize``);
+* ``"clahe"``: contrast-limited adaptive histogram equalisation (OpenCV,
+  clip limit 2, 8 x 8 tiles; needs ``pip install "cxrkit[clahe]"``);
+* ``"stretch"``: per-image contrast stretch of the 1st-99th percentiles to
+  the full grey range (a per-image standardisation that stays ``uint8``);
+* ``"crop"``: drop an 8% band on every side (collimation, black borders,
+  burnt-in markers) and resize back, emphasising the thorax.
+
+For research and education; not a medical device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+__all__ = ["PREPROCESSING", "check_preprocess", "preprocess_images"]
+
+
+def _equalize(image: np.ndarray) -> np.ndarray:
+    return np.asarray(ImageOps.equalize(Image.fromarray(image)))
+
+
+def _clahe(image: np.ndarray) -> np.ndarray:
+    try:
+        import cv2
+    except ImportError:
+        raise ImportError(
+            'preprocess="clahe" needs OpenCV: pip install "cxrkit[clahe]"'
+        ) from None
+    tiles = (8, 8) if min(image.shape) >= 64 else (2, 2)
+    return cv2.createCLAHE(clipLimit=2.0, tileGridSize=tiles).apply(image)
+
+
+def _stretch(image: np.ndarray) -> np.ndarray:
+    lo, hi = np.percentile(image, [1, 99])
+    if hi <= lo:
+        return image
+    scaled = (image.astype(np.float32) - lo) * (255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def _crop(image: np.ndarray, band: float = 0.08) -> np.ndarray:
+    h, w = image.shape
+    dy, dx = round(h * band), round(w * band)
+    inner = Image.fromarray(image).crop((dx, dy, w - dx, h - dy))
+    return np.asarray(inner.resize((w, h), Image.Resampling.BILINEAR))
+
+
+#: Preprocessing steps by name; each maps one ``(H, W)`` ``uint8`` image to
+#: another of the same shape.
+PREPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "equalize": _equalize,
+    "clahe": _clahe,
+    "stretch": _stretch,
+    "crop": _crop,
+}
+
+
+def check_preprocess(preprocess: str | Sequence[str] | None) -> tuple[str, ...]:
+    """The steps of a ``preprocess`` value, checked, as a tuple of names.
+
+    Parameters
+    ----------
+    preprocess : None, str or sequence of str
+        One step name, several joined by ``"+"`` (``"crop+clahe"``), or a
+        sequence of names; applied in that order.
+
+    Returns
+    -------
+    tuple of str
+
+    Examples
+    --------
+    >>> check_preprocess("crop+equalize")
+    ('crop', 'equalize')
+    >>> check_preprocess(None)
+    ()
+    """
+    if preprocess is None:
+        return ()
+    steps = preprocess.split("+") if isinstance(preprocess, str) else preprocess
+    try:
+        steps = tuple(steps)
+    except TypeError:
+        steps = (preprocess,)
+    unknown = [s for s in steps if s not in PREPROCESSING]
+    if unknown or not all(isinstance(s, str) for s in steps):
+        raise ValueError(
+            f"preprocess={preprocess!r} has unknown step(s) {unknown}; use None, "
+            f"one of {sorted(PREPROCESSING)}, or several joined by '+' "
+            "(e.g. 'crop+clahe')"
+        )
+    return steps
+
+
+def preprocess_images(
+    images: np.ndarray, preprocess: str | Sequence[str] | None
+) -> np.ndarray:
+    """Apply preprocessing steps to a batch of ``uint8`` images.
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, H, W), dtype uint8
+    preprocess : None, str or sequence of str
+        See [`check_preprocess`][cxrkit.preprocess.check_preprocess].
+
+    Returns
+    -------
+    ndarray of shape (n, H, W), dtype uint8
+        ``images`` itself when there is nothing to do, else a new array.
+
+    Examples
+    --------
+    >>> ramp = np.tile(np.arange(64, 128, dtype=np.uint8), (2, 64, 1))
+    >>> out = preprocess_images(ramp, "stretch")
+    >>> int(out.min()), int(out.max())
+    (0, 255)
+    """
+    steps = check_preprocess(preprocess)
+    if not steps:
+        return images
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        for step in steps:
+            image = PREPROCESSING[step](image)
+        out[i] = image
+    return out

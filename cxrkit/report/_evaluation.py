@@ -1,0 +1,227 @@
+"""Evaluate fitted models on images: the report folder, and comparisons."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from cxrkit.metrics import (
+    ClinicalReport,
+    ModelComparison,
+    clinical_report,
+    positive_label,
+)
+from cxrkit.report._figures import report_figures
+from cxrkit.report._predictions import predict_proba, write_predictions
+from cxrkit.report._provenance import created_at, describe_data, describe_model
+
+DISCLAIMER = (
+    "For research and education only. This model is not a medical device: it is "
+    "not cleared or approved for diagnosis, and its output must not guide the "
+    "care of a patient."
+)
+
+
+def evaluation_report(
+    clf: Any,
+    X: Sequence[str | os.PathLike] | np.ndarray,
+    y: Sequence | np.ndarray,
+    out_dir: str | os.PathLike,
+    *,
+    threshold: float | None = None,
+    pos_label: Any = None,
+    data_name: str | None = None,
+    n_bootstrap: int = 2000,
+    random_state: int | None = 0,
+    n_misclassified: int = 16,
+    progress: bool | None = None,
+) -> ClinicalReport:
+    """Evaluate a fitted classifier and write a report to ``out_dir``.
+
+    Writes ``metrics.json`` (metrics with intervals, data and model
+    description), ``predictions.csv`` (one row per image, see
+    [`write_predictions`][cxrkit.report.write_predictions]), the figures as
+    PNG, and ``report.html``: one self-contained page (figures embedded)
+    with sections Data, Model, Metrics, Figures and Definitions, stating
+    the data it was computed on and that the model is not a medical device.
+
+    Parameters
+    ----------
+    clf : fitted classifier
+        A [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier] or any
+        classifier with ``predict_proba`` and ``classes_``.
+    X : sequence of paths, or ndarray of images
+    y : array-like of shape (n,)
+        True labels.
+    out_dir : str or path-like
+        Created if needed; existing report files are overwritten.
+    threshold : float, optional
+        Two classes: decision threshold on the probability of ``pos_label``
+        (default 0.5; choose it on validation data, see
+        [`select_threshold`][cxrkit.metrics.select_threshold]).
+    pos_label : label, optional
+        The positive class of two: default ``"PNEUMONIA"`` when it is a
+        class, 1 for 0/1 labels (see
+        [`positive_label`][cxrkit.metrics.positive_label]).
+    data_name : str, optional
+        How the report names the data (default: the folder of the paths).
+    n_bootstrap : int, default=2000
+    random_state : int or None, default=0
+    n_misclassified : int, default=16
+        Images in the grid of errors (0 for none).
+    progress : bool, optional
+        Progress bar while predicting (default: above 256 images).
+
+    Returns
+    -------
+    ClinicalReport
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.r_[np.linspace(0, 1, 30), np.linspace(0.5, 1.5, 30)][:, None]
+    >>> y = np.array(["NORMAL"] * 30 + ["PNEUMONIA"] * 30)
+    >>> out = tempfile.mkdtemp()
+    >>> report = evaluation_report(LogisticRegression().fit(X, y), X, y, out,
+    ...                            n_bootstrap=200, n_misclassified=0)
+    >>> sorted(p.name for p in Path(out).iterdir())[:3]
+    ['calibration.png', 'class_distribution.png', 'confusion_matrix.png']
+    """
+    import cxrkit
+
+    check_is_fitted(clf)
+    y = column_or_1d(np.asarray(y), warn=True)
+    if len(X) != len(y):
+        raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
+    classes = np.asarray(clf.classes_)
+    if len(classes) == 2:  # checked before any image is decoded
+        pos_label = positive_label(classes, pos_label)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    proba = predict_proba(clf, X, progress=progress)
+    report = clinical_report(
+        y,
+        proba,
+        classes=classes,
+        threshold=threshold,
+        pos_label=pos_label,
+        n_bootstrap=n_bootstrap,
+        random_state=random_state,
+    )
+    figures = []
+    for stem, caption, fig in report_figures(clf, X, report, n_misclassified):
+        buffer = io.BytesIO()
+        fig.savefig(buffer, format="png", dpi=100)
+        (out / f"{stem}.png").write_bytes(buffer.getvalue())
+        figures.append(
+            {
+                "stem": stem,
+                "caption": caption,
+                "png_base64": base64.b64encode(buffer.getvalue()).decode(),
+            }
+        )
+    write_predictions(
+        out / "predictions.csv", X, proba, report.y_pred, classes=classes, y_true=y
+    )
+    data = {
+        "description": describe_data(X, data_name),
+        "n": len(y),
+        "support": report.to_dict()["support"],
+        "cxrkit_version": cxrkit.__version__,
+    }
+    model = describe_model(clf)
+    created = created_at()
+    summary = {
+        "disclaimer": DISCLAIMER,
+        "created": created,
+        "data": data,
+        "model": model,
+        "metrics": report.to_dict(),
+        "figures": [f"{f['stem']}.png" for f in figures],
+    }
+    (out / "metrics.json").write_text(
+        json.dumps(summary, indent=2, default=str) + "\n", "utf-8"
+    )
+    from cxrkit.templates import render
+
+    page = render(
+        "report.html",
+        disclaimer=DISCLAIMER,
+        report=report,
+        metrics_table=report.to_html(),
+        data=data,
+        model=model,
+        figures=figures,
+        created=created,
+    )
+    (out / "report.html").write_text(page, encoding="utf-8")
+    return report
+
+
+def compare_models(
+    models: Mapping[str, Any],
+    X: Sequence[str | os.PathLike] | np.ndarray,
+    y: Sequence | np.ndarray,
+    *,
+    progress: bool | None = None,
+    **kwargs: Any,
+) -> ModelComparison:
+    """Evaluate several fitted models on the same images.
+
+    Parameters
+    ----------
+    models : mapping of name to fitted classifier
+        E.g. ``{"cnn4": clf_a, "resnet18": clf_b}``; all with the same
+        ``classes_``.
+    X : sequence of paths, or ndarray of images
+    y : array-like of shape (n,)
+    progress : bool, optional
+        Progress bars while predicting (default: above 256 images).
+    **kwargs
+        Passed to [`clinical_report`][cxrkit.metrics.clinical_report]
+        (``threshold``, ``pos_label``, ``n_bootstrap``, ...), the same for
+        every model.
+
+    Returns
+    -------
+    ModelComparison
+        Every model measured on one shared set of bootstrap resamples.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> X = np.r_[np.linspace(0, 1, 30), np.linspace(0.5, 1.5, 30)][:, None]
+    >>> y = np.array(["NORMAL"] * 30 + ["PNEUMONIA"] * 30)
+    >>> models = {"logistic": LogisticRegression().fit(X, y),
+    ...           "dummy": DummyClassifier().fit(X, y)}
+    >>> comparison = compare_models(models, X, y, n_bootstrap=200)
+    >>> round(comparison.reports["dummy"].metrics["roc_auc"].value, 2)
+    0.5
+    """
+    classes = None
+    for name, clf in models.items():
+        check_is_fitted(clf)
+        if classes is not None and list(clf.classes_) != list(classes):
+            raise ValueError(
+                f"model {name!r} has classes {list(clf.classes_)}, the first model "
+                f"{list(classes)}: compare models trained on the same classes"
+            )
+        classes = clf.classes_
+    if classes is None:
+        raise ValueError("no models to compare: pass {name: fitted classifier}")
+    kwargs.setdefault("classes", classes)
+    probas = {
+        name: predict_proba(clf, X, progress=progress) for name, clf in models.items()
+    }
+    return ModelComparison.from_predictions(y, probas, **kwargs)
