@@ -29,7 +29,8 @@ from cxrkit.explain import (
     pointing_game,
     xgrad_cam,
 )
-from cxrkit.models import available_models, target_layer
+from cxrkit.explain._layer_scales import layers_by_scale
+from cxrkit.models import available_models, build_model, target_layer
 from cxrkit.transforms import MEAN, STD
 
 METHODS = [
@@ -407,3 +408,34 @@ def test_layer_cam_fuses_layers_and_smooths(tiny):
         layer_cam(clf, X[:3], smooth=2)
     with pytest.raises(ValueError, match="empty list"):
         layer_cam(clf, X[:3], layer=[])
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "expected"),
+    [
+        ("cnn4", 64, ["features.3.5", "features.2.5", "features.1.5"]),
+        ("resnet18", 64, ["layer4", "layer3", "layer2"]),
+        ("resnet18", 128, ["layer4", "layer3", "layer2"]),
+    ],
+)
+def test_layers_by_scale_end_each_finer_grid(name, size, expected):
+    model = build_model(name, n_classes=2)
+    found = layers_by_scale(model, target_layer(model, name), size, 3)
+    names = {module: key for key, module in model.named_modules()}
+    assert [names[m] for m in found] == expected
+    # a network has only so many grids; the model is left in training mode
+    assert len(layers_by_scale(model, target_layer(model, name), size, 99)) <= 6
+    assert model.training
+
+
+def test_layer_cam_scales_fuses_the_finer_grids(tiny):
+    clf, X, _ = tiny
+    layer = target_layer(clf.net_.module_, clf.model)
+    fused = layer_cam(clf, X[:3], scales=2)
+    finer = layers_by_scale(clf.net_.module_, layer, clf.image_size, 2)
+    assert len(finer) == 2
+    np.testing.assert_allclose(fused, layer_cam(clf, X[:3], layer=finer), atol=1e-6)
+    with pytest.raises(ValueError, match="scales"):
+        layer_cam(clf, X[:3], scales=0)
+    with pytest.raises(ValueError, match="not both"):
+        layer_cam(clf, X[:3], layer=["features.1", "features.4"], scales=2)

@@ -16,6 +16,7 @@ from cxrkit.explain._base import (
     resolve_layers,
     smoothed,
 )
+from cxrkit.explain._layer_scales import layers_by_scale
 
 __all__ = ["layer_cam"]
 
@@ -30,6 +31,7 @@ def layer_cam(
     target: Any = None,
     *,
     layer: str | nn.Module | Sequence[str | nn.Module] | None = None,
+    scales: int = 1,
     smooth: float = 0.0,
     batch_size: int = 32,
 ) -> np.ndarray:
@@ -56,6 +58,11 @@ def layer_cam(
     layer : str, torch.nn.Module, a list of them, or None
         The layer explained, or several layers to fuse; None uses
         :func:`cxrkit.models.target_layer`.
+    scales : int
+        With one layer: fuse it with the layers that end the next
+        ``scales - 1`` finer feature grids of the network (a ResNet's
+        ``layer3`` and ``layer2`` below ``layer4``), found by one forward
+        pass; 1 explains the layer alone.
     smooth : float
         Standard deviation of a Gaussian blur of the map, as a fraction of
         the model's ``image_size`` (0: none). Maps of early layers are
@@ -84,7 +91,17 @@ def layer_cam(
     >>> layer_cam(clf, X[:2], layer=["features.4", "features.1"]).shape
     (2, 32, 32)
     """
-    attribute = smoothed(
-        cam_attribute(resolve_layers(clf, layer), _layer_cam_map), smooth
-    )
+    if not isinstance(scales, (int, np.integer)) or scales < 1:
+        raise ValueError(f"scales must be a positive integer, got {scales!r}")
+    layers = resolve_layers(clf, layer)
+    if scales > 1:
+        if len(layers) > 1:
+            raise ValueError(
+                "pass either a list of layers or scales > 1, not both; got "
+                f"{len(layers)} layers and scales={scales}"
+            )
+        layers = layers_by_scale(
+            clf.net_.module_, layers[0], clf.image_size, int(scales)
+        )
+    attribute = smoothed(cam_attribute(layers, _layer_cam_map), smooth)
     return explain_batches(clf, X, target, batch_size, attribute, needs_target=False)
