@@ -17,7 +17,9 @@ from torch import nn
 from cxrkit import PneumoniaClassifier, load_image_folder
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.explain import (
+    DEFAULT_METHOD,
     deletion_curve,
+    explain,
     faithfulness_score,
     grad_cam,
     grad_cam_plus_plus,
@@ -280,6 +282,47 @@ def test_pointing_game_on_synthetic_lesions(fitted_synthetic, fresh_positives):
         f"(strict {pointing_game(heatmaps, masks).mean():.3f}, n={len(X)})"
     )
     assert hits.mean() >= 0.9
+
+
+def test_recommended_method_points_at_lesions_strictly(
+    fitted_synthetic, fresh_positives
+):
+    # the shared model trains with the default augmentation (what every
+    # recipe uses); strict: the peak itself lies on the lesion
+    X, masks = fresh_positives
+    hits = pointing_game(explain(fitted_synthetic, X), masks)
+    print(f"{DEFAULT_METHOD}: strict pointing {hits.mean():.3f} (n={len(X)})")
+    assert hits.mean() >= 0.9
+
+
+def _shifted(images: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Images moved by ``k`` px down (axis 1) or right (axis 2), edges repeated."""
+    pad = [(0, 0), (0, 0), (0, 0)]
+    pad[axis] = (k, 0)
+    return np.pad(images, pad, mode="edge")[:, : images.shape[1], : images.shape[2]]
+
+
+def _peaks(heatmaps: np.ndarray) -> np.ndarray:
+    flat = heatmaps.reshape(len(heatmaps), -1).argmax(axis=1)
+    return np.stack(np.unravel_index(flat, heatmaps.shape[1:]), axis=1)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_recommended_heatmap_peak_moves_with_the_lesion(
+    fitted_synthetic, fresh_positives, k
+):
+    # equivariance: the image, so its lesion, moved by k px moves the peak by
+    # k +- 1 px. Grad-CAM's peak cannot: at 64 px the cnn4 grid is 8 px.
+    X = fresh_positives[0][:16]
+    before = _peaks(explain(fitted_synthetic, X))
+    moved = [
+        _peaks(explain(fitted_synthetic, _shifted(X, k, axis)))[:, axis - 1]
+        - before[:, axis - 1]
+        for axis in (1, 2)
+    ]
+    share = np.mean(np.abs(np.stack(moved) - k) <= 1)
+    print(f"{DEFAULT_METHOD}: peak moved by {k} +- 1 px in {share:.2f} of shifts")
+    assert share >= 0.9
 
 
 def test_deleting_top_pixels_hurts_more_than_random_pixels(

@@ -1,15 +1,21 @@
 """Explanations of fitted classifiers, on Captum, and checks that they are right.
 
 Heatmap methods share one calling convention, ``method(clf, X, target=None,
-..., batch_size=32)``, and return ``(n, H, W)`` float arrays in [0, 1]:
+..., batch_size=32)``, and return ``(n, H, W)`` float arrays in [0, 1].
+``explain(clf, X, method=...)`` calls any of them by name (``METHODS``); its
+default, ``DEFAULT_METHOD``, is the one that pointed at synthetic lesions
+best in ``benchmarks/localization.py``:
 
-* :func:`grad_cam` (the default choice: fast, per-architecture layer),
-* :func:`guided_grad_cam`, :func:`occlusion` (Kermany et al., 2018),
-  :func:`integrated_gradients`.
+* class activation maps: ``grad_cam`` (exactly Grad-CAM), ``hires_cam``,
+  ``grad_cam_plus_plus``, ``xgrad_cam``, ``layer_cam`` (one layer, or
+  several feature grids fused);
+* gradients at the pixels: ``input_x_gradient``, ``guided_grad_cam``,
+  ``integrated_gradients``; perturbation: ``occlusion`` (Kermany et al.,
+  2018).
 
-Checks: :func:`faithfulness_score` and :func:`deletion_curve` (does hiding
-the top-ranked pixels change the prediction?) on any model and images, and
-:func:`pointing_game` where lesion masks are known.
+Checks: ``faithfulness_score`` and ``deletion_curve`` (does hiding the
+top-ranked pixels change the prediction?) on any model and images, and
+``pointing_game`` where lesion masks are known.
 
 Heatmaps show what a model used, not where disease is. For research and
 education; not a medical device.

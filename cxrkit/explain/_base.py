@@ -123,7 +123,10 @@ def check_batch_size(batch_size: int) -> int:
 def explained_model(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode, restored on exit, also when an exception is raised.
 
-    Restores every submodule's training flag and every parameter's
+    The parameters' ``requires_grad`` is switched off meanwhile: heatmaps
+    need gradients with respect to inputs and activations only, and the
+    backward pass then skips the weight gradients (about a third of its
+    work). Restores every submodule's training flag and every parameter's
     ``requires_grad``; Captum releases its own hooks in ``finally`` blocks,
     and parameter gradients are left untouched (Captum uses
     ``torch.autograd.grad``, which does not accumulate into ``.grad``).
@@ -132,6 +135,8 @@ def explained_model(model: nn.Module) -> Iterator[nn.Module]:
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
         yield model
     finally:
         for m, training in modes:
@@ -269,7 +274,10 @@ def explain_batches(
             targets = predicted_classes(model, inputs, device, batch_size)
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
-            xb = inputs[start:stop].to(device)
+            # inputs that require gradients keep every activation a non-leaf
+            # tensor with the weights frozen: a hooked layer's output may then
+            # be changed in place downstream (DenseNet's functional ReLU)
+            xb = inputs[start:stop].to(device).requires_grad_()
             tb = None if targets is None else targets[start:stop].to(device)
             with warnings.catch_warnings():
                 # Captum announces that it sets requires_grad on the inputs and
