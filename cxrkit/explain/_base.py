@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import LayerAttribution
+from kornia.filters import gaussian_blur2d
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
-from torchvision.transforms.v2 import functional as TF
 
 from cxrkit.cache import is_path_like_sequence, load_images
 from cxrkit.models import target_layer
@@ -220,7 +220,9 @@ def smoothed(attribute: Attribute, smooth: float) -> Attribute:
         maps = LayerAttribution.interpolate(attribute(model, xb, tb), size, "bilinear")
         sigma = float(smooth) * max(size)
         kernel = 2 * math.ceil(3 * sigma) + 1
-        return TF.gaussian_blur(maps, [kernel, kernel], [sigma, sigma])
+        # separable (two 1-D passes): torchvision's blur convolves with the
+        # 2-D kernel, 40x the work for a 43 px kernel at 224 px
+        return gaussian_blur2d(maps, kernel, (sigma, sigma), separable=True)
 
     return blurred
 
