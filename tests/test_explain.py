@@ -25,11 +25,15 @@ from cxrkit.explain import (
     grad_cam_plus_plus,
     guided_grad_cam,
     hires_cam,
+    input_x_gradient,
     integrated_gradients,
     layer_cam,
     occlusion,
     pointing_game,
     xgrad_cam,
+)
+from cxrkit.explain import (
+    METHODS as METHOD_NAMES,
 )
 from cxrkit.explain._layer_scales import layers_by_scale
 from cxrkit.models import available_models, build_model, target_layer
@@ -44,6 +48,7 @@ METHODS = [
     layer_cam,
     xgrad_cam,
     grad_cam_plus_plus,
+    input_x_gradient,
 ]
 
 
@@ -482,3 +487,17 @@ def test_layer_cam_scales_fuses_the_finer_grids(tiny):
         layer_cam(clf, X[:3], scales=0)
     with pytest.raises(ValueError, match="not both"):
         layer_cam(clf, X[:3], layer=["features.1", "features.4"], scales=2)
+
+
+def test_explain_calls_the_named_method(tiny):
+    clf, X, _ = tiny
+    np.testing.assert_array_equal(
+        explain(clf, X[:3], method="grad_cam"), grad_cam(clf, X[:3])
+    )
+    np.testing.assert_array_equal(
+        explain(clf, X[:3], "PNEUMONIA", method="layer_cam", scales=2),
+        layer_cam(clf, X[:3], "PNEUMONIA", scales=2),
+    )
+    assert DEFAULT_METHOD in METHOD_NAMES
+    with pytest.raises(ValueError, match="method must be one of"):
+        explain(clf, X[:3], method="gradcam")
