@@ -562,12 +562,12 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cxrkit.metrics import apply_threshold
     from cxrkit.plot import plot_heatmap, plot_heatmap_grid
 
-    methods = {
-        "grad_cam": explain.grad_cam,
-        "guided_grad_cam": explain.guided_grad_cam,
-        "occlusion": explain.occlusion,
-        "integrated_gradients": explain.integrated_gradients,
-    }
+    method = explain.DEFAULT_METHOD if args.method is None else args.method
+    if method not in explain.METHODS:
+        raise _UserError(
+            f"--method {method!r} is not a heatmap method; use one of "
+            f"{sorted(explain.METHODS)}"
+        )
     with _user_input():
         clf = PneumoniaClassifier.load(args.model, device=args.device)
         paths = find_images(args.images)
@@ -587,7 +587,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         )
     else:
         explained = [target] * len(paths)
-    heatmaps = methods[args.method](clf, paths, list(explained))
+    heatmaps = explain.explain(clf, paths, list(explained), method=method)
     column = {c: k for k, c in enumerate(clf.classes_)}
     p_explained = [proba[i, column[c]] for i, c in enumerate(explained)]
     images = load_images(paths, clf.image_size)[0]
@@ -597,12 +597,18 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         paths, images, heatmaps, explained, p_explained
     ):
         ax = plot_heatmap(image, heatmap, title=f"{label} (p={p:.2f})")
-        dest = out / f"{Path(path).stem}_{args.method}.png"
+        dest = out / f"{Path(path).stem}_{method}.png"
         ax.figure.savefig(dest, dpi=120)
         print(dest)
-    fig = plot_heatmap_grid(images, heatmaps, y_pred=list(explained), proba=p_explained)
-    fig.savefig(out / f"grid_{args.method}.png", dpi=120)
-    print(out / f"grid_{args.method}.png")
+    fig = plot_heatmap_grid(
+        images,
+        heatmaps,
+        y_pred=list(explained),
+        proba=p_explained,
+        names=[Path(path).name for path in paths],
+    )
+    fig.savefig(out / f"grid_{method}.png", dpi=120)
+    print(out / f"grid_{method}.png")
     print("Heatmaps show what the model used; research and education only.")
     return 0
 
@@ -624,9 +630,10 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.add_argument(
         "--method",
-        default="grad_cam",
-        choices=["grad_cam", "guided_grad_cam", "occlusion", "integrated_gradients"],
-        help="attribution method (default: grad_cam)",
+        default=None,
+        help="heatmap method, a key of cxrkit.explain.METHODS such as grad_cam "
+        "or layer_cam (default: cxrkit.explain.DEFAULT_METHOD, the one that "
+        "points at lesions best in benchmarks/localization.py)",
     )
     parser.add_argument(
         "--target", default=None, help="class to explain (default: the predicted one)"

@@ -1,5 +1,5 @@
 """The demo workflow (``cxrkit demo``) as a function: split, train, evaluate
-and explain, writing the evaluation report and Grad-CAM heatmaps.
+and explain, writing the evaluation report and heatmaps.
 
 For research and education; not a medical device.
 """
@@ -71,8 +71,8 @@ def run_demo(
     A quarter of the images is held out (by patient for Kermany-style file
     names, else stratified by class); a class-balanced model is trained on
     the rest. Writes the [`evaluation_report`][cxrkit.report.evaluation_report]
-    of the held-out images to ``out_dir`` and ``heatmaps.png``: Grad-CAM on
-    up to 4 held-out images of each class.
+    of the held-out images to ``out_dir`` and ``heatmaps.png``: heatmaps of
+    ``cxrkit.explain.explain`` on up to 4 held-out images of each class.
 
     Parameters
     ----------

@@ -17,18 +17,39 @@ from torch import nn
 from cxrkit import PneumoniaClassifier, load_image_folder
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.explain import (
+    DEFAULT_METHOD,
     deletion_curve,
+    explain,
     faithfulness_score,
     grad_cam,
+    grad_cam_plus_plus,
     guided_grad_cam,
+    hires_cam,
+    input_x_gradient,
     integrated_gradients,
+    layer_cam,
     occlusion,
     pointing_game,
+    xgrad_cam,
 )
-from cxrkit.models import available_models, target_layer
+from cxrkit.explain import (
+    METHODS as METHOD_NAMES,
+)
+from cxrkit.explain._layer_scales import layers_by_scale
+from cxrkit.models import available_models, build_model, target_layer
 from cxrkit.transforms import MEAN, STD
 
-METHODS = [grad_cam, guided_grad_cam, occlusion, integrated_gradients]
+METHODS = [
+    grad_cam,
+    guided_grad_cam,
+    occlusion,
+    integrated_gradients,
+    hires_cam,
+    layer_cam,
+    xgrad_cam,
+    grad_cam_plus_plus,
+    input_x_gradient,
+]
 
 
 def _hooks(module: nn.Module) -> int:
@@ -268,6 +289,47 @@ def test_pointing_game_on_synthetic_lesions(fitted_synthetic, fresh_positives):
     assert hits.mean() >= 0.9
 
 
+def test_recommended_method_points_at_lesions_strictly(
+    fitted_synthetic, fresh_positives
+):
+    # the shared model trains with the default augmentation (what every
+    # recipe uses); strict: the peak itself lies on the lesion
+    X, masks = fresh_positives
+    hits = pointing_game(explain(fitted_synthetic, X), masks)
+    print(f"{DEFAULT_METHOD}: strict pointing {hits.mean():.3f} (n={len(X)})")
+    assert hits.mean() >= 0.9
+
+
+def _shifted(images: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Images moved by ``k`` px down (axis 1) or right (axis 2), edges repeated."""
+    pad = [(0, 0), (0, 0), (0, 0)]
+    pad[axis] = (k, 0)
+    return np.pad(images, pad, mode="edge")[:, : images.shape[1], : images.shape[2]]
+
+
+def _peaks(heatmaps: np.ndarray) -> np.ndarray:
+    flat = heatmaps.reshape(len(heatmaps), -1).argmax(axis=1)
+    return np.stack(np.unravel_index(flat, heatmaps.shape[1:]), axis=1)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_recommended_heatmap_peak_moves_with_the_lesion(
+    fitted_synthetic, fresh_positives, k
+):
+    # equivariance: the image, so its lesion, moved by k px moves the peak by
+    # k +- 1 px. Grad-CAM's peak cannot: at 64 px the cnn4 grid is 8 px.
+    X = fresh_positives[0][:16]
+    before = _peaks(explain(fitted_synthetic, X))
+    moved = [
+        _peaks(explain(fitted_synthetic, _shifted(X, k, axis)))[:, axis - 1]
+        - before[:, axis - 1]
+        for axis in (1, 2)
+    ]
+    share = np.mean(np.abs(np.stack(moved) - k) <= 1)
+    print(f"{DEFAULT_METHOD}: peak moved by {k} +- 1 px in {share:.2f} of shifts")
+    assert share >= 0.9
+
+
 def test_deleting_top_pixels_hurts_more_than_random_pixels(
     fitted_synthetic, fresh_positives
 ):
@@ -286,3 +348,156 @@ def test_deleting_top_pixels_hurts_more_than_random_pixels(
     auc_random = faithfulness_score(fitted_synthetic, X, random_maps, n_steps=4)
     assert np.all((auc >= 0) & (auc <= 1))
     assert auc.mean() < auc_random.mean()
+
+
+# ------------------------------------------- CAM variants: exact values
+def _dense_head_classifier(stride: int) -> _HandSet:
+    """Like ``_hand_classifier``, with a linear head over every position.
+
+    Its gradients differ from position to position, which is where the CAM
+    variants part from Grad-CAM.
+    """
+    clf = _hand_classifier(stride)
+    conv = clf.net_.module_[0]
+    side = 8 // stride
+    head = nn.Linear(2 * side * side, 2, bias=False)
+    with torch.no_grad():
+        weights = np.random.default_rng(4).normal(size=(2, 2 * side * side))
+        head.weight.copy_(torch.tensor(weights, dtype=torch.float32))
+    module = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), head)
+    clf.net_ = SimpleNamespace(module_=module)
+    return clf
+
+
+def _by_hand(name: str, g: np.ndarray, a: np.ndarray) -> np.ndarray:
+    """Each method's map from its paper's definition; g, a: (channels, h, w)."""
+    if name == "hires_cam":  # Draelos and Carin: elementwise, summed
+        cam = (g * a).sum(0)
+    elif name == "layer_cam":  # Jiang et al.: positive gradients, elementwise
+        cam = (np.maximum(g, 0) * a).sum(0)
+    elif name == "xgrad_cam":  # Fu et al.: activation-weighted mean gradient
+        w = (g * a).sum((1, 2)) / (a.sum((1, 2)) + 1e-7)
+        cam = (w[:, None, None] * a).sum(0)
+    elif name == "grad_cam_plus_plus":  # Chattopadhay et al., eq. 19
+        alpha = np.where(
+            g != 0, g**2 / (2 * g**2 + a.sum((1, 2))[:, None, None] * g**3 + 1e-6), 0
+        )
+        w = (alpha * np.maximum(g, 0)).sum((1, 2))
+        cam = (w[:, None, None] * a).sum(0)
+    else:  # grad_cam
+        cam = (g.mean((1, 2))[:, None, None] * a).sum(0)
+    return np.maximum(cam, 0)
+
+
+CAM_VARIANTS = [hires_cam, layer_cam, xgrad_cam, grad_cam_plus_plus]
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("label", ["A", "B"])
+@pytest.mark.parametrize("method", CAM_VARIANTS, ids=lambda m: m.__name__)
+def test_cam_variants_exact_values_on_hand_weighted_network(method, label, stride):
+    image = np.random.default_rng(0).integers(0, 256, (1, 8, 8), dtype=np.uint8)
+    clf = _dense_head_classifier(stride)
+    heatmaps = method(clf, image, label, layer=clf.net_.module_[1])
+
+    x = ((image[0] / 255.0 - MEAN) / STD)[::stride, ::stride]
+    a = np.stack([np.maximum(x, 0), np.maximum(-x, 0)])  # the ReLU's output
+    g = clf.net_.module_[3].weight.detach().numpy()[["A", "B"].index(label)]
+    cam = _by_hand(method.__name__, g.reshape(a.shape), a)
+    cam = torch.nn.functional.interpolate(
+        torch.tensor(cam)[None, None], (8, 8), mode="bilinear"
+    )[0, 0].numpy()
+    np.testing.assert_allclose(heatmaps[0], cam / cam.max(), atol=1e-5)
+
+
+@pytest.mark.parametrize("label", ["A", "B"])
+def test_with_global_average_pooling_hires_and_xgrad_equal_grad_cam(label):
+    # Draelos and Carin (HiResCAM) and Fu et al. (XGrad-CAM): when global
+    # average pooling and a linear layer follow the layer, both are Grad-CAM
+    image = np.random.default_rng(2).integers(0, 256, (3, 8, 8), dtype=np.uint8)
+    clf = _hand_classifier(2)
+    layer = clf.net_.module_[1]
+    reference = grad_cam(clf, image, label, layer=layer)
+    for method in (hires_cam, xgrad_cam):
+        np.testing.assert_allclose(
+            method(clf, image, label, layer=layer), reference, atol=1e-5
+        )
+    # LayerCAM keeps positive gradients only: sum_k relu(w_k) A_k
+    weights = clf.net_.module_[4].weight.detach().numpy()[["A", "B"].index(label)]
+    x = ((image / 255.0 - MEAN) / STD)[:, ::2, ::2]
+    cam = np.maximum(weights[0], 0) * np.maximum(x, 0)
+    cam = cam + np.maximum(weights[1], 0) * np.maximum(-x, 0)
+    cam = torch.nn.functional.interpolate(
+        torch.tensor(cam)[:, None], (8, 8), mode="bilinear"
+    )[:, 0].numpy()
+    expected = cam / cam.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(
+        layer_cam(clf, image, label, layer=layer), expected, atol=1e-5
+    )
+
+
+def test_layer_cam_fuses_layers_and_smooths(tiny):
+    clf, X, _ = tiny
+    fine, coarse = "features.1", "features.4"
+    one = layer_cam(clf, X[:3], layer=fine)
+    both = layer_cam(clf, X[:3], layer=[coarse, fine])
+    assert not np.allclose(one, both)
+    # the fused map is the mean of the layers' maps, each divided by its maximum
+    parts = [layer_cam(clf, X[:3], layer=name) for name in (coarse, fine)]
+    expected = (parts[0] + parts[1]) / 2
+    expected /= expected.max(axis=(1, 2), keepdims=True)
+    np.testing.assert_allclose(both, expected, atol=1e-5)
+    blurred = layer_cam(clf, X[:3], layer=fine, smooth=1 / 8)
+    assert np.all(
+        np.abs(np.diff(blurred, axis=2)).max(axis=(1, 2))
+        < np.abs(np.diff(one, axis=2)).max(axis=(1, 2))
+    )
+    with pytest.raises(ValueError, match="smooth"):
+        layer_cam(clf, X[:3], smooth=2)
+    with pytest.raises(ValueError, match="empty list"):
+        layer_cam(clf, X[:3], layer=[])
+
+
+@pytest.mark.parametrize(
+    ("name", "size", "expected"),
+    [
+        ("cnn4", 64, ["features.3.5", "features.2.5", "features.1.5"]),
+        ("resnet18", 64, ["layer4", "layer3", "layer2"]),
+        ("resnet18", 128, ["layer4", "layer3", "layer2"]),
+    ],
+)
+def test_layers_by_scale_end_each_finer_grid(name, size, expected):
+    model = build_model(name, n_classes=2)
+    found = layers_by_scale(model, target_layer(model, name), size, 3)
+    names = {module: key for key, module in model.named_modules()}
+    assert [names[m] for m in found] == expected
+    # a network has only so many grids; the model is left in training mode
+    assert len(layers_by_scale(model, target_layer(model, name), size, 99)) <= 6
+    assert model.training
+
+
+def test_layer_cam_scales_fuses_the_finer_grids(tiny):
+    clf, X, _ = tiny
+    layer = target_layer(clf.net_.module_, clf.model)
+    fused = layer_cam(clf, X[:3], scales=2)
+    finer = layers_by_scale(clf.net_.module_, layer, clf.image_size, 2)
+    assert len(finer) == 2
+    np.testing.assert_allclose(fused, layer_cam(clf, X[:3], layer=finer), atol=1e-6)
+    with pytest.raises(ValueError, match="scales"):
+        layer_cam(clf, X[:3], scales=0)
+    with pytest.raises(ValueError, match="not both"):
+        layer_cam(clf, X[:3], layer=["features.1", "features.4"], scales=2)
+
+
+def test_explain_calls_the_named_method(tiny):
+    clf, X, _ = tiny
+    np.testing.assert_array_equal(
+        explain(clf, X[:3], method="grad_cam"), grad_cam(clf, X[:3])
+    )
+    np.testing.assert_array_equal(
+        explain(clf, X[:3], "PNEUMONIA", method="layer_cam", scales=2),
+        layer_cam(clf, X[:3], "PNEUMONIA", scales=2),
+    )
+    assert DEFAULT_METHOD in METHOD_NAMES
+    with pytest.raises(ValueError, match="method must be one of"):
+        explain(clf, X[:3], method="gradcam")

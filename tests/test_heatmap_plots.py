@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from conftest import FAST
@@ -10,6 +12,7 @@ from matplotlib.figure import Figure
 from cxrkit import PneumoniaClassifier, load_image_folder
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.explain import DEFAULT_METHOD
 from cxrkit.plot import plot_explanations, plot_heatmap, plot_heatmap_grid
 
 
@@ -68,7 +71,8 @@ def test_plot_explanations_on_real_images(tiny_clf, kermany_dir, tmp_path):
     fig = plot_explanations(clf, X[[0, -1]], y[[0, -1]])
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2
-    assert panels[0].get_title().startswith(f"true: {y[0]}\npred: ")
+    # file name, true label, prediction
+    assert panels[0].get_title().startswith(f"{Path(X[0]).name}\ntrue: {y[0]}\npred: ")
     fig.savefig(tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 1000
 
@@ -81,7 +85,12 @@ def test_cli_explain_writes_pngs(tiny_clf, kermany_dir, tmp_path, capsys):
     code = main(["explain", str(model), str(X[0]), str(X[1]), "--out", str(out)])
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
-    assert len(names) == 3 and "grid_grad_cam.png" in names
+    assert len(names) == 3 and f"grid_{DEFAULT_METHOD}.png" in names
     code = main(["explain", str(model), str(X[0]), "--out", str(out), "--target", "X"])
     assert code == 2
     assert "not a class" in capsys.readouterr().err
+    args = ["explain", str(model), str(X[0]), "--out", str(out), "--method"]
+    assert main([*args, "layer_cam"]) == 0
+    assert (out / f"{Path(X[0]).stem}_layer_cam.png").is_file()
+    assert main([*args, "gradcam"]) == 2
+    assert "is not a heatmap method" in capsys.readouterr().err

@@ -8,6 +8,7 @@ bilinearly to the output resolution and scales each to [0, 1].
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -16,7 +17,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from captum._utils.gradient import compute_layer_gradients_and_eval
 from captum.attr import LayerAttribution
+from kornia.filters import gaussian_blur2d
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -99,6 +102,17 @@ def resolve_layer(clf: Any, layer: str | nn.Module | None) -> nn.Module:
     )
 
 
+def resolve_layers(
+    clf: Any, layer: str | nn.Module | Sequence[str | nn.Module] | None
+) -> list[nn.Module]:
+    """``resolve_layer`` for one layer or a list of layers (fused methods)."""
+    if isinstance(layer, (list, tuple)):
+        if not layer:
+            raise ValueError("layer is an empty list; pass None or at least one layer")
+        return [resolve_layer(clf, one) for one in layer]
+    return [resolve_layer(clf, layer)]
+
+
 def check_batch_size(batch_size: int) -> int:
     if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -109,7 +123,10 @@ def check_batch_size(batch_size: int) -> int:
 def explained_model(model: nn.Module) -> Iterator[nn.Module]:
     """``model`` in eval mode, restored on exit, also when an exception is raised.
 
-    Restores every submodule's training flag and every parameter's
+    The parameters' ``requires_grad`` is switched off meanwhile: heatmaps
+    need gradients with respect to inputs and activations only, and the
+    backward pass then skips the weight gradients (about a third of its
+    work). Restores every submodule's training flag and every parameter's
     ``requires_grad``; Captum releases its own hooks in ``finally`` blocks,
     and parameter gradients are left untouched (Captum uses
     ``torch.autograd.grad``, which does not accumulate into ``.grad``).
@@ -118,6 +135,8 @@ def explained_model(model: nn.Module) -> Iterator[nn.Module]:
     flags = [(p, p.requires_grad) for p in model.parameters()]
     try:
         model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
         yield model
     finally:
         for m, training in modes:
@@ -141,6 +160,71 @@ class PredictedClassScore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.model(x)
         return logits.gather(1, logits.argmax(dim=1, keepdim=True))
+
+
+#: ``layer_map(gradients, activations)`` -> one layer's map ``(b, 1, h, w)``
+LayerMap = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cam_attribute(layers: Sequence[nn.Module], layer_map: LayerMap) -> Attribute:
+    """An ``Attribute`` for a class-activation-map method over ``layers``.
+
+    One forward and one backward pass give every layer's activations and the
+    class score's gradients with respect to them (Captum's
+    ``compute_layer_gradients_and_eval``, the function behind its
+    ``LayerGradCam``; the CAM variants need both tensors, which no public
+    Captum class returns together). ``layer_map`` turns them into one
+    non-negative map per layer. Several layers are fused: each map is
+    upsampled bilinearly to the finest layer's grid, divided by its maximum,
+    and the maps are averaged (as pytorch-grad-cam does).
+    """
+    layers = list(layers)
+
+    def attribute(
+        model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None
+    ) -> torch.Tensor:
+        forward = model if tb is not None else PredictedClassScore(model)
+        grads, acts = compute_layer_gradients_and_eval(
+            forward, layers, xb, tb if tb is not None else 0
+        )
+        maps = [layer_map(g[0].detach(), a[0].detach()) for g, a in zip(grads, acts)]
+        if len(maps) == 1:
+            return maps[0]
+        size = max((m.shape[-2:] for m in maps), key=lambda s: s[0] * s[1])
+        fused = [
+            to_unit_range(LayerAttribution.interpolate(m, size, "bilinear"))
+            for m in maps
+        ]
+        return torch.stack(fused).mean(dim=0)
+
+    return attribute
+
+
+def smoothed(attribute: Attribute, smooth: float) -> Attribute:
+    """``attribute`` whose maps are upsampled to the input and blurred.
+
+    ``smooth`` is the Gaussian's standard deviation as a fraction of the
+    input's side (0 returns ``attribute`` unchanged).
+    """
+    if not isinstance(smooth, (int, float, np.number)) or not 0 <= smooth <= 0.5:
+        raise ValueError(
+            f"smooth must be a fraction of the image side in [0, 0.5], got {smooth!r}"
+        )
+    if smooth == 0:
+        return attribute
+
+    def blurred(
+        model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None
+    ) -> torch.Tensor:
+        size = tuple(xb.shape[-2:])
+        maps = LayerAttribution.interpolate(attribute(model, xb, tb), size, "bilinear")
+        sigma = float(smooth) * max(size)
+        kernel = 2 * math.ceil(3 * sigma) + 1
+        # separable (two 1-D passes): torchvision's blur convolves with the
+        # 2-D kernel, 40x the work for a 43 px kernel at 224 px
+        return gaussian_blur2d(maps, kernel, (sigma, sigma), separable=True)
+
+    return blurred
 
 
 def predicted_classes(
@@ -192,7 +276,10 @@ def explain_batches(
             targets = predicted_classes(model, inputs, device, batch_size)
         for start in range(0, len(inputs), batch_size):
             stop = start + batch_size
-            xb = inputs[start:stop].to(device)
+            # inputs that require gradients keep every activation a non-leaf
+            # tensor with the weights frozen: a hooked layer's output may then
+            # be changed in place downstream (DenseNet's functional ReLU)
+            xb = inputs[start:stop].to(device).requires_grad_()
             tb = None if targets is None else targets[start:stop].to(device)
             with warnings.catch_warnings():
                 # Captum announces that it sets requires_grad on the inputs and

@@ -7,6 +7,7 @@ display needed); save them with ``fig.savefig(path)``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -102,8 +103,8 @@ def plot_heatmap(
     return ax
 
 
-def _caption(y_true: Any, y_pred: Any, proba: Any, i: int) -> str:
-    lines = []
+def _caption(y_true: Any, y_pred: Any, proba: Any, i: int, names: Any = None) -> str:
+    lines = [] if names is None else [str(names[i])]
     if y_true is not None:
         lines.append(f"true: {y_true[i]}")
     if y_pred is not None:
@@ -123,6 +124,7 @@ def plot_heatmap_grid(
     y_true: Sequence[Any] | None = None,
     y_pred: Sequence[Any] | None = None,
     proba: Sequence[float] | None = None,
+    names: Sequence[str] | None = None,
     ncols: int = 4,
     fig: Figure | None = None,
     alpha: float = 0.45,
@@ -139,6 +141,8 @@ def plot_heatmap_grid(
         Shown above each image; a wrong prediction's title is red.
     proba : sequence of float, optional
         Probability of the predicted (or explained) class, shown as ``p=``.
+    names : sequence of str, optional
+        A first line above each image, e.g. its file name.
     ncols : int
         Images per row.
     fig : matplotlib Figure, optional
@@ -167,7 +171,12 @@ def plot_heatmap_grid(
             f"heatmaps has shape {heatmaps.shape}; expected (n, h, w) with one "
             f"heatmap per image ({n} images)"
         )
-    for name, values in (("y_true", y_true), ("y_pred", y_pred), ("proba", proba)):
+    for name, values in (
+        ("y_true", y_true),
+        ("y_pred", y_pred),
+        ("proba", proba),
+        ("names", names),
+    ):
         if values is not None and len(values) != n:
             raise ValueError(f"{name} has {len(values)} entries for {n} images")
     if n == 0:
@@ -187,7 +196,7 @@ def plot_heatmap_grid(
         mappable = _draw(ax, _gray(images[i]), heatmaps[i], alpha, cmap)
         wrong = y_true is not None and y_pred is not None and y_true[i] != y_pred[i]
         ax.set_title(
-            _caption(y_true, y_pred, proba, i),
+            _caption(y_true, y_pred, proba, i, names),
             fontsize=9,
             color="tab:red" if wrong else "black",
         )
@@ -206,9 +215,11 @@ def plot_explanations(
 ) -> Figure:
     """Explain a fitted classifier's predictions on ``X`` and draw the grid.
 
-    Computes the heatmaps of the predicted class (Grad-CAM unless ``method``
+    Computes the heatmaps of the predicted class (with
+    [`explain`][cxrkit.explain.explain]'s recommended method unless ``method``
     says otherwise), the predictions and their probabilities, then calls
-    [`plot_heatmap_grid`][cxrkit.plot.plot_heatmap_grid].
+    [`plot_heatmap_grid`][cxrkit.plot.plot_heatmap_grid]; for paths, each
+    panel also shows the file name.
 
     Parameters
     ----------
@@ -220,8 +231,8 @@ def plot_explanations(
         True labels, shown with the predictions.
     method : callable, optional
         ``method(clf, X)`` returning heatmaps, e.g.
-        [`occlusion`][cxrkit.explain.occlusion]; default
-        [`grad_cam`][cxrkit.explain.grad_cam].
+        [`grad_cam`][cxrkit.explain.grad_cam]; default
+        [`explain`][cxrkit.explain.explain].
     ncols : int
         Images per row.
     fig : matplotlib Figure, optional
@@ -242,12 +253,14 @@ def plot_explanations(
     4
     """
     if method is None:
-        from cxrkit.explain import grad_cam as method
+        from cxrkit.explain import explain as method
     heatmaps = method(clf, X)
     proba = clf.predict_proba(X)
     y_pred = clf.classes_[proba.argmax(axis=1)]
+    names = None
     if is_path_like_sequence(X):
         images = load_images(X, clf.image_size)[0]
+        names = [Path(x).name for x in X]
     else:
         images = np.asarray(X)
     fig = plot_heatmap_grid(
@@ -256,6 +269,7 @@ def plot_explanations(
         y_true=None if y is None else list(y),
         y_pred=list(y_pred),
         proba=proba.max(axis=1),
+        names=names,
         ncols=ncols,
         fig=fig,
     )

@@ -1,0 +1,501 @@
+"""Do heatmaps point at the lesion? Localization of every CAM method, per training.
+
+Trains ``PneumoniaClassifier`` models on synthetic chest-like images with
+known lesion masks (``make_synthetic_cxr``), over a matrix of architectures,
+image sizes, training augmentations and seeds, and scores each heatmap
+method on correctly classified positives of fresh test images with small and
+large lesions:
+
+* ``strict``: the heatmap's peak lies inside the lesion mask (pointing game);
+* ``tolerant``: within Zhang et al.'s 15 px (at 224 px, scaled) of it;
+* ``inside``: the share of the heat that lies inside the mask;
+* ``deletion`` / ``insertion``: areas under the curves of
+  ``cxrkit.explain.faithfulness_score`` (lower / higher is more faithful);
+* ``peak_offset`` and ``centroid_offset``: mean (rows, cols) from the mask's
+  centre to the peak, and to the centroid of the heat above half the peak
+  (the latter is free of the layer grid's quantisation);
+* ``equivariance``: whole images shifted by k = 1..8 px (edge pixels
+  repeated); the share of shifts whose heatmap peak moves by k +- 1 px;
+* ``ms_per_image``: time of the heatmap call.
+
+Training models is the cost; ``--cache-dir`` keeps the fitted models
+(``clf.save``) so another run with other methods reuses them.
+
+Augmentations: ``none`` and cxrkit's presets (``default``, ``blur``,
+``light``, ``strong``), and the cause-analysis variants of ``VARIANTS``
+below: ``augment`` dicts that take the ``default`` preset apart (geometry,
+intensity jitter, resampling, corner fill).
+
+``--speed`` also times the recommended method against pytorch-grad-cam's
+implementation of the same method (``pip install grad-cam``; skipped when
+missing) on an untrained resnet18, 64 images at 224 px, with their per-pixel
+agreement.
+
+Examples::
+
+    # what the 2-core CPU affords (see the docs page for timings)
+    python benchmarks/localization.py --models cnn4 --sizes 64 --seeds 0 1 2 \\
+        --augment none default old_default --epochs 6 --n-train 400 \\
+        --cache-dir /tmp/loc-cache --out localization.json
+    # the full matrix, on a GPU machine
+    python benchmarks/localization.py --models cnn4 resnet18 efficientnet_b0 \\
+        --sizes 64 128 --augment none default blur --seeds 0 1 2 --device cuda
+
+Prints one JSON document (and writes it to ``--out`` after every model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cxrkit import PneumoniaClassifier
+from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.explain import DEFAULT_METHOD, METHODS, faithfulness_score, pointing_game
+from cxrkit.transforms import AUGMENT_PRESETS
+
+LESIONS = {"small": (0.07, 0.10), "large": (0.12, 0.16)}
+#: the models learn lesions of both sizes; each size is tested separately
+TRAIN_LESION = (0.07, 0.16)
+
+#: cause-analysis variants: ``augment`` dicts of
+#: ``cxrkit.transforms.BatchAugmentation`` options. They take the ``default``
+#: preset apart: its geometry (10 degrees, 10% shift, 0.9-1.1 zoom) and its
+#: intensity jitter (brightness and contrast 0.2), with the resampling
+#: (``interpolation``) and what fills the corners (``fill``). The preset is
+#: bilinear with the border repeated since issue 14a; ``old_default`` is what
+#: it was before (nearest neighbour, black corners).
+GEOMETRY = {"degrees": 10, "translate": 0.1, "scale": (0.9, 1.1)}
+JITTER = {"brightness": 0.2, "contrast": 0.2}
+VARIANTS: dict[str, dict] = {
+    "old_default": {
+        **AUGMENT_PRESETS["default"],
+        "interpolation": "nearest",
+        "fill": "black",
+    },
+    "nearest_border": {**AUGMENT_PRESETS["default"], "interpolation": "nearest"},
+    "bilinear_black": {**AUGMENT_PRESETS["default"], "fill": "black"},
+    "geometry": dict(GEOMETRY),
+    "geometry_nearest_black": {**GEOMETRY, "interpolation": "nearest", "fill": "black"},
+    "jitter": dict(JITTER),
+    "translate": {"translate": GEOMETRY["translate"]},
+    "rotate": {"degrees": GEOMETRY["degrees"]},
+    "scale": {"scale": GEOMETRY["scale"]},
+}
+
+
+def augment_value(name: str) -> str | dict | None:
+    """The ``augment`` parameter for a preset or variant name."""
+    if name == "none":
+        return None
+    return name if name in AUGMENT_PRESETS else VARIANTS[name]
+
+
+def fit_model(args, model: str, size: int, augment: str, seed: int):
+    """A fitted classifier (from the cache when there) and its fit time."""
+    key = f"{model}_{size}_{augment}_{seed}_n{args.n_train}_e{args.epochs}"
+    path = Path(args.cache_dir) / f"{key}.cxr" if args.cache_dir else None
+    if path is not None and path.is_file():
+        return PneumoniaClassifier.load(path, device=args.device), None
+    X, y, _ = make_synthetic_cxr(
+        args.n_train, image_size=size, lesion_size=TRAIN_LESION, random_state=seed
+    )
+    start = time.perf_counter()
+    clf = PneumoniaClassifier(
+        model=model,
+        image_size=size,
+        augment=augment_value(augment),
+        max_epochs=args.epochs,
+        device=args.device,
+        random_state=seed,
+    ).fit(X, y)
+    fit_s = time.perf_counter() - start
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        clf.save(path)
+    return clf, fit_s
+
+
+def method_callable(spec: str) -> Callable:
+    """A heatmap function of ``(clf, X)`` from ``name[@layer+layer][:key=value,...]``.
+
+    E.g. ``layer_cam@features.0.2:smooth=0.0625`` or ``layer_cam:scales=3``;
+    values are read as numbers.
+    """
+    head, _, options = spec.partition(":")
+    name, _, layers = head.partition("@")
+    method = METHODS[name]
+    kwargs = {
+        key: int(value) if value.isdigit() else float(value)
+        for key, _, value in (item.partition("=") for item in options.split(","))
+        if key
+    }
+    if layers:
+        layer = layers.split("+")
+        kwargs["layer"] = layer if len(layer) > 1 else layer[0]
+    if not kwargs:
+        return method
+    return lambda clf, X: method(clf, X, **kwargs)
+
+
+def _centre(masks: np.ndarray) -> np.ndarray:
+    return np.array([np.argwhere(m).mean(axis=0) for m in masks])
+
+
+def _peaks(heatmaps: np.ndarray) -> np.ndarray:
+    flat = heatmaps.reshape(len(heatmaps), -1).argmax(axis=1)
+    return np.stack(np.unravel_index(flat, heatmaps.shape[1:]), axis=1)
+
+
+def _centroids(heatmaps: np.ndarray) -> np.ndarray:
+    rows, cols = np.indices(heatmaps.shape[1:])
+    peak = heatmaps.max(axis=(1, 2), keepdims=True)
+    w = np.where(heatmaps >= 0.5 * peak, heatmaps, 0)
+    total = w.sum(axis=(1, 2)).clip(1e-12)
+    return np.stack([(w * rows).sum((1, 2)) / total, (w * cols).sum((1, 2)) / total], 1)
+
+
+def shifted(images: np.ndarray, k: int, axis: int) -> np.ndarray:
+    """Images moved by ``k`` px down (axis 1) or right (axis 2), edges repeated."""
+    pad = [(0, 0), (0, 0), (0, 0)]
+    pad[axis] = (k, 0)
+    moved = np.pad(images, pad, mode="edge")
+    return moved[:, : images.shape[1], : images.shape[2]]
+
+
+def equivariance(method: Callable, clf, X: np.ndarray, max_shift: int) -> dict:
+    base = _peaks(method(clf, X))
+    ok, err = [], []
+    for axis in (1, 2):
+        for k in range(1, max_shift + 1):
+            moved = _peaks(method(clf, shifted(X, k, axis)))[:, axis - 1]
+            delta = moved - base[:, axis - 1]
+            ok.append(np.abs(delta - k) <= 1)
+            err.append(np.abs(delta - k))
+    return {
+        "within_1px": round(float(np.mean(ok)), 4),
+        "mean_error_px": round(float(np.mean(err)), 3),
+    }
+
+
+def score_method(
+    args, clf, spec: str, X: np.ndarray, masks: np.ndarray, shifts: bool
+) -> dict:
+    method = method_callable(spec)
+    size = clf.image_size
+    start = time.perf_counter()
+    heatmaps = method(clf, X)
+    ms = 1000 * (time.perf_counter() - start) / len(X)
+    centre = _centre(masks)
+    inside = (heatmaps * masks).sum((1, 2)) / heatmaps.sum((1, 2)).clip(1e-12)
+    peak_offset = _peaks(heatmaps) - centre
+    centroid_offset = _centroids(heatmaps) - centre
+    n = min(args.n_faithfulness, len(X))
+    out = {
+        "strict": float(pointing_game(heatmaps, masks).mean()),
+        "tolerant": float(
+            pointing_game(heatmaps, masks, tolerance=15 * size / 224).mean()
+        ),
+        "inside": float(inside.mean()),
+        "deletion": float(
+            faithfulness_score(clf, X[:n], heatmaps[:n], n_steps=10).mean()
+        ),
+        "insertion": float(
+            faithfulness_score(
+                clf, X[:n], heatmaps[:n], metric="insertion", n_steps=10
+            ).mean()
+        ),
+        "peak_offset": peak_offset.mean(axis=0).round(2).tolist(),
+        "peak_distance": float(np.hypot(*peak_offset.T).mean()),
+        "centroid_offset": centroid_offset.mean(axis=0).round(2).tolist(),
+        "ms_per_image": ms,
+    }
+    if shifts and args.n_equivariance and spec in args.equivariance_methods:
+        out["equivariance"] = equivariance(
+            method, clf, X[: args.n_equivariance], args.max_shift
+        )
+    return {k: round(v, 4) if isinstance(v, float) else v for k, v in out.items()}
+
+
+#: cxrkit method -> pytorch-grad-cam class of the same method
+PYTORCH_GRAD_CAM = {
+    "grad_cam": "GradCAM",
+    "hires_cam": "HiResCAM",
+    "grad_cam_plus_plus": "GradCAMPlusPlus",
+    "xgrad_cam": "XGradCAM",
+    "layer_cam": "LayerCAM",
+}
+
+
+def _min_max(maps: np.ndarray) -> np.ndarray:
+    low = maps.min(axis=(1, 2), keepdims=True)
+    return (maps - low) / (maps.max(axis=(1, 2), keepdims=True) - low).clip(1e-12)
+
+
+def speed(args) -> dict:
+    """Seconds for heatmaps of 64 images at 224 px on resnet18, cxrkit vs
+    pytorch-grad-cam, and their per-pixel agreement (methods of both only)."""
+    try:
+        import pytorch_grad_cam
+    except ImportError:
+        return {"skipped": "pip install grad-cam"}
+    from cxrkit.explain._base import model_inputs
+    from cxrkit.explain._layer_scales import layers_by_scale
+    from cxrkit.models import target_layer
+
+    n, size = args.speed_images, 224
+    X, y, _ = make_synthetic_cxr(n, image_size=size, random_state=0)
+    # one epoch on a few images: a fitted classifier to explain (the timing
+    # does not depend on the weights)
+    clf = PneumoniaClassifier(
+        model="resnet18",
+        image_size=size,
+        max_epochs=1,
+        batch_size=8,
+        validation_fraction=None,
+        lr_schedule=None,
+        device=args.device,
+        random_state=0,
+    ).fit(X[:8], y[:8])
+    module = clf.net_.module_.eval()
+    inputs = model_inputs(clf, X)[0].to(args.device)
+
+    def best_of(*functions, repeats=args.speed_repeats):
+        """Each function's best time and its output; calls alternate, so a
+        change of the machine's load hits every function alike."""
+        outputs = [f() for f in functions]  # warm-up
+        times = [[] for _ in functions]
+        for _ in range(repeats):
+            for f, record in zip(functions, times):
+                start = time.perf_counter()
+                f()
+                record.append(time.perf_counter() - start)
+        return [min(t) for t in times], outputs
+
+    out = {"model": "resnet18", "images": n, "size": size, "methods": {}}
+    gradcam = pytorch_grad_cam.GradCAM(
+        model=module, target_layers=[target_layer(module, "resnet18")]
+    )
+    (ours_s, theirs_s), _ = best_of(
+        lambda: METHODS[DEFAULT_METHOD](clf, X),
+        lambda: gradcam(input_tensor=inputs, targets=None),
+    )
+    # pytorch-grad-cam has no input x gradient: the recommended method's
+    # time against its Grad-CAM, the method its users would run instead
+    out["recommended_vs_pytorch_grad_cam_gradcam"] = {
+        "method": DEFAULT_METHOD,
+        "cxrkit_s": round(ours_s, 3),
+        "pytorch_grad_cam_GradCAM_s": round(theirs_s, 3),
+        "speedup": round(theirs_s / ours_s, 2),
+    }
+    for spec in args.speed_methods:
+        name, _, options = spec.partition(":")
+        if name not in PYTORCH_GRAD_CAM or "smooth" in options:
+            continue  # pytorch-grad-cam has no such method
+        layers = [target_layer(module, "resnet18")]
+        if "scales=" in options:
+            scales = int(options.split("scales=")[1].split(",")[0])
+            layers = layers_by_scale(module, layers[0], size, scales)
+        cam = getattr(pytorch_grad_cam, PYTORCH_GRAD_CAM[name])(
+            model=module, target_layers=layers
+        )
+        (ours_s, theirs_s), (ours, theirs) = best_of(
+            lambda spec=spec: method_callable(spec)(clf, X),
+            lambda cam=cam: cam(input_tensor=inputs, targets=None),
+        )
+        theirs = np.asarray(theirs, dtype=np.float32)
+        # per image: Pearson correlation over pixels, and largest difference
+        a = ours.reshape(n, -1) - ours.reshape(n, -1).mean(1, keepdims=True)
+        b = theirs.reshape(n, -1) - theirs.reshape(n, -1).mean(1, keepdims=True)
+        r = (a * b).sum(1) / np.sqrt((a * a).sum(1) * (b * b).sum(1)).clip(1e-12)
+        out["methods"][spec] = {
+            "cxrkit_s": round(ours_s, 3),
+            "pytorch_grad_cam_s": round(theirs_s, 3),
+            "speedup": round(theirs_s / ours_s, 2),
+            "pixel_correlation_min": round(float(r.min()), 5),
+            "pixel_correlation_mean": round(float(r.mean()), 5),
+            # pytorch-grad-cam subtracts each map's minimum, cxrkit does not
+            "max_abs_difference_min_max_scaled": round(
+                float(np.abs(_min_max(ours) - _min_max(theirs)).max()), 4
+            ),
+        }
+    return out
+
+
+def summarise(runs: list[dict]) -> list[dict]:
+    """Mean and standard deviation over seeds of each configuration and method."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for run in runs:
+        for lesion, result in run["lesions"].items():
+            for spec, metrics in result["methods"].items():
+                key = (run["model"], run["size"], run["augment"], lesion, spec)
+                groups[key].append(metrics)
+    rows = []
+    for (model, size, augment, lesion, spec), items in groups.items():
+        row = {
+            "model": model,
+            "size": size,
+            "augment": augment,
+            "lesion": lesion,
+            "method": spec,
+            "seeds": len(items),
+        }
+        for metric in ("strict", "tolerant", "inside", "deletion", "insertion"):
+            values = [m[metric] for m in items]
+            row[metric] = round(float(np.mean(values)), 3)
+            row[f"{metric}_sd"] = round(float(np.std(values)), 3)
+        for metric in ("peak_offset", "centroid_offset"):
+            row[metric] = np.mean([m[metric] for m in items], axis=0).round(2).tolist()
+        ms = [m["ms_per_image"] for m in items]
+        row["ms_per_image"] = round(float(np.mean(ms)), 2)
+        if all("equivariance" in m for m in items):
+            row["equivariance"] = round(
+                float(np.mean([m["equivariance"]["within_1px"] for m in items])), 3
+            )
+        rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--models", nargs="*", default=["cnn4", "resnet18"])
+    parser.add_argument("--sizes", nargs="+", type=int, default=[64, 128])
+    parser.add_argument(
+        "--augment",
+        nargs="+",
+        default=["none", "default", "blur"],
+        choices=["none", *AUGMENT_PRESETS, *VARIANTS],
+    )
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        help="method names, or name@layer+layer for other layers",
+    )
+    parser.add_argument("--lesions", nargs="+", default=list(LESIONS), choices=LESIONS)
+    parser.add_argument("--n-train", type=int, default=600)
+    parser.add_argument("--n-test", type=int, default=200)
+    parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--n-faithfulness", type=int, default=40)
+    parser.add_argument("--n-equivariance", type=int, default=16)
+    parser.add_argument("--max-shift", type=int, default=8)
+    parser.add_argument(
+        "--equivariance-methods",
+        nargs="+",
+        default=None,
+        help="methods whose equivariance is measured, on the first lesion size "
+        "(default: all of --methods)",
+    )
+    parser.add_argument(
+        "--speed", action="store_true", help="also time against pytorch-grad-cam"
+    )
+    parser.add_argument("--speed-images", type=int, default=64)
+    parser.add_argument("--speed-repeats", type=int, default=3)
+    parser.add_argument(
+        "--speed-methods",
+        nargs="+",
+        default=["grad_cam", "hires_cam", "layer_cam", "layer_cam:scales=3"],
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps")
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--cache-dir", default=None, help="keep fitted models here")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
+    args = parser.parse_args(argv)
+    if args.equivariance_methods is None:
+        args.equivariance_methods = args.methods
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    warnings.simplefilter("ignore", UserWarning)
+    unknown = [m for m in args.methods if re.split("[@:]", m)[0] not in METHODS]
+    if unknown:
+        parser.error(f"unknown methods {unknown}; use {list(METHODS)}")
+
+    report = {
+        "benchmark": "localization",
+        "argv": argv if argv is not None else __import__("sys").argv[1:],
+        "config": {
+            k: v for k, v in vars(args).items() if k not in ("out", "cache_dir")
+        },
+        "train_lesion_size": TRAIN_LESION,
+        "test_lesion_sizes": {k: LESIONS[k] for k in args.lesions},
+        "machine": {
+            "processor": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(),
+            "device": args.device,
+        },
+        "runs": [],
+    }
+    total = time.perf_counter()
+    if args.speed:
+        report["speed"] = speed(args)
+        print(json.dumps({"speed": report["speed"]}), flush=True)
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+    for model in args.models:
+        for size in args.sizes:
+            for augment in args.augment:
+                for seed in args.seeds:
+                    clf, fit_s = fit_model(args, model, size, augment, seed)
+                    run = {
+                        "model": model,
+                        "size": size,
+                        "augment": augment,
+                        "seed": seed,
+                        "fit_s": None if fit_s is None else round(fit_s, 1),
+                        "lesions": {},
+                    }
+                    start = time.perf_counter()
+                    for lesion in args.lesions:
+                        X, y, masks = make_synthetic_cxr(
+                            args.n_test,
+                            image_size=size,
+                            lesion_size=LESIONS[lesion],
+                            random_state=10_000 + seed,
+                        )
+                        pred = clf.predict(X)
+                        keep = (y == "PNEUMONIA") & (pred == y)
+                        run["lesions"][lesion] = {
+                            "accuracy": round(float((pred == y).mean()), 4),
+                            "positives_scored": int(keep.sum()),
+                            "methods": {
+                                spec: score_method(
+                                    args,
+                                    clf,
+                                    spec,
+                                    X[keep],
+                                    masks[keep],
+                                    shifts=lesion == args.lesions[0],
+                                )
+                                for spec in args.methods
+                            },
+                        }
+                    run["eval_s"] = round(time.perf_counter() - start, 1)
+                    report["runs"].append(run)
+                    report["summary"] = summarise(report["runs"])
+                    report["total_s"] = round(time.perf_counter() - total, 1)
+                    if args.out:
+                        Path(args.out).write_text(json.dumps(report, indent=1))
+                    print(
+                        json.dumps(
+                            {k: run[k] for k in ("model", "size", "augment", "seed")}
+                            | {"fit_s": run["fit_s"], "eval_s": run["eval_s"]}
+                        ),
+                        flush=True,
+                    )
+    print(json.dumps(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""One entry point to every heatmap method, with the recommended one as default."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from cxrkit.explain._base import ImageInput
+from cxrkit.explain._grad_cam import grad_cam
+from cxrkit.explain._grad_cam_plus_plus import grad_cam_plus_plus
+from cxrkit.explain._guided_grad_cam import guided_grad_cam
+from cxrkit.explain._hires_cam import hires_cam
+from cxrkit.explain._input_x_gradient import input_x_gradient
+from cxrkit.explain._integrated_gradients import integrated_gradients
+from cxrkit.explain._layer_cam import layer_cam
+from cxrkit.explain._occlusion import occlusion
+from cxrkit.explain._xgrad_cam import xgrad_cam
+
+__all__ = ["DEFAULT_METHOD", "METHODS", "explain"]
+
+#: Heatmap methods by name; each takes ``(clf, X, target=None, **options)``.
+METHODS: dict[str, Callable[..., np.ndarray]] = {
+    "grad_cam": grad_cam,
+    "hires_cam": hires_cam,
+    "grad_cam_plus_plus": grad_cam_plus_plus,
+    "xgrad_cam": xgrad_cam,
+    "layer_cam": layer_cam,
+    "input_x_gradient": input_x_gradient,
+    "guided_grad_cam": guided_grad_cam,
+    "occlusion": occlusion,
+    "integrated_gradients": integrated_gradients,
+}
+
+#: The method ``explain`` uses when none is named: the one that pointed at
+#: synthetic lesions best in ``benchmarks/localization.py`` (strict pointing
+#: and equivariance) for models trained with the default augmentation.
+DEFAULT_METHOD = "input_x_gradient"
+
+
+def explain(
+    clf: Any,
+    X: ImageInput,
+    target: Any = None,
+    *,
+    method: str = DEFAULT_METHOD,
+    **options: Any,
+) -> np.ndarray:
+    """Heatmaps by the named method; by default the one that localizes best.
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        A fitted classifier.
+    X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+        Images, as for ``clf.predict``.
+    target : class label, sequence of labels, or None
+        The class to explain; None explains the predicted class.
+    method : str
+        A key of ``METHODS``.
+    **options
+        Passed to the method (e.g. ``layer=``, ``batch_size=``).
+
+    Returns
+    -------
+    ndarray of shape (n, H, W), dtype float32
+        Heatmaps in [0, 1].
+
+    Examples
+    --------
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(16, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1,
+    ...                           random_state=0).fit(X, y)
+    >>> explain(clf, X[:2]).shape
+    (2, 32, 32)
+    """
+    try:
+        function = METHODS[method]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"method must be one of {sorted(METHODS)}; got {method!r}"
+        ) from None
+    return function(clf, X, target, **options)
