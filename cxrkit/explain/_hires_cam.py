@@ -36,7 +36,7 @@ def hires_cam(
     follow ``layer``, the map is exactly each position's contribution to the
     class score, so it cannot move evidence to where the channel happens to
     be active for other reasons. Upsampled bilinearly and divided by the
-    maximum, like :func:`grad_cam`.
+    maximum, like [`grad_cam`][cxrkit.explain.grad_cam].
 
     For research and education; not a medical device.
 
@@ -49,7 +49,7 @@ def hires_cam(
     target : class label, sequence of labels, or None
         The class to explain; None explains the predicted class.
     layer : str, torch.nn.Module or None
-        The layer explained; None uses :func:`cxrkit.models.target_layer`.
+        The layer explained; None uses [`target_layer`][cxrkit.models.target_layer].
     batch_size : int
         Images per forward and backward pass.
 
