@@ -57,7 +57,7 @@ def layer_cam(
         The class to explain; None explains the predicted class.
     layer : str, torch.nn.Module, a list of them, or None
         The layer explained, or several layers to fuse; None uses
-        [`target_layer`][cxrkit.models.target_layer].
+        `cxrkit.models.target_layer`.
     scales : int
         With one layer: fuse it with the layers that end the next
         ``scales - 1`` finer feature grids of the network (a ResNet's

@@ -53,7 +53,7 @@ def xgrad_cam(
     target : class label, sequence of labels, or None
         The class to explain; None explains the predicted class.
     layer : str, torch.nn.Module or None
-        The layer explained; None uses [`target_layer`][cxrkit.models.target_layer].
+        The layer explained; None uses `cxrkit.models.target_layer`.
     batch_size : int
         Images per forward and backward pass.
 
