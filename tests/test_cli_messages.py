@@ -16,7 +16,7 @@ matplotlib.use("Agg")
 
 import pytest
 
-from cxrkit import PneumoniaClassifier
+from cxrkit import PneumoniaClassifier, explain
 from cxrkit.cli import _hint_stuck_accuracy, main
 
 TINY = ["--model", "simple_cnn", "--epochs", "1", "--image-size", "32"]
@@ -81,7 +81,8 @@ def test_evaluate_predict_explain_use_the_recorded_threshold(
     monkeypatch.chdir(tmp_path)  # explain's default --out is ./heatmaps
     image = next((folder / "NORMAL").iterdir())
     assert main(["explain", str(path), str(image)]) == 0
-    assert (tmp_path / "heatmaps" / f"{image.stem}_grad_cam.png").is_file()
+    method = explain.DEFAULT_METHOD  # the recommended heatmap method
+    assert (tmp_path / "heatmaps" / f"{image.stem}_{method}.png").is_file()
     capsys.readouterr()
     assert main(["predict", str(path), str(folder), "--quiet"]) == 0
     rows = capsys.readouterr().out.splitlines()[1:]
