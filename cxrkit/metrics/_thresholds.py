@@ -267,7 +267,9 @@ def select_robust_threshold(
         versions[name] = (checked.y_idx == checked.pos, checked.scores[:, checked.pos])
     # Candidates: midpoints between consecutive distinct scores of all
     # versions, plus one below and one above them all. Every distinct
-    # decision on these data is one of them.
+    # decision on these data is one of them. Written here rather than with
+    # roc_curve: that gives each version its own thresholds, and the minimax
+    # needs one grid shared by every version.
     scores = np.unique(np.concatenate([s for _, s in versions.values()]))
     candidates = np.concatenate([[0.0], (scores[1:] + scores[:-1]) / 2, [1.0]])
     worst_sens = np.ones(len(candidates))
