@@ -207,14 +207,19 @@ def score_method(
             pointing_game(heatmaps, masks, tolerance=15 * size / 224).mean()
         ),
         "inside": float(inside.mean()),
+        # --n-faithfulness 0 skips the deletion and insertion curves
         "deletion": float(
             faithfulness_score(clf, X[:n], heatmaps[:n], n_steps=10).mean()
-        ),
+        )
+        if n
+        else None,
         "insertion": float(
             faithfulness_score(
                 clf, X[:n], heatmaps[:n], metric="insertion", n_steps=10
             ).mean()
-        ),
+        )
+        if n
+        else None,
         "peak_offset": peak_offset.mean(axis=0).round(2).tolist(),
         "peak_distance": float(np.hypot(*peak_offset.T).mean()),
         "centroid_offset": centroid_offset.mean(axis=0).round(2).tolist(),
@@ -351,7 +356,9 @@ def summarise(runs: list[dict]) -> list[dict]:
             "seeds": len(items),
         }
         for metric in ("strict", "tolerant", "inside", "deletion", "insertion"):
-            values = [m[metric] for m in items]
+            values = [m[metric] for m in items if m[metric] is not None]
+            if not values:  # deletion and insertion skipped
+                continue
             row[metric] = round(float(np.mean(values)), 3)
             row[f"{metric}_sd"] = round(float(np.std(values)), 3)
         for metric in ("peak_offset", "centroid_offset"):

@@ -7,7 +7,7 @@ Usage::
 
 DATA_DIR is the Kermany ``chest_xray`` folder (default: ``../shared/data/
 chest_xray`` beside the repository). Without ``--model``, a ResNet-18 is
-trained with the ``"cpu"`` recipe's settings (128 px, ``augment="blur"``,
+trained with the ``"cpu"`` recipe's settings (112 px, ``augment="blur"``,
 balanced classes, one-cycle schedule), for fewer epochs, on a
 patient-grouped subset of ``train``. The 16 images of ``val`` (patients
 not in ``train``) are explained with ``cxrkit.explain.explain``'s
