@@ -182,7 +182,7 @@ def make_classifier(name: str | None, **overrides: Any) -> PneumoniaClassifier:
     --------
     >>> clf = make_classifier("cpu", max_epochs=2)
     >>> clf.model, clf.image_size, clf.max_epochs
-    ('resnet18', 128, 2)
+    ('resnet18', 112, 2)
     >>> make_classifier(None, model="simple_cnn").model
     'simple_cnn'
     """
