@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parents[1]
 # Run in the child process; written against the API that cxrkit 0.1 already
 # had (load_image_folder, RECIPES, make_classifier, history_).
 CHILD = """
-import json, sys, time
+import json
 import numpy as np, torch
 torch.set_num_threads({threads})
 import cxrkit
@@ -49,13 +49,10 @@ def one_fit(tree: Path, args: argparse.Namespace) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     code = CHILD.format(threads=args.threads, data=str(args.data), n=args.n)
     out = subprocess.run(
-        [sys.executable, "-c", code],
-        env=env,
-        cwd=tree,
-        capture_output=True,
-        text=True,
-        check=True,
+        [sys.executable, "-c", code], env=env, cwd=tree, capture_output=True, text=True
     )
+    if out.returncode != 0:  # show the child's own error, not CalledProcessError
+        sys.exit(f"the fit with {tree}'s cxrkit failed:\n{out.stderr.strip()}")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     if not result["cxrkit"].startswith(str(tree)):
         raise RuntimeError(f"{tree} imported cxrkit from {result['cxrkit']}")
@@ -70,6 +67,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if not (args.other / "cxrkit" / "__init__.py").is_file():
+        parser.error(f"--other {args.other}: no cxrkit package there; pass a checkout")
     trees = {"this": HERE, "other": args.other.resolve()}
     seconds: dict[str, list[float]] = {name: [] for name in trees}
     epochs_of: dict[str, int] = {}

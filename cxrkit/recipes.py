@@ -38,8 +38,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     # model at prediction too) makes it blind to monotone changes of
     # exposure and contrast: on the shift-aware protocol it removed the
     # darker / brighter / low-contrast / offset drops of the 0.1 recipe.
-    # 112 px, not 128: 10 epochs of 128 px took about 33 minutes on all 5,216
-    # images on 2 cores, over the 30-minute budget; 112 px costs about 0.77x
+    # 112 px, not 128: 10 epochs of 128 px would take an estimated 29-37
+    # minutes on all 5,216 images on 2 cores, mostly over the 30-minute budget; 112 px
+    # measured 27.8 minutes (benchmarks/full_fit.py), costs about 0.77x
     # and held up as well by the worst case over the protocol (matched-holdout
     # AUC 0.0026 lower; docs page "Training recipe", "Image size").
     "cpu": {
