@@ -11,7 +11,8 @@ trained with the ``"cpu"`` recipe's settings (112 px, ``augment="blur"``,
 balanced classes, one-cycle schedule), for fewer epochs, on a
 patient-grouped subset of ``train``. The 16 images of ``val`` (patients
 not in ``train``) are explained with ``cxrkit.explain.explain``'s
-recommended method and with Grad-CAM. Saves ``explain_grid.png`` and
+recommended method, with input x gradient and with Grad-CAM. Saves
+``explain_grid.png``, ``input_x_gradient_grid.png`` and
 ``gradcam_grid.png`` in ``--out`` (default ``out/gradcam/``; ``--out
 docs/images`` refreshes the guide's copies). For research and education;
 not a medical device.
@@ -25,7 +26,13 @@ import numpy as np
 from sklearn.model_selection import GroupShuffleSplit
 
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
-from cxrkit.explain import DEFAULT_METHOD, explain, faithfulness_score, grad_cam
+from cxrkit.explain import (
+    DEFAULT_METHOD,
+    explain,
+    faithfulness_score,
+    grad_cam,
+    input_x_gradient,
+)
 from cxrkit.plot import plot_explanations
 from cxrkit.recipes import make_classifier
 
@@ -62,6 +69,7 @@ print(f"{DEFAULT_METHOD}:", heatmaps.shape, heatmaps.dtype)
 random_maps = np.random.default_rng(0).random(heatmaps.shape)
 for name, maps in [
     (DEFAULT_METHOD, heatmaps),
+    ("input_x_gradient", input_x_gradient(clf, X_test)),
     ("grad_cam", grad_cam(clf, X_test)),
     ("random", random_maps),
 ]:
@@ -73,7 +81,11 @@ for name, maps in [
 pick = np.r_[
     np.flatnonzero(y_test == "NORMAL")[:4], np.flatnonzero(y_test != "NORMAL")[:4]
 ]
-for method, name in [(explain, "explain_grid"), (grad_cam, "gradcam_grid")]:
+for method, name in [
+    (explain, "explain_grid"),
+    (input_x_gradient, "input_x_gradient_grid"),
+    (grad_cam, "gradcam_grid"),
+]:
     fig = plot_explanations(clf, X_test[pick], y_test[pick], method=method, ncols=4)
     fig.savefig(args.out / f"{name}.png", dpi=100)
 # --8<-- [end:plot]

@@ -35,10 +35,12 @@ def input_x_gradient(
     contributions (evidence for the class) are kept, blurred with a Gaussian
     and divided by the maximum. This is the finest layer a CAM can use (the
     image itself): the map lies where the pixels are, not where a deep
-    layer's grid cell is, and costs one forward and one backward pass.
-    With the default blur it is the method ``explain`` recommends: on
-    synthetic lesions it pointed inside the lesion, and moved with it
-    pixel for pixel, where the CAMs of the last block did not (see
+    layer's grid cell is, and costs one forward and one backward pass. On
+    synthetic lesions at 64 px it pointed inside the lesion, and moved with
+    it pixel for pixel, where the CAMs of the last block did not; at 128 px
+    it missed the lesion (its heat lay on the edges of the lung field), so
+    ``explain`` recommends [`occlusion`][cxrkit.explain.occlusion] instead,
+    which costs 225 forward passes per image (see
     ``benchmarks/localization.py`` and the guide page *Explaining
     predictions*).
 
@@ -67,7 +69,7 @@ def input_x_gradient(
 
     See Also
     --------
-    integrated_gradients, layer_cam, explain
+    occlusion, integrated_gradients, layer_cam, explain
 
     Examples
     --------
