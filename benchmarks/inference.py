@@ -10,6 +10,9 @@ size)`` batches of ``--batch-size``):
 * ``torch_eager``: ``softmax(module(x))`` as plain eager code calls it
   (autograd recording);
 * ``torch_no_grad``: the same under ``torch.no_grad()`` ("bare torch");
+* ``torch_inference_mode``: the same under ``torch.inference_mode()``
+  (whether skipping autograd's bookkeeping altogether would pay; cxrkit
+  predicts under skorch's ``no_grad``);
 * ``onnxruntime``: the model exported with ``clf.export_onnx``, run by
   onnxruntime's CPU provider on as many intra-op threads as torch has;
 * ``cxrkit_predict_proba``: ``clf.predict_proba`` on the decoded ``uint8``
@@ -113,6 +116,10 @@ def _methods(
         with torch.no_grad():
             return torch.softmax(module(x[idx]), dim=1).numpy()
 
+    def torch_inference_mode(idx: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return torch.softmax(module(x[idx]), dim=1).numpy()
+
     def end_to_end(idx: np.ndarray) -> tuple[float, float]:
         clear_image_cache()
         start = time.perf_counter()
@@ -124,6 +131,7 @@ def _methods(
     return {
         "torch_eager": torch_eager,
         "torch_no_grad": torch_no_grad,
+        "torch_inference_mode": torch_inference_mode,
         "onnxruntime": lambda idx: session.run(None, {"image": x_numpy[idx]})[0],
         "cxrkit_predict_proba": lambda idx: clf.predict_proba(images[idx]),
         "cxrkit_without_network": lambda idx: without_network.predict_proba(
@@ -169,7 +177,12 @@ def benchmark_size(
     reference = methods["torch_no_grad"](everything)
     max_diff = {
         name: float(np.abs(methods[name](everything) - reference).max())
-        for name in ("torch_eager", "onnxruntime", "cxrkit_predict_proba")
+        for name in (
+            "torch_eager",
+            "torch_inference_mode",
+            "onnxruntime",
+            "cxrkit_predict_proba",
+        )
     }
     max_diff["end_to_end"] = float(np.abs(clf.predict_proba(paths) - reference).max())
     n_batches = len(paths) // args.batch_size
@@ -190,6 +203,12 @@ def benchmark_size(
         "speed_ratios_median_of_rounds": {
             "cxrkit_predict_proba / torch_no_grad": _ratio(
                 seconds, "cxrkit_predict_proba", "torch_no_grad"
+            ),
+            "cxrkit_predict_proba / torch_inference_mode": _ratio(
+                seconds, "cxrkit_predict_proba", "torch_inference_mode"
+            ),
+            "torch_inference_mode / torch_no_grad": _ratio(
+                seconds, "torch_inference_mode", "torch_no_grad"
             ),
             "onnxruntime / torch_eager": _ratio(seconds, "onnxruntime", "torch_eager"),
             "onnxruntime / torch_no_grad": _ratio(
