@@ -336,10 +336,11 @@ def recommended_speed(args, clf, X, inputs, best_of) -> dict:
         return {"skipped": f"no reference implementation of {DEFAULT_METHOD}"}
     from captum.attr import Occlusion
 
+    from cxrkit.explain._occlusion import patch_grid
+
     module = clf.net_.module_.eval()
     n = min(args.speed_occlusion_images, len(X))
-    size = clf.image_size
-    window, stride = size // 8, size // 16  # cxrkit's defaults
+    window, stride = patch_grid(clf.image_size)  # cxrkit's default patches
     xb = inputs[:n].to(args.device)
     with torch.no_grad():
         targets = module(xb).argmax(1)

@@ -15,6 +15,25 @@ from cxrkit.explain._base import ImageInput, explain_batches, smoothed
 __all__ = ["occlusion"]
 
 
+def patch_grid(
+    size: int, window: int | None = None, stride: int | None = None
+) -> tuple[int, int]:
+    """``occlusion``'s patch side and step for a model of ``size`` px, checked.
+
+    Defaults: a window of 1/8 of the side, a stride of half the window (225
+    patch positions).
+    """
+    window = max(2, size // 8) if window is None else window
+    stride = max(1, window // 2) if stride is None else stride
+    for name, value in (("window", window), ("stride", stride)):
+        if not isinstance(value, (int, np.integer)) or not 1 <= value <= size:
+            raise ValueError(
+                f"{name} must be an integer between 1 and the model's image_size "
+                f"({size}), got {value!r}"
+            )
+    return window, stride
+
+
 def occlusion(
     clf: Any,
     X: ImageInput,
@@ -91,16 +110,7 @@ def occlusion(
     >>> occlusion(clf, X[:2], window=8).shape
     (2, 32, 32)
     """
-    size = clf.image_size
-    window = max(2, size // 8) if window is None else window
-    stride = max(1, window // 2) if stride is None else stride
-    for name, value in (("window", window), ("stride", stride)):
-        if not isinstance(value, (int, np.integer)) or not 1 <= value <= size:
-            raise ValueError(
-                f"{name} must be an integer between 1 and the model's image_size "
-                f"({size}), got {value!r}"
-            )
-
+    window, stride = patch_grid(clf.image_size, window, stride)
     show_progress = sys.stderr.isatty() if progress is None else bool(progress)
 
     def attribute(model: nn.Module, xb: torch.Tensor, tb: torch.Tensor) -> torch.Tensor:
