@@ -51,6 +51,7 @@ import torch
 from torch import nn
 
 from cxrkit import PneumoniaClassifier, clear_image_cache, load_image_folder
+from cxrkit.allocator import reuse_large_buffers
 from cxrkit.cache import load_images
 from cxrkit.transforms import ImageDataset
 
@@ -244,8 +245,15 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3, help="passes over the images")
+    parser.add_argument(
+        "--reuse-large-buffers",
+        action="store_true",
+        help="call cxrkit.allocator.reuse_large_buffers() first, as the "
+        "cxrkit command line does (every method then runs with it)",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    reused = args.reuse_large_buffers and reuse_large_buffers()
     X, y = load_image_folder(args.data)
     order = np.random.default_rng(0).permutation(len(X))  # both classes in front
     X, y = X[order], y[order]
@@ -259,6 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {
         "runs": runs,
         "threads": args.threads,
+        "reuse_large_buffers": reused,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "data": str(args.data),

@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from cxrkit import load_image_folder
+from cxrkit.allocator import reuse_large_buffers
 from cxrkit.cache import load_images
 from cxrkit.recipes import RECIPES, make_classifier
 
@@ -155,8 +156,14 @@ def main(argv: list[str] | None = None) -> dict:
         "--compare", action="store_true", help="old vs new net, interleaved"
     )
     parser.add_argument("--repeats", type=int, default=2, help="fits each, --compare")
+    parser.add_argument(
+        "--reuse-large-buffers",
+        action="store_true",
+        help="call cxrkit.allocator.reuse_large_buffers() first",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    reused = args.reuse_large_buffers and reuse_large_buffers()
 
     X, y = load_image_folder(args.data)
     subset = np.sort(np.random.default_rng(0).choice(len(X), args.n, replace=False))
@@ -173,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "reuse_large_buffers": reused,
     }
     if args.compare:
         result.update(compare(make, X, y, args.repeats))

@@ -25,6 +25,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from cxrkit.allocator import reuse_large_buffers
+
 __all__ = ["main"]
 
 
@@ -830,6 +832,9 @@ def _silence_stdout() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cxrkit`` command line; returns the exit code."""
     args = _build_parser().parse_args(argv)
+    if os.environ.get("CXRKIT_REUSE_BUFFERS") == "1":
+        # asked for: keep large freed buffers for reuse (cxrkit.allocator)
+        reuse_large_buffers()
     try:
         with _plain_warnings(args.command):
             code = args.func(args)

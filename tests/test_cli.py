@@ -219,3 +219,22 @@ def test_predict_into_a_closed_pipe_exits_quietly(model_file, small_folder):
     err = process.stderr.read().decode()
     assert process.wait(timeout=120) == 141, err
     assert "Traceback" not in err and "BrokenPipe" not in err, err
+
+
+@pytest.mark.parametrize(
+    ("setting", "called"), [(None, False), ("0", False), ("1", True)]
+)
+def test_the_command_line_reuses_large_buffers_when_asked(
+    model_file, small_folder, monkeypatch, setting, called
+):
+    import cxrkit.cli
+
+    calls = []
+    monkeypatch.setattr(cxrkit.cli, "reuse_large_buffers", lambda: calls.append(1))
+    if setting is None:
+        monkeypatch.delenv("CXRKIT_REUSE_BUFFERS", raising=False)
+    else:
+        monkeypatch.setenv("CXRKIT_REUSE_BUFFERS", setting)
+    image = next((small_folder / "NORMAL").iterdir())
+    assert main(["predict", str(model_file), str(image)]) == 0
+    assert calls == ([1] if called else [])
