@@ -77,6 +77,26 @@ def test_plot_explanations_on_real_images(tiny_clf, kermany_dir, tmp_path):
     assert (tmp_path / "grid.png").stat().st_size > 1000
 
 
+def test_plot_explanations_draws_given_heatmaps_without_computing(tiny_clf):
+    clf, X, y = tiny_clf
+    maps = np.zeros((3, 32, 32))
+    maps[:, 5, 7] = 1.0  # one hot pixel each: drawn as given
+
+    def never(*args, **kwargs):
+        raise AssertionError("the method ran although heatmaps were given")
+
+    fig = plot_explanations(clf, X[:3], y[:3], heatmaps=maps)
+    overlays = [im for ax in fig.axes for im in ax.images[1:]]
+    assert len(overlays) == 3
+    for im in overlays:
+        drawn = np.asarray(im.get_array())
+        assert np.unravel_index(drawn.argmax(), drawn.shape) == (5, 7)
+    with pytest.raises(ValueError, match="both method and heatmaps"):
+        plot_explanations(clf, X[:3], heatmaps=maps, method=never)
+    with pytest.raises(ValueError, match="one heatmap per image"):
+        plot_explanations(clf, X[:3], heatmaps=maps[:2])
+
+
 def test_cli_explain_writes_pngs(tiny_clf, kermany_dir, tmp_path, capsys):
     clf, _, _ = tiny_clf
     model = clf.save(tmp_path / "model.cxr")

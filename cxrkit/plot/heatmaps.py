@@ -210,6 +210,7 @@ def plot_explanations(
     y: Sequence[Any] | None = None,
     *,
     method: Callable[..., np.ndarray] | None = None,
+    heatmaps: np.ndarray | None = None,
     ncols: int = 4,
     fig: Figure | None = None,
 ) -> Figure:
@@ -233,6 +234,11 @@ def plot_explanations(
         ``method(clf, X)`` returning heatmaps, e.g.
         [`grad_cam`][cxrkit.explain.grad_cam]; default
         [`explain`][cxrkit.explain.explain].
+    heatmaps : ndarray of shape (n, h, w), optional
+        Heatmaps already computed for ``X`` (say, ``explain(clf, X)`` kept
+        from an earlier step): drawn as they are, so that a slow method
+        (occlusion) does not run twice. Give ``method`` or ``heatmaps``, not
+        both.
     ncols : int
         Images per row.
     fig : matplotlib Figure, optional
@@ -251,10 +257,19 @@ def plot_explanations(
     >>> fig = plot_explanations(clf, X[:4], y[:4])
     >>> len([ax for ax in fig.axes if ax.images])
     4
+    >>> from cxrkit.explain import grad_cam
+    >>> maps = grad_cam(clf, X[:4])
+    >>> fig = plot_explanations(clf, X[:4], y[:4], heatmaps=maps)  # not recomputed
     """
-    if method is None:
-        from cxrkit.explain import explain as method
-    heatmaps = method(clf, X)
+    if heatmaps is None:
+        if method is None:
+            from cxrkit.explain import explain as method
+        heatmaps = method(clf, X)
+    elif method is not None:
+        raise ValueError(
+            "got both method and heatmaps; pass heatmaps to draw maps already "
+            "computed, or method to compute them"
+        )
     proba = clf.predict_proba(X)
     y_pred = clf.classes_[proba.argmax(axis=1)]
     names = None
