@@ -19,8 +19,9 @@ loop's (cxrkit trains channels-last with a fused AdamW; which of the two
 gains how much is not separated here).
 
 Then both run again after ``cxrkit.allocator.reuse_large_buffers()``
-(which the ``cxrkit`` command line calls; from Python it is opt-in), in
-the opposite order (cxrkit first), under ``"reuse_large_buffers"``:
+(off by default; the ``cxrkit`` command line calls it when
+``CXRKIT_REUSE_BUFFERS=1``), in the opposite order (cxrkit first), under
+``"reuse_large_buffers"``:
 ``speedup_vs_plain_as_written`` compares cxrkit with it against the first
 plain loop (glibc's default), ``speedup_both_reusing`` against the plain
 loop with it too.
