@@ -90,8 +90,11 @@ def run_child(argv: list[str], setting: str) -> dict:
         [sys.executable, __file__, *argv, "--child", setting],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:  # say why, as benchmarks/versions.py does
+        sys.exit(
+            f"the child run with setting {setting!r} failed:\n{out.stderr.strip()}"
+        )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 

@@ -22,7 +22,7 @@ the next step.
 What it gains and costs depends on the model (``benchmarks/allocator.py``,
 batches of 32, one thread on a shared 2-core CPU): training steps of
 ``simple_cnn`` and ``cnn4`` 1.2-1.8x faster from 128 px, prediction
-1.3-3x. ``resnet18`` showed no consistent effect: 0.95-1.07x at 64-224
+1.3-3.4x. ``resnet18`` showed no consistent effect: 0.95-1.07x at 64-224
 px, and the ``"cpu"`` recipe's epoch on 256 images took 13.6 and 15.3 s
 without it, 14.5 and 15.0 s with it (its activations stay under 32 MiB up
 to 128 px). The process keeps the memory it
