@@ -227,6 +227,16 @@ class BatchAugmentation:
         image on the CPU.
     jpeg_p : float, default=0.5
         Share of the images re-compressed (when ``jpeg_quality`` is set).
+    erase_scale : (low, high) or None, default=None
+        Random erasing (Zhong et al., 2020; kornia's ``RandomErasing``): a
+        rectangle covering this fraction of the image's area, of aspect
+        ratio 0.3-3.3, is set to the mean gray level (``MEAN``, which
+        normalises to 0: the fill of
+        [`occlusion`][cxrkit.explain.occlusion]). A model trained with it
+        has seen such patches, so occlusion maps do not measure its
+        reaction to an unfamiliar gray square. Last step before the flip.
+    erase_p : float, default=0.5
+        Share of the images given a rectangle (when ``erase_scale`` is set).
     flip : bool, default=False
         Flip half the images left-right. Off by default: the left and right
         lungs are not interchangeable.
@@ -265,6 +275,8 @@ class BatchAugmentation:
         noise_p: float = 0.5,
         jpeg_quality: tuple[int, int] | None = None,
         jpeg_p: float = 0.5,
+        erase_scale: tuple[float, float] | None = None,
+        erase_p: float = 0.5,
         flip: bool = False,
     ) -> None:
         if not isinstance(flip, (bool, np.bool_)):
@@ -297,6 +309,10 @@ class BatchAugmentation:
             if jpeg_quality is None
             else _pair("jpeg_quality", jpeg_quality, 1, 100),
             "jpeg_p": _number("jpeg_p", jpeg_p, 0, 1),
+            "erase_scale": None
+            if erase_scale is None
+            else _pair("erase_scale", erase_scale, 1e-4, 1),
+            "erase_p": _number("erase_p", erase_p, 0, 1),
             "flip": bool(flip),
         }
         self.steps = _steps(self.options)
@@ -363,6 +379,10 @@ def _steps(o: dict[str, Any]) -> list[nn.Module]:
         steps.append(_GaussianNoise(o["noise_std"], o["noise_p"]))
     if o["jpeg_quality"] is not None:
         steps.append(_JPEG(o["jpeg_quality"], o["jpeg_p"]))
+    if o["erase_scale"] is not None:
+        steps.append(
+            K.RandomErasing(scale=o["erase_scale"], value=MEAN, p=o["erase_p"])
+        )
     if o["flip"]:
         steps.append(K.RandomHorizontalFlip(p=0.5))
     return steps

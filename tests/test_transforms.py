@@ -12,6 +12,7 @@ from cxrkit import PneumoniaClassifier
 from cxrkit.net import ImageClassifierNet
 from cxrkit.transforms import (
     AUGMENT_PRESETS,
+    MEAN,
     BatchAugmentation,
     ImageBatches,
     ImageDataset,
@@ -46,6 +47,7 @@ def _distinct_outputs(out: torch.Tensor) -> int:
         {"downscale": (0.2, 0.9), "downscale_p": 1.0},
         {"noise_std": (0.01, 0.1), "noise_p": 1.0},
         {"jpeg_quality": (5, 95), "jpeg_p": 1.0},
+        {"erase_scale": (0.05, 0.2), "erase_p": 1.0},
     ],
     ids=lambda o: next(iter(o)),
 )
@@ -94,6 +96,7 @@ _options = st.fixed_dictionaries(
         "downscale": st.tuples(st.floats(0.1, 0.5), st.floats(0.5, 1.0)),
         "noise_std": st.tuples(st.floats(0, 0.05), st.floats(0.05, 0.3)),
         "jpeg_quality": st.tuples(st.integers(1, 50), st.integers(50, 100)),
+        "erase_scale": st.tuples(st.floats(0.01, 0.1), st.floats(0.1, 0.4)),
         "flip": st.booleans(),
     },
 )
@@ -172,6 +175,24 @@ def test_probability_zero_leaves_images_alone():
     torch.testing.assert_close(out, x)
 
 
+def test_erasing_fills_one_rectangle_per_image_with_occlusions_gray():
+    torch.manual_seed(0)
+    x = torch.rand(200, 1, 40, 40)  # no pixel is exactly MEAN by chance
+    out = BatchAugmentation(erase_scale=(0.04, 0.1), erase_p=0.5)(x)
+    gray = out == MEAN
+    erased = gray.flatten(1).any(dim=1)
+    assert 0.38 < erased.float().mean() < 0.62
+    assert (out[~erased] == x[~erased]).all()
+    area = gray[erased].flatten(1).float().mean(dim=1)
+    assert area.min() >= 0.03 and area.max() <= 0.11  # pixel rounding at the edges
+    for mask in gray[erased][:, 0]:  # the gray pixels form one filled rectangle
+        rows, cols = mask.any(dim=1).nonzero(), mask.any(dim=0).nonzero()
+        box = mask[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
+        assert box.all()
+    # occlusion's fill: normalised, the erased pixels are 0
+    assert normalize(out[erased][:1])[gray[erased][:1]].abs().max() < 1e-6
+
+
 # ------------------------------------------------------------ seeding
 def test_seeded_augmentation_is_repeatable():
     x = torch.rand(8, 1, 32, 32)
@@ -239,6 +260,7 @@ def test_options_survive_json_lists():
         ({"blur_p": 1.5}, "blur_p"),
         ({"downscale": (0.5, 2.0)}, "downscale"),
         ({"jpeg_quality": (0, 50)}, "jpeg_quality"),
+        ({"erase_scale": (0.1, 1.5)}, "erase_scale"),
         ({"flip": "yes"}, "flip must be True or False"),
         (3, "augment must be one of"),
     ],
