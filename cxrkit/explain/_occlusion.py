@@ -62,7 +62,12 @@ def occlusion(
     images for cnn4 and ResNet-18 at 64 and 128 px, except large lesions on
     cnn4 at 128 px (0.74, mean over 3 seeds, where input x gradient scored
     0.81). Grad-CAM scored lower in every case, input x gradient in every
-    other one (see the guide page *Explaining predictions*).
+    other one (see the guide page *Explaining predictions*). The map is the
+    model's reaction to a gray square as well as to what it hides: for one
+    of those cnn4 models the gray patch alone raised the pneumonia score
+    almost everywhere, and training it with random erasing in the same gray
+    (the augmentation option ``erase_scale``) brought its pointing from
+    0.43 to 0.97.
 
     Why the blur: Captum's map is constant on each ``stride`` x ``stride``
     cell (every pixel of a cell is covered by the same patches), so its
