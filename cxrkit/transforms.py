@@ -229,8 +229,9 @@ class BatchAugmentation:
         Share of the images re-compressed (when ``jpeg_quality`` is set).
     erase_scale : (low, high) or None, default=None
         Random erasing (Zhong et al., 2020; kornia's ``RandomErasing``): a
-        rectangle covering this fraction of the image's area, of aspect
-        ratio 0.3-3.3, is set to the mean gray level (``MEAN``, which
+        rectangle covering this fraction of the image's area (less where
+        a large one is clipped at the image's edge), of aspect ratio
+        0.3-3.3, is set to the mean gray level (``MEAN``, which
         normalises to 0: the fill of
         [`occlusion`][cxrkit.explain.occlusion]). A model trained with it
         has seen such patches, so occlusion maps do not measure its
