@@ -14,7 +14,9 @@ size)`` batches of ``--batch-size``):
   (whether skipping autograd's bookkeeping altogether would pay; cxrkit
   predicts under skorch's ``no_grad``);
 * ``onnxruntime``: the model exported with ``clf.export_onnx``, run by
-  onnxruntime's CPU provider on as many intra-op threads as torch has;
+  onnxruntime's CPU provider on as many intra-op threads as torch has, with
+  its threads' spin-waiting off (``--onnx-spinning`` keeps onnxruntime's
+  default; see below);
 * ``cxrkit_predict_proba``: ``clf.predict_proba`` on the decoded ``uint8``
   images (array input: no file decoding, but cxrkit's checks, dataset,
   normalisation and skorch's predict loop);
@@ -26,9 +28,21 @@ cleared (``end_to_end_cold``: decoding and resizing included) and right after,
 with the batch cached (``end_to_end_warm``).
 
 The machine may be shared, so the measurements are paired: in each round
-every method runs once on the same batch, in rotating order, and a ratio is
-the median over rounds of the per-round ratio of times; images/s is the
-median over rounds. The model is trained for one epoch on a few images
+every method runs once on the same batch, in an order drawn at random for
+that round, and a ratio is the median over rounds of the per-round ratio of
+times; images/s is the median over rounds.
+
+Why the random order and the spinning: after a run, onnxruntime's intra-op
+threads spin, waiting for more work, and hold the cores for a while; on 2
+cores the torch call timed next was then 11-13% slower (278 against 250 ms
+per batch for ``torch_no_grad``, resnet18 at 128 px; 238 against 232 ms with
+spinning off). With a fixed rotation ``cxrkit_predict_proba`` always ran
+right after onnxruntime, and this benchmark reported cxrkit 7-21% slower
+than bare torch; timed after the same method, the two took the same time.
+Spinning off did not make onnxruntime slower here (onnxruntime / torch
+``no_grad`` 1.25-1.51 without it, 1.28-1.47 with it).
+
+The model is trained for one epoch on a few images
 (``--model-file`` benchmarks a saved one): weights do not change the speed of
 these networks.
 """
@@ -75,7 +89,7 @@ def _classifier(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, size: in
     return clf.fit(X[pick], y[pick])
 
 
-def _onnx_session(clf: PneumoniaClassifier, threads: int):
+def _onnx_session(clf: PneumoniaClassifier, threads: int, spinning: bool):
     import onnxruntime as ort
 
     path = Path(tempfile.mkdtemp(prefix="cxrkit_bench_")) / "model.onnx"
@@ -83,6 +97,8 @@ def _onnx_session(clf: PneumoniaClassifier, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if not spinning:  # idle threads free the cores for the next method timed
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
@@ -98,14 +114,14 @@ class _NoNetwork(nn.Module):
 
 
 def _methods(
-    clf: PneumoniaClassifier, paths: np.ndarray, threads: int
+    clf: PneumoniaClassifier, paths: np.ndarray, threads: int, spinning: bool
 ) -> dict[str, Callable[[np.ndarray], Any]]:
     """Each method predicts the images ``idx`` (an index array)."""
     images, _ = load_images(list(paths), clf.image_size)
     x = torch.stack([image for image, _ in ImageDataset(images)])
     x_numpy = x.numpy()
     module = clf.net_.module_.eval()
-    session = _onnx_session(clf, threads)
+    session = _onnx_session(clf, threads, spinning)
     without_network = copy.copy(clf)
     without_network.net_ = copy.copy(clf.net_)
     without_network.net_.module_ = _NoNetwork(len(clf.classes_))
@@ -145,12 +161,18 @@ def _methods(
 def _paired_rounds(
     methods: dict[str, Callable], batches: list[np.ndarray], repeats: int
 ) -> dict[str, list[float]]:
-    """Seconds per batch of each method, one entry per round, methods rotating."""
+    """Seconds per batch of each method, one entry per round, in random order.
+
+    A fixed rotation would time each method right after the same other one,
+    whose after-effects (onnxruntime's spinning threads) it would then carry
+    in every round.
+    """
     seconds: dict[str, list[float]] = {}
     names = list(methods)
+    rng = np.random.default_rng(0)
     rounds = [batch for _ in range(repeats) for batch in batches]
-    for r, batch in enumerate(rounds):
-        for name in names[r % len(names) :] + names[: r % len(names)]:
+    for batch in rounds:
+        for name in (names[i] for i in rng.permutation(len(names))):
             start = time.perf_counter()
             out = methods[name](batch)
             if name == "end_to_end":
@@ -173,7 +195,7 @@ def benchmark_size(
     clf = _classifier(args, X, y, size)
     clf.net_.set_params(batch_size=args.batch_size)  # predict_proba's batches
     paths = np.array([str(p) for p in X[: args.n_images]], dtype=object)
-    methods = _methods(clf, paths, args.threads)
+    methods = _methods(clf, paths, args.threads, args.onnx_spinning)
     everything = np.arange(len(paths))
     reference = methods["torch_no_grad"](everything)
     max_diff = {
@@ -251,6 +273,12 @@ def main(argv: list[str] | None = None) -> dict:
         help="call cxrkit.allocator.reuse_large_buffers() first, as the "
         "cxrkit command line does (every method then runs with it)",
     )
+    parser.add_argument(
+        "--onnx-spinning",
+        action="store_true",
+        help="keep onnxruntime's spin-waiting threads (its default): faster for "
+        "onnxruntime alone, but they slow down whatever runs next on the cores",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     reused = args.reuse_large_buffers and reuse_large_buffers()
@@ -268,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
         "runs": runs,
         "threads": args.threads,
         "reuse_large_buffers": reused,
+        "onnx_spinning": args.onnx_spinning,
         "batch_size": args.batch_size,
         "repeats": args.repeats,
         "data": str(args.data),

@@ -229,12 +229,17 @@ def test_test_time_augmentation_is_announced(synthetic_data, tmp_path):
 
 
 # ------------------------------------------------- benchmarks/inference.py
-def test_inference_benchmark_runs_and_agrees_with_torch(kermany_dir, capsys):
+@pytest.fixture(scope="module")
+def benchmark():
     spec = importlib.util.spec_from_file_location(
         "inference_benchmark", ROOT / "benchmarks" / "inference.py"
     )
-    benchmark = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(benchmark)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_inference_benchmark_runs_and_agrees_with_torch(benchmark, kermany_dir, capsys):
     threads = torch.get_num_threads()
     try:
         tiny = "--image-size 32 --n-images 16 --batch-size 8 --repeats 1 --threads 1"
@@ -248,3 +253,17 @@ def test_inference_benchmark_runs_and_agrees_with_torch(kermany_dir, capsys):
     assert max(run["max_abs_probability_difference_vs_torch_no_grad"].values()) < 1e-4
     assert all(v > 0 for v in run["images_per_s_median"].values())
     assert 0 < run["cxrkit_overhead_share_of_network_time"]
+
+
+def test_inference_benchmark_times_methods_in_a_new_order_each_round(benchmark):
+    # a fixed order would time each method right after the same other one
+    # and charge it that one's after-effects (onnxruntime's spinning threads)
+    calls = []
+    methods = {name: (lambda idx, name=name: calls.append(name)) for name in "abcde"}
+    seconds = benchmark._paired_rounds(methods, [np.arange(2)] * 5, repeats=2)
+    assert all(len(times) == 10 for times in seconds.values())
+    rounds = [calls[i : i + 5] for i in range(0, len(calls), 5)]
+    assert len(rounds) == 10
+    assert all(sorted(r) == list("abcde") for r in rounds)
+    before_a = {r[r.index("a") - 1] if r.index("a") else None for r in rounds}
+    assert len(before_a) > 2
