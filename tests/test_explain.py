@@ -237,6 +237,25 @@ def test_paths_give_heatmaps_at_the_model_resolution(tiny, kermany_dir):
     assert np.all(np.isfinite(heatmaps))
 
 
+def test_heatmaps_explain_the_inputs_that_predict_proba_sees(kermany_dir):
+    # the recipe equalises histograms (preprocess=): the explained model must
+    # see the equalised image, as predict_proba does, not the raw one
+    from cxrkit.explain._base import model_inputs
+
+    X, y, _ = make_synthetic_cxr(32, image_size=32, random_state=0)
+    clf = PneumoniaClassifier(model="simple_cnn", preprocess="equalize", **FAST)
+    clf.fit(X, y)
+    paths, _ = load_image_folder(kermany_dir / "val")
+    module = clf.net_.module_.eval()
+    with torch.no_grad():
+        explained = torch.softmax(module(model_inputs(clf, paths)[0]), 1).numpy()
+        clf.set_params(preprocess=None)
+        raw = torch.softmax(module(model_inputs(clf, paths)[0]), 1).numpy()
+        clf.set_params(preprocess="equalize")
+    np.testing.assert_allclose(explained, clf.predict_proba(paths), atol=1e-5)
+    assert np.abs(raw - explained).max() > 1e-3  # equalising changed the inputs
+
+
 # ------------------------------------------------ pure functions (hypothesis)
 @settings(max_examples=40, deadline=None)
 @given(

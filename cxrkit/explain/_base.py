@@ -25,6 +25,7 @@ from torch import nn
 
 from cxrkit.cache import is_path_like_sequence, load_images
 from cxrkit.models import target_layer
+from cxrkit.preprocess import preprocess_images
 from cxrkit.transforms import ImageDataset
 
 _CAPTUM_NOTICES = r"(?s).*(did not already require gradients|Setting backward hooks)"
@@ -42,9 +43,13 @@ def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]
     Arrays keep their own ``(H, W)``: the heatmap lies on the image as given.
     Paths are decoded at ``clf.image_size`` (files of different sizes could
     not share one array), so their heatmaps have the model's resolution.
+    The classifier's ``preprocess`` steps (histogram equalisation, ...) are
+    applied as ``predict_proba`` applies them: the model is explained on
+    the inputs it predicts from.
     """
     check_is_fitted(clf, "net_")
     images, _ = load_images(X, clf.image_size)
+    images = preprocess_images(images, getattr(clf, "preprocess", None))
     if is_path_like_sequence(X):
         out_size = (clf.image_size, clf.image_size)
     else:
