@@ -110,7 +110,7 @@ def test_fit_does_not_touch_global_torch_rng(small, fast):
     np.testing.assert_array_equal(torch.rand(3), expected)
 
 
-def test_predict_is_deterministic_and_order_invariant(fitted_small, small):
+def test_predict_is_deterministic_order_and_subset_invariant(fitted_small, small):
     X, _, _ = small
     proba = fitted_small.predict_proba(X)
     np.testing.assert_array_equal(fitted_small.predict_proba(X), proba)  # no aug
@@ -118,6 +118,10 @@ def test_predict_is_deterministic_and_order_invariant(fitted_small, small):
     np.testing.assert_allclose(
         fitted_small.predict_proba(X[order]), proba[order], atol=1e-6
     )
+    for subset in (slice(0, 1), slice(3, 10), slice(1, None, 2)):
+        np.testing.assert_allclose(
+            fitted_small.predict_proba(X[subset]), proba[subset], atol=1e-6
+        )
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
 
 
