@@ -134,14 +134,24 @@ def fit_model(args, model: str, size: int, augment: str, seed: int):
 def method_callable(spec: str) -> Callable:
     """A heatmap function of ``(clf, X)`` from ``name[@layer+layer][:key=value,...]``.
 
-    E.g. ``layer_cam@features.0.2:smooth=0.0625`` or ``layer_cam:scales=3``;
-    values are read as numbers.
+    E.g. ``layer_cam@features.0.2:smooth=0.0625``, ``layer_cam:scales=3`` or
+    ``occlusion:fill=gray,window=16``; values are read as numbers where
+    they are numbers.
     """
     head, _, options = spec.partition(":")
     name, _, layers = head.partition("@")
     method = METHODS[name]
+
+    def number_or_text(value: str) -> int | float | str:
+        for kind in (int, float):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        return value
+
     kwargs = {
-        key: int(value) if value.isdigit() else float(value)
+        key: number_or_text(value)
         for key, _, value in (item.partition("=") for item in options.split(","))
         if key
     }
@@ -332,19 +342,20 @@ def recommended_speed(args, clf, X, inputs, best_of) -> dict:
     """The recommended method against the reference implementation of it.
 
     pytorch-grad-cam has no occlusion, so occlusion is timed against bare
-    Captum ``Occlusion`` with the same patches on the same inputs (cxrkit
-    adds batching of patch positions and the blur), on the first
-    ``--speed-occlusion-images`` images: 225 forward passes per image.
+    Captum ``Occlusion`` with the same patches and fill on the same inputs
+    (cxrkit adds batching of patch positions and the blur), on the first
+    ``--speed-occlusion-images`` images: 169 forward passes per image.
     """
     if DEFAULT_METHOD != "occlusion":
         return {"skipped": f"no reference implementation of {DEFAULT_METHOD}"}
     from captum.attr import Occlusion
 
-    from cxrkit.explain._occlusion import patch_grid
+    from cxrkit.explain._occlusion import fill_baseline, patch_grid
 
     module = clf.net_.module_.eval()
     n = min(args.speed_occlusion_images, len(X))
     window, stride = patch_grid(clf.image_size)  # cxrkit's default patches
+    baseline = fill_baseline(clf, "mean_image")  # and fill
     xb = inputs[:n].to(args.device)
     with torch.no_grad():
         targets = module(xb).argmax(1)
@@ -354,7 +365,7 @@ def recommended_speed(args, clf, X, inputs, best_of) -> dict:
             xb,
             sliding_window_shapes=(1, window, window),
             strides=(1, stride, stride),
-            baselines=0.0,
+            baselines=baseline.to(xb),
             target=targets,
         )
 
@@ -451,7 +462,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--speed-occlusion-images",
         type=int,
         default=4,
-        help="images for timing occlusion (225 forward passes each)",
+        help="images for timing occlusion (169 forward passes each)",
     )
     parser.add_argument("--speed-repeats", type=int, default=3)
     parser.add_argument(

@@ -201,6 +201,12 @@ default="default"
         images held out for validation, the cxrkit and torch versions
         ([`training_data_summary`][cxrkit.provenance.training_data_summary]);
         kept in model files.
+    mean_image_ : ndarray of shape (image_size, image_size), dtype float32
+        The mean of the images given to ``fit``, after resizing and
+        ``preprocess``, in [0, 1]: what a typical training image looks like
+        at each place. Occlusion fills its patch from it
+        ([`occlusion`][cxrkit.explain.occlusion]); kept in model files
+        (None in files saved before cxrkit stored it).
     operating_threshold_ : dict or None
         The decision threshold chosen for this model, recorded by
         ``save(path, threshold=...)`` and read back by ``load``; ``cxrkit
@@ -352,6 +358,10 @@ default="default"
         images = preprocess_images(images, self.preprocess)
         y = y[kept]
         self.skipped_files_ = _skipped_files(X, kept)
+        # float64 sums; numpy reduces in buffered chunks (no float copy of images)
+        self.mean_image_ = (images.mean(axis=0, dtype=np.float64) / 255).astype(
+            np.float32
+        )
         groups = default_groups(X, kept) if groups is None else groups[kept]
 
         self.classes_, y_enc = np.unique(y, return_inverse=True)

@@ -210,7 +210,10 @@ def save_model(
     }
     state = {k: v.detach().cpu() for k, v in clf.net_.module_.state_dict().items()}
     buffer = io.BytesIO()
-    torch.save({"meta": json.dumps(meta), "state_dict": state}, buffer)
+    payload = {"meta": json.dumps(meta), "state_dict": state}
+    if getattr(clf, "mean_image_", None) is not None:
+        payload["mean_image"] = torch.from_numpy(np.asarray(clf.mean_image_))
+    torch.save(payload, buffer)
     return write_atomic(path, buffer.getvalue())
 
 
@@ -438,4 +441,8 @@ def load_model(
     clf._net_spec = spec
     clf.training_data_ = meta.get("training_data")
     clf.operating_threshold_ = meta.get("operating_threshold")
+    mean_image = payload.get("mean_image")  # absent in files of older versions
+    clf.mean_image_ = (
+        mean_image.numpy() if isinstance(mean_image, torch.Tensor) else None
+    )
     return clf

@@ -291,6 +291,7 @@ def test_load_round_trips_parameters_and_fitted_attributes(tmp_path, rich_model)
     assert same.random_state is not clf.random_state  # a new RandomState
     assert _fitted_attributes(same) == _fitted_attributes(clf)
     assert same.skipped_files_ == clf.skipped_files_ == [paths[-1]]
+    np.testing.assert_array_equal(same.mean_image_, clf.mean_image_)
     np.testing.assert_array_equal(same.classes_, clf.classes_)
     assert same.classes_.dtype == clf.classes_.dtype
     assert same.device_ == clf.device_
@@ -359,6 +360,16 @@ def test_format_1_files_still_load(tmp_path, data, model):
     same = PneumoniaClassifier.load(path)
     assert same.skipped_files_ == []
     assert same.get_params() == model.get_params()
+    np.testing.assert_array_equal(same.predict_proba(X), model.predict_proba(X))
+
+
+def test_files_without_a_mean_image_load_without_one(tmp_path, data, model):
+    # files saved before cxrkit kept mean_image_ (occlusion's fill)
+    X, _, _ = data
+    path = model.save(tmp_path / "m.cxr")
+    _rewrite(path, change_payload=lambda payload: payload.pop("mean_image"))
+    same = PneumoniaClassifier.load(path)
+    assert same.mean_image_ is None
     np.testing.assert_array_equal(same.predict_proba(X), model.predict_proba(X))
 
 

@@ -42,7 +42,7 @@ def input_x_gradient(
     lesion size, mean over 3 seeds; its heat lay on the edges of the lung
     field), so
     ``explain`` recommends [`occlusion`][cxrkit.explain.occlusion] instead,
-    which costs 225 forward passes per image (see
+    which costs 169 forward passes per image (see
     ``benchmarks/localization.py`` and the guide page *Explaining
     predictions*).
 

@@ -117,7 +117,7 @@ class ServedModel:
     def explain(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Heatmaps ``(n, S, S)`` in [0, 1] of the ``targets`` classes."""
         # Single call site of the explanation method. Deliberately not
-        # explain()'s default: occlusion costs 225 forward passes per image
+        # explain()'s default: occlusion costs 169 forward passes per image
         # (seconds per request on a CPU), Grad-CAM one forward and a partial
         # backward pass; the response names the method (EXPLAIN_METHOD).
         from cxrkit.explain import grad_cam
