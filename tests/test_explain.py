@@ -230,6 +230,12 @@ def test_errors_name_the_input_and_the_fix(tiny):
         ValueError, match=r"fill must be one of \['mean_image', 'gray'\]"
     ):
         occlusion(clf, X[:2], fill="black")
+    with pytest.raises(ValueError, match="fill must be one of"):
+        occlusion(clf, X[:2], fill=np.zeros((32, 32)))
+    resized = copy.copy(clf)
+    resized.image_size = 16  # changed after fit
+    with pytest.raises(ValueError, match=r"mean_image_ has shape \(32, 32\)"):
+        occlusion(resized, X[:2])
     with pytest.raises(ValueError, match="heatmaps has shape"):
         faithfulness_score(clf, X[:2], np.zeros((3, 32, 32)))
 

@@ -47,9 +47,16 @@ def fill_baseline(clf: Any, fill: str) -> float | torch.Tensor:
     ``mean_image_`` (loaded from a file saved before cxrkit stored it) falls
     back to gray, with a warning.
     """
-    if fill not in FILLS:
+    if not (isinstance(fill, str) and fill in FILLS):
         raise ValueError(f"fill must be one of {list(FILLS)}, got {fill!r}")
     mean_image = getattr(clf, "mean_image_", None) if fill == "mean_image" else None
+    size = (clf.image_size, clf.image_size)
+    if mean_image is not None and np.shape(mean_image) != size:
+        raise ValueError(
+            f"clf.mean_image_ has shape {np.shape(mean_image)}, not the model's "
+            f"image_size {size}; was image_size changed after fit? Fit again, "
+            "or pass fill='gray'"
+        )
     if fill == "mean_image" and mean_image is None:
         warnings.warn(
             "this classifier has no mean_image_ (a model file saved by an older "
