@@ -160,8 +160,9 @@ default="default"
         ``"bf16"`` and ``"16"`` run the model in mixed precision (bfloat16 or
         float16 autocast; ``"16"`` with a gradient scaler): faster, and
         lighter on memory, on GPUs. ``"16"`` needs CUDA: on a CPU it falls
-        back to float32 with a warning (``"bf16"`` works on CPUs, and helps
-        only on those with bfloat16 instructions).
+        back to float32 with a warning. ``"bf16"`` works on CPUs, and pays
+        on those with AMX tiles (the ``"cpu"`` recipe trained 1.89x faster
+        on 2 cores); with AVX-512 BF16 alone it was slower than float32.
     accelerator : None, bool or accelerate.Accelerator, default=None
         Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``,
         see [`cxrkit.accelerated`][cxrkit.accelerated]): on several GPUs when

@@ -40,9 +40,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     # darker / brighter / low-contrast / offset drops of the 0.1 recipe.
     # 112 px, not 128: 10 epochs of 128 px would take an estimated 29-37
     # minutes on all 5,216 images on 2 cores, mostly over the 30-minute budget; 112 px
-    # measured 27.8 minutes (benchmarks/full_fit.py), costs about 0.77x
+    # measured 27.8 minutes (benchmarks/full_fit.py) on an AVX2 CPU and 12.8
+    # on one with AVX-512 and AMX, costs about 0.77x
     # and held up as well by the worst case over the protocol (matched-holdout
     # AUC 0.0026 lower; docs page "Training recipe", "Image size").
+    # Float32 stays the recipe's precision: it was validated in float32, and
+    # bfloat16 is slower on CPUs without AMX. On CPUs with AMX,
+    # precision="bf16" trains it 1.89x faster (docs page "Training").
     "cpu": {
         "model": "resnet18",
         "image_size": 112,
