@@ -16,11 +16,30 @@ import json
 import os
 import resource
 import time
+from typing import Any
 
 import torch
 
 from cxrkit import load_image_folder
 from cxrkit.recipes import RECIPES, make_classifier
+
+
+def param_override(text: str) -> tuple[str, Any]:
+    """``--set`` item ``PARAM=JSON`` as ``(PARAM, value)``; argparse's ``type``.
+
+    >>> param_override('precision="bf16"')
+    ('precision', 'bf16')
+    """
+    key, sep, value = text.partition("=")
+    try:
+        if not (key and sep):
+            raise ValueError
+        return key, json.loads(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not PARAM=JSON; quote strings as JSON, e.g. "
+            "precision='\"bf16\"' or augment=null"
+        ) from None
 
 
 def cpu_features() -> dict:
@@ -41,13 +60,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", required=True)
     parser.add_argument("--recipe", default="cpu", choices=sorted(RECIPES))
-    parser.add_argument("--set", nargs="*", default=[], metavar="PARAM=JSON")
+    parser.add_argument(
+        "--set", nargs="*", default=[], type=param_override, metavar="PARAM=JSON"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", help="write the fitted model here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = dict(args.set)
     load_before = os.getloadavg()
     paths, y = load_image_folder(args.train)
     clf = make_classifier(

@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from full_fit import cpu_features  # the script beside this one
+from full_fit import cpu_features, param_override  # the script beside this one
 
 from cxrkit import load_image_folder
 from cxrkit.allocator import reuse_large_buffers
@@ -159,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--set",
         nargs="*",
         default=[],
+        type=param_override,
         metavar="PARAM=JSON",
         help="override recipe parameters, e.g. precision='\"bf16\"'",
     )
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> dict:
     subset = np.sort(np.random.default_rng(0).choice(len(X), args.n, replace=False))
     X, y = X[subset], y[subset]
 
-    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    overrides = dict(args.set)
 
     def make():
         return make_classifier(
