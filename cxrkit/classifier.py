@@ -51,11 +51,12 @@ from cxrkit._training import (
 from cxrkit.accelerated import resolve_accelerator
 from cxrkit.cache import load_images
 from cxrkit.inputs import check_fit_inputs, is_path_like_sequence, reject_sparse
+from cxrkit.metrics import apply_threshold
 from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
 from cxrkit.persistence import load_model, model_file_class, save_model
 from cxrkit.preprocess import check_preprocess, preprocess_images
-from cxrkit.provenance import training_data_summary
+from cxrkit.provenance import decision_rule, training_data_summary
 from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
@@ -210,10 +211,13 @@ default="default"
         (None in files saved before cxrkit stored it).
     operating_threshold_ : dict or None
         The decision threshold chosen for this model, recorded by
-        ``save(path, threshold=...)`` and read back by ``load``; ``cxrkit
-        evaluate``, ``predict`` and ``explain`` use it unless given
-        ``--threshold``. None after ``fit``. ``predict`` itself always gives
-        the most probable class.
+        ``save(path, threshold=...)`` and read back by ``load``. When it is
+        set (two classes), ``predict`` (and so ``score``) calls the positive
+        class at probability ``>= threshold``, and the report, ``cxrkit
+        evaluate``, ``predict``, ``explain``, ``serve`` and ``export`` use
+        it unless given another threshold (see
+        [`decision_rule`][cxrkit.provenance.decision_rule]). None after
+        ``fit``: ``predict`` gives the most probable class.
 
     Examples
     --------
@@ -599,7 +603,15 @@ default="default"
         )
 
     def predict(self, X: ImageInput) -> np.ndarray:
-        """Predicted class label per image (the most probable class).
+        """Predicted class label per image.
+
+        The most probable class; but for two classes with an operating
+        threshold recorded with the model (``operating_threshold_``, e.g.
+        from ``save(path, threshold=...)`` and ``load``), the positive class
+        when its probability is ``>= threshold``, else the other class
+        (scikit-learn's ``FixedThresholdClassifier`` convention; see
+        [`decision_rule`][cxrkit.provenance.decision_rule]).
+        ``predict_proba`` is the same either way.
 
         Parameters
         ----------
@@ -610,7 +622,12 @@ default="default"
         ndarray of shape (n,)
         """
         proba = self.predict_proba(X)  # checks first that the model is fitted
-        return self.classes_[np.argmax(proba, axis=1)]
+        rule = decision_rule(self)
+        if rule.threshold is None:
+            return self.classes_[np.argmax(proba, axis=1)]
+        return apply_threshold(
+            proba, rule.threshold, classes=self.classes_, pos_label=rule.pos_label
+        )
 
     # ---------------------------------------------------------- model files
     def save(self, path: str | os.PathLike, *, threshold: Any = None) -> os.PathLike:

@@ -77,25 +77,37 @@ def _class_named(classes: Any, text: str | None) -> Any:
     return next((c for c in classes if str(c) == text), text)
 
 
-def _positive_class(
-    classes: Any, threshold: float | None, pos_label: str | None
-) -> Any:
-    """Check --threshold and --pos-label against a model's classes, before
-    any image is decoded; returns the positive class (None with k > 2)."""
-    if threshold is not None:
-        if not 0 <= threshold <= 1:
-            raise _UserError(f"--threshold must be in [0, 1], got {threshold}")
-        if len(classes) != 2:
-            raise _UserError(
-                f"--threshold applies to two classes; this model has "
-                f"{len(classes)} and predicts the most probable one"
-            )
+def _positive_class(classes: Any, pos_label: Any) -> Any:
+    """The positive class of two (None with k > 2), named on the command
+    line or by default, checked before any image is decoded."""
     if len(classes) != 2:
         return None
     from cxrkit.metrics import positive_label
 
     with _user_input(hint=" (on the command line: --pos-label)"):
         return positive_label(classes, _class_named(classes, pos_label))
+
+
+def _check_threshold(threshold: float | None) -> None:
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise _UserError(f"--threshold must be in [0, 1], got {threshold}")
+
+
+def _decision_rule(clf: Any, threshold: float | None, pos_label: str | None) -> Any:
+    """The model's decision rule with --threshold and --pos-label (see
+    ``cxrkit.provenance.decision_rule``), checked before any image is decoded."""
+    from cxrkit.provenance import decision_rule
+
+    _check_threshold(threshold)
+    if threshold is not None and len(clf.classes_) != 2:
+        raise _UserError(
+            f"--threshold applies to two classes; this model has "
+            f"{len(clf.classes_)} and predicts the most probable one"
+        )
+    with _user_input(hint=" (on the command line: --pos-label)"):
+        return decision_rule(
+            clf, threshold, pos_label=_class_named(clf.classes_, pos_label)
+        )
 
 
 def _pos_label_argument(parser: argparse.ArgumentParser) -> None:
@@ -145,14 +157,6 @@ def _readable(args: argparse.Namespace, paths: Any, image_size: int) -> Any:
     return np.asarray(paths, dtype=object)[kept]
 
 
-def _model_threshold(clf: Any, threshold: float | None) -> float | None:
-    """--threshold, else the operating threshold recorded in the model file."""
-    if threshold is not None:
-        return threshold
-    recorded = getattr(clf, "operating_threshold_", None)
-    return None if recorded is None else float(recorded["threshold"])
-
-
 def _labels_of_model(y: Any, classes: Any, data_dir: str) -> Any:
     """The folder names of ``data_dir`` as the model's classes: the same
     names, or the same in another case (normal/ for NORMAL)."""
@@ -182,7 +186,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if args.data is not None:
         with _user_input():
             X, y = load_image_folder(args.data)
-        pos_label = _positive_class(np.unique(y), None, args.pos_label)
+        pos_label = _positive_class(np.unique(y), args.pos_label)
         print(f"cxrkit demo: {len(X)} images in {args.data}, model {args.model}")
     elif args.pos_label is not None:
         raise _UserError("--pos-label applies to --data (synthetic images: PNEUMONIA)")
@@ -258,8 +262,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise _UserError(f"--out {out} is a folder; give a file name, e.g. model.cxr")
-    if args.threshold is not None and not 0 <= args.threshold <= 1:
-        raise _UserError(f"--threshold must be in [0, 1], got {args.threshold}")
+    _check_threshold(args.threshold)
     given = {
         "model": args.model,
         "pretrained": args.pretrained,
@@ -429,7 +432,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="record this operating threshold on P(PNEUMONIA) in the model file, "
-        "chosen on validation data; evaluate, predict and explain use it by default",
+        "chosen on validation data; evaluate, predict, explain, serve, export and "
+        "PneumoniaClassifier.predict use it by default",
     )
     train.add_argument("--device", default="auto", help="auto, cpu or cuda")
     train.add_argument(
@@ -455,8 +459,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         raise _UserError(f"--n-bootstrap must be 0 or more, got {args.n_bootstrap}")
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
-        threshold = _model_threshold(clf, args.threshold)
-        pos_label = _positive_class(clf.classes_, threshold, args.pos_label)
+        rule = _decision_rule(clf, args.threshold, args.pos_label)
+        pos_label = _positive_class(clf.classes_, rule.pos_label)  # reports need one
         X, y = load_image_folder(args.data_dir)
     y = _labels_of_model(y, clf.classes_, args.data_dir)
     kept = set(_readable(args, X, clf.image_size))
@@ -469,7 +473,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         X,
         y,
         args.out,
-        threshold=threshold,
+        threshold=rule.threshold,
         pos_label=pos_label,
         data_name=str(args.data_dir),
         n_bootstrap=args.n_bootstrap,
@@ -499,7 +503,8 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="two classes: call positive at probability >= this (default: the "
-        "threshold recorded in the model file, else 0.5)",
+        "threshold recorded in the model file, if it is on the --pos-label class; "
+        "else 0.5)",
     )
     _pos_label_argument(evaluate)
     _on_error_argument(evaluate, "the evaluation")
@@ -520,17 +525,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
-        threshold = _model_threshold(clf, args.threshold)
-        pos_label = None
-        if threshold is not None:  # checked before any image is decoded
-            pos_label = _positive_class(clf.classes_, threshold, args.pos_label)
+        rule = _decision_rule(clf, args.threshold, args.pos_label)
         paths = find_images(args.images)
     paths = _readable(args, paths, clf.image_size)
     proba = predict_proba(
         clf, paths, progress=False if getattr(args, "quiet", False) else None
     )
     predicted = apply_threshold(
-        proba, threshold, classes=clf.classes_, pos_label=pos_label
+        proba, rule.threshold, classes=clf.classes_, pos_label=rule.pos_label
     )
     write_predictions(
         args.csv or sys.stdout, paths, proba, predicted, classes=clf.classes_
@@ -557,7 +559,8 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="two classes: call the positive class (--pos-label) at probability "
         ">= this, e.g. one chosen on held-out patients (default: the threshold "
-        "recorded in the model file, else the most probable class)",
+        "recorded in the model file, if it is on the --pos-label class; else the "
+        "most probable class)",
     )
     _pos_label_argument(predict)
     _on_error_argument(predict, "the predictions")
@@ -591,10 +594,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         )
     proba = clf.predict_proba(paths)
     if target is None:  # the class given, by the model file's threshold if any
-        threshold = _model_threshold(clf, None)
-        pos_label = _positive_class(clf.classes_, threshold, None)
+        rule = _decision_rule(clf, None, None)
         explained = apply_threshold(
-            proba, threshold, classes=clf.classes_, pos_label=pos_label
+            proba, rule.threshold, classes=clf.classes_, pos_label=rule.pos_label
         )
     else:
         explained = [target] * len(paths)
@@ -680,7 +682,9 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="two classes: record this operating threshold on the probability of "
-        "PNEUMONIA (else the second class) in the metadata",
+        "PNEUMONIA (or 1 for 0/1 classes) in the metadata (default: the threshold "
+        "recorded in the model file; without one, the metadata's decision rule "
+        "is argmax)",
     )
     parser.set_defaults(func=_cmd_export)
 
@@ -730,7 +734,7 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=None,
         help="two classes: call the positive class at probability >= this "
-        "(default: 0.5)",
+        "(default: the threshold recorded in the model file, else 0.5)",
     )
     parser.add_argument(
         "--max-upload-mb",

@@ -13,10 +13,12 @@ format; the model's metadata (``metadata_props``, read with onnxruntime's
 std``), ``preprocessing`` (the whole recipe in words), ``output_name``,
 ``classes`` (JSON list, in column order), ``decision_rule`` (``"argmax"`` or
 ``"threshold"``, then with ``threshold``, ``positive_class`` and
-``positive_column``), ``preprocess`` (cxrkit's deterministic preprocessing
-steps after resizing, or ``"none"``), ``model`` and ``cxrkit_version``; all
-values are strings. The user guide's *Deployment with ONNX* page has a
-complete onnxruntime script that reads them.
+``positive_column``; the threshold given, else the one recorded with the
+model, as [`decision_rule`][cxrkit.provenance.decision_rule] resolves it),
+``preprocess`` (cxrkit's deterministic preprocessing steps after resizing,
+or ``"none"``), ``model`` and ``cxrkit_version``; all values are strings.
+The user guide's *Deployment with ONNX* page has a complete onnxruntime
+script that reads them.
 
 The exporter is torch's ``torch.export``-based one (``dynamo=True``): it is
 torch's default since 2.9 and the maintained path, while the TorchScript-based
@@ -45,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from cxrkit._version import __version__
-from cxrkit.metrics import positive_label
+from cxrkit.provenance import decision_rule
 from cxrkit.transforms import MEAN, STD
 
 # This module sits above the estimator (``PneumoniaClassifier.export_onnx``
@@ -93,10 +95,15 @@ def export_onnx(
     threshold : float, optional
         Two classes: an operating threshold on the probability of
         ``pos_label``, recorded in the metadata (the graph itself always
-        outputs probabilities).
+        outputs probabilities). Default: the threshold of a wrapping
+        threshold classifier, else the one recorded with the model
+        (``clf.save(path, threshold=...)``, see
+        [`decision_rule`][cxrkit.provenance.decision_rule]), else none
+        (``decision_rule`` ``"argmax"``).
     pos_label : class label, optional
-        The class ``threshold`` applies to; defaults to ``"PNEUMONIA"`` when
-        it is a class, else the last class.
+        The class ``threshold`` applies to; defaults to the class of the
+        recorded threshold, else ``"PNEUMONIA"`` when it is a class, 1 for
+        0/1 labels (a threshold classifier's default: its last class).
 
     Returns
     -------
@@ -177,6 +184,11 @@ def onnx_metadata(
 ) -> dict[str, str]:
     """The ``metadata_props`` written by [`export_onnx`][cxrkit.export.export_onnx].
 
+    The decision rule is ``clf``'s (see
+    [`decision_rule`][cxrkit.provenance.decision_rule]): ``threshold`` and
+    ``pos_label`` when given, else the threshold recorded with the model,
+    else ``"argmax"``.
+
     Examples
     --------
     >>> from cxrkit import PneumoniaClassifier
@@ -190,6 +202,7 @@ def onnx_metadata(
     """
     check_is_fitted(clf, "net_")
     classes = np.asarray(clf.classes_).tolist()
+    rule = decision_rule(clf, threshold, pos_label=pos_label)
     metadata = {
         "cxrkit_version": __version__,
         "model": str(clf.model),
@@ -214,25 +227,13 @@ def onnx_metadata(
             f"{metadata['preprocess']!r} to the resized uint8 image "
             "(cxrkit.preprocess.preprocess_images)."
         )
-    if threshold is None:
+    if rule.threshold is None:
         return metadata
-    if len(classes) != 2:
-        raise ValueError(
-            f"a threshold applies to two classes; this model has {len(classes)} "
-            "and predicts the most probable one: export without threshold"
-        )
-    threshold = float(threshold)
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"threshold must be in [0, 1], got {threshold}")
-    if pos_label is None:
-        pos_label = positive_label(classes)
-    if pos_label not in classes:
-        raise ValueError(f"pos_label {pos_label!r} is not one of the classes {classes}")
     metadata.update(
         decision_rule="threshold",
-        threshold=repr(threshold),
-        positive_class=str(pos_label),
-        positive_column=str(classes.index(pos_label)),
+        threshold=repr(rule.threshold),
+        positive_class=str(rule.pos_label),
+        positive_column=str(classes.index(rule.pos_label)),
         decision="positive_class when probabilities[:, positive_column] >= "
         "threshold, else the other class",
     )

@@ -11,13 +11,18 @@ validation data:
 * ``clf.operating_threshold_``: ``None`` until a threshold is chosen, then
   a dict made by [`operating_threshold`][cxrkit.provenance.operating_threshold]
   (``clf.save(path, threshold=...)`` records it).
+
+[`decision_rule`][cxrkit.provenance.decision_rule] says which threshold and
+positive class a fitted model decides with (a threshold given, else the
+recorded one, else the most probable class); ``predict``, the report, the
+command line, the server and the ONNX export all ask it.
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -25,8 +30,15 @@ import torch
 from cxrkit._version import __version__
 from cxrkit.data import patient_id
 from cxrkit.inputs import is_path_like_sequence
+from cxrkit.metrics import positive_label
+from cxrkit.metrics._inputs import check_threshold
 
-__all__ = ["operating_threshold", "training_data_summary"]
+__all__ = [
+    "DecisionRule",
+    "decision_rule",
+    "operating_threshold",
+    "training_data_summary",
+]
 
 
 def _source(X: Any) -> str:
@@ -139,3 +151,115 @@ def operating_threshold(
         record["source"] = source
     order = ("threshold", "pos_label", "criterion", "sensitivity", "specificity")
     return {k: record[k] for k in (*order, "source") if k in record}
+
+
+class DecisionRule(NamedTuple):
+    """How a fitted classifier turns probabilities into classes.
+
+    With a ``threshold``, an image is called ``pos_label`` when the
+    probability of ``pos_label`` is ``>= threshold``, else the other class
+    (the convention of scikit-learn's ``FixedThresholdClassifier``); with
+    ``threshold=None``, it is given its most probable class.
+    """
+
+    threshold: float | None
+    pos_label: Any
+
+
+def _recorded_class(classes: list, recorded: dict[str, Any]) -> Any:
+    """The class a recorded threshold is on (records name it as text)."""
+    for label in classes:
+        if str(label) == recorded["pos_label"]:
+            return label
+    raise ValueError(
+        f"the operating threshold recorded with this model is on the probability "
+        f"of {recorded['pos_label']!r}, which is not one of its classes {classes}: "
+        "the model file is damaged or was edited; save it again with "
+        "clf.save(path, threshold=...)"
+    )
+
+
+def decision_rule(
+    clf: Any, threshold: float | None = None, *, pos_label: Any = None
+) -> DecisionRule:
+    """The threshold and positive class a fitted classifier decides with.
+
+    The one place that resolves the operating point: ``threshold`` when
+    given; else the threshold recorded with the model
+    (``clf.operating_threshold_``, see
+    [`operating_threshold`][cxrkit.provenance.operating_threshold]); else
+    the estimator's default, the most probable class (for two classes the
+    same calls as a threshold of 0.5, but for a tie at exactly 0.5).
+    ``PneumoniaClassifier.predict``, ``cxrkit predict``, ``evaluate`` and
+    ``explain``, [`evaluation_report`][cxrkit.report.evaluation_report],
+    ``cxrkit serve`` and [`export_onnx`][cxrkit.export.export_onnx] all use
+    it.
+
+    Parameters
+    ----------
+    clf : fitted classifier
+        Anything with ``classes_``; a ``PneumoniaClassifier`` loaded from a
+        model file may have an ``operating_threshold_``.
+    threshold : float in [0, 1], optional
+        Two classes: call ``pos_label`` at probability ``>= threshold``,
+        instead of the recorded threshold.
+    pos_label : label, optional
+        The positive class of two. Default: the class of the recorded
+        threshold, else ``"PNEUMONIA"`` when it is a class, 1 for 0/1
+        labels (see [`positive_label`][cxrkit.metrics.positive_label]). A
+        recorded threshold is on the probability of its own class: with
+        another ``pos_label`` it does not apply, and the most probable
+        class is called. Ignored with more than two classes.
+
+    Returns
+    -------
+    DecisionRule
+        ``threshold`` (None: the most probable class) and ``pos_label``
+        (None with more than two classes, or with two classes that have no
+        default positive class when no threshold applies).
+
+    Raises
+    ------
+    ValueError
+        A threshold outside [0, 1] or for more than two classes, a
+        ``pos_label`` that is not a class, or a threshold for two classes
+        without a default positive class and no ``pos_label``.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> clf = DummyClassifier().fit([[0], [1]], ["NORMAL", "PNEUMONIA"])
+    >>> decision_rule(clf)
+    DecisionRule(threshold=None, pos_label='PNEUMONIA')
+    >>> clf.operating_threshold_ = operating_threshold(0.3, pos_label="PNEUMONIA")
+    >>> decision_rule(clf)
+    DecisionRule(threshold=0.3, pos_label='PNEUMONIA')
+    >>> decision_rule(clf, 0.7)
+    DecisionRule(threshold=0.7, pos_label='PNEUMONIA')
+    >>> decision_rule(clf, pos_label="NORMAL")  # the record is on P(PNEUMONIA)
+    DecisionRule(threshold=None, pos_label='NORMAL')
+    """
+    classes = np.asarray(clf.classes_).tolist()
+    if len(classes) != 2:
+        if threshold is not None:
+            raise ValueError(
+                f"a threshold applies to two classes; this model has "
+                f"{len(classes)} ({classes}) and predicts the most probable one: "
+                "leave the threshold out"
+            )
+        return DecisionRule(None, None)
+    recorded = getattr(clf, "operating_threshold_", None)
+    if pos_label is None and recorded is not None:
+        pos_label = _recorded_class(classes, recorded)
+    if threshold is not None:
+        threshold = check_threshold(threshold)
+        return DecisionRule(threshold, positive_label(classes, pos_label))
+    if pos_label is None:
+        try:
+            pos_label = positive_label(classes)
+        except ValueError:  # no default positive class: none is needed
+            return DecisionRule(None, None)
+    pos_label = positive_label(classes, pos_label)
+    if recorded is not None and str(pos_label) == recorded["pos_label"]:
+        return DecisionRule(float(recorded["threshold"]), pos_label)
+    return DecisionRule(None, pos_label)

@@ -20,6 +20,7 @@ from cxrkit.metrics import (
     clinical_report,
     positive_label,
 )
+from cxrkit.provenance import decision_rule
 from cxrkit.report._checks import degenerate_warnings, threshold_table
 from cxrkit.report._figures import report_figures
 from cxrkit.report._predictions import image_rows, predict_proba, write_predictions
@@ -87,7 +88,9 @@ def evaluation_report(
         Two classes: decision threshold on the probability of ``pos_label``.
         Default: the model's recorded ``operating_threshold_`` (see
         [`PneumoniaClassifier.save`][cxrkit.PneumoniaClassifier.save]) when
-        it has one, else 0.5. Choose it on validation data, see
+        it has one and it is on ``pos_label``, else 0.5 (see
+        [`decision_rule`][cxrkit.provenance.decision_rule]). Choose it on
+        validation data, see
         [`select_threshold`][cxrkit.metrics.select_threshold].
     pos_label : label, optional
         The positive class of two: default ``"PNEUMONIA"`` when it is a
@@ -129,12 +132,9 @@ def evaluation_report(
     if len(X) != len(y):
         raise ValueError(f"X has {len(X)} images but y has {len(y)} labels")
     classes = np.asarray(clf.classes_)
-    if len(classes) == 2:  # checked before any image is decoded
-        pos_label = positive_label(classes, pos_label)
-        recorded = getattr(clf, "operating_threshold_", None)
-        if threshold is None and recorded is not None:
-            if recorded.get("pos_label") == str(pos_label):
-                threshold = recorded["threshold"]
+    rule = decision_rule(clf, threshold, pos_label=pos_label)  # before decoding
+    if len(classes) == 2:
+        pos_label = positive_label(classes, rule.pos_label)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -143,7 +143,7 @@ def evaluation_report(
         y,
         proba,
         classes=classes,
-        threshold=threshold,
+        threshold=rule.threshold,
         pos_label=pos_label,
         n_bootstrap=n_bootstrap,
         random_state=random_state,

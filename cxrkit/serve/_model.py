@@ -13,6 +13,7 @@ import numpy as np
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.persistence import read_model_metadata
+from cxrkit.provenance import decision_rule
 from cxrkit.serve._uploads import file_sha256
 
 __all__ = ["INTENDED_USE", "ServedModel"]
@@ -53,8 +54,9 @@ class ServedModel:
     threshold : float, optional
         Two classes: the positive class is called at probability ``>=
         threshold`` (default: the operating threshold recorded in the model
-        file at training, else 0.5). More classes: must be None (the most
-        probable class is called).
+        file, else 0.5; see
+        [`decision_rule`][cxrkit.provenance.decision_rule]). More classes:
+        must be None (the most probable class is called).
     device : str
         Where a model file's weights go (``"auto"``: CUDA if present).
     """
@@ -82,23 +84,12 @@ class ServedModel:
             sha = _weights_sha256(self.clf)
             self.model_id = f"in-memory-{sha[:12]}"
         self.classes = np.asarray(self.clf.classes_)
-        self.pos_label = None
-        recorded = getattr(self.clf, "operating_threshold_", None)
-        if len(self.classes) == 2:
-            self.pos_label = positive_label(self.classes)
-            if threshold is None and recorded is not None:
-                threshold = float(recorded["threshold"])  # chosen at training
-            threshold = 0.5 if threshold is None else threshold
-        elif threshold is not None:
-            raise ValueError(
-                f"a threshold applies to two classes; this model has "
-                f"{len(self.classes)} ({self.classes.tolist()}) and calls the most "
-                "probable one: leave the threshold out"
-            )
-        if threshold is not None:
-            # apply_threshold checks the value (a number in [0, 1])
-            apply_threshold([[0.5, 0.5]], threshold, classes=self.classes)
-        self.threshold = threshold
+        rule = decision_rule(self.clf, threshold)
+        self.pos_label, self.threshold = rule.pos_label, rule.threshold
+        if len(self.classes) == 2:  # the page and the card name both
+            self.pos_label = positive_label(self.classes, rule.pos_label)
+            # the most probable of two classes, as the threshold it amounts to
+            self.threshold = 0.5 if rule.threshold is None else rule.threshold
         self.card = self._card(meta, path, sha)
         self._lock = threading.Lock()
 
