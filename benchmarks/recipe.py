@@ -51,6 +51,7 @@ from sklearn.model_selection import StratifiedGroupKFold, TunedThresholdClassifi
 
 from cxrkit import clear_image_cache, load_image_folder, patient_groups
 from cxrkit.metrics import select_robust_threshold, select_threshold
+from cxrkit.provenance import operating_threshold
 from cxrkit.recipes import RECIPES, make_classifier
 from cxrkit.validation import SHIFTS, ConfounderMatchedSplit, shifted_predictions
 
@@ -259,7 +260,13 @@ def main(argv: list[str] | None = None) -> dict:
             k: round(float(v), 4) for k, v in binary_metrics(y_bin, score, 0.5).items()
         }
         result["ci95"] = bootstrap_ci(y_bin, score, threshold, seed=0)
-    if args.save:
+    if args.save:  # with the operating threshold the rule chose (two classes)
+        if not args.subtypes:
+            clf.operating_threshold_ = operating_threshold(
+                threshold,
+                pos_label="PNEUMONIA",
+                source=f"{args.rule} rule on {len(tune_idx)} held-out training images",
+            )
         clf.save(args.save + ".cxr")
         np.savez(
             args.save + ".npz",

@@ -546,3 +546,36 @@ def predict_proba(
                 proba += net.predict_proba(copies)
         proba /= 1 + tta
     return proba
+
+
+def adjust_probabilities(proba: np.ndarray, adaptation: dict | None) -> np.ndarray:
+    """Apply a recorded adaptation: ``softmax(log(proba) / temperature + bias)``.
+
+    Parameters
+    ----------
+    proba : ndarray of shape (n, n_classes)
+        Probabilities, columns in the order of ``classes_``.
+    adaptation : dict or None
+        ``clf.adaptation_``; None returns ``proba`` unchanged.
+
+    Returns
+    -------
+    ndarray of shape (n, n_classes)
+
+    Examples
+    --------
+    >>> p = np.array([[0.8, 0.2], [0.4, 0.6]])
+    >>> adjust_probabilities(p, {"temperature": 1.0, "bias": [0.0, 0.0]}).round(3)
+    array([[0.8, 0.2],
+           [0.4, 0.6]])
+    >>> adjust_probabilities(p, {"temperature": 2.0, "bias": [0.0, 0.0]}).round(3)
+    array([[0.667, 0.333],
+           [0.449, 0.551]])
+    """
+    if adaptation is None:
+        return proba
+    logits = np.log(np.clip(proba, 1e-12, None)) / float(adaptation["temperature"])
+    logits = logits + np.asarray(adaptation["bias"], dtype=np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    out = np.exp(logits)
+    return out / out.sum(axis=1, keepdims=True)

@@ -219,6 +219,12 @@ default="default"
         [`decision_rule`][cxrkit.provenance.decision_rule]). None after
         ``fit``: ``predict`` gives the most probable class.
 
+    adaptation_ : dict or None
+        The adaptation to a new site's images made by
+        [`cxrkit.adaptation`][cxrkit.adaptation] (temperature and class
+        biases that ``predict_proba`` applies to the log-probabilities, and
+        the steps that made them); kept in model files. None after ``fit``.
+
     Examples
     --------
     >>> from cxrkit.datasets import make_synthetic_cxr
@@ -426,6 +432,7 @@ default="default"
             n_validation=0 if valid_idx is None else len(valid_idx),
         )
         self.operating_threshold_ = None  # a new fit: no threshold chosen yet
+        self.adaptation_ = None  # nor adapted to a site
         return self
 
     # ------------------------------------------------------- parameter rules
@@ -598,9 +605,10 @@ default="default"
         reject_sparse(X)
         images, _ = load_images(X, self.image_size, verbose=self.verbose)
         images = preprocess_images(images, self.preprocess)
-        return _training.predict_proba(
+        proba = _training.predict_proba(
             self.net_, images, tta=self.tta, random_state=self.random_state
         )
+        return _training.adjust_probabilities(proba, getattr(self, "adaptation_", None))
 
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted class label per image.

@@ -753,6 +753,107 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_cmd_serve)
 
 
+# --------------------------------------------------------------------- adapt
+def _cmd_adapt(args: argparse.Namespace) -> int:
+    from cxrkit import PneumoniaClassifier, load_image_folder
+    from cxrkit.adaptation import adapt_batchnorm, adapt_prior, calibrate
+    from cxrkit.data import find_images
+
+    unlabelled = args.batchnorm or args.prior
+    if unlabelled and not args.site:
+        raise _UserError(
+            "--batchnorm and --prior adapt to the site's unlabelled images: give "
+            "them with --site DIR"
+        )
+    if not (unlabelled or args.labelled):
+        raise _UserError(
+            "nothing to do: choose --batchnorm and/or --prior (with --site DIR, "
+            "the site's unlabelled images), and/or --labelled DIR (a labelled "
+            "sample of the site, one subfolder per class)"
+        )
+    if args.sensitivity is not None and not 0 < args.sensitivity <= 1:
+        raise _UserError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
+    with _user_input():
+        clf = PneumoniaClassifier.load(args.model_file, device=args.device)
+        site = find_images(args.site) if args.site else None
+        if args.labelled:
+            X_lab, y_lab = load_image_folder(args.labelled)
+            y_lab = _labels_of_model(y_lab, clf.classes_, args.labelled)
+    if args.batchnorm:
+        _note(args, f"cxrkit adapt: batch-norm statistics of {len(site)} site images")
+        clf = adapt_batchnorm(clf, site)
+    if args.prior:
+        clf = adapt_prior(clf, site)
+        prior = clf.adaptation_["steps"][-1]["site_prior"]
+        _note(args, f"cxrkit adapt: estimated class prior of the site {prior}")
+    if args.labelled:
+        _note(args, f"cxrkit adapt: {args.method} scaling on {len(X_lab)} images")
+        clf = calibrate(
+            clf, X_lab, y_lab, method=args.method, sensitivity=args.sensitivity
+        )
+        if args.sensitivity is not None:
+            point = clf.operating_threshold_
+            print(f"operating threshold {point['threshold']:.4f}: {point['source']}")
+    path = clf.save(args.out)
+    print(f"adapted model written to {path}")
+    print("For research and education; not a medical device.")
+    return 0
+
+
+def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "adapt",
+        help="adapt a model file to a new site's images",
+        description="Adapt a trained model to a new site and write the adapted "
+        "model file: unlabelled, with the site's images (--site DIR with "
+        "--batchnorm and/or --prior); labelled, with a small labelled sample "
+        "(--labelled DIR, one subfolder per class: recalibration and, with "
+        "--sensitivity, the operating threshold). Steps run in that order.",
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument(
+        "--out", required=True, help="adapted model file to write (e.g. site.cxr)"
+    )
+    parser.add_argument(
+        "--site",
+        metavar="DIR",
+        help="the site's images, no labels (searched recursively)",
+    )
+    parser.add_argument(
+        "--batchnorm",
+        action="store_true",
+        help="re-estimate batch-norm statistics on the --site images (AdaBN)",
+    )
+    parser.add_argument(
+        "--prior",
+        action="store_true",
+        help="re-estimate the site's class prior on the --site images (EM) and "
+        "correct the probabilities for it",
+    )
+    parser.add_argument(
+        "--labelled",
+        metavar="DIR",
+        help="a labelled sample of the site (one subfolder per class) to "
+        "recalibrate on; use patients you will not score afterwards",
+    )
+    parser.add_argument(
+        "--method",
+        choices=["temperature", "platt"],
+        default="temperature",
+        help="recalibration with --labelled (default: temperature)",
+    )
+    parser.add_argument(
+        "--sensitivity",
+        type=float,
+        default=None,
+        help="with --labelled: record the highest threshold reaching this "
+        "sensitivity on the sample, with its 95%% CI (default: keep the model's "
+        "threshold)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.set_defaults(func=_cmd_adapt)
+
+
 # ---------------------------------------------------------------------- main
 #: The subcommands, in the order ``cxrkit --help`` lists them.
 _COMMANDS = (
@@ -763,6 +864,7 @@ _COMMANDS = (
     _add_explain_command,
     _add_export_command,
     _add_serve_command,
+    _add_adapt_command,
 )
 
 

@@ -19,7 +19,8 @@ What a file holds, and what ``load_model`` gives back:
   False are kept);
 * the fitted attributes ``classes_``, ``history_`` (every epoch-level entry),
   ``skipped_files_``, ``training_data_`` (what the model was trained on),
-  ``operating_threshold_`` (the threshold chosen for it, if any), and the
+  ``operating_threshold_`` (the threshold chosen for it, if any),
+  ``adaptation_`` (its adaptation to a site, if any), and the
   weights of ``net_``, which is built by the same
   builder as in ``fit`` (loss with the class weights of the fit, optimizer,
   LR schedule and other callbacks); it has no training data, so a
@@ -207,6 +208,7 @@ def save_model(
         "net": jsonable(asdict(clf._net_spec)),
         "training_data": jsonable(getattr(clf, "training_data_", None)),
         "operating_threshold": jsonable(chosen),
+        "adaptation": jsonable(getattr(clf, "adaptation_", None)),
     }
     state = {k: v.detach().cpu() for k, v in clf.net_.module_.state_dict().items()}
     buffer = io.BytesIO()
@@ -441,6 +443,7 @@ def load_model(
     clf._net_spec = spec
     clf.training_data_ = meta.get("training_data")
     clf.operating_threshold_ = meta.get("operating_threshold")
+    clf.adaptation_ = meta.get("adaptation")  # None in files of cxrkit <= 0.1
     mean_image = payload.get("mean_image")  # absent in files of older versions
     clf.mean_image_ = (
         mean_image.numpy() if isinstance(mean_image, torch.Tensor) else None

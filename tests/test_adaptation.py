@@ -1,0 +1,299 @@
+"""Site adaptation: AdaBN, prior re-estimation (EM), recalibration, and the CLI."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from PIL import Image
+from sklearn.metrics import log_loss, roc_auc_score
+
+from cxrkit import PneumoniaClassifier
+from cxrkit.adaptation import (
+    adapt_batchnorm,
+    adapt_prior,
+    adjust_probabilities,
+    calibrate,
+    training_prior,
+)
+from cxrkit.cli import main
+
+
+def _with_probabilities(clf: PneumoniaClassifier, proba: np.ndarray):
+    """A copy of ``clf`` whose ``predict_proba`` returns ``proba`` (whatever X)."""
+    stub = copy.deepcopy(clf)
+    stub.predict_proba = lambda X: proba
+    return stub
+
+
+# ------------------------------------------------------ adjust_probabilities
+probabilities = arrays(
+    np.float64,
+    st.tuples(st.integers(1, 20), st.integers(2, 4)),
+    elements=st.floats(0.01, 1.0),
+).map(lambda a: a / a.sum(axis=1, keepdims=True))
+
+
+@settings(max_examples=50, deadline=None)
+@given(probabilities, st.floats(0.2, 5.0))
+def test_adjusted_probabilities_are_probabilities(proba, temperature):
+    bias = np.linspace(-1, 1, proba.shape[1])
+    out = adjust_probabilities(proba, {"temperature": temperature, "bias": bias})
+    assert out.shape == proba.shape
+    assert np.all(out >= 0)
+    np.testing.assert_allclose(out.sum(axis=1), 1.0, rtol=1e-9)
+
+
+@settings(max_examples=50, deadline=None)
+@given(probabilities)
+def test_identity_map_changes_nothing(proba):
+    k = proba.shape[1]
+    same = adjust_probabilities(proba, {"temperature": 1.0, "bias": [0.0] * k})
+    np.testing.assert_allclose(same, proba, rtol=1e-9, atol=1e-12)
+    assert adjust_probabilities(proba, None) is proba
+
+
+@settings(max_examples=50, deadline=None)
+@given(probabilities, st.floats(1.1, 5.0))
+def test_temperature_above_one_flattens_and_keeps_the_order(proba, temperature):
+    out = adjust_probabilities(
+        proba, {"temperature": temperature, "bias": [0.0] * proba.shape[1]}
+    )
+    assert np.all(out.max(axis=1) <= proba.max(axis=1) + 1e-12)
+    if proba.shape[1] == 2 and len(proba) > 1:  # one score per image: same order
+        order = np.argsort(proba[:, 1], kind="stable")
+        assert np.all(np.diff(out[order, 1]) >= -1e-12)
+
+
+# ------------------------------------------------------------------- AdaBN
+def test_batchnorm_statistics_become_the_sites(fitted_synthetic, synthetic):
+    X, _, _ = synthetic
+    site = (X[:64] * 0.5).astype(np.uint8)  # darker scanner
+    before = {
+        k: v.clone() for k, v in fitted_synthetic.net_.module_.state_dict().items()
+    }
+    adapted = adapt_batchnorm(fitted_synthetic, site, batch_size=16)
+
+    # the original is untouched
+    for k, v in fitted_synthetic.net_.module_.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # the first batch-norm layer now holds the mean of its input over the site
+    module = adapted.net_.module_
+    first_bn = next(m for m in module.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    hook = first_bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    with torch.no_grad():
+        from cxrkit.transforms import ImageBatches
+
+        x, _ = ImageBatches(site).__getitems__(list(range(len(site))))
+        module(adapted.net_.model_input(x))
+    hook.remove()
+    site_mean = seen[0].mean(dim=(0, 2, 3))
+    np.testing.assert_allclose(first_bn.running_mean, site_mean, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(
+        first_bn.running_mean,
+        before[next(k for k in before if k.endswith("running_mean"))],
+    )
+    assert adapted.adaptation_["steps"] == [{"step": "batchnorm", "n_images": 64}]
+    assert not np.allclose(
+        adapted.predict_proba(site), fitted_synthetic.predict_proba(site)
+    )
+
+
+def test_batchnorm_needs_batchnorm_layers(synthetic, fast):
+    X, y, _ = synthetic
+    clf = PneumoniaClassifier(model="simple_cnn", **fast).fit(X[:40], y[:40])
+    with pytest.raises(ValueError, match="no batch-norm layers"):
+        adapt_batchnorm(clf, X[:10])
+
+
+# ------------------------------------------------------------- prior (EM)
+def _label_shifted_probabilities(start: np.ndarray, site_prior: float, n: int, seed=0):
+    """Calibrated probabilities (for prior ``start``) of a site with another prior.
+
+    Scores s ~ N(+1, 1) for positives and N(-1, 1) for negatives: the
+    log-likelihood ratio is 2s, so the posterior under prior ``start`` is
+    sigmoid(2s + log(start[1] / start[0])).
+    """
+    rng = np.random.default_rng(seed)
+    positive = rng.random(n) < site_prior
+    s = rng.normal(np.where(positive, 1.0, -1.0), 1.0)
+    p1 = 1 / (1 + np.exp(-(2 * s + np.log(start[1] / start[0]))))
+    return np.column_stack([1 - p1, p1]), positive
+
+
+@pytest.mark.parametrize("site_prior", [0.2, 0.5, 0.8])
+def test_em_recovers_the_site_prior(fitted_synthetic, site_prior):
+    start = training_prior(fitted_synthetic)
+    proba, positive = _label_shifted_probabilities(start, site_prior, 20_000)
+    stub = _with_probabilities(fitted_synthetic, proba)
+    adapted = adapt_prior(stub, np.zeros((1, 8, 8), np.uint8))
+    estimated = adapted.adaptation_["steps"][-1]["site_prior"]["PNEUMONIA"]
+    assert abs(estimated - positive.mean()) < 0.015
+    # the corrected probabilities are calibrated for the site: their mean
+    # matches the site's share of positives
+    corrected = adjust_probabilities(proba, adapted.adaptation_)
+    assert abs(corrected[:, 1].mean() - positive.mean()) < 0.015
+
+
+def test_training_prior_follows_class_weights(synthetic, fast):
+    X, _, _ = synthetic
+    Xs, ys = X[:60], np.array(["NORMAL"] * 15 + ["PNEUMONIA"] * 45)
+    plain = PneumoniaClassifier(model="simple_cnn", **fast).fit(Xs, ys)
+    balanced = PneumoniaClassifier(
+        model="simple_cnn", class_weight="balanced", **fast
+    ).fit(Xs, ys)
+    np.testing.assert_allclose(training_prior(plain), [0.25, 0.75])
+    np.testing.assert_allclose(training_prior(balanced), [0.5, 0.5])
+
+
+# ------------------------------------------------------------- calibration
+def test_temperature_scaling_undoes_overconfidence(fitted_synthetic):
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, 4000)
+    truth = 1 / (1 + np.exp(-z))
+    y = np.where(rng.random(4000) < truth, "PNEUMONIA", "NORMAL")
+    overconfident = 1 / (1 + np.exp(-3 * z))  # logits 3x too large
+    proba = np.column_stack([1 - overconfident, overconfident])
+    stub = _with_probabilities(fitted_synthetic, proba)
+
+    adapted = calibrate(stub, np.zeros((1, 8, 8), np.uint8), y, sensitivity=0.9)
+    step = adapted.adaptation_["steps"][-1]
+    assert step["temperature"] == pytest.approx(3.0, rel=0.1)
+    assert step["log_loss_after"] < step["log_loss_before"]
+    after = adjust_probabilities(proba, adapted.adaptation_)
+    assert log_loss(y, after[:, 1]) < log_loss(y, proba[:, 1])
+    assert roc_auc_score(y, after[:, 1]) == pytest.approx(roc_auc_score(y, proba[:, 1]))
+    # the recorded threshold reaches the floor on the sample
+    point = adapted.operating_threshold_
+    assert point["criterion"] == "sensitivity >= 0.9"
+    called = after[:, 1] >= point["threshold"]
+    assert called[y == "PNEUMONIA"].mean() >= 0.9
+    assert "95% CI" in point["source"] and "4000 images" in point["source"]
+
+
+def test_platt_scaling_fits_a_bias(fitted_synthetic):
+    rng = np.random.default_rng(1)
+    z = rng.normal(0, 1.5, 4000)
+    y = np.where(rng.random(4000) < 1 / (1 + np.exp(-(z - 1.0))), "PNEUMONIA", "NORMAL")
+    p1 = 1 / (1 + np.exp(-z))  # right slope, intercept off by 1
+    stub = _with_probabilities(fitted_synthetic, np.column_stack([1 - p1, p1]))
+    adapted = calibrate(stub, np.zeros((1, 8, 8), np.uint8), y, method="platt")
+    assert adapted.adaptation_["temperature"] == pytest.approx(1.0, abs=0.15)
+    assert adapted.adaptation_["bias"][1] == pytest.approx(-1.0, abs=0.2)
+    assert adapted.operating_threshold_ is None  # no sensitivity asked for
+
+
+def test_steps_compose(fitted_synthetic, synthetic):
+    X, y, _ = synthetic
+    base = fitted_synthetic.predict_proba(X[:50])
+    first = adapt_prior(fitted_synthetic, X[:50])
+    second = calibrate(first, X[:50], y[:50])
+    by_hand = adjust_probabilities(
+        adjust_probabilities(base, first.adaptation_),
+        {
+            "temperature": second.adaptation_["steps"][-1]["temperature"],
+            "bias": [0.0, 0.0],
+        },
+    )
+    np.testing.assert_allclose(second.predict_proba(X[:50]), by_hand, atol=1e-6)
+    assert [s["step"] for s in second.adaptation_["steps"]] == ["prior", "calibrate"]
+
+
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        (["NORMAL"] * 10, "one class only"),
+        (["NORMAL"] * 5 + ["COVID"] * 5, "labels the model does not know"),
+        (["NORMAL"] * 5 + ["PNEUMONIA"] * 4, "gave 10 images but y has 9"),
+    ],
+)
+def test_calibration_input_errors_name_the_fix(fitted_synthetic, synthetic, y, message):
+    X, _, _ = synthetic
+    with pytest.raises(ValueError, match=message):
+        calibrate(fitted_synthetic, X[:10], y)
+
+
+def test_adapted_model_saves_and_loads(fitted_synthetic, synthetic, tmp_path):
+    X, y, _ = synthetic
+    adapted = calibrate(
+        adapt_prior(adapt_batchnorm(fitted_synthetic, X[:64]), X[:64]),
+        X[64:128],
+        y[64:128],
+        method="platt",
+        sensitivity=0.9,
+    )
+    loaded = PneumoniaClassifier.load(adapted.save(tmp_path / "site.cxr"))
+    assert loaded.adaptation_ == adapted.adaptation_
+    assert loaded.operating_threshold_ == adapted.operating_threshold_
+    np.testing.assert_allclose(
+        loaded.predict_proba(X[:20]), adapted.predict_proba(X[:20]), atol=1e-6
+    )
+    refit = copy.deepcopy(loaded).fit(X[:40], y[:40])
+    assert refit.adaptation_ is None  # a new fit forgets the site
+
+
+# -------------------------------------------------------------------- CLI
+def _write_folder(root, X, y):
+    for i, (image, label) in enumerate(zip(X, y)):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / label / f"{i}.png")
+    return root
+
+
+def test_cli_adapt_writes_an_adapted_model(
+    fitted_synthetic, synthetic, tmp_path, capsys
+):
+    X, y, _ = synthetic
+    model = fitted_synthetic.save(tmp_path / "model.cxr")
+    site = _write_folder(tmp_path / "site", X[:40], y[:40])
+    labelled = _write_folder(tmp_path / "labelled", X[40:100], y[40:100])
+    out = tmp_path / "site.cxr"
+    code = main(
+        [
+            "adapt",
+            str(model),
+            "--out",
+            str(out),
+            "--site",
+            str(site),
+            "--batchnorm",
+            "--prior",
+            "--labelled",
+            str(labelled),
+            "--sensitivity",
+            "0.9",
+            "-q",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "operating threshold" in printed and "60 images" in printed
+    loaded = PneumoniaClassifier.load(out)
+    assert [s["step"] for s in loaded.adaptation_["steps"]] == [
+        "batchnorm",
+        "prior",
+        "calibrate",
+    ]
+    assert loaded.operating_threshold_["criterion"] == "sensitivity >= 0.9"
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        ([], "nothing to do"),
+        (["--prior"], "--site DIR"),
+    ],
+)
+def test_cli_adapt_refuses_what_it_cannot_do(
+    fitted_synthetic, tmp_path, capsys, extra, message
+):
+    model = fitted_synthetic.save(tmp_path / "model.cxr")
+    code = main(["adapt", str(model), "--out", str(tmp_path / "o.cxr"), *extra])
+    assert code == 2
+    assert message in capsys.readouterr().err
