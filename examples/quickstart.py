@@ -1,28 +1,27 @@
-"""Quickstart: tune and evaluate a classifier on a folder of chest X-rays.
+"""Quickstart: tune and evaluate a classifier on real chest X-rays.
 
 Usage::
 
     python examples/quickstart.py [DATA_DIR] [--n-patients N]
 
-DATA_DIR is a Kermany-style folder with ``train/`` (one subfolder per class;
-default ``chest_xray``; the tutorial says where to download it). The images
-of ``--n-patients`` patients (default 200: a few minutes on a laptop CPU)
-are split by patient into a part to tune on, a part to choose the threshold
-on and a part to report on.
+Without DATA_DIR: the 600 real chest X-rays shipped with cxrkit
+(``cxrkit.datasets.load_sample_cxr``; nothing to download). DATA_DIR is a
+Kermany-style folder with ``train/`` (one subfolder per class, e.g. the
+full dataset: the tutorial says where to download it). The images of
+``--n-patients`` patients (default: all) are split by patient into a part
+to tune on, a part to choose the threshold on and a part to report on.
 """
 
 # --8<-- [start:settings]
-from pathlib import Path
-
-DATA = Path("chest_xray")  # with train/NORMAL/ and train/PNEUMONIA/
-N_PATIENTS = 200  # a quick first run on the images of 200 patients
+DATA = None  # None: the sample shipped with cxrkit; or a folder: "chest_xray"
+N_PATIENTS = None  # None: every patient; fewer for a quicker first run
 # --8<-- [end:settings]
 
 if __name__ == "__main__":  # not in the Quickstart: command-line options
     import argparse
 
     parser = argparse.ArgumentParser()
-    parser.add_argument("data", nargs="?", type=Path, default=DATA)
+    parser.add_argument("data", nargs="?", default=DATA)
     parser.add_argument("--n-patients", type=int, default=N_PATIENTS)
     args = parser.parse_args()
     DATA, N_PATIENTS = args.data, args.n_patients
@@ -31,14 +30,22 @@ if __name__ == "__main__":  # not in the Quickstart: command-line options
 from sklearn.model_selection import GroupShuffleSplit
 
 from cxrkit import load_image_folder, patient_groups
+from cxrkit.datasets import load_sample_cxr
 
-X, y = load_image_folder(DATA / "train")  # X: paths, y: "NORMAL"/"PNEUMONIA"
+if DATA is None:  # 300 NORMAL + 300 PNEUMONIA, 128 px, one image per patient
+    X, y = load_sample_cxr(return_X_y=True)  # X: paths, y: class names
+else:  # a class-per-subfolder folder, e.g. the full Kermany download
+    X, y = load_image_folder(f"{DATA}/train")
 groups = patient_groups(X)  # one id per patient: no patient in two folds
-# an integer train_size counts groups: patients, not images
-subset = GroupShuffleSplit(n_splits=1, train_size=N_PATIENTS, random_state=0)
-keep, _ = next(subset.split(X, y, groups))
-X, y, groups = X[keep], y[keep], groups[keep]
-print(f"{len(X)} images of {N_PATIENTS} patients")
+if N_PATIENTS is not None:  # an integer train_size counts groups: patients
+    subset = GroupShuffleSplit(
+        n_splits=1,
+        train_size=N_PATIENTS,
+        random_state=0,
+    )
+    keep, _ = next(subset.split(X, y, groups))
+    X, y, groups = X[keep], y[keep], groups[keep]
+print(f"{len(X)} images of {len(set(groups))} patients")
 # --8<-- [end:load]
 
 # --8<-- [start:search]

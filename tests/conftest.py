@@ -1,8 +1,10 @@
 """Shared test fixtures: seeds, tiny synthetic data, one fitted model, real data.
 
-Small settings for tests live here, in one place. Real chest X-rays are read
-from ``../shared/data`` (beside the repository; CI has it too) and are never
-copied into the repository.
+Small settings for tests live here, in one place. Real chest X-rays come
+from the sample shipped in the package (``sample_cxr``: 600 Kermany images
+at 128 px, always there) or, for what needs the full dataset or full-size
+images, from ``../shared/data`` (beside the repository; CI has it too),
+never copied into the repository.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pytest
 import torch
 
 from cxrkit import PneumoniaClassifier
-from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.datasets import load_sample_cxr, make_synthetic_cxr
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 KERMANY = SHARED_DATA / "chest_xray"
@@ -50,6 +52,13 @@ def kermany_dir() -> Path:
 def fullres_dir() -> Path:
     """``../shared/data/chest_xray_fullres`` (120 full-resolution originals)."""
     return _require(FULLRES)
+
+
+@pytest.fixture(scope="session")
+def sample_cxr():
+    """The real sample in the package (``load_sample_cxr()``): 300 NORMAL and
+    300 PNEUMONIA Kermany radiographs, 128 px, one per patient."""
+    return load_sample_cxr()
 
 
 @pytest.fixture(scope="session")

@@ -16,13 +16,13 @@ from cxrkit.cli import main
 
 
 @pytest.fixture(scope="module")
-def small_folder(kermany_dir, tmp_path_factory):
-    """12 NORMAL and 12 PNEUMONIA real images, linked (never copied)."""
+def small_folder(sample_cxr, tmp_path_factory):
+    """12 NORMAL and 12 PNEUMONIA real images of the package's sample, linked."""
     root = tmp_path_factory.mktemp("xray")
     for label in ("NORMAL", "PNEUMONIA"):
         (root / label).mkdir()
-        for src in sorted((kermany_dir / "train" / label).glob("*.jpeg"))[:12]:
-            os.symlink(src, root / label / src.name)
+        for src in sample_cxr.data[sample_cxr.target == label][:12]:
+            os.symlink(src, root / label / os.path.basename(src))
     return root
 
 
@@ -161,7 +161,8 @@ def test_demo_writes_the_report(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(
         [
-            *("demo", "--n-samples", "60", "--image-size", "32", "--epochs", "1"),
+            *("demo", "--synthetic", "--n-samples", "60"),
+            *("--image-size", "32", "--epochs", "1"),
             *("--model", "simple_cnn", "--out", str(out)),
         ]
     )

@@ -9,7 +9,7 @@ import pytest
 from conftest import FAST
 from matplotlib.figure import Figure
 
-from cxrkit import PneumoniaClassifier, load_image_folder
+from cxrkit import PneumoniaClassifier
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.explain import DEFAULT_METHOD
@@ -65,9 +65,9 @@ def tiny_clf():
     return PneumoniaClassifier(model="simple_cnn", **FAST).fit(X, y), X, y
 
 
-def test_plot_explanations_on_real_images(tiny_clf, kermany_dir, tmp_path):
+def test_plot_explanations_on_real_images(tiny_clf, sample_cxr, tmp_path):
     clf, _, _ = tiny_clf
-    X, y = load_image_folder(kermany_dir / "val")
+    X, y = sample_cxr.data, sample_cxr.target
     fig = plot_explanations(clf, X[[0, -1]], y[[0, -1]])
     panels = [ax for ax in fig.axes if ax.images]
     assert len(panels) == 2
@@ -97,10 +97,10 @@ def test_plot_explanations_draws_given_heatmaps_without_computing(tiny_clf):
         plot_explanations(clf, X[:3], heatmaps=maps[:2])
 
 
-def test_cli_explain_writes_pngs(tiny_clf, kermany_dir, tmp_path, capsys):
+def test_cli_explain_writes_pngs(tiny_clf, sample_cxr, tmp_path, capsys):
     clf, _, _ = tiny_clf
     model = clf.save(tmp_path / "model.cxr")
-    X, _ = load_image_folder(kermany_dir / "val")
+    X = sample_cxr.data
     out = tmp_path / "out"
     code = main(["explain", str(model), str(X[0]), str(X[1]), "--out", str(out)])
     assert code == 0

@@ -2,8 +2,9 @@
 
 Their pages (docs/tutorial.md, docs/quickstart.md) are made of the sections
 of ``examples/tutorial.py`` and ``examples/quickstart.py``; the scripts run
-here on small settings (the tutorial: 80 patients, one epoch at 32 px, the
-16 ``val`` images as the test folder), in an empty folder, as a new user
+here on small settings (the tutorial: 80 patients of the Kermany folder, one
+epoch at 32 px, the 16 ``val`` images as the test folder; the Quickstart: 80
+patients of the sample in the package), in an empty folder, as a new user
 would run them.
 """
 
@@ -97,8 +98,10 @@ def test_tutorial_runs_on_real_images(kermany_dir: Path, tmp_path: Path) -> None
 
 
 @pytest.mark.slow  # about 60 s: seven short fits
-def test_quickstart_runs_on_real_images(kermany_dir: Path, tmp_path: Path) -> None:
-    result = _run_example("quickstart", kermany_dir, "--n-patients", 40, cwd=tmp_path)
+def test_quickstart_runs_on_the_sample(tmp_path: Path) -> None:
+    """The Quickstart's default data: the real sample in the package."""
+    result = _run_example("quickstart", "--n-patients", 80, cwd=tmp_path)
+    assert "80 images of 80 patients" in result.stdout
     assert "best parameters" in result.stdout and "Sensitivity" in result.stdout
     assert "[CV] END" in result.stdout + result.stderr  # progress, one per fit
     assert list(tmp_path.iterdir()) == []  # writes nothing

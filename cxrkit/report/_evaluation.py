@@ -54,6 +54,7 @@ def evaluation_report(
     threshold: float | None = None,
     pos_label: Any = None,
     data_name: str | None = None,
+    note: str | None = None,
     n_bootstrap: int = 2000,
     random_state: int | None = 0,
     n_misclassified: int = 16,
@@ -98,6 +99,10 @@ def evaluation_report(
         [`positive_label`][cxrkit.metrics.positive_label]).
     data_name : str, optional
         How the report names the data (default: the folder of the paths).
+    note : str, optional
+        A sentence shown at the top of the page and kept in ``metrics.json``,
+        e.g. what the model is for ("a demonstration trained on 450
+        images").
     n_bootstrap : int, default=2000
     random_state : int or None, default=0
     n_misclassified : int, default=16
@@ -184,6 +189,7 @@ def evaluation_report(
     summary = {
         "disclaimer": DISCLAIMER,
         "created": created,
+        "note": note,
         "data": data,
         "model": model,
         "training": training,
@@ -199,6 +205,7 @@ def evaluation_report(
     page = render(
         "report.html",
         disclaimer=DISCLAIMER,
+        note=note,
         report=report,
         metrics_table=report.to_html(),
         problems=problems,
