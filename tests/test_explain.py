@@ -19,6 +19,7 @@ from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.explain import (
     DEFAULT_METHOD,
+    adaptive_occlusion,
     deletion_curve,
     explain,
     faithfulness_score,
@@ -44,6 +45,7 @@ METHODS = [
     grad_cam,
     guided_grad_cam,
     occlusion,
+    adaptive_occlusion,
     integrated_gradients,
     hires_cam,
     layer_cam,
@@ -175,9 +177,11 @@ def test_model_restored_when_an_exception_is_raised(tiny, monkeypatch):
 @pytest.mark.parametrize("method", METHODS, ids=lambda m: m.__name__)
 def test_methods_share_the_calling_convention(tiny, method):
     clf, X, _ = tiny
-    kwargs = {integrated_gradients: {"n_steps": 4}, occlusion: {"window": 8}}.get(
-        method, {}
-    )
+    kwargs = {
+        integrated_gradients: {"n_steps": 4},
+        occlusion: {"window": 8},
+        adaptive_occlusion: {"window": 8},
+    }.get(method, {})
     big = np.kron(X[:3], np.ones((1, 2, 2), np.uint8))  # 64 px images, 32 px model
     heatmaps = method(clf, big, "PNEUMONIA", batch_size=2, **kwargs)
     assert heatmaps.shape == (3, 64, 64)  # the resolution of X as given

@@ -17,17 +17,23 @@ best in ``benchmarks/localization.py``:
   [`guided_grad_cam`][cxrkit.explain.guided_grad_cam],
   [`integrated_gradients`][cxrkit.explain.integrated_gradients];
   perturbation: [`occlusion`][cxrkit.explain.occlusion] (Kermany et al.,
-  2018).
+  2018) and [`adaptive_occlusion`][cxrkit.explain.adaptive_occlusion]
+  (the same map, evaluated in full only around its peak).
 
 Checks: [`faithfulness_score`][cxrkit.explain.faithfulness_score] and
 [`deletion_curve`][cxrkit.explain.deletion_curve] (does hiding the
 top-ranked pixels change the prediction?) on any model and images, and
-[`pointing_game`][cxrkit.explain.pointing_game] where lesion masks are known.
+[`pointing_game`][cxrkit.explain.pointing_game] where lesion masks are known;
+[`evidence_outside_lungs`][cxrkit.explain.evidence_outside_lungs] (how much
+of a model's heat lies outside the lung fields: a shortcut check, with
+[`lung_field_prior`][cxrkit.explain.lung_field_prior] or the user's lung
+masks) and [`heat_share`][cxrkit.explain.heat_share].
 
 Heatmaps show what a model used, not where disease is. For research and
 education; not a medical device.
 """
 
+from cxrkit.explain._adaptive_occlusion import adaptive_occlusion
 from cxrkit.explain._explain import DEFAULT_METHOD, METHODS, explain
 from cxrkit.explain._faithfulness import deletion_curve, faithfulness_score
 from cxrkit.explain._grad_cam import grad_cam
@@ -37,6 +43,12 @@ from cxrkit.explain._hires_cam import hires_cam
 from cxrkit.explain._input_x_gradient import input_x_gradient
 from cxrkit.explain._integrated_gradients import integrated_gradients
 from cxrkit.explain._layer_cam import layer_cam
+from cxrkit.explain._lung_fields import (
+    LungEvidence,
+    evidence_outside_lungs,
+    heat_share,
+    lung_field_prior,
+)
 from cxrkit.explain._occlusion import occlusion
 from cxrkit.explain._pointing_game import pointing_game
 from cxrkit.explain._xgrad_cam import xgrad_cam
@@ -44,16 +56,21 @@ from cxrkit.explain._xgrad_cam import xgrad_cam
 __all__ = [
     "DEFAULT_METHOD",
     "METHODS",
+    "LungEvidence",
+    "adaptive_occlusion",
     "deletion_curve",
+    "evidence_outside_lungs",
     "explain",
     "faithfulness_score",
     "grad_cam",
     "grad_cam_plus_plus",
     "guided_grad_cam",
+    "heat_share",
     "hires_cam",
     "input_x_gradient",
     "integrated_gradients",
     "layer_cam",
+    "lung_field_prior",
     "occlusion",
     "pointing_game",
     "xgrad_cam",

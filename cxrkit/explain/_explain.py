@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from cxrkit.explain._adaptive_occlusion import adaptive_occlusion
 from cxrkit.explain._base import ImageInput
 from cxrkit.explain._grad_cam import grad_cam
 from cxrkit.explain._grad_cam_plus_plus import grad_cam_plus_plus
@@ -30,6 +31,7 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
     "input_x_gradient": input_x_gradient,
     "guided_grad_cam": guided_grad_cam,
     "occlusion": occlusion,
+    "adaptive_occlusion": adaptive_occlusion,
     "integrated_gradients": integrated_gradients,
 }
 
