@@ -598,6 +598,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cxrkit.plot import plot_heatmap, plot_heatmap_grid
 
     method = explain.DEFAULT_METHOD if args.method is None else args.method
+    caption = explain.method_caption(method)
     if method not in explain.METHODS:
         raise _UserError(
             f"--method {method!r} is not a heatmap method; use one of "
@@ -631,6 +632,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         paths, images, heatmaps, explained, p_explained
     ):
         ax = plot_heatmap(image, heatmap, title=f"{label} (p={p:.2f})")
+        ax.figure.suptitle(caption, fontsize=7, wrap=True)
         dest = out / f"{Path(path).stem}_{method}.png"
         ax.figure.savefig(dest, dpi=120)
         print(dest)
@@ -641,16 +643,17 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         proba=p_explained,
         names=[Path(path).name for path in paths],
     )
+    fig.suptitle(caption, fontsize=8)
     fig.savefig(out / f"grid_{method}.png", dpi=120)
     print(out / f"grid_{method}.png")
-    print("Heatmaps show what the model used; research and education only.")
+    print(f"{caption} Research and education only.")
     return 0
 
 
 def _add_explain_command(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "explain",
-        help="save heatmap overlays (Grad-CAM and others) as PNG",
+        help="save heatmap overlays (the recommended method or another) as PNG",
         description="Explain a saved model's predictions on images: one PNG "
         "overlay per image and a grid, written to --out.",
     )

@@ -129,9 +129,9 @@ print(report)
 print(f"open {OUT / 'report' / 'report.html'} in a browser")
 # --8<-- [end:report]
 
-# --8<-- [start:gradcam]
+# --8<-- [start:heatmaps]
 from cxrkit import load_images
-from cxrkit.explain import grad_cam
+from cxrkit.explain import DEFAULT_METHOD, explain, method_caption
 from cxrkit.plot import plot_heatmap_grid
 
 wrong = np.flatnonzero(report.y_true != report.y_pred)
@@ -142,7 +142,8 @@ order = np.argsort(-p_given)[:8]
 worst, p_worst = wrong[order], p_given[order]
 print(f"{len(wrong)} of {len(y_test)} test images misclassified")
 if len(worst):
-    heatmaps = grad_cam(clf, X_test[worst], target=list(report.y_pred[worst]))
+    # the recommended method, as the report and `cxrkit explain` draw it
+    heatmaps = explain(clf, X_test[worst], list(report.y_pred[worst]))
     images, _ = load_images(X_test[worst], clf.image_size)
     fig = plot_heatmap_grid(
         images,
@@ -151,6 +152,7 @@ if len(worst):
         y_pred=list(report.y_pred[worst]),
         proba=list(p_worst),
     )
-    fig.savefig(OUT / "gradcam_errors.png", dpi=100)
-    print(f"Grad-CAM of the errors: {OUT / 'gradcam_errors.png'}")
-# --8<-- [end:gradcam]
+    fig.suptitle(method_caption(DEFAULT_METHOD), fontsize=8)
+    fig.savefig(OUT / "heatmap_errors.png", dpi=100)
+    print(f"heatmaps of the errors: {OUT / 'heatmap_errors.png'}")
+# --8<-- [end:heatmaps]

@@ -30,6 +30,7 @@ from cxrkit.explain import (
     input_x_gradient,
     integrated_gradients,
     layer_cam,
+    method_caption,
     occlusion,
     pointing_game,
     xgrad_cam,
@@ -358,7 +359,8 @@ def test_recommended_method_points_at_lesions_strictly(
 ):
     # the shared model trains with the default augmentation (what every
     # recipe uses); strict: the peak itself lies on the lesion. 24 images:
-    # the recommended method (occlusion) costs 225 forward passes per image
+    # the recommended method (adaptive occlusion) costs about 50 forward
+    # passes per image
     X, masks = fresh_positives[0][:24], fresh_positives[1][:24]
     hits = pointing_game(explain(fitted_synthetic, X), masks)
     print(f"{DEFAULT_METHOD}: strict pointing {hits.mean():.3f} (n={len(X)})")
@@ -585,5 +587,8 @@ def test_explain_calls_the_named_method(tiny):
         layer_cam(clf, X[:3], "PNEUMONIA", scales=2),
     )
     assert DEFAULT_METHOD in METHOD_NAMES
+    for name in METHOD_NAMES:  # every method has a name and caveat to show
+        assert method_caption(name).endswith("not where disease is.")
+        assert not method_caption(name).startswith(name + ":")
     with pytest.raises(ValueError, match="method must be one of"):
         explain(clf, X[:3], method="gradcam")

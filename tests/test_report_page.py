@@ -14,6 +14,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.explain import DEFAULT_METHOD, method_caption
 from cxrkit.metrics import clinical_report, select_threshold
 from cxrkit.report import evaluation_report
 from cxrkit.report._checks import degenerate_warnings, threshold_table
@@ -141,8 +142,12 @@ def test_page_shows_images_provenance_and_legible_figures(image_files, tmp_path)
     assert "Trained on <b>40</b> images" in page
     assert "Operating threshold recorded with the model: <b>0.4</b>" in page
     assert "patients" in page and str(X[0]).rsplit("/", 2)[0] in page
-    # figures at 150 dpi, Grad-CAM of the errors when there are errors
+    # figures at 150 dpi, heatmaps of the errors when there are errors, by
+    # the recommended method, named with its caveat; where the evidence lies
     with Image.open(out / "roc_curve.png") as png:
         assert png.width >= 5 * 150
     names = json.loads((out / "metrics.json").read_text())["figures"]
-    assert ("gradcam_errors.png" in names) == bool(wrong)
+    assert ("heatmap_errors.png" in names) == bool(wrong)
+    assert "lung_evidence.png" in names
+    assert method_caption(DEFAULT_METHOD) in page
+    assert "outside the lung field of a typical radiograph" in page

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient  # noqa: E402
 from cxrkit import PneumoniaClassifier  # noqa: E402
 from cxrkit.cli import main  # noqa: E402
 from cxrkit.datasets import make_synthetic_cxr  # noqa: E402
-from cxrkit.explain import grad_cam  # noqa: E402
+from cxrkit.explain import DEFAULT_METHOD, explain, method_caption  # noqa: E402
 from cxrkit.io import read_image  # noqa: E402
 from cxrkit.serve import create_app, serve  # noqa: E402
 from cxrkit.serve._app import DISPLAY_SIZE  # noqa: E402
@@ -220,13 +220,19 @@ def test_threshold_decides_the_label(model_file, images):
     assert answer["predictions"][0]["label"] == "PNEUMONIA"
 
 
-def test_explain_json_is_grad_cam_of_the_called_class(client, clf, images, tmp_path):
+def test_explain_json_is_the_recommended_method_of_the_called_class(
+    client, clf, images, tmp_path
+):
     files = [("file", (f"{i}.png", png(images[i]))) for i in range(2)]
     answer = client.post("/explain?format=json", files=files).json()
-    assert answer["method"] == "grad_cam"
+    assert answer["method"] == DEFAULT_METHOD != "grad_cam"
+    assert answer["method_caption"] == method_caption(DEFAULT_METHOD)
+    card = client.get("/model").json()
+    assert card["explanation"] == DEFAULT_METHOD
+    assert card["explanation_caption"] == method_caption(DEFAULT_METHOD)
     X = np.stack([decoded(png(images[i]), tmp_path) for i in range(2)])
     labels = [e["label"] for e in answer["explanations"]]
-    expected = grad_cam(clf, X, target=labels)
+    expected = explain(clf, X, labels)
     got = np.array([e["heatmap"] for e in answer["explanations"]])
     assert got.shape == (2, SIZE, SIZE)
     np.testing.assert_allclose(got, expected, atol=1e-3)
@@ -244,6 +250,8 @@ def test_explain_png_is_the_overlay_on_the_image(client, fullres_dir):
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "image/png"
     assert response.headers["x-explained-class"] in ("NORMAL", "PNEUMONIA")
+    assert response.headers["x-explanation-method"] == DEFAULT_METHOD
+    assert response.headers["x-explanation-caption"] == method_caption(DEFAULT_METHOD)
     overlay = Image.open(io.BytesIO(response.content))
     original = Image.open(path)
     assert overlay.mode == "RGB" and max(overlay.size) == DISPLAY_SIZE

@@ -28,6 +28,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from cxrkit import PneumoniaClassifier, load_image_folder
+from cxrkit.explain import DEFAULT_METHOD, method_caption
 from cxrkit.serve import create_app
 
 CHROMIUM = next(
@@ -169,6 +170,7 @@ PAGE_STATE = """JSON.stringify({
   imageWidth: document.getElementById('image').naturalWidth,
   toggleEnabled: !document.getElementById('overlay-toggle').disabled,
   card: document.getElementById('card').textContent,
+  method: document.getElementById('method').textContent,
   noticeTop: document.getElementById('notice').getBoundingClientRect().top,
   notice: document.getElementById('notice').textContent,
   overflow: document.documentElement.scrollWidth - window.innerWidth,
@@ -224,6 +226,9 @@ def test_page_predicts_and_explains_a_real_xray(
     assert "Research and education only" in state["notice"]
     assert 0 <= state["noticeTop"] < height  # on screen
     assert "Trained on" in state["card"] and " images" in state["card"]
+    # the heatmap drawn is the recommended method's, named beside it
+    assert state["method"] == method_caption(DEFAULT_METHOD)
+    assert "not where disease is" in state["method"]
     assert "cxrkit" in state["card"]
     assert state["overflow"] <= 0, f"page wider than {width} px"
     assert shot.stat().st_size > 10_000

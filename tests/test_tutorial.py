@@ -92,7 +92,7 @@ def test_tutorial_runs_on_real_images(kermany_dir: Path, tmp_path: Path) -> None
     html = (out / "report" / "report.html").read_text("utf-8")
     assert str(test_dir) in html
     n_wrong = int(re.search(r"(\d+) of 16 test images misclassified", printed)[1])
-    assert (out / "gradcam_errors.png").is_file() == (n_wrong > 0)
+    assert (out / "heatmap_errors.png").is_file() == (n_wrong > 0)
     # nothing written outside the output folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tutorial-output"]
 

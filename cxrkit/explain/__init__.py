@@ -3,8 +3,12 @@
 Heatmap methods share one calling convention, ``method(clf, X, target=None,
 ..., batch_size=32)``, and return ``(n, H, W)`` float arrays in [0, 1].
 ``explain(clf, X, method=...)`` calls any of them by name (``METHODS``); its
-default, ``DEFAULT_METHOD``, is the one that pointed at synthetic lesions
-best in ``benchmarks/localization.py``:
+default, ``DEFAULT_METHOD``, is
+[`adaptive_occlusion`][cxrkit.explain.adaptive_occlusion], chosen in
+``benchmarks/localization.py`` on synthetic lesions and real radiographs,
+and what the report, ``cxrkit explain`` and ``cxrkit serve`` draw;
+[`method_caption`][cxrkit.explain.method_caption] names a method with its
+caveat:
 
 * class activation maps: [`grad_cam`][cxrkit.explain.grad_cam] (exactly
   Grad-CAM), [`hires_cam`][cxrkit.explain.hires_cam],
@@ -34,7 +38,7 @@ education; not a medical device.
 """
 
 from cxrkit.explain._adaptive_occlusion import adaptive_occlusion
-from cxrkit.explain._explain import DEFAULT_METHOD, METHODS, explain
+from cxrkit.explain._explain import DEFAULT_METHOD, METHODS, explain, method_caption
 from cxrkit.explain._faithfulness import deletion_curve, faithfulness_score
 from cxrkit.explain._grad_cam import grad_cam
 from cxrkit.explain._grad_cam_plus_plus import grad_cam_plus_plus
@@ -71,6 +75,7 @@ __all__ = [
     "integrated_gradients",
     "layer_cam",
     "lung_field_prior",
+    "method_caption",
     "occlusion",
     "pointing_game",
     "xgrad_cam",

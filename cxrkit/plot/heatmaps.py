@@ -261,9 +261,13 @@ def plot_explanations(
     >>> maps = grad_cam(clf, X[:4])
     >>> fig = plot_explanations(clf, X[:4], y[:4], heatmaps=maps)  # not recomputed
     """
+    caption = _CAPTION
     if heatmaps is None:
         if method is None:
+            from cxrkit.explain import DEFAULT_METHOD, method_caption
             from cxrkit.explain import explain as method
+
+            caption = method_caption(DEFAULT_METHOD)
         heatmaps = method(clf, X)
     elif method is not None:
         raise ValueError(
@@ -288,5 +292,5 @@ def plot_explanations(
         ncols=ncols,
         fig=fig,
     )
-    fig.suptitle(_CAPTION, fontsize=8)
+    fig.suptitle(caption, fontsize=8)
     return fig

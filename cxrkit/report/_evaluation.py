@@ -34,7 +34,7 @@ from cxrkit.report._provenance import (
 #: Resolution of the report's figures (PNG files and the page).
 FIGURE_DPI = 150
 #: Figures that take the page's whole width (the others go two to a row).
-WIDE_FIGURES = ("misclassified", "gradcam_errors")
+WIDE_FIGURES = ("misclassified", "heatmap_errors")
 #: Rows of the page's table of images; predictions.csv has all of them.
 MAX_IMAGE_ROWS = 5000
 
@@ -68,8 +68,9 @@ def evaluation_report(
     [`write_predictions`][cxrkit.report.write_predictions]), the figures as
     PNG, and ``report.html``: one self-contained page (figures embedded)
     with sections Data, Model (with what it was trained on, from the model
-    file), Metrics (and a table of other thresholds), Figures (with Grad-CAM
-    of the most confident errors), Images (a sortable table, one row per
+    file), Metrics (and a table of other thresholds), Figures (with heatmaps
+    of the most confident errors, and how much of the model's evidence lies
+    outside the lung fields), Images (a sortable table, one row per
     image) and Definitions, stating the data it was computed on and that the
     model is not a medical device. Predictions that make the figures
     misleading (one class for every image, probabilities all near 0 or 1)
@@ -108,9 +109,10 @@ def evaluation_report(
     n_misclassified : int, default=16
         Images in the grid of errors (0 for none).
     n_heatmaps : int, default=8
-        Most confident errors shown with their Grad-CAM heatmap (0 for none;
-        only for classifiers that [`grad_cam`][cxrkit.explain.grad_cam]
-        explains, on image paths or arrays).
+        Most confident errors shown with their heatmap, by
+        [`explain`][cxrkit.explain.explain]'s recommended method, with the
+        share of the model's evidence outside the lung fields on up to 32
+        images (0 for neither; only for fitted ``PneumoniaClassifier``).
     progress : bool, optional
         Progress bar while predicting (default: above 256 images).
 

@@ -97,24 +97,28 @@ def report_figures(
             (2.8 * min(shown, 4), 3.2 * rows),
         )
     if n_wrong and n_heatmaps and _explainable(clf):
+        from cxrkit.explain import DEFAULT_METHOD, method_caption
+
         worst = _most_confident_errors(report, n_heatmaps)
-        fig = _gradcam_figure(clf, X, report, worst)
+        fig = _heatmap_figure(clf, X, report, worst)
         figures.append(
             ReportFigure(
-                "gradcam_errors",
-                "Grad-CAM of the most confident errors, in the order of the grid "
-                "above: the regions whose features raised the score of the (wrong) "
-                "class given. Heat outside the "
-                "lungs (text markers, devices, shoulders) suggests the model uses "
-                "something other than the lungs. Research and education only.",
+                "heatmap_errors",
+                f"Heatmaps of the most confident errors, in the order of the grid "
+                f"above, for the (wrong) class given. {method_caption(DEFAULT_METHOD)}"
+                " Heat outside the lungs (text markers, devices, shoulders) "
+                "suggests the model uses something other than the lungs. Research "
+                "and education only.",
                 fig,
             )
         )
+    if n_heatmaps and _explainable(clf):
+        figures.append(_lung_evidence_figure(clf, X, report))
     return figures
 
 
 def _explainable(clf: Any) -> bool:
-    """Whether Grad-CAM applies: a fitted PneumoniaClassifier."""
+    """Whether cxrkit.explain applies: a fitted PneumoniaClassifier."""
     from cxrkit import PneumoniaClassifier
 
     return isinstance(clf, PneumoniaClassifier) and hasattr(clf, "net_")
@@ -129,15 +133,15 @@ def _most_confident_errors(report: ClinicalReport, n: int) -> np.ndarray:
     return wrong[np.argsort(-confidence[wrong], kind="stable")][:n]
 
 
-def _gradcam_figure(
+def _heatmap_figure(
     clf: Any, X: Any, report: ClinicalReport, worst: np.ndarray
 ) -> Figure:
     from cxrkit.cache import is_path_like_sequence, load_images
-    from cxrkit.explain import grad_cam
+    from cxrkit.explain import explain
 
     picked = [X[i] for i in worst] if is_path_like_sequence(X) else X[worst]
     given = report.y_pred[worst]
-    heatmaps = grad_cam(clf, picked, target=list(given))
+    heatmaps = explain(clf, picked, list(given))
     images, _ = load_images(picked, clf.image_size)
     column = [list(report.classes).index(c) for c in given.tolist()]
     ncols = min(len(worst), 4)
@@ -153,4 +157,38 @@ def _gradcam_figure(
         proba=report.proba[worst, column].tolist(),
         ncols=ncols,
         fig=fig,
+    )
+
+
+#: Images (at most) on which the report measures where the model's evidence lies.
+LUNG_CHECK_IMAGES = 32
+
+
+def _lung_evidence_figure(clf: Any, X: Any, report: ClinicalReport) -> ReportFigure:
+    """How much of the model's heat lies outside the lung fields (a shortcut
+    check), on an evenly spaced sample of the images, explaining the class given."""
+    from cxrkit.cache import is_path_like_sequence
+    from cxrkit.explain import DEFAULT_METHOD, evidence_outside_lungs, method_caption
+
+    picked = np.unique(np.linspace(0, len(report.y_pred) - 1, LUNG_CHECK_IMAGES))
+    picked = picked.astype(int)
+    images = [X[i] for i in picked] if is_path_like_sequence(X) else X[picked]
+    evidence = evidence_outside_lungs(clf, images, list(report.y_pred[picked]))
+    fig = Figure(figsize=(5.5, 3.6), layout="constrained")
+    ax = fig.subplots()
+    ax.hist(100 * evidence.outside, bins=np.linspace(0, 100, 21), color="tab:blue")
+    ax.axvline(
+        100 * evidence.area_outside, color="k", ls="--", label="heat spread evenly"
+    )
+    ax.set_xlabel("heat outside the lung field (% of each heatmap)")
+    ax.set_ylabel("images")
+    ax.legend(loc="upper left", fontsize=8)
+    return ReportFigure(
+        "lung_evidence",
+        f"Evidence outside the lung fields, on {len(picked)} of the images "
+        f"(the class given explained): {evidence.summary()} The lung field is "
+        f"that of a typical radiograph (cxrkit.explain.lung_field_prior); with "
+        f"your own lung masks, use cxrkit.explain.evidence_outside_lungs. "
+        f"{method_caption(DEFAULT_METHOD)}",
+        fig,
     )

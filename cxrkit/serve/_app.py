@@ -296,6 +296,7 @@ def create_app(
         labels = served.labels(proba)
         heatmaps = await run_in_threadpool(served.explain, images, labels)
         method = served.card["explanation"]
+        caption = served.card["explanation_caption"]
         if format == "png":
             overlay = heatmap_overlay(decoded[0].display, heatmaps[0], alpha=alpha)
             return Response(
@@ -305,12 +306,14 @@ def create_app(
                     "X-Model-Id": served.model_id,
                     "X-Explained-Class": str(labels[0]),
                     "X-Explanation-Method": method,
+                    "X-Explanation-Caption": caption,
                 },
             )
         return JSONResponse(
             {
                 "model_id": served.model_id,
                 "method": method,
+                "method_caption": caption,
                 "explanations": [
                     {
                         "filename": d.filename,

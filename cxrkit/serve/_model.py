@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from cxrkit._version import __version__
+from cxrkit.explain import DEFAULT_METHOD, method_caption
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.persistence import read_model_metadata
 from cxrkit.provenance import decision_rule
@@ -22,9 +23,6 @@ INTENDED_USE = (
     "For research and education only; not a medical device. Not for diagnosis "
     "or any clinical decision."
 )
-
-#: The heatmap method the server uses.
-EXPLAIN_METHOD = "grad_cam"
 
 
 def _weights_sha256(clf: Any) -> str:
@@ -43,7 +41,7 @@ class ServedModel:
     """A fitted classifier with its threshold, identity and model card.
 
     The network is shared by every request; ``predict_proba`` and
-    ``explain`` hold one lock, so a request never sees another's Grad-CAM
+    ``explain`` hold one lock, so a request never sees another's attribution
     hooks (which live on the shared network) and concurrent requests give
     the answers they would one at a time.
 
@@ -107,14 +105,12 @@ class ServedModel:
 
     def explain(self, images: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Heatmaps ``(n, S, S)`` in [0, 1] of the ``targets`` classes."""
-        # Single call site of the explanation method. Deliberately not
-        # explain()'s default: occlusion costs 169 forward passes per image
-        # (seconds per request on a CPU), Grad-CAM one forward and a partial
-        # backward pass; the response names the method (EXPLAIN_METHOD).
-        from cxrkit.explain import grad_cam
+        # explain()'s recommended method, the one the report and `cxrkit
+        # explain` draw; the card and every response name it
+        from cxrkit.explain import explain
 
         with self._lock:
-            return grad_cam(self.clf, images, target=list(targets))
+            return explain(self.clf, images, list(targets))
 
     # ----------------------------------------------------------- model card
     def _card(self, meta: dict | None, path: Path | None, sha: str) -> dict:
@@ -156,7 +152,8 @@ class ServedModel:
             if self.pos_label is None
             else np.asarray(self.pos_label).tolist(),
             "threshold": self.threshold,
-            "explanation": EXPLAIN_METHOD,
+            "explanation": DEFAULT_METHOD,
+            "explanation_caption": method_caption(DEFAULT_METHOD),
             "trained": trained,
             "last_epoch": scores,
             "served_by": {"cxrkit_version": __version__},

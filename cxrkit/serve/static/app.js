@@ -53,7 +53,7 @@ function showCard(card) {
       (t.torch_version ? `, torch ${t.torch_version}` : "") : null);
   row(dl, "Served by", `cxrkit ${card.served_by.cxrkit_version}`);
   row(dl, "SHA-256", card.sha256.slice(0, 16) + "…");
-  $("method").textContent = card.explanation === "grad_cam" ? "Grad-CAM" : card.explanation;
+  $("method").textContent = card.explanation_caption;
 }
 
 function showPrediction(answer) {
