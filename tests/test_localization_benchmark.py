@@ -1,0 +1,100 @@
+"""benchmarks/localization.py on real images: NIH boxes, their scores, V7
+lung masks matched to originals, and the model-randomisation control."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import FAST
+from PIL import Image
+
+from cxrkit import PneumoniaClassifier
+from cxrkit.datasets import make_synthetic_cxr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = ROOT / "benchmarks" / "localization.py"
+    spec = importlib.util.spec_from_file_location("localization", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_nih_boxes_are_read_matched_and_scaled(bench, tmp_path):
+    # NIH's list: name, label, x, y, w, h on the 1,024 px original
+    rows = [
+        "Image Index,Finding Label,Bbox [x,y,w,h],,,",
+        "00000001_000.png,Pneumonia,512,256,256,128",
+        "00000001_000.png,Nodule,0,0,64,64",
+        "00000002_000.png,Infiltrate,0,0,1024,1024",
+        "00000003_000.png,Pneumonia,0,0,10,10",  # not in the folder
+    ]
+    box_file = tmp_path / "BBox_List_2017.csv.gz"
+    with gzip.open(box_file, "wt") as f:
+        f.write("\n".join(rows) + "\n")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("00000001_000.png", "00000002_000.png", "00000009_000.png"):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / name)
+    paths, boxes = bench.read_nih_boxes(box_file, [folder], ["Pneumonia"])
+    assert [p.name for p in paths] == ["00000001_000.png"]
+    assert boxes == [[("Pneumonia", 512.0, 256.0, 256.0, 128.0)]]
+    paths, boxes = bench.read_nih_boxes(box_file, [folder], None)
+    assert [len(b) for b in boxes] == [2, 1]
+    masks = bench.box_masks(boxes, 16)  # 1,024 px -> 16 px: 64 px per cell
+    assert masks[0, 4:6, 8:12].all() and masks[0, 0, 0]
+    assert masks[0].sum() == 8 + 1 and masks[1].all()
+
+
+def test_box_scores_exact_values(bench):
+    masks = np.zeros((2, 8, 8), bool)
+    masks[:, :4, :4] = True  # a quarter of each image
+    maps = np.zeros((2, 8, 8))
+    maps[0, 1, 1] = 1  # all heat in the box, peak inside
+    maps[1] = 1  # heat spread evenly: a flat map points nowhere
+    scores = bench.box_scores(maps, masks)
+    assert scores["pointing"] == 0.5 and scores["box_area"] == 0.25
+    assert scores["heat_in_boxes"] == pytest.approx((1 + 0.25) / 2, abs=1e-3)
+    assert scores["heat_ratio"] == pytest.approx((4 + 1) / 2)
+    assert bench.box_scores(maps[:0], masks[:0]) == {"images": 0}
+
+
+def test_v7_masks_are_matched_by_a_unique_pixel_size(bench, tmp_path):
+    masks, originals = tmp_path / "masks", tmp_path / "fullres" / "NORMAL"
+    masks.mkdir()
+    originals.mkdir(parents=True)
+    lung = np.zeros((30, 40), np.uint8)
+    lung[5:20, 5:15] = 255
+    Image.fromarray(lung).save(masks / "101.png")
+    for name in ("102.png", "103.png"):  # two masks of one size: ambiguous
+        Image.fromarray(np.zeros((50, 60), np.uint8)).save(masks / name)
+    Image.fromarray(np.zeros((30, 40), np.uint8)).save(originals / "a.jpeg")
+    Image.fromarray(np.zeros((50, 60), np.uint8)).save(originals / "b.jpeg")
+    Image.fromarray(np.zeros((70, 70), np.uint8)).save(originals / "c.jpeg")
+    matched = bench.matched_lung_masks(masks, tmp_path / "fullres")
+    assert [p.name for p in matched] == ["a.jpeg"]
+    np.testing.assert_array_equal(next(iter(matched.values())), lung == 255)
+
+
+def test_randomised_model_is_a_fresh_copy(bench):
+    X, y, _ = make_synthetic_cxr(32, image_size=32, random_state=0)
+    clf = PneumoniaClassifier(model="cnn4", **FAST).fit(X, y)
+    before = {k: v.clone() for k, v in clf.net_.module_.state_dict().items()}
+    twin = bench.randomized(clf)
+    after = clf.net_.module_.state_dict()
+    assert all((before[k] == after[k]).all() for k in before)  # untouched
+    weights = twin.net_.module_.state_dict()
+    changed = [k for k in weights if k.endswith("weight") and weights[k].dim() > 1]
+    assert changed and all(not (weights[k] == before[k]).all() for k in changed)
+    np.testing.assert_array_equal(twin.mean_image_, clf.mean_image_)
+    r = bench._correlations(
+        np.stack([X[:2], X[:2]]).reshape(4, 32, 32), X[[0, 1, 0, 1]]
+    )
+    np.testing.assert_allclose(r, 1, atol=1e-6)
