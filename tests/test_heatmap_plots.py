@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from cxrkit import PneumoniaClassifier
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.explain import DEFAULT_METHOD
+from cxrkit.explain import DEFAULT_METHOD, method_caption
 from cxrkit.plot import plot_explanations, plot_heatmap, plot_heatmap_grid
 
 
@@ -106,6 +106,7 @@ def test_cli_explain_writes_pngs(tiny_clf, sample_cxr, tmp_path, capsys):
     assert code == 0
     names = sorted(p.name for p in out.iterdir())
     assert len(names) == 3 and f"grid_{DEFAULT_METHOD}.png" in names
+    assert method_caption(DEFAULT_METHOD) in capsys.readouterr().out
     code = main(["explain", str(model), str(X[0]), "--out", str(out), "--target", "X"])
     assert code == 2
     assert "not a class" in capsys.readouterr().err
