@@ -1,4 +1,4 @@
-"""Grad-CAM (Selvaraju et al., 2017) on Captum's ``LayerGradCam``."""
+"""Grad-CAM (Selvaraju et al., 2017), as Captum's ``LayerGradCam`` computes it."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import LayerGradCam
 from torch import nn
 
 from cxrkit.explain._base import (
     ImageInput,
-    PredictedClassScore,
+    cam_attribute,
     explain_batches,
     resolve_layer,
 )
@@ -30,11 +29,13 @@ def grad_cam(
     """Grad-CAM heatmaps of a fitted classifier: where the evidence for a class is.
 
     The feature maps of ``layer`` are weighted by the spatial mean of the
-    class score's gradient, summed over channels and rectified (Captum's
-    ``LayerGradCam`` with ``relu_attributions=True``, as in the original
+    class score's gradient, summed over channels and rectified (as Captum's
+    ``LayerGradCam`` with ``relu_attributions=True`` does, and the original
     method); the map is upsampled bilinearly (not in nearest-neighbour
     blocks) and divided by its maximum. The class score is the logit, before
-    the softmax.
+    the softmax. The forward pass records gradients only from ``layer`` on
+    (``cxrkit.explain._base.layer_gradients``): about the cost of one plain
+    forward pass.
 
     A heatmap shows what the model used, not where disease is: it can point
     at text markers, devices or borders. For research and education; not a
@@ -80,15 +81,11 @@ def grad_cam(
     >>> heatmaps.shape, bool(heatmaps.min() >= 0), bool(heatmaps.max() <= 1)
     ((4, 32, 32), True, True)
     """
-    explained = resolve_layer(clf, layer)
-
-    def attribute(
-        model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None
-    ) -> torch.Tensor:
-        forward = model if tb is not None else PredictedClassScore(model)
-        method = LayerGradCam(forward, explained)
-        return method.attribute(
-            xb, target=tb if tb is not None else 0, relu_attributions=True
-        )
-
+    attribute = cam_attribute([resolve_layer(clf, layer)], _grad_cam_map)
     return explain_batches(clf, X, target, batch_size, attribute, needs_target=False)
+
+
+def _grad_cam_map(gradients: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """ReLU of the channels weighted by their spatially averaged gradients."""
+    weights = gradients.mean(dim=(2, 3), keepdim=True)
+    return torch.relu((weights * activations).sum(dim=1, keepdim=True))
