@@ -28,10 +28,13 @@ class _RegionScore(nn.Module):
     """Logits (0, mean of the input over one square region): class B's
     evidence is the brightness of that region, nothing else."""
 
-    def __init__(self, size: int, top: int, left: int, side: int) -> None:
+    def __init__(self, size: int, top: int, left: int, side: int, second=None) -> None:
         super().__init__()
         region = torch.zeros(1, 1, size, size)
         region[..., top : top + side, left : left + side] = 1
+        if second is not None:  # (top, left, weight) of a weaker square
+            row, col, weight = second
+            region[..., row : row + side, col : col + side] = weight
         self.register_buffer("region", region)
         self.inputs = 0  # images seen, for counting forward passes
 
@@ -46,8 +49,8 @@ class _HandSet(ClassifierMixin, BaseEstimator):
         return self
 
 
-def _hand_classifier(size: int, top: int, left: int, side: int) -> _HandSet:
-    module = _RegionScore(size, top, left, side)
+def _hand_classifier(size, top, left, side, second=None) -> _HandSet:
+    module = _RegionScore(size, top, left, side, second)
     clf = _HandSet()
     clf.net_ = SimpleNamespace(module_=module)
     clf.image_size, clf.device_, clf.model = size, "cpu", "hand"
@@ -81,8 +84,8 @@ def test_peak_region_is_exact_from_a_third_of_the_passes(top, left):
     exact = occlusion(clf, image, "B", fill="gray", smooth=0)
     full_passes, module.inputs = module.inputs, 0
     fast = adaptive_occlusion(clf, image, "B", fill="gray", smooth=0)
-    # 1 clean + 25 coarse + at most 24 refined positions, against 169
-    assert 26 < module.inputs <= 50 and full_passes >= 169
+    # 1 clean + 25 coarse + at most 2 x 24 refined positions, against 169
+    assert 26 < module.inputs <= 74 and full_passes >= 169
     # the peak lies where occlusion's maximum is (a plateau: the patch hides
     # the whole square from several positions), on or beside the square
     peak = np.unravel_index(fast[0].argmax(), fast[0].shape)
@@ -93,6 +96,25 @@ def test_peak_region_is_exact_from_a_third_of_the_passes(top, left):
     assert exact[0][fast[0] > 0.5].min() > 0.4
     assert fast[0][exact[0] == 0].max() < 0.2
     assert np.abs(fast - exact).mean() < 0.05
+
+
+def test_second_region_of_evidence_is_refined_too():
+    # two bright squares, the second worth 0.6 of the first: with peaks=2
+    # the map is occlusion's around both; with peaks=1 only around the first
+    size = 64
+    clf = _hand_classifier(size, 8, 8, 8, second=(40, 40, 0.6))
+    image = np.full((1, size, size), 60, np.uint8)
+    image[0, 8:16, 8:16] = image[0, 40:48, 40:48] = 250
+    exact = occlusion(clf, image, "B", fill="gray", smooth=0)[0]
+    module = clf.net_.module_
+    module.inputs = 0
+    one = adaptive_occlusion(clf, image, "B", fill="gray", smooth=0, peaks=1)[0]
+    passes_one, module.inputs = module.inputs, 0
+    two = adaptive_occlusion(clf, image, "B", fill="gray", smooth=0)[0]
+    assert passes_one < module.inputs <= 74
+    second = (slice(40, 48), slice(40, 48))  # the weaker square itself
+    np.testing.assert_allclose(two[second], exact[second], atol=1e-5)
+    assert np.abs(one[second] - exact[second]).max() > 1e-3
 
 
 def test_explains_the_predicted_class_from_its_own_pass(tiny):
@@ -119,5 +141,7 @@ def test_errors_name_the_parameter(tiny):
         adaptive_occlusion(clf, X[:1], coarse=0)
     with pytest.raises(ValueError, match="refine must be an integer >= 0"):
         adaptive_occlusion(clf, X[:1], refine=-1)
+    with pytest.raises(ValueError, match="peaks must be an integer >= 1"):
+        adaptive_occlusion(clf, X[:1], peaks=0)
     with pytest.raises(ValueError, match="window"):
         adaptive_occlusion(clf, X[:1], window=100)

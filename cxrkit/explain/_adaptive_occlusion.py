@@ -35,6 +35,7 @@ def adaptive_occlusion(
     stride: int | None = None,
     coarse: int = 3,
     refine: int = 2,
+    peaks: int = 2,
     fill: str = "mean_image",
     smooth: float = 1 / 32,
     batch_size: int = 32,
@@ -81,6 +82,9 @@ def adaptive_occlusion(
     refine : int
         Then every position within ``refine`` steps (along each axis) of the
         interpolated maximum.
+    peaks : int
+        Refine around this many maxima: the highest interpolated drop, then
+        the highest outside the positions near it, and so on.
     fill : {"mean_image", "gray"}
         What replaces the hidden pixels, as in ``occlusion``.
     smooth : float
@@ -117,6 +121,7 @@ def adaptive_occlusion(
     window, stride = patch_grid(size, window, stride)
     coarse = _positive_int("coarse", coarse, 1)
     refine = _positive_int("refine", refine, 0)
+    peaks = _positive_int("peaks", peaks, 1)
     baseline = fill_baseline(clf, fill)
     starts = torch.arange(0, size - window + 1, stride)
     n = len(starts)
@@ -144,7 +149,7 @@ def adaptive_occlusion(
             for start in range(0, len(xb), group):
                 x = xb[start : start + group]
                 t = None if tb is None else tb[start : start + group]
-                drops = _drops(model, x, t, masks, fill_with, grid, refine)
+                drops = _drops(model, x, t, masks, fill_with, grid, refine, peaks)
                 maps.append(_spread(drops, box.to(xb), stride, size))
             return torch.cat(maps).clamp_min(0)
 
@@ -203,6 +208,7 @@ def _drops(
     fill_with: torch.Tensor,
     grid: _Grid,
     refine: int,
+    peaks: int,
 ) -> torch.Tensor:
     """``(b, n, n)`` drops of the class logit, exact at the coarse positions
     and around the interpolated peak, interpolated elsewhere."""
@@ -225,12 +231,19 @@ def _drops(
     known[:, first] = True
     exact = drops.flatten(1).clone()
     exact[:, first] = coarse_drops.flatten(1)
-    # the positions near each image's interpolated peak not yet evaluated
-    peak = drops.flatten(1).argmax(dim=1)
+    # the positions near each image's highest interpolated drops (the
+    # highest, then the highest outside what is near it, ...), not yet
+    # evaluated
     steps = torch.arange(n, device=x.device)
-    near_rows = (steps[None, :, None] - peak[:, None, None] // n).abs() <= refine
-    near_cols = (steps[None, None, :] - peak[:, None, None] % n).abs() <= refine
-    near = (near_rows & near_cols).flatten(1) & ~known
+    near = torch.zeros_like(known)
+    candidates = drops.flatten(1).clone()
+    for _ in range(peaks):
+        peak = candidates.argmax(dim=1)
+        rows = (steps[None, :, None] - peak[:, None, None] // n).abs() <= refine
+        cols = (steps[None, None, :] - peak[:, None, None] % n).abs() <= refine
+        near |= (rows & cols).flatten(1)
+        candidates[near] = float("-inf")
+    near &= ~known
     image, position = near.nonzero(as_tuple=True)
     if len(image):
         inputs = torch.where(masks[position], fill_with, x[image])
