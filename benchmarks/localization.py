@@ -296,6 +296,21 @@ def _min_max(maps: np.ndarray) -> np.ndarray:
     return (maps - low) / (maps.max(axis=(1, 2), keepdims=True) - low).clip(1e-12)
 
 
+def _barely_trained_resnet18(X: np.ndarray, y: np.ndarray, device: str):
+    """One epoch on a few images: a fitted classifier to explain (timings do
+    not depend on the weights)."""
+    return PneumoniaClassifier(
+        model="resnet18",
+        image_size=X.shape[-1],
+        max_epochs=1,
+        batch_size=8,
+        validation_fraction=None,
+        lr_schedule=None,
+        device=device,
+        random_state=0,
+    ).fit(X, y)
+
+
 def speed(args) -> dict:
     """Seconds for heatmaps of 64 images at 224 px on resnet18, cxrkit vs
     pytorch-grad-cam, and their per-pixel agreement (methods of both only)."""
@@ -309,18 +324,7 @@ def speed(args) -> dict:
 
     n, size = args.speed_images, 224
     X, y, _ = make_synthetic_cxr(n, image_size=size, random_state=0)
-    # one epoch on a few images: a fitted classifier to explain (the timing
-    # does not depend on the weights)
-    clf = PneumoniaClassifier(
-        model="resnet18",
-        image_size=size,
-        max_epochs=1,
-        batch_size=8,
-        validation_fraction=None,
-        lr_schedule=None,
-        device=args.device,
-        random_state=0,
-    ).fit(X[:8], y[:8])
+    clf = _barely_trained_resnet18(X[:8], y[:8], args.device)
     module = clf.net_.module_.eval()
     inputs = model_inputs(clf, X)[0].to(args.device)
 
@@ -384,16 +388,7 @@ def recommended_speed(args, best_of) -> dict:
     """
     size = 112
     X, y, _ = make_synthetic_cxr(8, image_size=size, random_state=0)
-    clf = PneumoniaClassifier(
-        model="resnet18",
-        image_size=size,
-        max_epochs=1,
-        batch_size=8,
-        validation_fraction=None,
-        lr_schedule=None,
-        device=args.device,
-        random_state=0,
-    ).fit(X, y)
+    clf = _barely_trained_resnet18(X, y, args.device)
     one = X[y == "PNEUMONIA"][:1]
     (ours_s, exact_s), (ours, exact) = best_of(
         lambda: METHODS[DEFAULT_METHOD](clf, one),

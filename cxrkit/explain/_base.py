@@ -25,7 +25,7 @@ from torch import nn
 from cxrkit.cache import is_path_like_sequence, load_images
 from cxrkit.models import target_layer
 from cxrkit.preprocess import preprocess_images
-from cxrkit.transforms import ImageDataset
+from cxrkit.transforms import normalize
 
 _CAPTUM_NOTICES = r"(?s).*(did not already require gradients|Setting backward hooks)"
 
@@ -54,8 +54,9 @@ def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]
     else:
         shape = np.shape(X)
         out_size = (int(shape[1]), int(shape[2]))
-    dataset = ImageDataset(images)
-    inputs = torch.stack([dataset[i][0] for i in range(len(dataset))])
+    # the whole stack at once, as ImageDataset does image by image: four
+    # tensor operations per image cost a loaded 2-core CPU milliseconds each
+    inputs = normalize(torch.from_numpy(np.ascontiguousarray(images))[:, None])
     return inputs, out_size
 
 
