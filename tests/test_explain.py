@@ -359,7 +359,7 @@ def test_recommended_method_points_at_lesions_strictly(
 ):
     # the shared model trains with the default augmentation (what every
     # recipe uses); strict: the peak itself lies on the lesion. 24 images:
-    # the recommended method (adaptive occlusion) costs about 50 forward
+    # the recommended method (adaptive occlusion) costs at most 73 forward
     # passes per image
     X, masks = fresh_positives[0][:24], fresh_positives[1][:24]
     hits = pointing_game(explain(fitted_synthetic, X), masks)

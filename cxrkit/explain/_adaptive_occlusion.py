@@ -1,4 +1,4 @@
-"""Adaptive occlusion: occlusion's map where it matters, from a third of its passes."""
+"""Adaptive occlusion: occlusion's map where it matters, from under half its passes."""
 
 from __future__ import annotations
 
