@@ -279,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
             y_test=y_test.astype(str),
             proba_test=proba,
             X_test=X_test.astype(str),
+            threshold=np.nan if args.subtypes else threshold,
         )
     result["peak_rss_mb"] = round(
         resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
