@@ -224,6 +224,11 @@ default="default"
         [`cxrkit.adaptation`][cxrkit.adaptation] (temperature and class
         biases that ``predict_proba`` applies to the log-probabilities, and
         the steps that made them); kept in model files. None after ``fit``.
+    conformal_ : dict or None
+        Class-conditional conformal prediction sets made by
+        [`conformalize`][cxrkit.adaptation.conformalize] on labelled images
+        (coverage, and per class the score quantile); kept in model files.
+        None after ``fit``.
 
     Examples
     --------
@@ -433,6 +438,7 @@ default="default"
         )
         self.operating_threshold_ = None  # a new fit: no threshold chosen yet
         self.adaptation_ = None  # nor adapted to a site
+        self.conformal_ = None
         return self
 
     # ------------------------------------------------------- parameter rules

@@ -777,7 +777,12 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
 # --------------------------------------------------------------------- adapt
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, load_image_folder
-    from cxrkit.adaptation import adapt_batchnorm, adapt_prior, calibrate
+    from cxrkit.adaptation import (
+        adapt_batchnorm,
+        adapt_prior,
+        calibrate,
+        conformalize,
+    )
     from cxrkit.data import find_images
 
     unlabelled = args.batchnorm or args.prior
@@ -794,6 +799,10 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         )
     if args.sensitivity is not None and not 0 < args.sensitivity <= 1:
         raise _UserError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
+    if args.coverage is not None and not args.labelled:
+        raise _UserError("--coverage needs a labelled sample: --labelled DIR")
+    if args.coverage is not None and not 0 < args.coverage < 1:
+        raise _UserError(f"--coverage must be in (0, 1), got {args.coverage}")
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
         site = find_images(args.site) if args.site else None
@@ -815,6 +824,12 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         if args.sensitivity is not None:
             point = clf.operating_threshold_
             print(f"operating threshold {point['threshold']:.4f}: {point['source']}")
+        if args.coverage is not None:
+            clf = conformalize(clf, X_lab, y_lab, coverage=args.coverage)
+            print(
+                f"conformal prediction sets: {args.coverage:.0%} coverage per class, "
+                f"from {clf.conformal_['n_images']} images"
+            )
     path = clf.save(args.out)
     print(f"adapted model written to {path}")
     print("For research and education; not a medical device.")
@@ -870,6 +885,13 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         help="with --labelled: record the highest threshold reaching this "
         "sensitivity on the sample, with its 95%% CI (default: keep the model's "
         "threshold)",
+    )
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        default=None,
+        help="with --labelled: also make class-conditional conformal prediction "
+        "sets with this coverage per class, e.g. 0.9 (default: none)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.set_defaults(func=_cmd_adapt)

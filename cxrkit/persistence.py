@@ -20,7 +20,8 @@ What a file holds, and what ``load_model`` gives back:
 * the fitted attributes ``classes_``, ``history_`` (every epoch-level entry),
   ``skipped_files_``, ``training_data_`` (what the model was trained on),
   ``operating_threshold_`` (the threshold chosen for it, if any),
-  ``adaptation_`` (its adaptation to a site, if any), and the
+  ``adaptation_`` (its adaptation to a site, if any), ``conformal_`` (its
+  conformal prediction sets, if any), and the
   weights of ``net_``, which is built by the same
   builder as in ``fit`` (loss with the class weights of the fit, optimizer,
   LR schedule and other callbacks); it has no training data, so a
@@ -209,6 +210,7 @@ def save_model(
         "training_data": jsonable(getattr(clf, "training_data_", None)),
         "operating_threshold": jsonable(chosen),
         "adaptation": jsonable(getattr(clf, "adaptation_", None)),
+        "conformal": jsonable(getattr(clf, "conformal_", None)),
     }
     state = {k: v.detach().cpu() for k, v in clf.net_.module_.state_dict().items()}
     buffer = io.BytesIO()
@@ -444,6 +446,7 @@ def load_model(
     clf.training_data_ = meta.get("training_data")
     clf.operating_threshold_ = meta.get("operating_threshold")
     clf.adaptation_ = meta.get("adaptation")  # None in files of cxrkit <= 0.1
+    clf.conformal_ = meta.get("conformal")
     mean_image = payload.get("mean_image")  # absent in files of older versions
     clf.mean_image_ = (
         mean_image.numpy() if isinstance(mean_image, torch.Tensor) else None

@@ -19,6 +19,9 @@ from cxrkit.adaptation import (
     adapt_prior,
     adjust_probabilities,
     calibrate,
+    conformalize,
+    prediction_sets,
+    sets_from_probabilities,
     training_prior,
 )
 from cxrkit.cli import main
@@ -228,14 +231,66 @@ def test_adapted_model_saves_and_loads(fitted_synthetic, synthetic, tmp_path):
         method="platt",
         sensitivity=0.9,
     )
+    adapted = conformalize(adapted, X[128:228], y[128:228], coverage=0.8)
     loaded = PneumoniaClassifier.load(adapted.save(tmp_path / "site.cxr"))
     assert loaded.adaptation_ == adapted.adaptation_
+    assert loaded.conformal_ == adapted.conformal_
     assert loaded.operating_threshold_ == adapted.operating_threshold_
     np.testing.assert_allclose(
         loaded.predict_proba(X[:20]), adapted.predict_proba(X[:20]), atol=1e-6
     )
     refit = copy.deepcopy(loaded).fit(X[:40], y[:40])
     assert refit.adaptation_ is None  # a new fit forgets the site
+    assert refit.conformal_ is None
+
+
+# --------------------------------------------------------------- conformal
+def _two_class_probabilities(n: int, share: float, seed: int):
+    rng = np.random.default_rng(seed)
+    positive = rng.random(n) < share
+    s = rng.normal(np.where(positive, 0.7, -0.7), 1.0)  # much overlap
+    p1 = 1 / (1 + np.exp(-2 * s))
+    y = np.where(positive, "PNEUMONIA", "NORMAL")
+    return np.column_stack([1 - p1, p1]), y
+
+
+@pytest.mark.parametrize("coverage", [0.8, 0.9])
+def test_conformal_sets_cover_each_class(fitted_synthetic, coverage):
+    # a large calibration sample: the coverage of one draw of it varies by
+    # about sqrt(coverage * (1 - coverage) / n_c) around its expectation
+    proba, y = _two_class_probabilities(20_000, 0.75, seed=0)  # unbalanced
+    stub = _with_probabilities(fitted_synthetic, proba)
+    model = conformalize(stub, np.zeros((1, 8, 8), np.uint8), y, coverage=coverage)
+    assert model.conformal_["n_images"] == {
+        "NORMAL": int((y == "NORMAL").sum()),
+        "PNEUMONIA": int((y == "PNEUMONIA").sum()),
+    }
+    fresh, y_new = _two_class_probabilities(40_000, 0.75, seed=1)
+    sets = sets_from_probabilities(model, fresh)
+    for i, label in enumerate(["NORMAL", "PNEUMONIA"]):
+        covered = sets[y_new == label, i].mean()
+        n_c = model.conformal_["n_images"][label]
+        # coverage <= E[covered] <= coverage + 1/(n_c + 1), over calibration draws
+        assert abs(covered - coverage) < 0.02 + 1 / (n_c + 1), label
+    assert 0 < (sets.sum(axis=1) == 2).mean() < 1  # some images are referred
+
+
+def test_conformal_needs_enough_images_per_class(fitted_synthetic):
+    proba, y = _two_class_probabilities(200, 0.97, seed=0)
+    stub = _with_probabilities(fitted_synthetic, proba)
+    with pytest.raises(ValueError, match="cannot give 95% coverage"):
+        conformalize(stub, np.zeros((1, 8, 8), np.uint8), y, coverage=0.95)
+
+
+def test_adapting_after_conformal_drops_the_sets(fitted_synthetic, synthetic):
+    X, y, _ = synthetic
+    model = conformalize(fitted_synthetic, X[:200], y[:200], coverage=0.8)
+    assert prediction_sets(model, X[:5]).shape == (5, 2)
+    with pytest.warns(UserWarning, match="conformalize after the last"):
+        later = adapt_prior(model, X[:50])
+    assert later.conformal_ is None
+    with pytest.raises(ValueError, match="no conformal prediction sets"):
+        prediction_sets(later, X[:5])
 
 
 # -------------------------------------------------------------------- CLI
@@ -268,6 +323,8 @@ def test_cli_adapt_writes_an_adapted_model(
             str(labelled),
             "--sensitivity",
             "0.9",
+            "--coverage",
+            "0.8",
             "-q",
         ]
     )
@@ -281,6 +338,8 @@ def test_cli_adapt_writes_an_adapted_model(
         "calibrate",
     ]
     assert loaded.operating_threshold_["criterion"] == "sensitivity >= 0.9"
+    assert loaded.conformal_["coverage"] == 0.8
+    assert "conformal prediction sets" in printed
 
 
 @pytest.mark.parametrize(
@@ -288,6 +347,7 @@ def test_cli_adapt_writes_an_adapted_model(
     [
         ([], "nothing to do"),
         (["--prior"], "--site DIR"),
+        (["--coverage", "0.9"], "--labelled DIR"),
     ],
 )
 def test_cli_adapt_refuses_what_it_cannot_do(
