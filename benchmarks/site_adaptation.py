@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     y[rest], cached.predict_proba(rest), cached
                 )["ece"]
                 scored["threshold"] = adapted.operating_threshold_["threshold"]
-                scored["n_labelled"] = len(lab)
+                scored["labelled_images"] = len(lab)
                 results.append(scored)
             summary = {
                 "model": path,
