@@ -357,3 +357,40 @@ def test_cli_adapt_refuses_what_it_cannot_do(
     code = main(["adapt", str(model), "--out", str(tmp_path / "o.cxr"), *extra])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_report_shows_adaptation_and_conformal_sets(
+    fitted_synthetic, synthetic, tmp_path
+):
+    import json
+
+    from cxrkit.report import evaluation_report
+
+    X, y, _ = synthetic
+    model = conformalize(
+        calibrate(fitted_synthetic, X[:100], y[:100]),
+        X[100:300],
+        y[100:300],
+        coverage=0.8,
+    )
+    evaluation_report(
+        model,
+        X[300:],
+        y[300:],
+        tmp_path,
+        n_bootstrap=50,
+        n_misclassified=0,
+        n_heatmaps=0,
+    )
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    conformal = summary["conformal"]
+    assert conformal["coverage"] == 0.8
+    assert sum(conformal["set_sizes"].values()) == 100
+    sets = prediction_sets(model, X[300:])
+    normal = y[300:] == "NORMAL"
+    assert conformal["covered"]["NORMAL"]["k"] == int(sets[normal, 0].sum())
+    assert conformal["covered"]["NORMAL"]["m"] == int(normal.sum())
+    assert [s["step"] for s in summary["adaptation"]["steps"]] == ["calibrate"]
+    page = (tmp_path / "report.html").read_text()
+    assert "Conformal prediction sets" in page and "every class (refer)" in page
+    assert "Adapted to a site after training" in page

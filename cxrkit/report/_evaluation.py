@@ -21,7 +21,11 @@ from cxrkit.metrics import (
     positive_label,
 )
 from cxrkit.provenance import decision_rule
-from cxrkit.report._checks import degenerate_warnings, threshold_table
+from cxrkit.report._checks import (
+    conformal_summary,
+    degenerate_warnings,
+    threshold_table,
+)
 from cxrkit.report._figures import report_figures
 from cxrkit.report._predictions import image_rows, predict_proba, write_predictions
 from cxrkit.report._provenance import (
@@ -186,6 +190,7 @@ def evaluation_report(
     model = describe_model(clf)
     training = describe_training(clf)
     created = created_at()
+    conformal = conformal_summary(clf, report)
     summary = {
         "disclaimer": DISCLAIMER,
         "created": created,
@@ -195,6 +200,8 @@ def evaluation_report(
         "training": training,
         "warnings": problems,
         "metrics": report.to_dict(),
+        "conformal": conformal,
+        "adaptation": getattr(clf, "adaptation_", None),
         "figures": [f"{f['stem']}.png" for f in figures],
     }
     (out / "metrics.json").write_text(
@@ -210,6 +217,8 @@ def evaluation_report(
         metrics_table=report.to_html(),
         problems=problems,
         thresholds=threshold_table(report),
+        conformal=conformal,
+        adaptation=getattr(clf, "adaptation_", None),
         images=image_rows(X, report, limit=MAX_IMAGE_ROWS),
         max_image_rows=MAX_IMAGE_ROWS,
         data=data,
