@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from cxrkit.cache import is_path_like_sequence
+from cxrkit.report._predictions import image_names
 
 
 def ood_summary(
@@ -40,19 +38,12 @@ def ood_summary(
         return None
     scores, threshold = found
     flags = scores > threshold
-    paths = is_path_like_sequence(X)
     order = np.argsort(-scores, kind="stable")
-    flagged = []
-    for i in order[flags[order]].tolist():
-        path = os.fspath(X[i]) if paths else ""
-        flagged.append(
-            {
-                "name": Path(path).name if paths else str(i),
-                "path": path,
-                "score": float(scores[i]),
-                "predicted": str(y_pred[i]),
-            }
-        )
+    listed = order[flags[order]].tolist()
+    flagged = [
+        {**named, "score": float(scores[i]), "predicted": str(y_pred[i])}
+        for i, named in zip(listed, image_names(X, listed))
+    ]
     return {
         "method": clf.ood_detector_.method,
         "threshold": float(threshold),

@@ -280,14 +280,11 @@ def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]
         p = confidence
     correct = y_true == y_pred
     order = np.lexsort((-confidence, correct))[:limit]  # errors first
-    paths = is_path_like_sequence(X)
     rows = []
-    for i in order.tolist():
-        path = os.fspath(X[i]) if paths else ""
+    for i, named in zip(order.tolist(), image_names(X, order)):
         rows.append(
             {
-                "name": Path(path).name if paths else str(i),
-                "path": path,
+                **named,
                 "true": str(y_true[i]),
                 "predicted": str(y_pred[i]),
                 "p": float(p[i]),
@@ -295,3 +292,13 @@ def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]
             }
         )
     return rows
+
+
+def image_names(X: Any, indices: Any) -> list[dict[str, str]]:
+    """How the report names the images ``X[indices]``: ``name`` (the file
+    name, or the index of an array's image) and ``path`` (the full path, or
+    "")."""
+    if not is_path_like_sequence(X):
+        return [{"name": str(i), "path": ""} for i in indices]
+    paths = [os.fspath(X[i]) for i in indices]
+    return [{"name": Path(p).name, "path": p} for p in paths]
