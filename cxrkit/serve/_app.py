@@ -309,7 +309,10 @@ def create_app(
         images = np.stack([d.image for d in decoded])
         proba = await run_in_threadpool(served.predict_proba, images)
         labels = served.labels(proba)
-        refused = [c["refused"] for c in await run_in_threadpool(served.ood, images)]
+        refused = [None] * len(decoded)
+        if served.refuse_ood:  # else the scores are not needed here
+            checks = await run_in_threadpool(served.ood, images)
+            refused = [c["refused"] for c in checks]
         if format == "png" and refused[0]:
             raise ClientError(422, f"{decoded[0].filename}: {refused[0]}")
         heatmaps = await run_in_threadpool(served.explain, images, labels)
