@@ -162,6 +162,15 @@ def adapt_batchnorm(
             f"model {clf.model!r} has no batch-norm layers to adapt; use "
             "adapt_prior or calibrate instead"
         )
+    if getattr(out, "ood_detector_", None) is not None:
+        warnings.warn(
+            "the out-of-distribution detector was fitted on the features of the "
+            "unadapted network and no longer matches them; it is dropped: fit a "
+            "new one on the training images with cxrkit.ood.fit_ood_detector",
+            UserWarning,
+            stacklevel=2,
+        )
+        out.ood_detector_ = None
     momenta = [m.momentum for m in layers]
     module.eval()  # dropout off; only the batch-norm layers collect statistics
     try:

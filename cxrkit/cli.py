@@ -542,12 +542,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier
     from cxrkit.data import find_images
     from cxrkit.metrics import apply_threshold
-    from cxrkit.report import predict_proba, write_predictions
+    from cxrkit.ood import no_detector_error
+    from cxrkit.report import ood_columns, predict_proba, write_predictions
 
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
         rule = _decision_rule(clf, args.threshold, args.pos_label)
         paths = find_images(args.images)
+        if args.refuse_ood and clf.ood_detector_ is None:
+            raise no_detector_error(clf)
     paths = _readable(args, paths, clf.image_size)
     proba = predict_proba(
         clf, paths, progress=False if getattr(args, "quiet", False) else None
@@ -555,8 +558,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predicted = apply_threshold(
         proba, rule.threshold, classes=clf.classes_, pos_label=rule.pos_label
     )
+    proba, predicted, ood = ood_columns(
+        clf, paths, proba, predicted, refuse=args.refuse_ood, progress=False
+    )
     write_predictions(
-        args.csv or sys.stdout, paths, proba, predicted, classes=clf.classes_
+        args.csv or sys.stdout,
+        paths,
+        proba,
+        predicted,
+        classes=clf.classes_,
+        extra_columns=ood,
     )
     if args.csv:
         print(f"{len(paths)} predictions written to {args.csv}", file=sys.stderr)
@@ -568,7 +579,9 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="predict the class of images",
         description="Predict images (files, or folders searched recursively); "
-        "writes CSV rows: path, predicted class, probability of each class.",
+        "writes CSV rows: path, predicted class, probability of each class, "
+        "ood_score and ood (True: the image looks unlike the training images, "
+        "and its prediction is unreliable).",
     )
     predict.add_argument("model_file", metavar="MODEL", help="written by train")
     predict.add_argument(
@@ -585,6 +598,12 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     )
     _pos_label_argument(predict)
     _on_error_argument(predict, "the predictions")
+    predict.add_argument(
+        "--refuse-ood",
+        action="store_true",
+        help="give no call and no probabilities for images flagged as unlike the "
+        "training images (a reason column says why)",
+    )
     predict.add_argument("--csv", default=None, help="write here (default: stdout)")
     predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
     predict.set_defaults(func=_cmd_predict)
@@ -721,6 +740,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_upload_mb=args.max_upload_mb,
             keep_uploads=args.keep_uploads,
             device=args.device,
+            refuse_ood=args.refuse_ood,
         )
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
@@ -769,6 +789,12 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="keep a copy of each upload here, named by its SHA-256 (default: "
         "keep nothing)",
+    )
+    parser.add_argument(
+        "--refuse-ood",
+        action="store_true",
+        help="give no call, probabilities or heatmap for images flagged as unlike "
+        "the training images (the page and the API say why)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
     parser.set_defaults(func=_cmd_serve)

@@ -21,8 +21,10 @@ What a file holds, and what ``load_model`` gives back:
   ``skipped_files_``, ``training_data_`` (what the model was trained on),
   ``operating_threshold_`` (the threshold chosen for it, if any),
   ``adaptation_`` (its adaptation to a site, if any), ``conformal_`` (its
-  conformal prediction sets, if any), and the
-  weights of ``net_``, which is built by the same
+  conformal prediction sets, if any), ``ood_detector_`` (the
+  out-of-distribution detector: its settings and threshold as JSON, its
+  arrays as tensors; None when a file has none), and the weights of
+  ``net_``, which is built by the same
   builder as in ``fit`` (loss with the class weights of the fit, optimizer,
   LR schedule and other callbacks); it has no training data, so a
   ``sampler="balanced"`` net shuffles instead, and there is no validation
@@ -60,6 +62,7 @@ from cxrkit._training import NetSpec, build_net, resolve_device
 from cxrkit._version import __version__
 from cxrkit.checkpoint import jsonable, write_atomic
 from cxrkit.metrics import positive_label
+from cxrkit.ood import FeatureDistanceDetector
 from cxrkit.provenance import operating_threshold
 
 __all__ = [
@@ -217,6 +220,9 @@ def save_model(
     payload = {"meta": json.dumps(meta), "state_dict": state}
     if getattr(clf, "mean_image_", None) is not None:
         payload["mean_image"] = torch.from_numpy(np.asarray(clf.mean_image_))
+    if getattr(clf, "ood_detector_", None) is not None:
+        meta["ood_detector"], payload["ood_detector"] = clf.ood_detector_.to_state()
+        payload["meta"] = json.dumps(meta)
     torch.save(payload, buffer)
     return write_atomic(path, buffer.getvalue())
 
@@ -451,4 +457,20 @@ def load_model(
     clf.mean_image_ = (
         mean_image.numpy() if isinstance(mean_image, torch.Tensor) else None
     )
+    clf.ood_detector_ = _ood_detector(meta, payload, path)
     return clf
+
+
+def _ood_detector(meta: dict, payload: dict, path: Path) -> Any:
+    """The file's out-of-distribution detector; None in files without one."""
+    if meta.get("ood_detector") is None:
+        return None
+    try:
+        return FeatureDistanceDetector.from_state(
+            meta["ood_detector"], payload["ood_detector"]
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"{path} is a damaged cxrkit model file (its out-of-distribution "
+            f"detector: {type(exc).__name__}: {exc})"
+        ) from None

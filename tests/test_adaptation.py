@@ -80,7 +80,10 @@ def test_batchnorm_statistics_become_the_sites(fitted_synthetic, synthetic):
     before = {
         k: v.clone() for k, v in fitted_synthetic.net_.module_.state_dict().items()
     }
-    adapted = adapt_batchnorm(fitted_synthetic, site, batch_size=16)
+    with pytest.warns(UserWarning, match="out-of-distribution detector"):
+        adapted = adapt_batchnorm(fitted_synthetic, site, batch_size=16)
+    assert fitted_synthetic.ood_detector_ is not None  # the original keeps its own
+    assert adapted.ood_detector_ is None  # fitted on other features: dropped
 
     # the original is untouched
     for k, v in fitted_synthetic.net_.module_.state_dict().items():

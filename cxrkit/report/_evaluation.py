@@ -27,7 +27,14 @@ from cxrkit.report._checks import (
     threshold_table,
 )
 from cxrkit.report._figures import report_figures
-from cxrkit.report._predictions import image_rows, predict_proba, write_predictions
+from cxrkit.report._ood import ood_summary
+from cxrkit.report._predictions import (
+    image_rows,
+    ood_cells,
+    ood_scores,
+    predict_proba,
+    write_predictions,
+)
 from cxrkit.report._provenance import (
     created_at,
     describe_data,
@@ -41,6 +48,8 @@ FIGURE_DPI = 150
 WIDE_FIGURES = ("misclassified", "gradcam_errors")
 #: Rows of the page's table of images; predictions.csv has all of them.
 MAX_IMAGE_ROWS = 5000
+#: Flagged images listed on the page; metrics.json and predictions.csv have all.
+MAX_OOD_ROWS = 200
 
 DISCLAIMER = (
     "For research and education only. This model is not a medical device: it is "
@@ -68,10 +77,15 @@ def evaluation_report(
     """Evaluate a fitted classifier and write a report to ``out_dir``.
 
     Writes ``metrics.json`` (metrics with intervals, data and model
-    description), ``predictions.csv`` (one row per image, see
+    description, the images flagged as unlike the training images),
+    ``predictions.csv`` (one row per image, with its ``ood_score`` and
+    ``ood`` flag, see
     [`write_predictions`][cxrkit.report.write_predictions]), the figures as
     PNG, and ``report.html``: one self-contained page (figures embedded)
-    with sections Data, Model (with what it was trained on, from the model
+    with sections Data, Unusual images (how many, and which, the model's
+    out-of-distribution detector flags; see
+    [`PneumoniaClassifier.is_ood`][cxrkit.PneumoniaClassifier.is_ood]),
+    Model (with what it was trained on, from the model
     file), Metrics (and a table of other thresholds), Figures (with Grad-CAM
     of the most confident errors), Images (a sortable table, one row per
     image) and Definitions, stating the data it was computed on and that the
@@ -148,6 +162,7 @@ def evaluation_report(
     out.mkdir(parents=True, exist_ok=True)
 
     proba = predict_proba(clf, X, progress=progress)
+    found = ood_scores(clf, X, progress=progress)
     report = clinical_report(
         y,
         proba,
@@ -179,8 +194,15 @@ def evaluation_report(
             }
         )
     write_predictions(
-        out / "predictions.csv", X, proba, report.y_pred, classes=classes, y_true=y
+        out / "predictions.csv",
+        X,
+        proba,
+        report.y_pred,
+        classes=classes,
+        y_true=y,
+        extra_columns=ood_cells(found, len(y)),
     )
+    ood = ood_summary(clf, found, X, report.y_pred)
     data = {
         "description": describe_data(X, data_name),
         "n": len(y),
@@ -199,6 +221,7 @@ def evaluation_report(
         "model": model,
         "training": training,
         "warnings": problems,
+        "ood": ood,
         "metrics": report.to_dict(),
         "conformal": conformal,
         "adaptation": getattr(clf, "adaptation_", None),
@@ -221,6 +244,8 @@ def evaluation_report(
         adaptation=getattr(clf, "adaptation_", None),
         images=image_rows(X, report, limit=MAX_IMAGE_ROWS),
         max_image_rows=MAX_IMAGE_ROWS,
+        ood=ood,
+        max_ood_rows=MAX_OOD_ROWS,
         data=data,
         model=model,
         training=training,

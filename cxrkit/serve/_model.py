@@ -12,6 +12,7 @@ import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
+from cxrkit.ood import no_detector_error
 from cxrkit.persistence import read_model_metadata
 from cxrkit.provenance import decision_rule
 from cxrkit.serve._uploads import file_sha256
@@ -21,6 +22,12 @@ __all__ = ["INTENDED_USE", "ServedModel"]
 INTENDED_USE = (
     "For research and education only; not a medical device. Not for diagnosis "
     "or any clinical decision."
+)
+
+#: Why no call is given for a flagged image (``refuse_ood``).
+OOD_REFUSAL = (
+    "no call: the image looks unlike the images the model was trained on, and "
+    "this server does not answer for such images"
 )
 
 #: The heatmap method the server uses.
@@ -59,10 +66,18 @@ class ServedModel:
         must be None (the most probable class is called).
     device : str
         Where a model file's weights go (``"auto"``: CUDA if present).
+    refuse_ood : bool
+        Give no call and no probabilities for images the model's
+        out-of-distribution detector flags (see ``ood``).
     """
 
     def __init__(
-        self, model_or_path: Any, threshold: float | None = None, device: str = "auto"
+        self,
+        model_or_path: Any,
+        threshold: float | None = None,
+        device: str = "auto",
+        *,
+        refuse_ood: bool = False,
     ) -> None:
         from cxrkit import PneumoniaClassifier
 
@@ -90,6 +105,13 @@ class ServedModel:
             self.pos_label = positive_label(self.classes, rule.pos_label)
             # the most probable of two classes, as the threshold it amounts to
             self.threshold = 0.5 if rule.threshold is None else rule.threshold
+        self.detector = getattr(self.clf, "ood_detector_", None)
+        if refuse_ood and self.detector is None:
+            raise ValueError(
+                f"refuse_ood needs a model with an out-of-distribution detector; "
+                f"{no_detector_error(self.clf)}"
+            )
+        self.refuse_ood = refuse_ood
         self.card = self._card(meta, path, sha)
         self._lock = threading.Lock()
 
@@ -98,6 +120,23 @@ class ServedModel:
         """Probabilities of ``(n, S, S)`` decoded images, in ``classes`` order."""
         with self._lock:
             return self.clf.predict_proba(images)
+
+    def ood(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Per image: ``ood_score`` and the flag ``ood`` (None without a
+        detector), and ``refused`` (why no call is given, or None)."""
+        if self.detector is None:
+            return [{"ood_score": None, "ood": None, "refused": None} for _ in images]
+        with self._lock:
+            scores = self.clf.ood_score(images)
+        threshold = self.detector.threshold_
+        return [
+            {
+                "ood_score": round(float(s), 4),
+                "ood": bool(s > threshold),
+                "refused": OOD_REFUSAL if self.refuse_ood and s > threshold else None,
+            }
+            for s in scores
+        ]
 
     def labels(self, proba: np.ndarray) -> np.ndarray:
         """The class called for each row of ``proba``, at the threshold."""
@@ -157,6 +196,14 @@ class ServedModel:
             else np.asarray(self.pos_label).tolist(),
             "threshold": self.threshold,
             "explanation": EXPLAIN_METHOD,
+            "ood": None
+            if self.detector is None
+            else {
+                "method": self.detector.method,
+                "threshold": round(self.detector.threshold_, 4),
+                "alarm_rate": self.detector.alarm_rate,
+                "refused": self.refuse_ood,
+            },
             "trained": trained,
             "last_epoch": scores,
             "served_by": {"cxrkit_version": __version__},
