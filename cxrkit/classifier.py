@@ -95,10 +95,10 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         ``fit`` and ``predict`` alike, so a saved model applies them too:
         ``"equalize"``, ``"clahe"``, ``"stretch"``, ``"crop"``, or several
         joined by ``"+"`` (see [`cxrkit.preprocess`][cxrkit.preprocess]).
-    augment : {"light", "default", "strong", "blur"}, dict, bool or None, \
-default="default"
+    augment : str, dict, bool or None, default="default"
         Random rotation, translation, scale, brightness and contrast while
-        training (``"blur"``: ``"default"`` plus random Gaussian blur, see
+        training: a preset, ``"default"``, ``"light"``, ``"strong"`` or
+        ``"blur"`` (``"default"`` plus random Gaussian blur, see
         ``cxrkit.transforms.AUGMENT_PRESETS``), drawn per image and
         applied to whole batches on the training device; or a dict of the
         options of [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (blur,
