@@ -195,6 +195,8 @@ def test_page_predicts_and_explains_a_real_xray(
     browser.page("Page.enable")
     browser.page("Page.navigate", url=url + "/")
     browser.wait_for("document.getElementById('card').textContent.includes('real-')")
+    shown = "getComputedStyle(document.getElementById('result')).display"
+    assert browser.evaluate(shown) == "none"  # no empty result before an upload
 
     root = browser.page("DOM.getDocument")["root"]["nodeId"]
     node = browser.page("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
@@ -248,3 +250,4 @@ def test_page_predicts_and_explains_a_real_xray(
         "document.getElementById('error').textContent"
     )
     assert "notes.png" in message and "not an image" in message
+    assert browser.evaluate(shown) == "none"  # not the last image's call
