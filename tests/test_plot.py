@@ -174,7 +174,7 @@ def test_misclassified_grid_most_confident_first(tiny_model):
     assert len(ax.child_axes) == min(6, n_wrong)
     first = ax.child_axes[0].get_title()
     top = np.max(proba[y != y_pred, 1])
-    assert f"(p={top:.2f})" in first and "true NORMAL" in first
+    assert f"({top:.2f})" in first and "true NORMAL" in first
     _png(ax)
     ax = plot.plot_misclassified(X, y, y, proba, classes=clf.classes_)
     assert "no misclassified" in ax.texts[0].get_text()

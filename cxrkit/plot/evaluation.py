@@ -468,7 +468,14 @@ def plot_history(history: Any, *, ax: Axes | None = None) -> Axes:
             )
         right.set(ylabel="validation score", ylim=(0, 1.02))
         ax.right_ax = right
-    ax.legend(handles=handles, loc="center right", fontsize="small")
+    # below the axes, as in plot_calibration: inside, it covers the curves
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        fontsize="small",
+        ncol=min(len(handles), 4),
+    )
     ax.xaxis.get_major_locator().set_params(integer=True)
     return ax
 
@@ -591,10 +598,11 @@ def plot_misclassified(
         sub.imshow(image, cmap="gray", vmin=0, vmax=255)
         sub.set_axis_off()
         if pos_label is None:
-            p = f"p={confidence[i]:.2f}"
+            called = f"pred {y_pred[i]} ({confidence[i]:.2f})"
         else:
-            p = f"P({pos_label})={proba[i, classes.index(pos_label)]:.2f}"
-        title = f"true {y_true[i]}\npred {y_pred[i]} ({p})"
+            p = proba[i, classes.index(pos_label)]
+            called = f"pred {y_pred[i]}, P({pos_label})={p:.2f}"
+        title = f"true {y_true[i]}\n{called}"
         if paths:
             title = f"{_short_name(Path(os.fspath(X[i])).name)}\n{title}"
         sub.set_title(title, fontsize=9)

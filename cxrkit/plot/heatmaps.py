@@ -111,8 +111,9 @@ def _caption(
         lines.append(f"true: {y_true[i]}")
     if y_pred is not None:
         text = f"pred: {y_pred[i]}"
-        if proba is not None:
-            text += f" ({label}={float(proba[i]):.2f})"
+        if proba is not None:  # of the class called, or (label) of another
+            p = f"{float(proba[i]):.2f}"
+            text += f" (p={p})" if label == "p" else f", {label}={p}"
         lines.append(text)
     elif proba is not None:
         lines.append(f"{label}={float(proba[i]):.2f}")
