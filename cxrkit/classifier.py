@@ -162,8 +162,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         float16 autocast; ``"16"`` with a gradient scaler): faster, and
         lighter on memory, on GPUs. ``"16"`` needs CUDA: on a CPU it falls
         back to float32 with a warning. ``"bf16"`` works on CPUs, and pays
-        on those with AMX tiles (the ``"cpu"`` recipe trained 1.89x faster
-        on 2 cores); with AVX-512 BF16 alone it was slower than float32.
+        on those with AMX tiles; with AVX-512 BF16 alone it was slower than
+        float32 (the docs' *Training recipe* page says by how much).
     accelerator : None, bool or accelerate.Accelerator, default=None
         Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``,
         see [`cxrkit.accelerated`][cxrkit.accelerated]): on several GPUs when

@@ -260,7 +260,7 @@ def onnx_metadata(
 
 def _preprocess_steps(clf: PneumoniaClassifier) -> tuple[str, ...]:
     """The names of the deterministic preprocessing steps the model applies."""
-    steps = getattr(clf, "preprocess", None)  # a parameter since issue 10
+    steps = getattr(clf, "preprocess", None)  # a parameter since cxrkit 0.2
     if not steps:
         return ()
     return tuple(steps.split("+")) if isinstance(steps, str) else tuple(steps)
