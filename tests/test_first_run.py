@@ -348,3 +348,26 @@ def test_version_is_one_value_with_a_changelog_entry():
     release = re.match(r"\d+\.\d+\.\d+", cxrkit.__version__).group(0)
     changelog = (ROOT / "docs" / "changelog.md").read_text()
     assert f"## {release}" in changelog
+
+
+def test_option_tables_of_the_guides_state_the_parsers_defaults():
+    """A guide's table of options (| `--opt` | default | ...) agrees with the
+    parser of the command the guide is about."""
+    tables = {"serve": ROOT / "docs" / "guide" / "serve.md"}
+    row = re.compile(r"^\| `(--[a-z-]+)[^`]*` \| ([^|]+) \|", re.M)
+    checked = 0
+    for command, page in tables.items():
+        actions = {
+            a.option_strings[-1]: a
+            for a in _subcommands()[command]._actions
+            if a.option_strings
+        }
+        for option, stated in row.findall(page.read_text()):
+            default = actions[option].default
+            stated = stated.strip().strip("`")
+            if default is None:
+                assert stated.startswith(("none", "the ")), (option, stated)
+            else:
+                assert _same(stated, default), f"{page.name}: {option} {stated!r}"
+            checked += 1
+    assert checked >= 5
