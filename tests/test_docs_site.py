@@ -194,3 +194,26 @@ def test_recipe_guide_leaves_the_second_site_section_to_fill(built_site: Path):
     html = (built_site / "guide" / "recipe" / "index.html").read_text()
     assert "Results at a second site" in html
     assert "External-site results are being measured" in html
+
+
+def test_inline_code_breaks_only_at_its_spaces(built_site: Path) -> None:
+    """Identifiers stay whole at a line end: every token of inline code is a
+    nowrap span (tools/mkdocs_hooks.py), code blocks are untouched."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "mkdocs_hooks", ROOT / "tools" / "mkdocs_hooks.py"
+    )
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    assert hooks.nobr_tokens("<code>old_recipe --synthetic</code>") == (
+        '<code><span class="nobr">old_recipe</span> '
+        '<span class="nobr">--synthetic</span></code>'
+    )
+    assert hooks.nobr_tokens("<pre><code>a b</code></pre>") == (
+        "<pre><code>a b</code></pre>"
+    )
+    page = (built_site / "changelog" / "index.html").read_text()
+    assert '<code><span class="nobr">--synthetic</span></code>' in page
+    css = (built_site / "stylesheets" / "extra.css").read_text()
+    assert re.search(r"code \.nobr\s*\{\s*white-space: nowrap", css)

@@ -104,16 +104,22 @@ def test_metadata_documents_the_preprocessing(real_onnx, real_model):
     assert meta["preprocess"] == "none"
 
 
-def test_example_script_reproduces_cxrkit_from_metadata_alone(
-    real_onnx, real_model, held_out
-):
-    """The docs' snippet (numpy + Pillow + onnxruntime) gives cxrkit's output,
-    full-resolution JPEGs (decoded at reduced scale) included."""
+def _example():
+    """examples/onnx_inference.py as a module."""
     spec = importlib.util.spec_from_file_location(
         "onnx_inference", ROOT / "examples" / "onnx_inference.py"
     )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    return example
+
+
+def test_example_script_reproduces_cxrkit_from_metadata_alone(
+    real_onnx, real_model, held_out
+):
+    """The docs' snippet (numpy + Pillow + onnxruntime) gives cxrkit's output,
+    full-resolution JPEGs (decoded at reduced scale) included."""
+    example = _example()
     session = _session(real_onnx)
     proba, labels = example.predict(session, held_out)
     assert np.abs(proba - real_model.predict_proba(held_out)).max() <= TOLERANCE
@@ -121,15 +127,6 @@ def test_example_script_reproduces_cxrkit_from_metadata_alone(
     meta = session.get_modelmeta().custom_metadata_map
     with pytest.raises(ValueError, match="unknown preprocess step 'sharpen'"):
         example.preprocess(held_out[0], {**meta, "preprocess": "sharpen"})
-
-
-def _example():
-    spec = importlib.util.spec_from_file_location(
-        "onnx_inference", ROOT / "examples" / "onnx_inference.py"
-    )
-    example = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(example)
-    return example
 
 
 @pytest.mark.parametrize("step", sorted(PREPROCESSING))
