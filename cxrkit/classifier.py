@@ -96,10 +96,10 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         ``fit`` and ``predict`` alike, so a saved model applies them too:
         ``"equalize"``, ``"clahe"``, ``"stretch"``, ``"crop"``, or several
         joined by ``"+"`` (see [`cxrkit.preprocess`][cxrkit.preprocess]).
-    augment : {"light", "default", "strong", "blur"}, dict, bool or None, \
-default="default"
+    augment : str, dict, bool or None, default="default"
         Random rotation, translation, scale, brightness and contrast while
-        training (``"blur"``: ``"default"`` plus random Gaussian blur, see
+        training: a preset, ``"default"``, ``"light"``, ``"strong"`` or
+        ``"blur"`` (``"default"`` plus random Gaussian blur, see
         ``cxrkit.transforms.AUGMENT_PRESETS``), drawn per image and
         applied to whole batches on the training device; or a dict of the
         options of [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (blur,
@@ -163,8 +163,8 @@ default="default"
         float16 autocast; ``"16"`` with a gradient scaler): faster, and
         lighter on memory, on GPUs. ``"16"`` needs CUDA: on a CPU it falls
         back to float32 with a warning. ``"bf16"`` works on CPUs, and pays
-        on those with AMX tiles (the ``"cpu"`` recipe trained 1.89x faster
-        on 2 cores); with AVX-512 BF16 alone it was slower than float32.
+        on those with AMX tiles; with AVX-512 BF16 alone it was slower than
+        float32 (the docs' *Training recipe* page says by how much).
     accelerator : None, bool or accelerate.Accelerator, default=None
         Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``,
         see [`cxrkit.accelerated`][cxrkit.accelerated]): on several GPUs when

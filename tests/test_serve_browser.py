@@ -217,6 +217,7 @@ def test_page_predicts_and_explains_a_real_xray(
     screenshot(browser, tmp_path / f"serve-before-{width}px.png")
     assert not before["resultShown"] and before["state"] == "idle", before
     assert before["overflow"] <= 0
+    shown = "getComputedStyle(document.getElementById('result')).display"
 
     browser.page("DOM.setFileInputFiles", files=[str(xray)], nodeId=node)
     browser.wait_for("['done', 'error'].includes(document.body.dataset.state)")
@@ -266,6 +267,7 @@ def test_page_predicts_and_explains_a_real_xray(
         "document.getElementById('error').textContent"
     )
     assert "notes.png" in message and "not an image" in message
+    assert browser.evaluate(shown) == "none"  # not the last image's call
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from matplotlib.figure import Figure
 from cxrkit.cache import is_path_like_sequence, load_images
 from cxrkit.io import to_grayscale_uint8
 
-__all__ = ["plot_explanations", "plot_heatmap", "plot_heatmap_grid"]
+__all__ = ["method_title", "plot_explanations", "plot_heatmap", "plot_heatmap_grid"]
 
-_CAPTION = "Heatmaps show what the model used, not a diagnosis (research use only)."
+_CAPTION_TAIL = "what the model used, not a diagnosis (research use only)"
 
 
 def _gray(image: Any) -> np.ndarray:
@@ -103,18 +103,56 @@ def plot_heatmap(
     return ax
 
 
-def _caption(y_true: Any, y_pred: Any, proba: Any, i: int, names: Any = None) -> str:
+def _caption(
+    y_true: Any, y_pred: Any, proba: Any, i: int, names: Any = None, label: str = "p"
+) -> str:
     lines = [] if names is None else [str(names[i])]
     if y_true is not None:
         lines.append(f"true: {y_true[i]}")
     if y_pred is not None:
         text = f"pred: {y_pred[i]}"
-        if proba is not None:
-            text += f" (p={float(proba[i]):.2f})"
+        if proba is not None:  # of the class called, or (label) of another
+            p = f"{float(proba[i]):.2f}"
+            text += f" (p={p})" if label == "p" else f", {label}={p}"
         lines.append(text)
     elif proba is not None:
-        lines.append(f"p={float(proba[i]):.2f}")
+        lines.append(f"{label}={float(proba[i]):.2f}")
     return "\n".join(lines)
+
+
+#: How figures name each heatmap method of ``cxrkit.explain.METHODS``.
+_METHOD_TITLES = {
+    "grad_cam": "Grad-CAM",
+    "hires_cam": "HiResCAM",
+    "grad_cam_plus_plus": "Grad-CAM++",
+    "xgrad_cam": "XGrad-CAM",
+    "layer_cam": "LayerCAM",
+    "input_x_gradient": "Input x gradient",
+    "guided_grad_cam": "Guided Grad-CAM",
+    "integrated_gradients": "Integrated gradients",
+    "occlusion": "Occlusion",
+}
+
+
+def method_title(method: str | Callable[..., Any]) -> str:
+    """The name of a heatmap method as a figure shows it.
+
+    Parameters
+    ----------
+    method : str or callable
+        A key of ``cxrkit.explain.METHODS``, or one of its functions.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> method_title("grad_cam"), method_title("occlusion")
+    ('Grad-CAM', 'Occlusion')
+    """
+    name = method if isinstance(method, str) else getattr(method, "__name__", "")
+    return _METHOD_TITLES.get(name, name.replace("_", " ").capitalize() or "Heatmap")
 
 
 def plot_heatmap_grid(
@@ -129,6 +167,8 @@ def plot_heatmap_grid(
     fig: Figure | None = None,
     alpha: float = 0.45,
     cmap: str = "jet",
+    title: str | None = None,
+    proba_label: str = "p",
 ) -> Figure:
     """A grid of X-rays with their heatmaps, true and predicted labels.
 
@@ -143,12 +183,20 @@ def plot_heatmap_grid(
         Probability of the predicted (or explained) class, shown as ``p=``.
     names : sequence of str, optional
         A first line above each image, e.g. its file name.
-    ncols : int
+    ncols : int, default=4
         Images per row.
     fig : matplotlib Figure, optional
         Drawn into (cleared first); a new figure when None.
-    alpha, cmap
+    alpha : float, default=0.45
         As in [`plot_heatmap`][cxrkit.plot.plot_heatmap].
+    cmap : str, default="jet"
+        As in [`plot_heatmap`][cxrkit.plot.plot_heatmap].
+    title : str, optional
+        Above the grid; name the heatmap method here (e.g. from
+        [`method_title`][cxrkit.plot.method_title]).
+    proba_label : str, default="p"
+        How each panel names ``proba``, e.g. ``"P(PNEUMONIA)"`` when it is
+        the positive class's probability rather than the predicted class's.
 
     Returns
     -------
@@ -196,11 +244,13 @@ def plot_heatmap_grid(
         mappable = _draw(ax, _gray(images[i]), heatmaps[i], alpha, cmap)
         wrong = y_true is not None and y_pred is not None and y_true[i] != y_pred[i]
         ax.set_title(
-            _caption(y_true, y_pred, proba, i, names),
+            _caption(y_true, y_pred, proba, i, names, proba_label),
             fontsize=9,
             color="tab:red" if wrong else "black",
         )
     fig.colorbar(mappable, ax=axes.tolist(), fraction=0.03, label="relevance")
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -213,6 +263,7 @@ def plot_explanations(
     heatmaps: np.ndarray | None = None,
     ncols: int = 4,
     fig: Figure | None = None,
+    method_name: str | None = None,
 ) -> Figure:
     """Explain a fitted classifier's predictions on ``X`` and draw the grid.
 
@@ -239,13 +290,18 @@ def plot_explanations(
         from an earlier step): drawn as they are, so that a slow method
         (occlusion) does not run twice. Give ``method`` or ``heatmaps``, not
         both.
-    ncols : int
+    ncols : int, default=4
         Images per row.
     fig : matplotlib Figure, optional
+    method_name : str, optional
+        The method that drew ``heatmaps`` (a key of
+        ``cxrkit.explain.METHODS``), named above the grid; by default the
+        name of ``method``, or of ``explain``'s recommended method.
 
     Returns
     -------
     matplotlib.figure.Figure
+        Titled with the heatmap method's name.
 
     Examples
     --------
@@ -263,8 +319,12 @@ def plot_explanations(
     """
     if heatmaps is None:
         if method is None:
+            from cxrkit.explain import DEFAULT_METHOD
             from cxrkit.explain import explain as method
+
+            method_name = method_name or DEFAULT_METHOD
         heatmaps = method(clf, X)
+        method_name = method_name or getattr(method, "__name__", None)
     elif method is not None:
         raise ValueError(
             "got both method and heatmaps; pass heatmaps to draw maps already "
@@ -288,5 +348,6 @@ def plot_explanations(
         ncols=ncols,
         fig=fig,
     )
-    fig.suptitle(_CAPTION, fontsize=8)
+    what = f"{method_title(method_name)} heatmaps" if method_name else "Heatmaps"
+    fig.suptitle(f"{what}: {_CAPTION_TAIL}", fontsize=9)
     return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -81,10 +82,15 @@ def report_figures(
     if n_wrong and n_misclassified:
         shown = min(n_wrong, n_misclassified)
         rows = int(np.ceil(shown / 4))
+        what = (
+            "its probability"
+            if report.average is not None
+            else f"P({report.pos_label}), as in the table of images"
+        )
         add(
             "misclassified",
-            "The most confident errors: file, true class, predicted class and its "
-            "probability.",
+            f"The {shown} most confident of {n_wrong} errors: file, true class, "
+            f"predicted class and {what}.",
             lambda ax: plot.plot_misclassified(
                 X,
                 report.y_true,
@@ -92,6 +98,7 @@ def report_figures(
                 report.proba,
                 classes=report.classes,
                 n=n_misclassified,
+                pos_label=report.pos_label if report.average is None else None,
                 ax=ax,
             ),
             (2.8 * min(shown, 4), 3.2 * rows),
@@ -102,11 +109,11 @@ def report_figures(
         figures.append(
             ReportFigure(
                 "gradcam_errors",
-                "Grad-CAM of the most confident errors, in the order of the grid "
-                "above: the regions whose features raised the score of the (wrong) "
-                "class given. Heat outside the "
-                "lungs (text markers, devices, shoulders) suggests the model uses "
-                "something other than the lungs. Research and education only.",
+                "Grad-CAM heatmaps of the most confident errors, in the order of "
+                "the grid above: the regions whose features raised the score of "
+                "the (wrong) class given. Heat outside the lungs (text markers, "
+                "devices, shoulders) suggests the model uses something other "
+                "than the lungs. Research and education only.",
                 fig,
             )
         )
@@ -139,7 +146,19 @@ def _gradcam_figure(
     given = report.y_pred[worst]
     heatmaps = grad_cam(clf, picked, target=list(given))
     images, _ = load_images(picked, clf.image_size)
-    column = [list(report.classes).index(c) for c in given.tolist()]
+    classes = list(report.classes)
+    if report.average is None:  # P(positive), as the table of images shows
+        column, label = (
+            [classes.index(report.pos_label)] * len(worst),
+            (f"P({report.pos_label})"),
+        )
+    else:
+        column, label = [classes.index(c) for c in given.tolist()], "p"
+    names = (
+        [os.path.basename(os.fspath(p)) for p in picked]
+        if is_path_like_sequence(X)
+        else None
+    )
     ncols = min(len(worst), 4)
     fig = Figure(
         figsize=(2.8 * ncols + 0.8, 3.1 * -(-len(worst) // ncols)),
@@ -151,6 +170,9 @@ def _gradcam_figure(
         y_true=list(report.y_true[worst]),
         y_pred=list(given),
         proba=report.proba[worst, column].tolist(),
+        names=names,
         ncols=ncols,
         fig=fig,
+        title="Grad-CAM heatmaps of the most confident errors",
+        proba_label=label,
     )

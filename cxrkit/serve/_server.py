@@ -48,7 +48,15 @@ def serve(
         any other address warns that there is no authentication (put the
         server behind a reverse proxy that authenticates).
     port : int, default=8000
-    threshold, max_upload_mb, keep_uploads, device, refuse_ood
+    threshold : float, optional
+        As for [`create_app`][cxrkit.serve.create_app].
+    max_upload_mb : float, default=50
+        As for [`create_app`][cxrkit.serve.create_app].
+    keep_uploads : str or path-like, optional
+        As for [`create_app`][cxrkit.serve.create_app].
+    device : str, default="auto"
+        As for [`create_app`][cxrkit.serve.create_app].
+    refuse_ood : bool, default=False
         As for [`create_app`][cxrkit.serve.create_app].
     log_level : str, default="info"
         uvicorn's log level.

@@ -137,7 +137,11 @@ async function send(file) {
   const predicting = fetch("/predict?preview=true", { method: "POST", body: form() });
   const explaining = fetch("/explain?format=png", { method: "POST", body: form() });
   const response = await predicting;
-  if (!response.ok) { showError(await errorText(response)); return; }
+  if (!response.ok) {
+    $("result").hidden = true; // the last image's call is not this file's
+    showError(await errorText(response));
+    return;
+  }
   const answer = await response.json();
   if (urls.overlay) URL.revokeObjectURL(urls.overlay);
   urls = { image: answer.predictions[0].preview, overlay: null };
