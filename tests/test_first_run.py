@@ -70,8 +70,8 @@ def _effective_defaults() -> dict[tuple[str, str], object]:
 def _same(stated: str, value: object) -> bool:
     if value is None:
         return stated == "none"
-    if isinstance(value, bool):
-        return stated.lower() == str(value).lower()
+    if isinstance(value, bool):  # a flag: "False" or "off" for store_true
+        return stated.lower() in ({str(value).lower()} | ({"on"} if value else {"off"}))
     if isinstance(value, (int, float)):
         try:
             return float(stated) == float(value)
