@@ -413,6 +413,8 @@ def test_site_adaptation_learning_curve(tmp_path):
             "12",
             "--draws",
             "3",
+            "--coverage",
+            "0.8",
         ]
     )
     unlabelled = {r["steps"] for r in rows if r["setting"] == "unlabelled"}
@@ -421,6 +423,7 @@ def test_site_adaptation_learning_curve(tmp_path):
     assert curve[0]["draws"] == 1 and curve[12]["draws"] == 3
     # whole patients of each class: about 12 images, and the rest is scored
     assert 8 <= curve[12]["labelled_images"][0] <= 16
-    for key in ("accuracy", "sensitivity", "specificity", "ece", "ece_before"):
+    keys = ("accuracy", "sensitivity", "specificity", "ece", "ece_before")
+    for key in (*keys, "coverage_NORMAL", "coverage_PNEUMONIA", "refer", "empty"):
         low, high = curve[12][key][1:]
         assert 0 <= low <= curve[12][key][0] <= high <= 1
