@@ -386,12 +386,7 @@ def calibrate(
         raise ValueError(f"method must be 'temperature' or 'platt', got {method!r}")
     y = column_or_1d(np.asarray(y))
     classes = clf.classes_.tolist()
-    unknown = sorted({str(v) for v in np.unique(y)} - {str(c) for c in classes})
-    if unknown:
-        raise ValueError(
-            f"y holds labels the model does not know: {unknown}; its classes are "
-            f"{[str(c) for c in classes]}"
-        )
+    y_idx = _labels_as_indices(clf, y)
     if len(np.unique(y)) < 2:
         raise ValueError(
             "y holds one class only; calibration needs images of every class "
@@ -405,7 +400,6 @@ def calibrate(
             f"X gave {len(proba)} images but y has {len(y)} labels; every image "
             "must be readable (calibration cannot skip files)"
         )
-    y_idx = np.array([[str(c) for c in classes].index(str(v)) for v in y])
     logp = np.log(np.clip(proba, _TINY, None))
     k = len(classes)
 
