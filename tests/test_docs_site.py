@@ -190,10 +190,15 @@ def test_guide_opens_with_the_command_and_what_to_expect(
     assert len(text.split()) < 450, f"{guide}: the opening is {len(text.split())} words"
 
 
-def test_recipe_guide_leaves_the_second_site_section_to_fill(built_site: Path):
+def test_recipe_guide_gives_second_site_figures_and_says_they_chose(
+    built_site: Path,
+):
     html = (built_site / "guide" / "recipe" / "index.html").read_text()
-    assert "Results at a second site" in html
-    assert "External-site results are being measured" in html
+    section = html.split("Results at a second site", 2)[-1]
+    section = section.split("<h2", 1)[0]
+    assert "efficientnet_lite0_frozen" in section and "<table" in section
+    assert "used for choices" in section  # not presented as an independent claim
+    assert "not an independent claim" in section
 
 
 def test_inline_code_breaks_only_at_its_spaces(built_site: Path) -> None:
