@@ -377,7 +377,17 @@ class Listener:
             check_radiograph(ds)
         except NotARadiographError as exc:
             return self._refuse(exc.status, str(exc), who)
-        part = self.spool.receive(key, event.encoded_dataset())
+        except Exception:  # a damaged element in the header
+            return self._refuse(
+                STATUS_CANNOT_UNDERSTAND, "the header cannot be decoded", who
+            )
+        try:
+            part = self.spool.receive(key, event.encoded_dataset())
+        except OSError as exc:  # a full or unwritable disk: the sender retries
+            _log.error("cannot write to the spool %s: %s", self.spool.root, exc)
+            return self._refuse(
+                STATUS_OUT_OF_RESOURCES, "cannot write to the spool", who
+            )
         try:
             image = read_image(part, size=self.model.identity.image_size)
         except (ValueError, ImportError, OSError) as exc:
@@ -385,7 +395,14 @@ class Listener:
             comment = "the pixel data cannot be decoded"
             _log.debug("%s: %s", who, str(exc).replace(str(part), key[:16]))
             return self._refuse(STATUS_CANNOT_UNDERSTAND, comment, who)
-        path = self.spool.commit(part, key)
+        try:
+            path = self.spool.commit(part, key)
+        except OSError as exc:
+            part.unlink(missing_ok=True)
+            _log.error("cannot write to the spool %s: %s", self.spool.root, exc)
+            return self._refuse(
+                STATUS_OUT_OF_RESOURCES, "cannot write to the spool", who
+            )
         try:
             self._queue.put(
                 _Item(path, time.monotonic(), image), timeout=self.queue_timeout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,7 @@ import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
-from cxrkit.provenance import decision_rule
+from cxrkit.provenance import decision_rule, file_sha256, weights_sha256
 
 __all__ = ["RESEARCH_ONLY", "Finding", "ModelIdentity", "ReportingModel"]
 
@@ -85,23 +84,6 @@ class Finding:
     ood: bool | None = None
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 of a file's content, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _weights_sha256(clf: Any) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in clf.net_.module_.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
-
-
 class ReportingModel:
     """A fitted classifier with its identity and decision rule, for reports.
 
@@ -166,7 +148,7 @@ class ReportingModel:
                     "the model is not fitted; give a fitted PneumoniaClassifier or "
                     "a model file written by clf.save(path) or `cxrkit train`"
                 )
-            name, sha, saved = "in-memory", _weights_sha256(self.clf), ""
+            name, sha, saved = "in-memory", weights_sha256(self.clf), ""
         params = self.clf.get_params()
         self.identity = ModelIdentity(
             name=name,

@@ -44,7 +44,8 @@ def free_port() -> int:
 
 def find_orthanc() -> tuple[str | None, str | None]:
     """The ``Orthanc`` binary and the DICOMweb plugin, or None where missing."""
-    binary = shutil.which("Orthanc")
+    # Debian installs it in /usr/sbin, which may not be on a user's PATH
+    binary = shutil.which("Orthanc") or shutil.which("Orthanc", path="/usr/sbin")
     for pattern in _PLUGIN_GLOBS:
         found = sorted(glob.glob(pattern))
         if found:

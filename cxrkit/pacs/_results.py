@@ -209,6 +209,27 @@ def _content(source: Dataset, finding: Finding, identity: ModelIdentity) -> Any:
     return root
 
 
+def _placement(
+    kind: str,
+    series_number: int,
+    source: Dataset,
+    finding: Finding,
+    identity: ModelIdentity,
+) -> dict[str, Any]:
+    """Series and instance of a result: one series per study, model and kind;
+    the instance's UID fixed by the source, the model and the threshold."""
+    return {
+        "series_instance_uid": result_uid(
+            f"{kind}-series", source.StudyInstanceUID, identity.sha256
+        ),
+        "series_number": series_number,
+        "sop_instance_uid": result_uid(
+            kind, source.SOPInstanceUID, identity.sha256, finding.threshold
+        ),
+        "instance_number": int(source.get("InstanceNumber") or 1),
+    }
+
+
 def _result_header(identity: ModelIdentity) -> dict[str, Any]:
     return {
         "manufacturer": MANUFACTURER,
@@ -242,14 +263,7 @@ def structured_report(
     report = hd.sr.ComprehensiveSR(
         evidence=[evidence],
         content=_content(evidence, finding, identity),
-        series_instance_uid=result_uid(
-            "sr-series", source.StudyInstanceUID, identity.sha256
-        ),
-        series_number=SR_SERIES_NUMBER,
-        sop_instance_uid=result_uid(
-            "sr", source.SOPInstanceUID, identity.sha256, finding.threshold
-        ),
-        instance_number=int(source.get("InstanceNumber") or 1),
+        **_placement("sr", SR_SERIES_NUMBER, source, finding, identity),
         is_complete=True,
         series_description="cxrkit result (research use only)",
         **_result_header(identity),
@@ -342,14 +356,7 @@ def overlay_capture(
         "RGB",
         8,
         "PATIENT",
-        series_instance_uid=result_uid(
-            "sc-series", source.StudyInstanceUID, identity.sha256
-        ),
-        series_number=OVERLAY_SERIES_NUMBER,
-        sop_instance_uid=result_uid(
-            "sc", source.SOPInstanceUID, identity.sha256, finding.threshold
-        ),
-        instance_number=int(source.get("InstanceNumber") or 1),
+        **_placement("sc", OVERLAY_SERIES_NUMBER, source, finding, identity),
         # highdicom takes single-letter orientations only; the source's own
         # value (combined letters such as "FL", or empty) is set below.
         patient_orientation=("L", "F"),
