@@ -476,3 +476,25 @@ def test_dicomweb_stores_reports_back_with_stow(
         assert capture.BurnedInAnnotation == "YES"
         assert capture.Manufacturer == "cxrkit"
         assert capture.SourceImageSequence[0].ReferencedSOPInstanceUID in proba
+
+
+@pytest.mark.slow  # about 15 s: a subprocess imports torch and starts Orthanc
+def test_the_guides_example_runs(model_file):
+    """``examples/pacs_local.py``, whose sections the guide shows."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "examples" / "pacs_local.py"),
+            "--model-file",
+            str(model_file),
+            "--n",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("C-STORE to CXRKIT: 0x0000") == 2
+    assert len(re.findall(r"P\(PNEUMONIA\) = \d\.\d{3}", result.stdout)) == 2
