@@ -886,6 +886,9 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     if args.tls_ca and not args.tls_cert:
         raise _UserError("--tls-ca applies with --tls-cert and --tls-key")
     with _user_input():
+        model = pacs.ReportingModel(
+            args.model_file, threshold=args.threshold, device=args.device
+        )
         if args.send_to:
             tls = None
             if args.send_tls_ca:
@@ -900,7 +903,7 @@ def _cmd_listen(args: argparse.Namespace) -> int:
         else:
             destination = pacs.FolderDestination(args.results_dir)
         listener = pacs.Listener(
-            args.model_file,
+            model,
             destination,
             ae_title=args.ae_title,
             host=args.host,
@@ -908,7 +911,6 @@ def _cmd_listen(args: argparse.Namespace) -> int:
             spool=args.spool,
             keep=args.keep,
             overlay=args.overlay,
-            threshold=args.threshold,
             queue_size=args.queue_size,
             queue_timeout=args.queue_timeout,
             batch_size=args.batch_size,
@@ -917,7 +919,6 @@ def _cmd_listen(args: argparse.Namespace) -> int:
             if args.tls_cert is None
             else pacs.server_tls_context(args.tls_cert, args.tls_key, ca=args.tls_ca),
             log_identifiers=args.log_identifiers,
-            device=args.device,
         )
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s cxrkit listen: %(message)s"))

@@ -1,19 +1,21 @@
 """The DICOM listener: a Storage SCP that reports every radiograph it receives.
 
-Two threads of work, joined by a bounded queue:
+Three kinds of threads, joined by bounded queues:
 
 * the associations (pynetdicom's threads) check each C-STORE, write the
   instance to the spool and fsync it, put it in the queue and only then
   answer success. When the queue stays full for ``queue_timeout`` seconds,
   the answer is ``A700`` (out of resources) and the sender tries again
   later: memory stays bounded, and the sender slows to the model's pace;
-* one worker takes instances from the queue in batches, predicts, builds
-  the results and sends them; an instance leaves the spool only once its
-  results are stored. A destination that cannot be reached is retried
-  with a growing pause, the instances waiting on disk.
+* the model thread takes instances from the queue in batches, predicts and
+  builds the results, and hands them to the sender thread (a queue of one
+  batch), so that the model works while the destination stores;
+* the sender thread stores the results; an instance leaves the spool only
+  once its results are stored. A destination that cannot be reached is
+  retried with a growing pause, the instances waiting on disk.
 
-At start the worker first reports what the spool holds from before (a
-stop, a crash, a kill): nothing acknowledged is lost.
+At start the model thread first reports what the spool holds from before
+(a stop, a crash, a kill): nothing acknowledged is lost.
 """
 
 from __future__ import annotations
