@@ -1122,6 +1122,270 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_cmd_adapt)
 
 
+# -------------------------------------------------------------------- listen
+def _cmd_listen(args: argparse.Namespace) -> int:
+    import logging
+
+    from cxrkit import pacs
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise _UserError("--tls-cert and --tls-key go together")
+    if args.tls_ca and not args.tls_cert:
+        raise _UserError("--tls-ca applies with --tls-cert and --tls-key")
+    with _user_input():
+        model = pacs.ReportingModel(
+            args.model_file, threshold=args.threshold, device=args.device
+        )
+        if args.send_to:
+            tls = None
+            if args.send_tls_ca:
+                tls = pacs.client_tls_context(
+                    args.send_tls_ca, cert=args.tls_cert, key=args.tls_key
+                )
+            destination = pacs.DimseDestination(
+                args.send_to, calling_ae_title=args.ae_title, ssl_context=tls
+            )
+        elif args.stow_url:
+            destination = pacs.DicomwebDestination(args.stow_url)
+        else:
+            destination = pacs.FolderDestination(args.results_dir)
+        listener = pacs.Listener(
+            model,
+            destination,
+            ae_title=args.ae_title,
+            host=args.host,
+            port=args.port,
+            spool=args.spool,
+            keep=args.keep,
+            overlay=args.overlay,
+            queue_size=args.queue_size,
+            queue_timeout=args.queue_timeout,
+            batch_size=args.batch_size,
+            allowed_ae_titles=args.allow_ae,
+            ssl_context=None
+            if args.tls_cert is None
+            else pacs.server_tls_context(args.tls_cert, args.tls_key, ca=args.tls_ca),
+            log_identifiers=args.log_identifiers,
+        )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s cxrkit listen: %(message)s"))
+    log = logging.getLogger("cxrkit.pacs")
+    log.addHandler(handler)
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    log.setLevel(
+        logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    )
+    with _user_input(
+        hint=f" (on the command line: --host {args.host} --port {args.port})"
+    ):
+        listener.start()
+    _note(
+        args,
+        "cxrkit listen: Ctrl-C or SIGTERM stops it; instances acknowledged and "
+        "not yet reported wait in the spool. For research and education only; "
+        "not a medical device.",
+    )
+    pacs.listen(listener)
+    stats = listener.stats
+    _note(
+        args,
+        f"cxrkit listen: {stats.received} received, {stats.reported} reported, "
+        f"{stats.refused} refused, {stats.failed} failed",
+    )
+    return 0
+
+
+def _add_listen_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "listen",
+        help="a DICOM node that reports chest radiographs to a PACS (cxrkit[pacs])",
+        description="Listen as a DICOM Storage SCP: accept chest radiographs (CR, "
+        "DX, secondary captures of radiographs), classify each with the model's "
+        "operating threshold, and send a structured report (and, with --overlay, "
+        "a heatmap capture) to a PACS by C-STORE (--send-to), STOW-RS "
+        "(--stow-url) or to a folder (--results-dir). Every acknowledged "
+        "instance is on disk first (--spool); a restart resumes. Binds 127.0.0.1 "
+        'unless --host says otherwise. Needs pip install "cxrkit[pacs]".',
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument(
+        "--ae-title", default="CXRKIT", help="this node's AE title (CXRKIT)"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=11112, help="default: 11112")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--send-to", metavar="AE@HOST:PORT", help="C-STORE results to this node"
+    )
+    where.add_argument(
+        "--stow-url", metavar="URL", help="STOW-RS results to this DICOMweb root"
+    )
+    where.add_argument("--results-dir", metavar="DIR", help="write results here")
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also send a Grad-CAM heatmap secondary capture per instance",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: call the positive class at probability >= this "
+        "(default: the threshold recorded in the model file, else 0.5)",
+    )
+    parser.add_argument(
+        "--spool",
+        metavar="DIR",
+        default="cxrkit-spool",
+        help="where acknowledged instances wait until reported (cxrkit-spool)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep reported instances in SPOOL/done/ (default: delete them)",
+    )
+    parser.add_argument(
+        "--queue-size", type=int, default=32, help="instances waiting, at most (32)"
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=10,
+        help="seconds a C-STORE waits for room before status A700 (10)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=16, help="instances predicted together (16)"
+    )
+    parser.add_argument(
+        "--allow-ae",
+        metavar="AE",
+        action="append",
+        default=None,
+        help="accept associations only from this calling AE title (repeat it)",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="this node's certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="this node's private key")
+    parser.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="with --tls-cert: require client certificates signed by this CA",
+    )
+    parser.add_argument(
+        "--send-tls-ca",
+        metavar="PEM",
+        help="with --send-to: TLS to the node, whose certificate this CA signed",
+    )
+    parser.add_argument(
+        "--log-identifiers",
+        action="store_true",
+        help="name instances in logs by UID, patient ID and accession (default: "
+        "by the hash of the SOP Instance UID)",
+    )
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.set_defaults(func=_cmd_listen)
+
+
+# ---------------------------------------------------------------------- pacs
+def _cmd_pacs(args: argparse.Namespace) -> int:
+    import csv
+
+    from cxrkit import pacs
+
+    if not (args.date or args.modality or args.accession or args.study):
+        raise _UserError(
+            "give at least one of --date, --modality, --accession or --study, so "
+            "that a whole archive is never processed by accident"
+        )
+    with _user_input():
+        model = pacs.ReportingModel(
+            args.model_file, threshold=args.threshold, device=args.device
+        )
+    try:
+        results = pacs.process_dicomweb(
+            model,
+            args.url,
+            study_date=args.date,
+            modality=args.modality,
+            accession_number=args.accession,
+            study_instance_uid=args.study,
+            limit=args.limit,
+            store=not args.no_store,
+            overlay=args.overlay,
+        )
+    except (OSError, pacs.DeliveryError) as exc:  # the server, not a bug
+        raise _UserError(f"DICOMweb server {args.url}: {exc}") from exc
+    rows = pacs.results_table(results, identifiers=args.show_identifiers)
+    with _user_input():
+        out = (
+            open(args.csv, "w", newline="", encoding="utf-8")
+            if args.csv
+            else contextlib.nullcontext(sys.stdout)
+        )
+    with out as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["instance"])
+        writer.writeheader()
+        writer.writerows(rows)
+    stored = sum(r["results_stored"] > 0 for r in rows)
+    print(
+        f"{len(rows)} radiograph(s), results stored for {stored}. For research and "
+        "education only; not a medical device.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_pacs_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "pacs",
+        help="predict radiographs on a DICOMweb server, store results back",
+        description="Query a DICOMweb server (QIDO-RS) for studies by date, "
+        "modality, accession number or Study Instance UID, fetch their chest "
+        "radiographs (WADO-RS), predict, and store a structured report per "
+        "radiograph back (STOW-RS). Prints one CSV row per radiograph, named by "
+        'the hash of its SOP Instance UID. Needs pip install "cxrkit[pacs]".',
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="the DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web",
+    )
+    parser.add_argument(
+        "--date", help="study date or range: 20240131 or 20240101-20240131"
+    )
+    parser.add_argument("--modality", help="e.g. CR or DX")
+    parser.add_argument("--accession", help="accession number")
+    parser.add_argument("--study", metavar="UID", help="one Study Instance UID")
+    parser.add_argument("--limit", type=int, help="at most this many studies")
+    parser.add_argument(
+        "--no-store", action="store_true", help="predict only; store nothing back"
+    )
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also store a Grad-CAM heatmap secondary capture per radiograph",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: call the positive class at probability >= this "
+        "(default: the threshold recorded in the model file, else 0.5)",
+    )
+    parser.add_argument(
+        "--show-identifiers",
+        action="store_true",
+        help="add the Study and SOP Instance UIDs to the CSV",
+    )
+    parser.add_argument("--csv", default=None, help="write here (default: stdout)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.set_defaults(func=_cmd_pacs)
+
+
 # ---------------------------------------------------------------------- main
 #: The subcommands, in the order ``cxrkit --help`` lists them.
 _COMMANDS = (
@@ -1132,6 +1396,8 @@ _COMMANDS = (
     _add_explain_command,
     _add_export_command,
     _add_serve_command,
+    _add_listen_command,
+    _add_pacs_command,
     _add_adapt_command,
 )
 

@@ -25,6 +25,7 @@ from cxrkit.plot.evaluation import (
     plot_roc,
 )
 from cxrkit.plot.heatmaps import (
+    heatmap_overlay,
     method_title,
     plot_explanations,
     plot_heatmap,
@@ -32,6 +33,7 @@ from cxrkit.plot.heatmaps import (
 )
 
 __all__ = [
+    "heatmap_overlay",
     "method_title",
     "plot_calibration",
     "plot_class_distribution",

@@ -11,13 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 
 from cxrkit.cache import is_path_like_sequence, load_images
 from cxrkit.io import to_grayscale_uint8
 
-__all__ = ["method_title", "plot_explanations", "plot_heatmap", "plot_heatmap_grid"]
+__all__ = [
+    "heatmap_overlay",
+    "method_title",
+    "plot_explanations",
+    "plot_heatmap",
+    "plot_heatmap_grid",
+]
 
 _CAPTION_TAIL = "what the model used, not a diagnosis (research use only)"
 
@@ -351,3 +359,31 @@ def plot_explanations(
     what = f"{method_title(method_name)} heatmaps" if method_name else "Heatmaps"
     fig.suptitle(f"{what}: {_CAPTION_TAIL}", fontsize=9)
     return fig
+
+
+def heatmap_overlay(
+    image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet"
+) -> np.ndarray:
+    """A heatmap in colour over a grayscale image, as an RGB ``uint8`` array.
+
+    The heatmap (any resolution, values in [0, 1]) is resized bilinearly to
+    the image. Its colour is mixed in with weight ``alpha * heat``, so the
+    image shows unchanged where the heatmap is 0 (``plot_heatmap`` draws the
+    same overlay on matplotlib axes, for figures).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.full((4, 6), 100, np.uint8)
+    >>> heat = np.zeros((2, 2)); heat[0, 0] = 1
+    >>> out = heatmap_overlay(image, heat)
+    >>> out.shape, out.dtype.name, out[-1, -1].tolist()
+    ((4, 6, 3), 'uint8', [100, 100, 100])
+    """
+    height, width = image.shape
+    heat = Image.fromarray(np.asarray(heatmap, dtype=np.float32))
+    heat = np.clip(np.asarray(heat.resize((width, height), Image.BILINEAR)), 0, 1)
+    colour = colormaps[cmap](heat)[..., :3] * 255
+    weight = (alpha * heat)[..., None]
+    gray = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
+    return np.rint(gray * (1 - weight) + colour * weight).astype(np.uint8)

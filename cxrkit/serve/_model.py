@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -14,8 +13,7 @@ from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.ood import no_detector_error
 from cxrkit.persistence import read_model_metadata
-from cxrkit.provenance import decision_rule
-from cxrkit.serve._uploads import file_sha256
+from cxrkit.provenance import decision_rule, file_sha256, weights_sha256
 
 __all__ = ["INTENDED_USE", "ServedModel"]
 
@@ -32,14 +30,6 @@ OOD_REFUSAL = (
 
 #: The heatmap method the server uses.
 EXPLAIN_METHOD = "grad_cam"
-
-
-def _weights_sha256(clf: Any) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in clf.net_.module_.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _jsonable_classes(classes: np.ndarray) -> list:
@@ -96,7 +86,7 @@ class ServedModel:
                 )
             meta = None
             path = None
-            sha = _weights_sha256(self.clf)
+            sha = weights_sha256(self.clf)
             self.model_id = f"in-memory-{sha[:12]}"
         self.classes = np.asarray(self.clf.classes_)
         rule = decision_rule(self.clf, threshold)
