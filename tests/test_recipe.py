@@ -148,9 +148,13 @@ def test_frozen_backbone_runs_once_per_fit(monkeypatch, synthetic):
         max_epochs=4,
         batch_size=16,
         random_state=0,
+        ood_alarm_rate=None,  # the OOD detector's own pass is counted below
     ).fit(X, y)
     assert len(clf.history_) == 4
     assert sum(seen) == len(X)  # each image through the backbone once, not 4x
+    seen.clear()
+    clf.set_params(ood_alarm_rate=0.05).fit(X, y)
+    assert sum(seen) == 2 * len(X)  # and once more for the OOD detector
     frozen = [
         p for n, p in clf.net_.module_.named_parameters() if "classifier" not in n
     ]
