@@ -454,13 +454,14 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self.operating_threshold_ = None  # a new fit: no threshold chosen yet
         self.adaptation_ = None  # nor adapted to a site
         self.conformal_ = None
-        self.ood_detector_ = (
-            None
-            if self.ood_alarm_rate is None
-            else detector_for(
-                self, images, y_enc, groups, alarm_rate=self.ood_alarm_rate
+        with torch.random.fork_rng(devices=fork_devices):  # the caller's RNG stays
+            self.ood_detector_ = (
+                None
+                if self.ood_alarm_rate is None
+                else detector_for(
+                    self, images, y_enc, groups, alarm_rate=self.ood_alarm_rate
+                )
             )
-        )
         return self
 
     # ------------------------------------------------------- parameter rules

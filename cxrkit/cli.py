@@ -1209,7 +1209,7 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model_file", metavar="MODEL", help="model file from train")
     parser.add_argument(
-        "--ae-title", default="CXRKIT", help="this node's AE title (CXRKIT)"
+        "--ae-title", default="CXRKIT", help="this node's AE title (default: CXRKIT)"
     )
     parser.add_argument(
         "--host",
@@ -1241,7 +1241,7 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         "--spool",
         metavar="DIR",
         default="cxrkit-spool",
-        help="where acknowledged instances wait until reported (cxrkit-spool)",
+        help="where acknowledged instances wait until reported (default: cxrkit-spool)",
     )
     parser.add_argument(
         "--keep",
@@ -1249,16 +1249,22 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         help="keep reported instances in SPOOL/done/ (default: delete them)",
     )
     parser.add_argument(
-        "--queue-size", type=int, default=32, help="instances waiting, at most (32)"
+        "--queue-size",
+        type=int,
+        default=32,
+        help="instances waiting, at most (default: 32)",
     )
     parser.add_argument(
         "--queue-timeout",
         type=float,
         default=10,
-        help="seconds a C-STORE waits for room before status A700 (10)",
+        help="seconds a C-STORE waits for room before status A700 (default: 10)",
     )
     parser.add_argument(
-        "--batch-size", type=int, default=16, help="instances predicted together (16)"
+        "--batch-size",
+        type=int,
+        default=16,
+        help="instances predicted together (default: 16)",
     )
     parser.add_argument(
         "--allow-ae",
@@ -1285,7 +1291,9 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         help="name instances in logs by UID, patient ID and accession (default: "
         "by the hash of the SOP Instance UID)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     parser.set_defaults(func=_cmd_listen)
 
 
@@ -1382,7 +1390,9 @@ def _add_pacs_command(sub: argparse._SubParsersAction) -> None:
         help="add the Study and SOP Instance UIDs to the CSV",
     )
     parser.add_argument("--csv", default=None, help="write here (default: stdout)")
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     parser.set_defaults(func=_cmd_pacs)
 
 

@@ -170,7 +170,12 @@ def test_report_says_what_the_model_says(model, clf, radiographs):
     assert read["source_sop_class_uid"] == source.SOPClassUID
     assert read["model_sha256"] == model.identity.sha256
     assert "not for diagnosis" in read["statement"]
-    assert read["ood"] is None and read["ood_score"] is None
+    # the model's own out-of-distribution flag and score, carried as they are
+    expected_ood = bool(clf.is_ood([str(radiographs[0])])[0])
+    assert read["ood"] is expected_ood
+    assert read["ood_score"] == pytest.approx(
+        float(clf.ood_score([str(radiographs[0])])[0]), rel=1e-5
+    )
     # filed with the source: same patient and study, a series of its own
     assert report.PatientID == source.PatientID
     assert report.StudyInstanceUID == source.StudyInstanceUID
