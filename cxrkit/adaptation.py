@@ -19,6 +19,11 @@ loads like any other (the original is left unchanged):
   Calibration of Modern Neural Networks", ICML 2017; Platt 1999), and an
   operating threshold that meets a sensitivity floor on it, recorded with
   its bootstrap confidence interval.
+* [`conformalize`][cxrkit.adaptation.conformalize], labelled: class-
+  conditional split conformal prediction sets with a coverage guarantee
+  for each class, read by
+  [`prediction_sets`][cxrkit.adaptation.prediction_sets]; a set of both
+  classes means "refer", an empty set "unlike either class".
 
 The probability corrections are one affine map of the log-probabilities,
 ``softmax(log(p) / temperature + bias)``, kept in the fitted attribute
@@ -34,6 +39,8 @@ For research and education; not a medical device.
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -60,6 +67,9 @@ __all__ = [
     "adapt_prior",
     "adjust_probabilities",
     "calibrate",
+    "conformalize",
+    "prediction_sets",
+    "sets_from_probabilities",
     "training_prior",
 ]
 
@@ -85,6 +95,15 @@ def _adapted(
     out = copy.deepcopy(clf)
     state["steps"] = [*state["steps"], step]
     out.adaptation_ = state
+    if getattr(out, "conformal_", None) is not None:
+        warnings.warn(
+            "the model's conformal prediction sets were computed on its earlier "
+            "probabilities and no longer hold; they are dropped: call "
+            "conformalize after the last adaptation step",
+            UserWarning,
+            stacklevel=3,
+        )
+        out.conformal_ = None
     return out
 
 
@@ -143,6 +162,15 @@ def adapt_batchnorm(
             f"model {clf.model!r} has no batch-norm layers to adapt; use "
             "adapt_prior or calibrate instead"
         )
+    if getattr(out, "ood_detector_", None) is not None:
+        warnings.warn(
+            "the out-of-distribution detector was fitted on the features of the "
+            "unadapted network and no longer matches them; it is dropped: fit a "
+            "new one on the training images with cxrkit.ood.fit_ood_detector",
+            UserWarning,
+            stacklevel=2,
+        )
+        out.ood_detector_ = None
     momenta = [m.momentum for m in layers]
     module.eval()  # dropout off; only the batch-norm layers collect statistics
     try:
@@ -358,12 +386,7 @@ def calibrate(
         raise ValueError(f"method must be 'temperature' or 'platt', got {method!r}")
     y = column_or_1d(np.asarray(y))
     classes = clf.classes_.tolist()
-    unknown = sorted({str(v) for v in np.unique(y)} - {str(c) for c in classes})
-    if unknown:
-        raise ValueError(
-            f"y holds labels the model does not know: {unknown}; its classes are "
-            f"{[str(c) for c in classes]}"
-        )
+    y_idx = _labels_as_indices(clf, y)
     if len(np.unique(y)) < 2:
         raise ValueError(
             "y holds one class only; calibration needs images of every class "
@@ -377,7 +400,6 @@ def calibrate(
             f"X gave {len(proba)} images but y has {len(y)} labels; every image "
             "must be readable (calibration cannot skip files)"
         )
-    y_idx = np.array([[str(c) for c in classes].index(str(v)) for v in y])
     logp = np.log(np.clip(proba, _TINY, None))
     k = len(classes)
 
@@ -432,3 +454,133 @@ def calibrate(
 
 def _interval(estimate: Any) -> str:
     return f"{estimate.low:.3f}-{estimate.high:.3f}"
+
+
+def _labels_as_indices(clf: PneumoniaClassifier, y: np.ndarray) -> np.ndarray:
+    names = [str(c) for c in clf.classes_]
+    unknown = sorted({str(v) for v in np.unique(y)} - set(names))
+    if unknown:
+        raise ValueError(
+            f"y holds labels the model does not know: {unknown}; its classes are "
+            f"{names}"
+        )
+    return np.array([names.index(str(v)) for v in y])
+
+
+def conformalize(
+    clf: PneumoniaClassifier,
+    X: ImageInput,
+    y: Sequence | np.ndarray,
+    *,
+    coverage: float = 0.9,
+) -> PneumoniaClassifier:
+    """Class-conditional split conformal prediction sets, on a labelled sample.
+
+    For each class ``c``, the score of a calibration image of that class is
+    ``1 - p_c`` (the "least ambiguous" score of Sadinle, Lei & Wasserman,
+    JASA 2019), and ``q_c`` is its ``ceil((n_c + 1) * coverage)``-th
+    smallest value over the ``n_c`` images of class ``c``. A new image's set
+    holds every class with ``1 - p_c <= q_c``. Conditioning on the class
+    (Mondrian conformal prediction; Vovk et al. 2005) guarantees, for images
+    exchangeable with the sample, that an image of class ``c`` gets ``c`` in
+    its set with probability at least ``coverage``, for NORMAL as for
+    PNEUMONIA, whatever the class mix. A set of both classes means the
+    model cannot tell at that coverage: refer the image; an empty set means
+    the image is unlike the sample's images of either class.
+
+    The sets use the model's probabilities as they stand: call this after
+    the last [`calibrate`][cxrkit.adaptation.calibrate] or other adaptation
+    step (a later step drops the sets, with a warning). No library was
+    used here because the quantiles must be kept in the model file without
+    pickle (MAPIE's ``SplitConformalClassifier`` is a wrapper estimator with
+    no class-conditional option).
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        A fitted model.
+    X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+        Labelled images of patients the model was not trained on (and that
+        will not be scored with the sets).
+    y : array-like of shape (n,)
+    coverage : float in (0, 1), default=0.9
+
+    Returns
+    -------
+    PneumoniaClassifier
+        A copy with ``conformal_``: the coverage, the score, and per class
+        the quantile and the number of images it came from.
+
+    Examples
+    --------
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(80, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=2,
+    ...                           random_state=0).fit(X[:40], y[:40])
+    >>> sets = prediction_sets(conformalize(clf, X[40:], y[40:]), X[:3])
+    >>> sets.shape, sets.dtype
+    ((3, 2), dtype('bool'))
+    """
+    check_is_fitted(clf, "net_")
+    if not 0 < coverage < 1:
+        raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
+    y_idx = _labels_as_indices(clf, column_or_1d(np.asarray(y)))
+    proba = clf.predict_proba(X)
+    if len(proba) != len(y_idx):
+        raise ValueError(
+            f"X gave {len(proba)} images but y has {len(y_idx)} labels; every image "
+            "must be readable"
+        )
+    scores = 1.0 - proba[np.arange(len(y_idx)), y_idx]
+    quantiles, counts = {}, {}
+    for i, label in enumerate(clf.classes_.tolist()):
+        own = np.sort(scores[y_idx == i])
+        rank = math.ceil((len(own) + 1) * coverage)
+        if rank > len(own):
+            raise ValueError(
+                f"{len(own)} images of class {label!r} cannot give {coverage:.0%} "
+                f"coverage (at least {math.ceil(coverage / (1 - coverage))} are "
+                "needed): add images of that class or lower the coverage"
+            )
+        quantiles[str(label)] = float(own[rank - 1])
+        counts[str(label)] = len(own)
+    out = copy.deepcopy(clf)
+    out.conformal_ = {
+        "coverage": float(coverage),
+        "score": "1 - p(class), class-conditional",
+        "quantiles": quantiles,
+        "n_images": counts,
+    }
+    return out
+
+
+def prediction_sets(clf: PneumoniaClassifier, X: ImageInput) -> np.ndarray:
+    """Conformal prediction sets of a model made by ``conformalize``.
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        With ``conformal_`` (see [`conformalize`][cxrkit.adaptation.conformalize]).
+    X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+
+    Returns
+    -------
+    ndarray of shape (n, n_classes), dtype bool
+        ``True`` where the class is in the image's set (columns in the order
+        of ``classes_``).
+    """
+    return sets_from_probabilities(clf, clf.predict_proba(X))
+
+
+def sets_from_probabilities(clf: PneumoniaClassifier, proba: np.ndarray) -> np.ndarray:
+    """``prediction_sets`` from probabilities already computed (no new pass)."""
+    conformal = getattr(clf, "conformal_", None)
+    if conformal is None:
+        raise ValueError(
+            "this model has no conformal prediction sets: make them with "
+            "cxrkit.adaptation.conformalize(clf, X_labelled, y_labelled) "
+            "(or `cxrkit adapt MODEL --labelled DIR --coverage 0.9`)"
+        )
+    q = np.array([conformal["quantiles"][str(c)] for c in clf.classes_.tolist()])
+    return (1.0 - np.asarray(proba)) <= q[None, :]

@@ -6,8 +6,7 @@ program runs, at most 32 MiB) with a fresh ``mmap`` and hands the pages back
 to the kernel at ``free``. A training step at 128 px or more allocates and
 frees activations larger than that in every step (``simple_cnn``'s first
 block at 128 px, batch 32: 64 MiB), so every step pays one page fault per
-4 KiB page to get zeroed memory from the kernel again. On 2 CPU cores that
-was about 45% of a ``simple_cnn`` training step at 128 px.
+4 KiB page to get zeroed memory from the kernel again.
 
 Why this is written here: PyTorch has no CPU caching allocator that can be
 switched on from Python. Its ``THP_MEM_ALLOC_ENABLE`` variable (huge pages
@@ -19,16 +18,11 @@ a running process. It raises the mmap threshold, so that large blocks come
 from the heap, and the trim threshold, so that freed blocks stay there for
 the next step.
 
-What it gains and costs depends on the model (``benchmarks/allocator.py``,
-batches of 32, one thread on a shared 2-core CPU): training steps of
-``simple_cnn`` and ``cnn4`` 1.2-1.8x faster from 128 px, prediction
-1.3-3.4x. ``resnet18`` showed no consistent effect: 0.95-1.07x at 64-224
-px, and the ``"cpu"`` recipe's epoch on 256 images took 13.6 and 15.3 s
-without it, 14.5 and 15.0 s with it (its activations stay under 32 MiB up
-to 128 px). The process keeps the memory it
-frees, so its peak resident memory can grow: by 4% for ``simple_cnn`` and
-30% for ``cnn4`` at 128 px over a few training steps, by 40% in a process
-that trained all three models at 64, 128 and 224 px in turn.
+What it gains and costs depends on the model: it speeds up ``simple_cnn``
+and ``cnn4`` from 128 px, not the ``"cpu"`` recipe's ``resnet18`` (whose
+activations stay under 32 MiB up to 128 px), and the process keeps the
+memory it frees, so its peak resident memory can grow. The user guide's
+*Training* page gives the measurements (``benchmarks/allocator.py``).
 
 Because of that cost, and because it is a setting of the whole process,
 it is off unless you ask: call it from Python, or set the environment

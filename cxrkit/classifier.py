@@ -54,6 +54,7 @@ from cxrkit.inputs import check_fit_inputs, is_path_like_sequence, reject_sparse
 from cxrkit.metrics import apply_threshold
 from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
+from cxrkit.ood import detector_for, no_detector_error, penultimate_features
 from cxrkit.persistence import load_model, model_file_class, save_model
 from cxrkit.preprocess import check_preprocess, preprocess_images
 from cxrkit.provenance import decision_rule, training_data_summary
@@ -95,10 +96,10 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         ``fit`` and ``predict`` alike, so a saved model applies them too:
         ``"equalize"``, ``"clahe"``, ``"stretch"``, ``"crop"``, or several
         joined by ``"+"`` (see [`cxrkit.preprocess`][cxrkit.preprocess]).
-    augment : {"light", "default", "strong", "blur"}, dict, bool or None, \
-default="default"
+    augment : str, dict, bool or None, default="default"
         Random rotation, translation, scale, brightness and contrast while
-        training (``"blur"``: ``"default"`` plus random Gaussian blur, see
+        training: a preset, ``"default"``, ``"light"``, ``"strong"`` or
+        ``"blur"`` (``"default"`` plus random Gaussian blur, see
         ``cxrkit.transforms.AUGMENT_PRESETS``), drawn per image and
         applied to whole batches on the training device; or a dict of the
         options of [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (blur,
@@ -162,8 +163,8 @@ default="default"
         float16 autocast; ``"16"`` with a gradient scaler): faster, and
         lighter on memory, on GPUs. ``"16"`` needs CUDA: on a CPU it falls
         back to float32 with a warning. ``"bf16"`` works on CPUs, and pays
-        on those with AMX tiles (the ``"cpu"`` recipe trained 1.89x faster
-        on 2 cores); with AVX-512 BF16 alone it was slower than float32.
+        on those with AMX tiles; with AVX-512 BF16 alone it was slower than
+        float32 (the docs' *Training recipe* page says by how much).
     accelerator : None, bool or accelerate.Accelerator, default=None
         Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``,
         see [`cxrkit.accelerated`][cxrkit.accelerated]): on several GPUs when
@@ -178,6 +179,12 @@ default="default"
         file records an ``Accelerator`` as None (it is this process's devices,
         not a setting): the loaded model predicts on one device. Needs ``pip
         install "cxrkit[accelerate]"``.
+    ood_alarm_rate : float or None, default=0.05
+        After training, ``fit`` fits an out-of-distribution detector on the
+        network's penultimate features of the training images (one more
+        forward pass over them; see [`cxrkit.ood`][cxrkit.ood]), with its
+        threshold set so that at most this share of new images like the
+        training images is flagged by ``is_ood``. None fits no detector.
     random_state : int, RandomState or None, default=None
         Seeds weights, shuffling, augmentation and the validation split; an
         int makes a fit on CPU repeatable.
@@ -218,12 +225,22 @@ default="default"
         it unless given another threshold (see
         [`decision_rule`][cxrkit.provenance.decision_rule]). None after
         ``fit``: ``predict`` gives the most probable class.
-
+    ood_detector_ : cxrkit.ood.FeatureDistanceDetector or None
+        The out-of-distribution detector behind ``ood_score`` and
+        ``is_ood`` (its ``threshold_`` is the flag's threshold); kept in
+        model files. None with ``ood_alarm_rate=None``, and in files saved
+        before cxrkit fitted one
+        ([`fit_ood_detector`][cxrkit.ood.fit_ood_detector] adds one).
     adaptation_ : dict or None
         The adaptation to a new site's images made by
         [`cxrkit.adaptation`][cxrkit.adaptation] (temperature and class
         biases that ``predict_proba`` applies to the log-probabilities, and
         the steps that made them); kept in model files. None after ``fit``.
+    conformal_ : dict or None
+        Class-conditional conformal prediction sets made by
+        [`conformalize`][cxrkit.adaptation.conformalize] on labelled images
+        (coverage, and per class the score quantile); kept in model files.
+        None after ``fit``.
 
     Examples
     --------
@@ -266,6 +283,7 @@ default="default"
             "boolean",
             HasMethods(["prepare", "backward", "autocast", "unwrap_model"]),
         ],
+        "ood_alarm_rate": [None, Interval(Real, 0, 1, closed="neither")],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -297,6 +315,7 @@ default="default"
         device: str = "auto",
         precision: str = "32",
         accelerator: Any = None,
+        ood_alarm_rate: float | None = 0.05,
         random_state: int | np.random.RandomState | None = None,
         verbose: int = 0,
     ) -> None:
@@ -324,6 +343,7 @@ default="default"
         self.device = device
         self.precision = precision
         self.accelerator = accelerator
+        self.ood_alarm_rate = ood_alarm_rate
         self.random_state = random_state
         self.verbose = verbose
 
@@ -433,6 +453,15 @@ default="default"
         )
         self.operating_threshold_ = None  # a new fit: no threshold chosen yet
         self.adaptation_ = None  # nor adapted to a site
+        self.conformal_ = None
+        with torch.random.fork_rng(devices=fork_devices):  # the caller's RNG stays
+            self.ood_detector_ = (
+                None
+                if self.ood_alarm_rate is None
+                else detector_for(
+                    self, images, y_enc, groups, alarm_rate=self.ood_alarm_rate
+                )
+            )
         return self
 
     # ------------------------------------------------------- parameter rules
@@ -636,6 +665,81 @@ default="default"
         return apply_threshold(
             proba, rule.threshold, classes=self.classes_, pos_label=rule.pos_label
         )
+
+    # ------------------------------------------------ out-of-distribution
+    def ood_score(self, X: ImageInput) -> np.ndarray:
+        """How unlike the training images each image is (higher: less alike).
+
+        The distance of the image's penultimate features (the network's, on
+        the image resized and preprocessed as for ``predict_proba``) to
+        those of the training images, from the detector fitted with the
+        model (``ood_detector_``, see [`cxrkit.ood`][cxrkit.ood]). A
+        heuristic: an unusual image can still be read well, and a usual one
+        badly.
+
+        Parameters
+        ----------
+        X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+
+        Returns
+        -------
+        ndarray of shape (n,), dtype float64
+
+        Raises
+        ------
+        cxrkit.ood.NoOODDetectorError
+            The model has no detector (``ood_alarm_rate=None``, or a file
+            saved before cxrkit fitted one); the message says how to fit one.
+
+        Examples
+        --------
+        >>> from cxrkit.datasets import make_synthetic_cxr
+        >>> X, y, _ = make_synthetic_cxr(40, image_size=32, random_state=0)
+        >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32,
+        ...                           max_epochs=1, random_state=0).fit(X, y)
+        >>> noise = np.random.default_rng(0).integers(0, 256, (2, 32, 32))
+        >>> clf.ood_score(X[:2]).shape
+        (2,)
+        >>> bool(clf.ood_score(noise).min() > clf.ood_score(X).max())
+        True
+        """
+        check_is_fitted(self, "net_")
+        detector = getattr(self, "ood_detector_", None)
+        if detector is None:
+            raise no_detector_error(self)
+        reject_sparse(X)
+        images, _ = load_images(X, self.image_size, verbose=self.verbose)
+        images = preprocess_images(images, self.preprocess)
+        return detector.score(penultimate_features(self, images))
+
+    def is_ood(self, X: ImageInput) -> np.ndarray:
+        """Whether each image is flagged as unlike the training images.
+
+        ``ood_score(X) > ood_detector_.threshold_``, the threshold fitted
+        with the model for the false-alarm rate ``ood_alarm_rate``. A flagged
+        image's prediction is unreliable; ``predict`` and ``predict_proba``
+        still answer for it.
+
+        Parameters
+        ----------
+        X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+
+        Returns
+        -------
+        ndarray of shape (n,), dtype bool
+
+        Examples
+        --------
+        >>> from cxrkit.datasets import make_synthetic_cxr
+        >>> X, y, _ = make_synthetic_cxr(40, image_size=32, random_state=0)
+        >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32,
+        ...                           max_epochs=1, random_state=0).fit(X, y)
+        >>> noise = np.random.default_rng(0).integers(0, 256, (2, 32, 32))
+        >>> clf.is_ood(noise).tolist()
+        [True, True]
+        """
+        scores = self.ood_score(X)  # checks the detector first
+        return scores > self.ood_detector_.threshold_
 
     # ---------------------------------------------------------- model files
     def save(self, path: str | os.PathLike, *, threshold: Any = None) -> os.PathLike:

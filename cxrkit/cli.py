@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import inspect
 import os
 import sys
 import time
@@ -123,9 +124,62 @@ def _on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument(
         "--on-error",
         choices=["raise", "skip"],
-        default=None,
-        help=f"unreadable image files: stop with a list of them (raise, the "
-        f"default), or leave them out of {what} with a warning (skip)",
+        default="raise",
+        help=f"unreadable image files: stop with a list of them (raise), or leave "
+        f"them out of {what} with a warning (skip) (default: raise)",
+    )
+
+
+def _shown(value: Any) -> str:
+    """A default as a help text states it: None as 'none'."""
+    return "none" if value is None else str(value)
+
+
+#: Folder names of dataset splits: class folders named so are a mistake
+#: (``cxrkit train chest_xray`` instead of ``chest_xray/train``).
+SPLIT_NAMES = frozenset(
+    {"train", "training", "test", "testing", "val", "valid", "validation", "external"}
+)
+
+
+def _refuse_split_folders(
+    labels: Any, data_dir: str, command: str, force: bool = False
+) -> None:
+    """Class folders named like dataset splits: the parent folder was given."""
+    splits = sorted(str(c) for c in labels if str(c).lower() in SPLIT_NAMES)
+    if not splits or force:
+        return
+    want = ("train",) if command == "train" else ("test", "val", "external")
+    pick = next((s for w in want for s in splits if s.lower().startswith(w)), splits[0])
+    model = " MODEL" if command == "evaluate" else ""
+    again = " (or add --force to use them as classes)" if command == "train" else ""
+    raise _UserError(
+        f"{data_dir} has subfolders {splits}: these are dataset splits, not "
+        f"classes. Give one split, whose subfolders are the classes, e.g. "
+        f"cxrkit {command}{model} {Path(data_dir) / pick}{again}"
+    )
+
+
+def _warn_if_training_folder(clf: Any, data_dir: str) -> None:
+    """Evaluating on the folder the model file records as its training data."""
+    source = (getattr(clf, "training_data_", None) or {}).get("source")
+    if not source or not os.path.isdir(source):
+        return
+    given, trained = os.path.realpath(data_dir), os.path.realpath(source)
+    if given == trained:
+        what = "the folder this model was trained on"
+    elif trained.startswith(given + os.sep):
+        what = f"a folder that contains its training folder {source}"
+    elif given.startswith(trained + os.sep):
+        what = f"inside the folder this model was trained on ({source})"
+    else:
+        return
+    warnings.warn(
+        f"{data_dir} is {what}, as recorded in the model file: these images "
+        "were seen in training, so the figures are optimistic. Evaluate on "
+        "images the model has not seen (e.g. chest_xray/test).",
+        UserWarning,
+        stacklevel=2,
     )
 
 
@@ -138,10 +192,14 @@ def _note(args: argparse.Namespace, text: str, *, always: bool = False) -> None:
 
 
 def _training_verbosity(args: argparse.Namespace) -> int:
-    """skorch's verbosity: --quiet 0, default 1 (a line per epoch), --verbose 2."""
+    """skorch's verbosity: --quiet 0; a line per epoch (1) in a log; with a
+    progress bar in every epoch (2) on a terminal, or with --verbose."""
     if getattr(args, "quiet", False):
         return 0
-    return 2 if getattr(args, "verbose", False) else 1
+    if getattr(args, "verbose", False):
+        return 2
+    isatty = getattr(sys.stderr, "isatty", None)  # where skorch's bar goes
+    return 2 if isatty and isatty() else 1
 
 
 def _readable(args: argparse.Namespace, paths: Any, image_size: int) -> Any:
@@ -274,6 +332,42 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------- train
+#: train's options (``args`` names) and the estimator parameters they set.
+TRAIN_PARAMETERS = {
+    "model": "model",
+    "pretrained": "pretrained",
+    "image_size": "image_size",
+    "augment": "augment",
+    "class_weight": "class_weight",
+    "sampler": "sampler",
+    "lr": "lr",
+    "lr_schedule": "lr_schedule",
+    "label_smoothing": "label_smoothing",
+    "batch_size": "batch_size",
+    "epochs": "max_epochs",
+    "validation_fraction": "validation_fraction",
+    "early_stopping": "early_stopping",
+    "tta": "tta",
+    "checkpoint_dir": "checkpoint_dir",
+    "on_error": "on_error",
+    "precision": "precision",
+}
+
+#: Where train's defaults (without --recipe) differ from the estimator's:
+#: a first run on Kermany's training split (74% PNEUMONIA) weighs the classes.
+TRAIN_DEFAULTS = {"class_weight": "balanced"}
+
+
+def train_default(parameter: str) -> Any:
+    """The value ``cxrkit train`` uses for an estimator parameter that is not
+    given on the command line (without --recipe): its help states it."""
+    from cxrkit import PneumoniaClassifier
+
+    if parameter in TRAIN_DEFAULTS:
+        return TRAIN_DEFAULTS[parameter]
+    return inspect.signature(PneumoniaClassifier).parameters[parameter].default
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -284,27 +378,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if out.is_dir():
         raise _UserError(f"--out {out} is a folder; give a file name, e.g. model.cxr")
     _check_threshold(args.threshold)
-    given = {
-        "model": args.model,
-        "pretrained": args.pretrained,
-        "image_size": args.image_size,
-        "augment": args.augment,
-        "class_weight": args.class_weight,
-        "sampler": args.sampler,
-        "lr": args.lr,
-        "lr_schedule": args.lr_schedule,
-        "label_smoothing": args.label_smoothing,
-        "batch_size": args.batch_size,
-        "max_epochs": args.epochs,
-        "validation_fraction": args.validation_fraction,
-        "early_stopping": args.early_stopping,
-        "tta": args.tta,
-        "checkpoint_dir": args.checkpoint_dir,
-        "on_error": args.on_error,
-        "precision": args.precision,
-    }
+    given = {param: getattr(args, dest) for dest, param in TRAIN_PARAMETERS.items()}
     # Options not given are None: the recipe's (or the estimator's) value stays.
     overrides = {k: v for k, v in given.items() if v is not None}
+    if args.recipe is None:  # train's own defaults (TRAIN_DEFAULTS)
+        for key, value in TRAIN_DEFAULTS.items():
+            if key == "class_weight" and args.sampler == "balanced":
+                continue  # the sampler balances the classes instead
+            overrides.setdefault(key, value)
     # The command line's spellings of None.
     for key in ("class_weight", "sampler", "lr_schedule", "augment"):
         if overrides.get(key) == "none":
@@ -322,10 +403,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
         X, y = load_image_folder(args.data_dir)
     labels, counts = np.unique(y, return_counts=True)
+    _refuse_split_folders(labels, args.data_dir, "train", force=args.force)
     per_class = ", ".join(f"{c} {n}" for c, n in zip(labels.tolist(), counts))
     _note(args, f"cxrkit train: {len(X)} images in {args.data_dir} ({per_class})")
     _hint_lower_case_classes(args, labels)
+    _hint_unweighted_classes(args, clf, counts)
     clf.fit(X, y)
+    _note_held_out(args, clf)
     _hint_stuck_accuracy(args, clf.history_)
     with _user_input():
         path = clf.save(out, threshold=args.threshold)
@@ -333,6 +417,42 @@ def _cmd_train(args: argparse.Namespace) -> int:
     advice = "" if args.threshold is not None else " --threshold T (from validation)"
     _note(args, f"next: cxrkit evaluate {path} DATA_DIR --out report/{advice}")
     return 0
+
+
+def _hint_unweighted_classes(args: argparse.Namespace, clf: Any, counts: Any) -> None:
+    """Imbalanced classes trained unweighted (a recipe's choice): say so."""
+    if clf.class_weight is not None or clf.sampler is not None:
+        return
+    if max(counts) < 1.5 * min(counts):
+        return
+    share = max(counts) / sum(counts)
+    _note(
+        args,
+        f"cxrkit train: note: the largest class holds {share:.0%} of the images "
+        "and the classes are not weighted (the recipe's choice); add "
+        "--class-weight balanced, or expect the model to favour that class.",
+        always=True,
+    )
+
+
+def _note_held_out(args: argparse.Namespace, clf: Any) -> None:
+    """How many images scored the epochs and did not train the model."""
+    data = getattr(clf, "training_data_", None) or {}
+    n_images, n_held = data.get("n_images"), data.get("n_validation", 0)
+    if n_images is None:
+        return
+    if n_held:
+        _note(
+            args,
+            f"cxrkit train: trained on {n_images - n_held} images; {n_held} held "
+            "out (grouped by patient) to score the epochs",
+        )
+    else:
+        _note(
+            args,
+            f"cxrkit train: trained on all {n_images} images; none held out "
+            "(choose a threshold on other patients' images)",
+        )
 
 
 def _hint_lower_case_classes(args: argparse.Namespace, labels: Any) -> None:
@@ -374,73 +494,107 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     from cxrkit.net import PRECISIONS
     from cxrkit.transforms import AUGMENT_PRESETS
 
+    def default(dest: str) -> str:
+        """``(default: X)`` of an option, read from train_default."""
+        return f"(default: {_shown(train_default(TRAIN_PARAMETERS[dest]))})"
+
     train = sub.add_parser(
         "train",
         help="train a classifier on a class-per-subfolder image folder",
         description="Train a PneumoniaClassifier on DATA_DIR (one subfolder per "
         "class, e.g. chest_xray/train with NORMAL/ and PNEUMONIA/) and write it "
-        "to a model file. Options not given keep the recipe's (or the "
-        "estimator's) value.",
+        "to a model file. With --recipe, options not given keep the recipe's "
+        "value; without, the defaults below.",
     )
-    train.add_argument("data_dir", metavar="DATA_DIR", help="training images")
+    train.add_argument(
+        "data_dir",
+        metavar="DATA_DIR",
+        help="training images, one subfolder per class (e.g. chest_xray/train)",
+    )
     train.add_argument(
         "--recipe",
         metavar="NAME",
         help="start from a named configuration of cxrkit.recipes.RECIPES (e.g. "
-        "cpu, the measured training recipe); the options below override it",
+        "cpu, the recommended training recipe); the options below override it",
     )
     train.add_argument(
         "--model",
         choices=available_models(),
         metavar="NAME",
-        help=f"architecture, one of: {', '.join(available_models())} (default: cnn4)",
+        help=f"architecture, one of: {', '.join(available_models())} "
+        f"{default('model')}",
     )
     train.add_argument(
         "--pretrained",
         default=None,
         metavar="WEIGHTS",
-        help="'imagenet' or a local weights file (torchvision backbones)",
+        help="'imagenet' or a local weights file (torchvision backbones) "
+        f"{default('pretrained')}",
     )
-    train.add_argument("--epochs", type=int, help="default: 10")
-    train.add_argument("--image-size", type=int, help="default: 128")
+    train.add_argument(
+        "--epochs", type=int, help=f"passes over the images {default('epochs')}"
+    )
+    train.add_argument(
+        "--image-size",
+        type=int,
+        help=f"side in pixels the images are resized to {default('image_size')}",
+    )
     train.add_argument(
         "--augment",
         choices=[*sorted(AUGMENT_PRESETS), "none"],
-        help="augmentation preset while training (default: default)",
+        help=f"augmentation preset while training {default('augment')}",
     )
     train.add_argument(
         "--class-weight",
         choices=["balanced", "none"],
-        help="weigh classes in the loss (default: none)",
+        help="weigh classes in the loss by their inverse frequency "
+        f"{default('class_weight')[:-1]}; with --recipe, the recipe's; with "
+        "--sampler balanced, none)",
     )
     train.add_argument(
         "--sampler",
         choices=["balanced", "none"],
-        help="draw classes equally often, instead of --class-weight (default: none)",
+        help="draw classes equally often, instead of --class-weight "
+        f"{default('sampler')}",
     )
-    train.add_argument("--lr", type=float, help="default: 0.001")
+    train.add_argument(
+        "--lr", type=float, help=f"learning rate of AdamW {default('lr')}"
+    )
     train.add_argument(
         "--lr-schedule",
         choices=["cosine", "onecycle", "plateau", "none"],
-        help="learning-rate schedule (default: cosine)",
+        help=f"learning-rate schedule {default('lr_schedule')}",
     )
     train.add_argument(
-        "--label-smoothing", type=float, metavar="EPS", help="default: 0"
+        "--label-smoothing",
+        type=float,
+        metavar="EPS",
+        help=f"label smoothing of the loss {default('label_smoothing')}",
     )
-    train.add_argument("--batch-size", type=int, help="default: 32")
+    train.add_argument(
+        "--batch-size",
+        type=int,
+        help=f"images per training step {default('batch_size')}",
+    )
     train.add_argument(
         "--validation-fraction",
         type=float,
-        help="patient-grouped share held out to score epochs (default: 0.1; 0: none)",
+        help="patient-grouped share held out to score epochs; 0: none "
+        f"{default('validation_fraction')}",
     )
     train.add_argument(
-        "--early-stopping", type=int, default=None, metavar="PATIENCE", help="epochs"
+        "--early-stopping",
+        type=int,
+        default=None,
+        metavar="PATIENCE",
+        help=f"stop after this many epochs without a better validation loss "
+        f"{default('early_stopping')}",
     )
     train.add_argument(
         "--tta",
         type=int,
         metavar="N",
-        help="test-time augmentation: average N shifted copies (default: 0)",
+        help=f"test-time augmentation: average N shifted copies {default('tta')}",
     )
     train.add_argument(
         "--checkpoint-dir",
@@ -456,13 +610,21 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         "chosen on validation data; evaluate, predict, explain, serve, export and "
         "PneumoniaClassifier.predict use it by default",
     )
-    train.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    train.add_argument(
+        "--force",
+        action="store_true",
+        help="train even when class folders are named like dataset splits "
+        "(train, test, val, external)",
+    )
+    train.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     train.add_argument(
         "--precision",
         choices=list(PRECISIONS),
-        help="32 (float32, the default), bf16 (bfloat16 mixed precision: GPUs, "
-        "and CPUs with AMX, where the cpu recipe trained 1.9x faster) or 16 "
-        "(float16, CUDA only)",
+        help="32 (float32), bf16 (bfloat16 mixed precision: GPUs, and CPUs with "
+        "AMX, where it trains faster) or 16 (float16, CUDA only) "
+        f"{default('precision')}",
     )
     train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument(
@@ -483,7 +645,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         rule = _decision_rule(clf, args.threshold, args.pos_label)
         pos_label = _positive_class(clf.classes_, rule.pos_label)  # reports need one
         X, y = load_image_folder(args.data_dir)
+    if not {str(c) for c in y} <= {str(c) for c in clf.classes_}:
+        _refuse_split_folders(set(y.tolist()), args.data_dir, "evaluate")
     y = _labels_of_model(y, clf.classes_, args.data_dir)
+    _warn_if_training_folder(clf, args.data_dir)
     kept = set(_readable(args, X, clf.image_size))
     if len(kept) < len(X):
         keep = [x in kept for x in X]
@@ -530,10 +695,17 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     _pos_label_argument(evaluate)
     _on_error_argument(evaluate, "the evaluation")
     evaluate.add_argument(
-        "--n-bootstrap", type=int, default=2000, help="bootstrap resamples (2000)"
+        "--n-bootstrap",
+        type=int,
+        default=2000,
+        help="bootstrap resamples for the 95%% intervals (default: 2000)",
     )
-    evaluate.add_argument("--seed", type=int, default=0, help="bootstrap seed (0)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    evaluate.add_argument(
+        "--seed", type=int, default=0, help="bootstrap seed (default: 0)"
+    )
+    evaluate.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     evaluate.set_defaults(func=_cmd_evaluate)
 
 
@@ -542,12 +714,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier
     from cxrkit.data import find_images
     from cxrkit.metrics import apply_threshold
-    from cxrkit.report import predict_proba, write_predictions
+    from cxrkit.ood import no_detector_error
+    from cxrkit.report import ood_columns, predict_proba, write_predictions
 
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
         rule = _decision_rule(clf, args.threshold, args.pos_label)
         paths = find_images(args.images)
+        if args.refuse_ood and clf.ood_detector_ is None:
+            raise no_detector_error(clf)
     paths = _readable(args, paths, clf.image_size)
     proba = predict_proba(
         clf, paths, progress=False if getattr(args, "quiet", False) else None
@@ -555,8 +730,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     predicted = apply_threshold(
         proba, rule.threshold, classes=clf.classes_, pos_label=rule.pos_label
     )
+    proba, predicted, ood = ood_columns(
+        clf, paths, proba, predicted, refuse=args.refuse_ood, progress=False
+    )
     write_predictions(
-        args.csv or sys.stdout, paths, proba, predicted, classes=clf.classes_
+        args.csv or sys.stdout,
+        paths,
+        proba,
+        predicted,
+        classes=clf.classes_,
+        extra_columns=ood,
     )
     if args.csv:
         print(f"{len(paths)} predictions written to {args.csv}", file=sys.stderr)
@@ -568,7 +751,9 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
         "predict",
         help="predict the class of images",
         description="Predict images (files, or folders searched recursively); "
-        "writes CSV rows: path, predicted class, probability of each class.",
+        "writes CSV rows: path, predicted class, probability of each class, "
+        "ood_score and ood (True: the image looks unlike the training images, "
+        "and its prediction is unreliable).",
     )
     predict.add_argument("model_file", metavar="MODEL", help="written by train")
     predict.add_argument(
@@ -585,8 +770,16 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     )
     _pos_label_argument(predict)
     _on_error_argument(predict, "the predictions")
+    predict.add_argument(
+        "--refuse-ood",
+        action="store_true",
+        help="give no call and no probabilities for images flagged as unlike the "
+        "training images (a reason column says why)",
+    )
     predict.add_argument("--csv", default=None, help="write here (default: stdout)")
-    predict.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    predict.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     predict.set_defaults(func=_cmd_predict)
 
 
@@ -595,7 +788,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, explain, load_images
     from cxrkit.data import find_images
     from cxrkit.metrics import apply_threshold
-    from cxrkit.plot import plot_heatmap, plot_heatmap_grid
+    from cxrkit.plot import method_title, plot_heatmap, plot_heatmap_grid
 
     method = explain.DEFAULT_METHOD if args.method is None else args.method
     caption = explain.method_caption(method)
@@ -607,6 +800,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     with _user_input():
         clf = PneumoniaClassifier.load(args.model, device=args.device)
         paths = find_images(args.images)
+    paths = list(_readable(args, paths, clf.image_size))
     # a command-line target is text; match it to a class such as 1 too
     target = _class_named(clf.classes_, args.target)
     if target is not None and target not in list(clf.classes_):
@@ -631,7 +825,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     for path, image, heatmap, label, p in zip(
         paths, images, heatmaps, explained, p_explained
     ):
-        ax = plot_heatmap(image, heatmap, title=f"{label} (p={p:.2f})")
+        ax = plot_heatmap(
+            image, heatmap, title=f"{method_title(method)}: {label} (p={p:.2f})"
+        )
         ax.figure.suptitle(caption, fontsize=7, wrap=True)
         dest = out / f"{Path(path).stem}_{method}.png"
         ax.figure.savefig(dest, dpi=120)
@@ -642,8 +838,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         y_pred=list(explained),
         proba=p_explained,
         names=[Path(path).name for path in paths],
+        title=caption,
     )
-    fig.suptitle(caption, fontsize=8)
     fig.savefig(out / f"grid_{method}.png", dpi=120)
     print(out / f"grid_{method}.png")
     print(f"{caption} Research and education only.")
@@ -651,6 +847,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _add_explain_command(sub: argparse._SubParsersAction) -> None:
+    from cxrkit import explain
+
     parser = sub.add_parser(
         "explain",
         help="save heatmap overlays (the recommended method or another) as PNG",
@@ -662,19 +860,25 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
         "images", metavar="IMAGE", nargs="+", help="image files or folders"
     )
     parser.add_argument(
-        "--out", metavar="DIR", default="heatmaps", help="output folder (heatmaps)"
+        "--out",
+        metavar="DIR",
+        default="heatmaps",
+        help="output folder (default: heatmaps)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     parser.add_argument(
         "--method",
         default=None,
         help="heatmap method, a key of cxrkit.explain.METHODS such as grad_cam "
-        "or layer_cam (default: cxrkit.explain.DEFAULT_METHOD, the one that "
-        "points at lesions best in benchmarks/localization.py)",
+        f"or layer_cam (default: {explain.DEFAULT_METHOD}, the method that "
+        "pointed at lesions best in the localization benchmark)",
     )
     parser.add_argument(
         "--target", default=None, help="class to explain (default: the predicted one)"
     )
+    _on_error_argument(parser, "the heatmaps")
     parser.set_defaults(func=_cmd_explain)
 
 
@@ -688,6 +892,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
         f"ONNX model written to {path} (input 'image': batch x 1 x "
         f"{clf.image_size} x {clf.image_size}; preprocessing in its metadata)"
     )
+    if clf.preprocess:
+        needs = " and OpenCV" if "clahe" in str(clf.preprocess) else ""
+        print(
+            f"The model preprocesses with {clf.preprocess!r} after resizing: a "
+            f"runtime must do the same (examples/onnx_inference.py does, with "
+            f"numpy and Pillow{needs})."
+        )
     return 0
 
 
@@ -724,6 +935,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             max_upload_mb=args.max_upload_mb,
             keep_uploads=args.keep_uploads,
             device=args.device,
+            refuse_ood=args.refuse_ood,
         )
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(
@@ -752,7 +964,9 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         help="address to bind (default: 127.0.0.1, this machine only; any other "
         "warns: there is no authentication)",
     )
-    parser.add_argument("--port", type=int, default=8000, help="default: 8000")
+    parser.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: 8000)"
+    )
     parser.add_argument(
         "--threshold",
         type=float,
@@ -773,14 +987,27 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         help="keep a copy of each upload here, named by its SHA-256 (default: "
         "keep nothing)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--refuse-ood",
+        action="store_true",
+        help="give no call, probabilities or heatmap for images flagged as unlike "
+        "the training images (the page and the API say why)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     parser.set_defaults(func=_cmd_serve)
 
 
 # --------------------------------------------------------------------- adapt
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, load_image_folder
-    from cxrkit.adaptation import adapt_batchnorm, adapt_prior, calibrate
+    from cxrkit.adaptation import (
+        adapt_batchnorm,
+        adapt_prior,
+        calibrate,
+        conformalize,
+    )
     from cxrkit.data import find_images
 
     unlabelled = args.batchnorm or args.prior
@@ -797,6 +1024,10 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         )
     if args.sensitivity is not None and not 0 < args.sensitivity <= 1:
         raise _UserError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
+    if args.coverage is not None and not args.labelled:
+        raise _UserError("--coverage needs a labelled sample: --labelled DIR")
+    if args.coverage is not None and not 0 < args.coverage < 1:
+        raise _UserError(f"--coverage must be in (0, 1), got {args.coverage}")
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
         site = find_images(args.site) if args.site else None
@@ -818,6 +1049,12 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         if args.sensitivity is not None:
             point = clf.operating_threshold_
             print(f"operating threshold {point['threshold']:.4f}: {point['source']}")
+        if args.coverage is not None:
+            clf = conformalize(clf, X_lab, y_lab, coverage=args.coverage)
+            print(
+                f"conformal prediction sets: {args.coverage:.0%} coverage per class, "
+                f"from {clf.conformal_['n_images']} images"
+            )
     path = clf.save(args.out)
     print(f"adapted model written to {path}")
     print("For research and education; not a medical device.")
@@ -874,8 +1111,293 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         "sensitivity on the sample, with its 95%% CI (default: keep the model's "
         "threshold)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    parser.add_argument(
+        "--coverage",
+        type=float,
+        default=None,
+        help="with --labelled: also make class-conditional conformal prediction "
+        "sets with this coverage per class, e.g. 0.9 (default: none)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
     parser.set_defaults(func=_cmd_adapt)
+
+
+# -------------------------------------------------------------------- listen
+def _cmd_listen(args: argparse.Namespace) -> int:
+    import logging
+
+    from cxrkit import pacs
+
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise _UserError("--tls-cert and --tls-key go together")
+    if args.tls_ca and not args.tls_cert:
+        raise _UserError("--tls-ca applies with --tls-cert and --tls-key")
+    with _user_input():
+        model = pacs.ReportingModel(
+            args.model_file, threshold=args.threshold, device=args.device
+        )
+        if args.send_to:
+            tls = None
+            if args.send_tls_ca:
+                tls = pacs.client_tls_context(
+                    args.send_tls_ca, cert=args.tls_cert, key=args.tls_key
+                )
+            destination = pacs.DimseDestination(
+                args.send_to, calling_ae_title=args.ae_title, ssl_context=tls
+            )
+        elif args.stow_url:
+            destination = pacs.DicomwebDestination(args.stow_url)
+        else:
+            destination = pacs.FolderDestination(args.results_dir)
+        listener = pacs.Listener(
+            model,
+            destination,
+            ae_title=args.ae_title,
+            host=args.host,
+            port=args.port,
+            spool=args.spool,
+            keep=args.keep,
+            overlay=args.overlay,
+            queue_size=args.queue_size,
+            queue_timeout=args.queue_timeout,
+            batch_size=args.batch_size,
+            allowed_ae_titles=args.allow_ae,
+            ssl_context=None
+            if args.tls_cert is None
+            else pacs.server_tls_context(args.tls_cert, args.tls_key, ca=args.tls_ca),
+            log_identifiers=args.log_identifiers,
+        )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s cxrkit listen: %(message)s"))
+    log = logging.getLogger("cxrkit.pacs")
+    log.addHandler(handler)
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    log.setLevel(
+        logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    )
+    with _user_input(
+        hint=f" (on the command line: --host {args.host} --port {args.port})"
+    ):
+        listener.start()
+    _note(
+        args,
+        "cxrkit listen: Ctrl-C or SIGTERM stops it; instances acknowledged and "
+        "not yet reported wait in the spool. For research and education only; "
+        "not a medical device.",
+    )
+    pacs.listen(listener)
+    stats = listener.stats
+    _note(
+        args,
+        f"cxrkit listen: {stats.received} received, {stats.reported} reported, "
+        f"{stats.refused} refused, {stats.failed} failed",
+    )
+    return 0
+
+
+def _add_listen_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "listen",
+        help="a DICOM node that reports chest radiographs to a PACS (cxrkit[pacs])",
+        description="Listen as a DICOM Storage SCP: accept chest radiographs (CR, "
+        "DX, secondary captures of radiographs), classify each with the model's "
+        "operating threshold, and send a structured report (and, with --overlay, "
+        "a heatmap capture) to a PACS by C-STORE (--send-to), STOW-RS "
+        "(--stow-url) or to a folder (--results-dir). Every acknowledged "
+        "instance is on disk first (--spool); a restart resumes. Binds 127.0.0.1 "
+        'unless --host says otherwise. Needs pip install "cxrkit[pacs]".',
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument(
+        "--ae-title", default="CXRKIT", help="this node's AE title (default: CXRKIT)"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only)",
+    )
+    parser.add_argument("--port", type=int, default=11112, help="default: 11112")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--send-to", metavar="AE@HOST:PORT", help="C-STORE results to this node"
+    )
+    where.add_argument(
+        "--stow-url", metavar="URL", help="STOW-RS results to this DICOMweb root"
+    )
+    where.add_argument("--results-dir", metavar="DIR", help="write results here")
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also send a heatmap secondary capture per instance (the recommended "
+        "method of cxrkit explain)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: call the positive class at probability >= this "
+        "(default: the threshold recorded in the model file, else 0.5)",
+    )
+    parser.add_argument(
+        "--spool",
+        metavar="DIR",
+        default="cxrkit-spool",
+        help="where acknowledged instances wait until reported (default: cxrkit-spool)",
+    )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep reported instances in SPOOL/done/ (default: delete them)",
+    )
+    parser.add_argument(
+        "--queue-size",
+        type=int,
+        default=32,
+        help="instances waiting, at most (default: 32)",
+    )
+    parser.add_argument(
+        "--queue-timeout",
+        type=float,
+        default=10,
+        help="seconds a C-STORE waits for room before status A700 (default: 10)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="instances predicted together (default: 16)",
+    )
+    parser.add_argument(
+        "--allow-ae",
+        metavar="AE",
+        action="append",
+        default=None,
+        help="accept associations only from this calling AE title (repeat it)",
+    )
+    parser.add_argument("--tls-cert", metavar="PEM", help="this node's certificate")
+    parser.add_argument("--tls-key", metavar="PEM", help="this node's private key")
+    parser.add_argument(
+        "--tls-ca",
+        metavar="PEM",
+        help="with --tls-cert: require client certificates signed by this CA",
+    )
+    parser.add_argument(
+        "--send-tls-ca",
+        metavar="PEM",
+        help="with --send-to: TLS to the node, whose certificate this CA signed",
+    )
+    parser.add_argument(
+        "--log-identifiers",
+        action="store_true",
+        help="name instances in logs by UID, patient ID and accession (default: "
+        "by the hash of the SOP Instance UID)",
+    )
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
+    parser.set_defaults(func=_cmd_listen)
+
+
+# ---------------------------------------------------------------------- pacs
+def _cmd_pacs(args: argparse.Namespace) -> int:
+    import csv
+
+    from cxrkit import pacs
+
+    if not (args.date or args.modality or args.accession or args.study):
+        raise _UserError(
+            "give at least one of --date, --modality, --accession or --study, so "
+            "that a whole archive is never processed by accident"
+        )
+    with _user_input():
+        model = pacs.ReportingModel(
+            args.model_file, threshold=args.threshold, device=args.device
+        )
+    try:
+        results = pacs.process_dicomweb(
+            model,
+            args.url,
+            study_date=args.date,
+            modality=args.modality,
+            accession_number=args.accession,
+            study_instance_uid=args.study,
+            limit=args.limit,
+            store=not args.no_store,
+            overlay=args.overlay,
+        )
+    except (OSError, pacs.DeliveryError) as exc:  # the server, not a bug
+        raise _UserError(f"DICOMweb server {args.url}: {exc}") from exc
+    rows = pacs.results_table(results, identifiers=args.show_identifiers)
+    with _user_input():
+        out = (
+            open(args.csv, "w", newline="", encoding="utf-8")
+            if args.csv
+            else contextlib.nullcontext(sys.stdout)
+        )
+    with out as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]) if rows else ["instance"])
+        writer.writeheader()
+        writer.writerows(rows)
+    stored = sum(r["results_stored"] > 0 for r in rows)
+    print(
+        f"{len(rows)} radiograph(s), results stored for {stored}. For research and "
+        "education only; not a medical device.",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _add_pacs_command(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "pacs",
+        help="predict radiographs on a DICOMweb server, store results back",
+        description="Query a DICOMweb server (QIDO-RS) for studies by date, "
+        "modality, accession number or Study Instance UID, fetch their chest "
+        "radiographs (WADO-RS), predict, and store a structured report per "
+        "radiograph back (STOW-RS). Prints one CSV row per radiograph, named by "
+        'the hash of its SOP Instance UID. Needs pip install "cxrkit[pacs]".',
+    )
+    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    parser.add_argument(
+        "--url",
+        required=True,
+        help="the DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web",
+    )
+    parser.add_argument(
+        "--date", help="study date or range: 20240131 or 20240101-20240131"
+    )
+    parser.add_argument("--modality", help="e.g. CR or DX")
+    parser.add_argument("--accession", help="accession number")
+    parser.add_argument("--study", metavar="UID", help="one Study Instance UID")
+    parser.add_argument("--limit", type=int, help="at most this many studies")
+    parser.add_argument(
+        "--no-store", action="store_true", help="predict only; store nothing back"
+    )
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help="also store a heatmap secondary capture per radiograph (the "
+        "recommended method of cxrkit explain)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="two classes: call the positive class at probability >= this "
+        "(default: the threshold recorded in the model file, else 0.5)",
+    )
+    parser.add_argument(
+        "--show-identifiers",
+        action="store_true",
+        help="add the Study and SOP Instance UIDs to the CSV",
+    )
+    parser.add_argument("--csv", default=None, help="write here (default: stdout)")
+    parser.add_argument(
+        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+    )
+    parser.set_defaults(func=_cmd_pacs)
 
 
 # ---------------------------------------------------------------------- main
@@ -888,6 +1410,8 @@ _COMMANDS = (
     _add_explain_command,
     _add_export_command,
     _add_serve_command,
+    _add_listen_command,
+    _add_pacs_command,
     _add_adapt_command,
 )
 
@@ -925,7 +1449,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "--verbose",
             action="store_true",
             default=argparse.SUPPRESS,
-            help="more progress: a progress bar in every training epoch",
+            help="more progress: a progress bar in every training epoch (the "
+            "default when the output is a terminal)",
         )
     return parser
 
@@ -943,19 +1468,16 @@ def _plain_warnings(command: str) -> Iterator[None]:
         yield
 
 
-def _user_message(exc: BaseException) -> str:
+def _user_message(exc: BaseException, args: argparse.Namespace) -> str:
     """The message of a user error, with command-line advice in place of
-    the Python API's (``pass on_error='skip'``)."""
+    the Python API's (``pass on_error='skip'``), for the command given."""
     from cxrkit.io import ImageReadError
 
     if isinstance(exc, ImageReadError):
-        return str(
-            ImageReadError(
-                exc.failures,
-                hint="Remove or fix these files, or add --on-error skip to leave "
-                "them out with a warning.",
-            )
-        )
+        hint = "Remove or fix these files"
+        if hasattr(args, "on_error"):  # the command accepts --on-error
+            hint += ", or add --on-error skip to leave them out with a warning"
+        return str(ImageReadError(exc.failures, hint=hint + "."))
     return str(exc)
 
 
@@ -988,7 +1510,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if getattr(args, "debug", False) or not _is_user_error(exc):
             raise
-        print(f"cxrkit {args.command}: error: {_user_message(exc)}", file=sys.stderr)
+        print(
+            f"cxrkit {args.command}: error: {_user_message(exc, args)}", file=sys.stderr
+        )
         return 2
 
 

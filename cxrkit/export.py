@@ -16,7 +16,8 @@ std``), ``preprocessing`` (the whole recipe in words), ``output_name``,
 ``positive_column``; the threshold given, else the one recorded with the
 model, as [`decision_rule`][cxrkit.provenance.decision_rule] resolves it),
 ``preprocess`` (cxrkit's deterministic preprocessing steps after resizing,
-or ``"none"``), ``model`` and ``cxrkit_version``; all values are strings.
+joined by ``+``, or ``"none"``; ``preprocessing`` says exactly what each
+does), ``model`` and ``cxrkit_version``; all values are strings.
 The user guide's *Deployment with ONNX* page has a complete onnxruntime
 script that reads them.
 
@@ -72,6 +73,19 @@ _PREPROCESSING = (
     "BILINEAR, reducing_gap=3.0), divide by 255, subtract mean, divide by std. "
     "Feed float32 of shape (batch, 1, image_size, image_size)."
 )
+
+
+#: What each of cxrkit's preprocess steps does, for a runtime without cxrkit.
+_STEP_TEXT = {
+    "equalize": "global histogram equalisation of the 256 grey levels "
+    "(Pillow's ImageOps.equalize)",
+    "clahe": "OpenCV's CLAHE, clipLimit 2.0, tileGridSize (8, 8), or (2, 2) "
+    "when the image is smaller than 64 px",
+    "stretch": "the 1st and 99th percentiles (numpy.percentile, linear) mapped "
+    "to 0 and 255, rounded and clipped; unchanged when they are equal",
+    "crop": "an 8% band (rounded to pixels) cut off every side, then resized "
+    "back to image_size (Pillow BILINEAR)",
+}
 
 
 def export_onnx(
@@ -222,10 +236,14 @@ def onnx_metadata(
         "intended_use": "research and education; not a medical device",
     }
     if metadata["preprocess"] != "none":
+        steps = metadata["preprocess"].split("+")
         metadata["preprocessing"] += (
             f" Before dividing by 255, apply cxrkit's preprocess steps "
-            f"{metadata['preprocess']!r} to the resized uint8 image "
-            "(cxrkit.preprocess.preprocess_images)."
+            f"{metadata['preprocess']!r}, in this order, to the resized uint8 "
+            "image (cxrkit.preprocess.preprocess_images; "
+            "examples/onnx_inference.py does it with numpy and Pillow): "
+            + "; ".join(f"{step}: {_STEP_TEXT[step]}" for step in steps)
+            + "."
         )
     if rule.threshold is None:
         return metadata
@@ -242,7 +260,7 @@ def onnx_metadata(
 
 def _preprocess_steps(clf: PneumoniaClassifier) -> tuple[str, ...]:
     """The names of the deterministic preprocessing steps the model applies."""
-    steps = getattr(clf, "preprocess", None)  # a parameter since issue 10
+    steps = getattr(clf, "preprocess", None)  # a parameter since cxrkit 0.2
     if not steps:
         return ()
     return tuple(steps.split("+")) if isinstance(steps, str) else tuple(steps)

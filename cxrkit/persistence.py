@@ -20,8 +20,11 @@ What a file holds, and what ``load_model`` gives back:
 * the fitted attributes ``classes_``, ``history_`` (every epoch-level entry),
   ``skipped_files_``, ``training_data_`` (what the model was trained on),
   ``operating_threshold_`` (the threshold chosen for it, if any),
-  ``adaptation_`` (its adaptation to a site, if any), and the
-  weights of ``net_``, which is built by the same
+  ``adaptation_`` (its adaptation to a site, if any), ``conformal_`` (its
+  conformal prediction sets, if any), ``ood_detector_`` (the
+  out-of-distribution detector: its settings and threshold as JSON, its
+  arrays as tensors; None when a file has none), and the weights of
+  ``net_``, which is built by the same
   builder as in ``fit`` (loss with the class weights of the fit, optimizer,
   LR schedule and other callbacks); it has no training data, so a
   ``sampler="balanced"`` net shuffles instead, and there is no validation
@@ -59,6 +62,7 @@ from cxrkit._training import NetSpec, build_net, resolve_device
 from cxrkit._version import __version__
 from cxrkit.checkpoint import jsonable, write_atomic
 from cxrkit.metrics import positive_label
+from cxrkit.ood import FeatureDistanceDetector
 from cxrkit.provenance import operating_threshold
 
 __all__ = [
@@ -209,12 +213,16 @@ def save_model(
         "training_data": jsonable(getattr(clf, "training_data_", None)),
         "operating_threshold": jsonable(chosen),
         "adaptation": jsonable(getattr(clf, "adaptation_", None)),
+        "conformal": jsonable(getattr(clf, "conformal_", None)),
     }
     state = {k: v.detach().cpu() for k, v in clf.net_.module_.state_dict().items()}
     buffer = io.BytesIO()
     payload = {"meta": json.dumps(meta), "state_dict": state}
     if getattr(clf, "mean_image_", None) is not None:
         payload["mean_image"] = torch.from_numpy(np.asarray(clf.mean_image_))
+    if getattr(clf, "ood_detector_", None) is not None:
+        meta["ood_detector"], payload["ood_detector"] = clf.ood_detector_.to_state()
+        payload["meta"] = json.dumps(meta)
     torch.save(payload, buffer)
     return write_atomic(path, buffer.getvalue())
 
@@ -444,8 +452,25 @@ def load_model(
     clf.training_data_ = meta.get("training_data")
     clf.operating_threshold_ = meta.get("operating_threshold")
     clf.adaptation_ = meta.get("adaptation")  # None in files of cxrkit <= 0.1
+    clf.conformal_ = meta.get("conformal")
     mean_image = payload.get("mean_image")  # absent in files of older versions
     clf.mean_image_ = (
         mean_image.numpy() if isinstance(mean_image, torch.Tensor) else None
     )
+    clf.ood_detector_ = _ood_detector(meta, payload, path)
     return clf
+
+
+def _ood_detector(meta: dict, payload: dict, path: Path) -> Any:
+    """The file's out-of-distribution detector; None in files without one."""
+    if meta.get("ood_detector") is None:
+        return None
+    try:
+        return FeatureDistanceDetector.from_state(
+            meta["ood_detector"], payload["ood_detector"]
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(
+            f"{path} is a damaged cxrkit model file (its out-of-distribution "
+            f"detector: {type(exc).__name__}: {exc})"
+        ) from None

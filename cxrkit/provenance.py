@@ -20,6 +20,7 @@ command line, the server and the ONNX export all ask it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -36,8 +37,10 @@ from cxrkit.metrics._inputs import check_threshold
 __all__ = [
     "DecisionRule",
     "decision_rule",
+    "file_sha256",
     "operating_threshold",
     "training_data_summary",
+    "weights_sha256",
 ]
 
 
@@ -263,3 +266,37 @@ def decision_rule(
     if recorded is not None and str(pos_label) == recorded["pos_label"]:
         return DecisionRule(float(recorded["threshold"]), pos_label)
     return DecisionRule(None, pos_label)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, in hex: a model file's identity.
+
+    ``cxrkit serve`` shows it on the model card; ``cxrkit listen`` writes it
+    into every report.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> path = tempfile.mkdtemp() + "/empty"
+    >>> open(path, "wb").close()
+    >>> file_sha256(path)[:16]
+    'e3b0c44298fc1c14'
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_sha256(clf: Any) -> str:
+    """The SHA-256 of a fitted classifier's network weights, in hex.
+
+    The identity of a model that was never saved to a file (names and
+    values of its ``state_dict``, in order).
+    """
+    digest = hashlib.sha256()
+    for name, tensor in clf.net_.module_.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().numpy().tobytes())
+    return digest.hexdigest()

@@ -5,11 +5,11 @@ read, printed, changed and searched over like any other parameters:
 ``PneumoniaClassifier(**RECIPES["cpu"])`` and ``make_classifier("cpu")`` are
 the same model.
 
-``"cpu"`` is the recipe measured in ``benchmarks/recipe.py`` and
-``benchmarks/protocol.py`` (see the docs page *Training recipe*): 10 epochs
-of a ResNet-18 at 112 px with histogram equalisation; its budget is all
-5,216 Kermany training images within 30 minutes on 2 CPU cores
-(``benchmarks/full_fit.py``). Most other entries
+``"cpu"`` is the recommended recipe, measured in ``benchmarks/recipe.py``
+and ``benchmarks/protocol.py``: 10 epochs of a ResNet-18 at 112 px with
+histogram equalisation, made to train on all 5,216 Kermany training images
+on 2 CPU cores (what it costs and scores: the docs pages *Training recipe*
+and *Benchmarks*). Most other entries
 express the recipes of five widely copied reference projects in cxrkit terms
 (see *Reference recipes*); they are there for comparison, not because they
 are good. ``"efficientnet_lite0_frozen"`` and ``"efficientnet_lite0_finetune"``
@@ -38,15 +38,11 @@ RECIPES: dict[str, dict[str, Any]] = {
     # model at prediction too) makes it blind to monotone changes of
     # exposure and contrast: on the shift-aware protocol it removed the
     # darker / brighter / low-contrast / offset drops of the 0.1 recipe.
-    # 112 px, not 128: 10 epochs of 128 px would take an estimated 29-37
-    # minutes on all 5,216 images on 2 cores, mostly over the 30-minute budget; 112 px
-    # measured 27.8 minutes (benchmarks/full_fit.py) on an AVX2 CPU and 12.8
-    # on one with AVX-512 and AMX, costs about 0.77x
-    # and held up as well by the worst case over the protocol (matched-holdout
-    # AUC 0.0026 lower; docs page "Training recipe", "Image size").
-    # Float32 stays the recipe's precision: it was validated in float32, and
-    # bfloat16 is slower on CPUs without AMX. On CPUs with AMX,
-    # precision="bf16" trains it 1.89x faster (docs page "Training").
+    # 112 px, not 128: it costs about 0.77x of 128 px per image and held up as
+    # well by the worst case over the protocol (docs: Benchmarks, "Image
+    # size"). Float32 stays the recipe's precision: it was validated in
+    # float32, and bfloat16 is slower on CPUs without AMX; on CPUs with AMX,
+    # precision="bf16" trains it faster (docs: Training recipe, cost).
     "cpu": {
         "model": "resnet18",
         "image_size": 112,
@@ -103,7 +99,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The same weights fine-tuned end to end, with the "cpu" recipe's class
     # weights, label smoothing, blur augmentation and one-cycle schedule, at
     # a lower peak LR that keeps the pretrained features (a from-scratch LR
-    # of 2e-3 moves them further), and at 160 px where the CPU budget buys
+    # of 2e-3 moves them further), and at 160 px, where a CPU can train
     # several epochs (see the docs page "Reference recipes").
     "efficientnet_lite0_finetune": {
         "model": "efficientnet_lite0",

@@ -67,9 +67,9 @@ __all__ = [
     "shifted_predictions",
 ]
 
-#: Side at which traits are measured when ``X`` holds paths: the size of the
-#: Kermany copies in ``../shared/data``; traits of one dataset must all be
-#: measured at one size (sharpness depends on it).
+#: Side at which traits are measured when ``X`` holds paths: the size of
+#: the 224 px Kermany copies the traits were first measured on; traits of one
+#: dataset must all be measured at one size (sharpness depends on it).
 TRAIT_IMAGE_SIZE = 224
 
 TRAITS = (

@@ -6,7 +6,7 @@ Usage::
     python examples/evaluate.py [DATA_DIR] [--n-patients N]
 
 DATA_DIR is a Kermany-style folder with ``train/`` (one subfolder per class),
-e.g. ``../shared/data/chest_xray``; without it, synthetic chest-like images
+e.g. ``chest_xray``; without it, synthetic chest-like images
 are used. The images of ``--n-patients`` patients (default 1000: about 1,800
 images) are split by patient into training (60%), validation (20%) and test
 (20%) parts.

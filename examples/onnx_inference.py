@@ -5,11 +5,14 @@ Usage::
     cxrkit export model.cxr model.onnx           # or clf.export_onnx("model.onnx")
     python examples/onnx_inference.py model.onnx IMAGE [IMAGE ...]
 
-Needs only numpy, Pillow and onnxruntime. The preprocessing is read from the
-model's metadata and reproduces cxrkit's for 8-bit images (JPEG, PNG, BMP,
-TIFF; colour becomes grey). 16-bit images and DICOM need cxrkit's min-max
-stretch or windowing first (``cxrkit.read_image``). The tests check that this
-script gives cxrkit's probabilities on real radiographs.
+Needs only numpy, Pillow and onnxruntime (and OpenCV for a model trained
+with ``preprocess="clahe"``). The preprocessing is read from the model's
+metadata and reproduces cxrkit's for 8-bit images (JPEG, PNG, BMP, TIFF;
+colour becomes grey), the model's ``preprocess`` steps included (the "cpu"
+recipe's histogram equalisation, for one). 16-bit images and DICOM need
+cxrkit's min-max stretch or windowing first (``cxrkit.read_image``). The
+tests check that this script gives cxrkit's probabilities on real
+radiographs, with and without preprocess steps.
 
 For research and education; not a medical device.
 """
@@ -24,17 +27,45 @@ from PIL import Image, ImageOps
 
 def preprocess(path: str, meta: dict[str, str]) -> np.ndarray:
     """One image file as the model's input: float32 (1, size, size)."""
-    if meta.get("preprocess", "none") != "none":  # steps this script lacks
-        raise ValueError(f"model needs cxrkit's preprocess={meta['preprocess']!r}")
     size = int(meta["image_size"])
     with Image.open(path) as img:
         if img.format == "JPEG":
             img.draft("L", (size, size))  # decode large JPEGs at reduced scale
         img = ImageOps.exif_transpose(img).convert("L")  # grey levels (luma)
         img = img.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=3.0)
+    for step in meta.get("preprocess", "none").split("+"):  # e.g. "equalize"
+        img = preprocess_step(img, step)
     grey = np.asarray(img, dtype=np.float32) / 255.0
     x = (grey - float(meta["mean"])) / float(meta["std"])
     return x[np.newaxis]  # one channel
+
+
+def preprocess_step(img: Image.Image, step: str) -> Image.Image:
+    """One of cxrkit's preprocess steps on the resized 8-bit image, as
+    cxrkit.preprocess does it."""
+    if step == "none":
+        return img
+    if step == "equalize":  # global histogram equalisation
+        return ImageOps.equalize(img)
+    grey = np.asarray(img)
+    if step == "stretch":  # 1st-99th percentiles to 0-255
+        lo, hi = np.percentile(grey, [1, 99])
+        if hi <= lo:
+            return img
+        scaled = (grey.astype(np.float32) - lo) * (255.0 / (hi - lo))
+        return Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+    if step == "crop":  # an 8% band off every side, resized back
+        w, h = img.size
+        dx, dy = round(w * 0.08), round(h * 0.08)
+        inner = img.crop((dx, dy, w - dx, h - dy))
+        return inner.resize((w, h), Image.Resampling.BILINEAR)
+    if step == "clahe":  # needs OpenCV: pip install opencv-python-headless
+        import cv2
+
+        tiles = (8, 8) if min(grey.shape) >= 64 else (2, 2)
+        clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=tiles)
+        return Image.fromarray(clahe.apply(grey))
+    raise ValueError(f"unknown preprocess step {step!r} in the model's metadata")
 
 
 # --8<-- [end:preprocess]

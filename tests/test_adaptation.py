@@ -19,6 +19,9 @@ from cxrkit.adaptation import (
     adapt_prior,
     adjust_probabilities,
     calibrate,
+    conformalize,
+    prediction_sets,
+    sets_from_probabilities,
     training_prior,
 )
 from cxrkit.cli import main
@@ -77,7 +80,10 @@ def test_batchnorm_statistics_become_the_sites(fitted_synthetic, synthetic):
     before = {
         k: v.clone() for k, v in fitted_synthetic.net_.module_.state_dict().items()
     }
-    adapted = adapt_batchnorm(fitted_synthetic, site, batch_size=16)
+    with pytest.warns(UserWarning, match="out-of-distribution detector"):
+        adapted = adapt_batchnorm(fitted_synthetic, site, batch_size=16)
+    assert fitted_synthetic.ood_detector_ is not None  # the original keeps its own
+    assert adapted.ood_detector_ is None  # fitted on other features: dropped
 
     # the original is untouched
     for k, v in fitted_synthetic.net_.module_.state_dict().items():
@@ -228,14 +234,66 @@ def test_adapted_model_saves_and_loads(fitted_synthetic, synthetic, tmp_path):
         method="platt",
         sensitivity=0.9,
     )
+    adapted = conformalize(adapted, X[128:228], y[128:228], coverage=0.8)
     loaded = PneumoniaClassifier.load(adapted.save(tmp_path / "site.cxr"))
     assert loaded.adaptation_ == adapted.adaptation_
+    assert loaded.conformal_ == adapted.conformal_
     assert loaded.operating_threshold_ == adapted.operating_threshold_
     np.testing.assert_allclose(
         loaded.predict_proba(X[:20]), adapted.predict_proba(X[:20]), atol=1e-6
     )
     refit = copy.deepcopy(loaded).fit(X[:40], y[:40])
     assert refit.adaptation_ is None  # a new fit forgets the site
+    assert refit.conformal_ is None
+
+
+# --------------------------------------------------------------- conformal
+def _two_class_probabilities(n: int, share: float, seed: int):
+    rng = np.random.default_rng(seed)
+    positive = rng.random(n) < share
+    s = rng.normal(np.where(positive, 0.7, -0.7), 1.0)  # much overlap
+    p1 = 1 / (1 + np.exp(-2 * s))
+    y = np.where(positive, "PNEUMONIA", "NORMAL")
+    return np.column_stack([1 - p1, p1]), y
+
+
+@pytest.mark.parametrize("coverage", [0.8, 0.9])
+def test_conformal_sets_cover_each_class(fitted_synthetic, coverage):
+    # a large calibration sample: the coverage of one draw of it varies by
+    # about sqrt(coverage * (1 - coverage) / n_c) around its expectation
+    proba, y = _two_class_probabilities(20_000, 0.75, seed=0)  # unbalanced
+    stub = _with_probabilities(fitted_synthetic, proba)
+    model = conformalize(stub, np.zeros((1, 8, 8), np.uint8), y, coverage=coverage)
+    assert model.conformal_["n_images"] == {
+        "NORMAL": int((y == "NORMAL").sum()),
+        "PNEUMONIA": int((y == "PNEUMONIA").sum()),
+    }
+    fresh, y_new = _two_class_probabilities(40_000, 0.75, seed=1)
+    sets = sets_from_probabilities(model, fresh)
+    for i, label in enumerate(["NORMAL", "PNEUMONIA"]):
+        covered = sets[y_new == label, i].mean()
+        n_c = model.conformal_["n_images"][label]
+        # coverage <= E[covered] <= coverage + 1/(n_c + 1), over calibration draws
+        assert abs(covered - coverage) < 0.02 + 1 / (n_c + 1), label
+    assert 0 < (sets.sum(axis=1) == 2).mean() < 1  # some images are referred
+
+
+def test_conformal_needs_enough_images_per_class(fitted_synthetic):
+    proba, y = _two_class_probabilities(200, 0.97, seed=0)
+    stub = _with_probabilities(fitted_synthetic, proba)
+    with pytest.raises(ValueError, match="cannot give 95% coverage"):
+        conformalize(stub, np.zeros((1, 8, 8), np.uint8), y, coverage=0.95)
+
+
+def test_adapting_after_conformal_drops_the_sets(fitted_synthetic, synthetic):
+    X, y, _ = synthetic
+    model = conformalize(fitted_synthetic, X[:200], y[:200], coverage=0.8)
+    assert prediction_sets(model, X[:5]).shape == (5, 2)
+    with pytest.warns(UserWarning, match="conformalize after the last"):
+        later = adapt_prior(model, X[:50])
+    assert later.conformal_ is None
+    with pytest.raises(ValueError, match="no conformal prediction sets"):
+        prediction_sets(later, X[:5])
 
 
 # -------------------------------------------------------------------- CLI
@@ -268,6 +326,8 @@ def test_cli_adapt_writes_an_adapted_model(
             str(labelled),
             "--sensitivity",
             "0.9",
+            "--coverage",
+            "0.8",
             "-q",
         ]
     )
@@ -281,6 +341,8 @@ def test_cli_adapt_writes_an_adapted_model(
         "calibrate",
     ]
     assert loaded.operating_threshold_["criterion"] == "sensitivity >= 0.9"
+    assert loaded.conformal_["coverage"] == 0.8
+    assert "conformal prediction sets" in printed
 
 
 @pytest.mark.parametrize(
@@ -288,6 +350,7 @@ def test_cli_adapt_writes_an_adapted_model(
     [
         ([], "nothing to do"),
         (["--prior"], "--site DIR"),
+        (["--coverage", "0.9"], "--labelled DIR"),
     ],
 )
 def test_cli_adapt_refuses_what_it_cannot_do(
@@ -297,3 +360,40 @@ def test_cli_adapt_refuses_what_it_cannot_do(
     code = main(["adapt", str(model), "--out", str(tmp_path / "o.cxr"), *extra])
     assert code == 2
     assert message in capsys.readouterr().err
+
+
+def test_report_shows_adaptation_and_conformal_sets(
+    fitted_synthetic, synthetic, tmp_path
+):
+    import json
+
+    from cxrkit.report import evaluation_report
+
+    X, y, _ = synthetic
+    model = conformalize(
+        calibrate(fitted_synthetic, X[:100], y[:100]),
+        X[100:300],
+        y[100:300],
+        coverage=0.8,
+    )
+    evaluation_report(
+        model,
+        X[300:],
+        y[300:],
+        tmp_path,
+        n_bootstrap=50,
+        n_misclassified=0,
+        n_heatmaps=0,
+    )
+    summary = json.loads((tmp_path / "metrics.json").read_text())
+    conformal = summary["conformal"]
+    assert conformal["coverage"] == 0.8
+    assert sum(conformal["set_sizes"].values()) == 100
+    sets = prediction_sets(model, X[300:])
+    normal = y[300:] == "NORMAL"
+    assert conformal["covered"]["NORMAL"]["k"] == int(sets[normal, 0].sum())
+    assert conformal["covered"]["NORMAL"]["m"] == int(normal.sum())
+    assert [s["step"] for s in summary["adaptation"]["steps"]] == ["calibrate"]
+    page = (tmp_path / "report.html").read_text()
+    assert "Conformal prediction sets" in page and "every class (refer)" in page
+    assert "Adapted to a site after training" in page

@@ -85,14 +85,14 @@ def test_predict_folder_and_files_to_csv(model_file, small_folder, tmp_path, cap
     assert code == 0
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 25
-    assert set(rows[0]) == {"path", "predicted", "p_NORMAL", "p_PNEUMONIA"}
+    assert ",".join(rows[0]) == "path,predicted,p_NORMAL,p_PNEUMONIA,ood_score,ood"
     for row in rows:
         assert row["predicted"] in ("NORMAL", "PNEUMONIA")
         total = float(row["p_NORMAL"]) + float(row["p_PNEUMONIA"])
         assert total == pytest.approx(1, abs=1e-3)
     assert main(["predict", str(model_file), str(image)]) == 0
     stdout = capsys.readouterr().out.splitlines()
-    assert stdout[0] == "path,predicted,p_NORMAL,p_PNEUMONIA"
+    assert stdout[0] == "path,predicted,p_NORMAL,p_PNEUMONIA,ood_score,ood"
     assert stdout[1].split(",")[:2] == [str(image), rows[-1]["predicted"]]
 
 

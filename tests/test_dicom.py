@@ -204,6 +204,12 @@ def test_compressed_without_decoder_names_the_packages(tmp_path, real_gray):
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xf7 not really JPEG-LS"])
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
+    from pydicom.pixels.decoders import JPEGLSLosslessDecoder
+
+    if JPEGLSLosslessDecoder.is_available:  # e.g. pyjpegls, which cxrkit[pacs] brings
+        with pytest.raises(ValueError, match="could not decode the DICOM pixel data"):
+            read_image(path)
+        return
     with pytest.raises(ImportError, match="pylibjpeg") as info:
         read_image(path)
     assert "JPEG-LS" in str(info.value) and "gdcm" in str(info.value)

@@ -22,6 +22,7 @@ from cxrkit import PneumoniaClassifier, load_image_folder, load_images
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_metadata
+from cxrkit.preprocess import PREPROCESSING, preprocess_images
 from cxrkit.transforms import MEAN, STD, ImageDataset
 
 ort = pytest.importorskip("onnxruntime")
@@ -103,23 +104,78 @@ def test_metadata_documents_the_preprocessing(real_onnx, real_model):
     assert meta["preprocess"] == "none"
 
 
-def test_example_script_reproduces_cxrkit_from_metadata_alone(
-    real_onnx, real_model, held_out
-):
-    """The docs' snippet (numpy + Pillow + onnxruntime) gives cxrkit's output,
-    full-resolution JPEGs (decoded at reduced scale) included."""
+def _example():
+    """examples/onnx_inference.py as a module."""
     spec = importlib.util.spec_from_file_location(
         "onnx_inference", ROOT / "examples" / "onnx_inference.py"
     )
     example = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(example)
+    return example
+
+
+def test_example_script_reproduces_cxrkit_from_metadata_alone(
+    real_onnx, real_model, held_out
+):
+    """The docs' snippet (numpy + Pillow + onnxruntime) gives cxrkit's output,
+    full-resolution JPEGs (decoded at reduced scale) included."""
+    example = _example()
     session = _session(real_onnx)
     proba, labels = example.predict(session, held_out)
     assert np.abs(proba - real_model.predict_proba(held_out)).max() <= TOLERANCE
     assert labels.tolist() == real_model.predict(held_out).tolist()
     meta = session.get_modelmeta().custom_metadata_map
-    with pytest.raises(ValueError, match="preprocess='clahe'"):
-        example.preprocess(held_out[0], {**meta, "preprocess": "clahe"})
+    with pytest.raises(ValueError, match="unknown preprocess step 'sharpen'"):
+        example.preprocess(held_out[0], {**meta, "preprocess": "sharpen"})
+
+
+@pytest.mark.parametrize("step", sorted(PREPROCESSING))
+def test_example_applies_each_preprocess_step_as_cxrkit(step, sample_cxr):
+    """The example's numpy/Pillow version of each step is cxrkit's, exactly."""
+    if step == "clahe":
+        pytest.importorskip("cv2")
+    from PIL import Image
+
+    example = _example()
+    images, _ = load_images(list(sample_cxr.data[:12]), 64)
+    ours = preprocess_images(images, step)
+    theirs = [
+        np.asarray(example.preprocess_step(Image.fromarray(im), step)) for im in images
+    ]
+    np.testing.assert_array_equal(ours, np.stack(theirs))
+
+
+def test_metadata_says_what_every_preprocess_step_does(small_model):
+    from cxrkit.export import _STEP_TEXT
+
+    assert set(_STEP_TEXT) == set(PREPROCESSING)
+    with_steps = copy.copy(small_model)
+    with_steps.preprocess = "crop+equalize"
+    text = onnx_metadata(with_steps)["preprocessing"]
+    assert "crop: an 8% band" in text and "equalize: global histogram" in text
+
+
+def test_cpu_recipe_with_equalisation_runs_in_the_example(sample_cxr, tmp_path, capsys):
+    """The recommended recipe (preprocess="equalize") exported by cxrkit export
+    and run by examples/onnx_inference.py: cxrkit's probabilities within 1e-4."""
+    from cxrkit.recipes import RECIPES, make_classifier
+
+    assert RECIPES["cpu"]["preprocess"] == "equalize"
+    X, y = sample_cxr.data, sample_cxr.target
+    pick = np.r_[
+        np.flatnonzero(y == "NORMAL")[:16], np.flatnonzero(y == "PNEUMONIA")[:16]
+    ]
+    clf = make_classifier("cpu", image_size=32, max_epochs=1, random_state=0)
+    clf.fit(X[pick], y[pick])
+    model = clf.save(tmp_path / "cpu.cxr", threshold=0.4)
+    onnx_path = tmp_path / "cpu.onnx"
+    assert main(["export", str(model), str(onnx_path)]) == 0
+    assert "examples/onnx_inference.py does" in capsys.readouterr().out
+    held_out = [str(p) for p in X[np.r_[40:50, 400:410]]]
+    proba, labels = _example().predict(_session(onnx_path), held_out)
+    loaded = PneumoniaClassifier.load(model)
+    assert np.abs(proba - loaded.predict_proba(held_out)).max() <= TOLERANCE
+    assert labels.tolist() == loaded.predict(held_out).tolist()
 
 
 def test_preprocess_steps_are_recorded(small_model):

@@ -75,6 +75,29 @@ def test_plot_explanations_on_real_images(tiny_clf, sample_cxr, tmp_path):
     assert panels[0].get_title().startswith(f"{Path(X[0]).name}\ntrue: {y[0]}\npred: ")
     fig.savefig(tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 1000
+    assert fig.get_suptitle().startswith("Occlusion heatmaps:")  # the default
+
+
+def test_every_heatmap_figure_names_its_method(tiny_clf):
+    from cxrkit.explain import grad_cam
+    from cxrkit.plot import method_title
+
+    clf, X, y = tiny_clf
+    fig = plot_explanations(clf, X[:2], y[:2], method=grad_cam)
+    assert fig.get_suptitle().startswith("Grad-CAM heatmaps:")
+    maps = grad_cam(clf, X[:2])
+    fig = plot_explanations(clf, X[:2], heatmaps=maps, method_name="grad_cam")
+    assert fig.get_suptitle().startswith("Grad-CAM heatmaps:")
+    fig = plot_heatmap_grid(
+        X[:2], maps, title="Grad-CAM", proba=[0.2, 0.9], proba_label="P(PNEUMONIA)"
+    )
+    assert fig.get_suptitle() == "Grad-CAM"
+    assert [a.get_title() for a in fig.axes if a.images][1] == "P(PNEUMONIA)=0.90"
+    from cxrkit.explain import METHODS
+
+    titles = {name: method_title(name) for name in METHODS}
+    assert titles["grad_cam"] == "Grad-CAM" and titles["occlusion"] == "Occlusion"
+    assert all("_" not in t for t in titles.values())
 
 
 def test_plot_explanations_draws_given_heatmaps_without_computing(tiny_clf):

@@ -427,3 +427,44 @@ def test_robust_threshold_refuses_bad_input(kwargs, message):
     args = {"probas": {"none": [0.1, 0.9]}, **kwargs}
     with pytest.raises(ValueError, match=message):
         select_robust_threshold([0, 1], **args)
+
+
+def _ece_by_hand(y_idx: np.ndarray, proba: np.ndarray, n_bins: int = 10) -> float:
+    """Guo et al. (2017), written as a loop over bins."""
+    confidence = proba.max(axis=1)
+    correct = proba.argmax(axis=1) == y_idx
+    total = 0.0
+    for b in range(n_bins):
+        low, high = b / n_bins, (b + 1) / n_bins
+        inside = (confidence >= low) & (
+            (confidence < high) if b < n_bins - 1 else (confidence <= high)
+        )
+        if inside.any():
+            gap = abs(confidence[inside].mean() - correct[inside].mean())
+            total += inside.mean() * gap
+    return total
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 10_000), st.integers(20, 200))
+def test_expected_calibration_error_matches_the_definition(seed, n):
+    rng = np.random.default_rng(seed)
+    y = CLASSES[rng.integers(0, 2, n)]
+    if len(np.unique(y)) < 2:
+        y[0], y[1] = CLASSES
+    p = rng.random(n)
+    report = clinical_report(y, p, n_bootstrap=20, random_state=0)
+    proba = np.column_stack([1 - p, p])
+    expected = _ece_by_hand((y == "PNEUMONIA").astype(int), proba)
+    assert report.metrics["ece"].value == pytest.approx(expected, abs=1e-9)
+    assert 0 <= report.metrics["ece"].low <= report.metrics["ece"].high <= 1
+
+
+def test_expected_calibration_error_sees_overconfidence():
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 1.5, 5000)
+    y = CLASSES[(rng.random(5000) < 1 / (1 + np.exp(-z))).astype(int)]
+    calibrated = clinical_report(y, 1 / (1 + np.exp(-z)), n_bootstrap=200)
+    overconfident = clinical_report(y, 1 / (1 + np.exp(-4 * z)), n_bootstrap=200)
+    assert calibrated.metrics["ece"].high < 0.03
+    assert overconfident.metrics["ece"].low > 0.1

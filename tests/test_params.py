@@ -66,6 +66,8 @@ BAD = {
     "augment option range": ({"augment": {"degrees": 500}}, "augment"),
     "accelerator": ({"accelerator": "yes"}, "accelerator"),
     "accelerator type": ({"accelerator": 1}, "accelerator"),
+    "ood_alarm_rate": ({"ood_alarm_rate": 1.0}, "ood_alarm_rate"),
+    "ood_alarm_rate type": ({"ood_alarm_rate": "5%"}, "ood_alarm_rate"),
     "random_state": ({"random_state": "seed"}, "random_state"),
     "verbose": ({"verbose": -1}, "verbose"),
 }

@@ -148,9 +148,13 @@ def test_frozen_backbone_runs_once_per_fit(monkeypatch, synthetic):
         max_epochs=4,
         batch_size=16,
         random_state=0,
+        ood_alarm_rate=None,  # the OOD detector's own pass is counted below
     ).fit(X, y)
     assert len(clf.history_) == 4
     assert sum(seen) == len(X)  # each image through the backbone once, not 4x
+    seen.clear()
+    clf.set_params(ood_alarm_rate=0.05).fit(X, y)
+    assert sum(seen) == 2 * len(X)  # and once more for the OOD detector
     frozen = [
         p for n, p in clf.net_.module_.named_parameters() if "classifier" not in n
     ]
@@ -323,3 +327,107 @@ def test_binary_metrics_and_bootstrap():
     ci = recipe.bootstrap_ci(y, score, 0.5, n=200, seed=0)
     assert ci == recipe.bootstrap_ci(y, score, 0.5, n=200, seed=0)  # seeded
     assert ci["sensitivity"][0] <= m["sensitivity"] <= ci["sensitivity"][1]
+
+
+def test_saved_recipe_model_predicts_at_the_rules_threshold(tmp_path):
+    recipe = _load_benchmark("recipe.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    test = _kermany_tree(tmp_path / "test", n_patients=3)
+    result = recipe.main(
+        [*_tiny_recipe_args(train, test), "--save", str(tmp_path / "r")]
+    )
+    saved = PneumoniaClassifier.load(tmp_path / "r.cxr")
+    assert saved.operating_threshold_["threshold"] == pytest.approx(
+        result["threshold"], abs=1e-4
+    )
+    assert "robust_shift rule" in saved.operating_threshold_["source"]
+    assert float(np.load(tmp_path / "r.npz")["threshold"]) == pytest.approx(
+        result["threshold"], abs=1e-4
+    )
+
+
+def test_recipe_benchmark_adapts_to_a_site_before_scoring(tmp_path):
+    recipe = _load_benchmark("recipe.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    site = _kermany_tree(tmp_path / "site", n_patients=6)
+    test = _kermany_tree(tmp_path / "test", n_patients=3)
+    args = [*_tiny_recipe_args(train, test), "--save", str(tmp_path / "r")]
+    result = recipe.main(
+        [*args, "--site", str(site), "--site-steps", "prior,calibrate"]
+    )
+    steps = [s["step"] for s in result["site"]["steps"]]
+    assert steps == ["prior", "calibrate"]
+    assert result["threshold"] == pytest.approx(
+        result["site"]["threshold"]["threshold"], abs=1e-4
+    )
+    assert "site calibration: 24 images" in result["site"]["threshold"]["source"]
+    saved = PneumoniaClassifier.load(tmp_path / "r.cxr")
+    assert saved.operating_threshold_ == result["site"]["threshold"]
+    assert [s["step"] for s in saved.adaptation_["steps"]] == steps
+    with pytest.raises(SystemExit, match="must end with calibrate"):
+        recipe.main([*args, "--site", str(site), "--site-steps", "prior"])
+
+
+def test_external_comparison_over_seeds(tmp_path, capsys):
+    recipe = _load_benchmark("recipe.py")
+    external = _load_benchmark("external.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    test = _kermany_tree(tmp_path / "test", n_patients=4)
+    runs = tmp_path / "runs"
+    for name, seed in (("a", 0), ("a", 1), ("b", 0), ("b", 1)):
+        save = ["--seed", str(seed), "--save", str(runs / f"{name}_s{seed}")]
+        recipe.main([*_tiny_recipe_args(train, test), *save])
+    rows = external.main(
+        [*map(str, sorted(runs.glob("*.npz"))), "--baseline", "a", "--ensemble", "a+b"]
+    )
+    per_seed = {(r["recipe"], r["seed"]): r for r in rows if "seed" in r}
+    summary = {r["recipe"]: r for r in rows if "seeds" in r}
+    assert set(summary) == {"a", "b", "a+b"}
+    assert "auc_minus_baseline" not in per_seed[("a", 0)]
+    diff = per_seed[("b", 1)]["auc_minus_baseline"]
+    assert diff[0] == pytest.approx(
+        per_seed[("b", 1)]["roc_auc"][0] - per_seed[("a", 1)]["roc_auc"][0], abs=2e-4
+    )
+    aucs = [per_seed[("b", s)]["roc_auc"][0] for s in (0, 1)]
+    assert summary["b"]["roc_auc"]["mean"] == pytest.approx(np.mean(aucs), abs=1e-4)
+    assert summary["b"]["roc_auc"]["min"] == min(aucs)
+    data = np.load(runs / "b_s0.npz")
+    y = data["y_test"] == "PNEUMONIA"
+    mean_p = (data["proba_test"] + np.load(runs / "b_s1.npz")["proba_test"])[:, 1] / 2
+    assert summary["b"]["seed_ensemble"]["roc_auc"][0] == pytest.approx(
+        roc_auc_score(y, mean_p), abs=1e-4
+    )
+
+
+def test_site_adaptation_learning_curve(tmp_path):
+    recipe = _load_benchmark("recipe.py")
+    bench = _load_benchmark("site_adaptation.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    site = _kermany_tree(tmp_path / "site", n_patients=10)
+    args = _tiny_recipe_args(train, site)
+    args[args.index("--model") + 1] = "cnn4"  # has batch-norm layers
+    recipe.main([*args, "--save", str(tmp_path / "m")])
+    rows = bench.main(
+        [
+            str(tmp_path / "m.cxr"),
+            "--site",
+            str(site),
+            "--n-labelled",
+            "0",
+            "12",
+            "--draws",
+            "3",
+            "--coverage",
+            "0.8",
+        ]
+    )
+    unlabelled = {r["steps"] for r in rows if r["setting"] == "unlabelled"}
+    assert unlabelled == {"as trained", "batchnorm", "prior", "batchnorm+prior"}
+    curve = {r["n_labelled"]: r for r in rows if r["setting"] == "labelled"}
+    assert curve[0]["draws"] == 1 and curve[12]["draws"] == 3
+    # whole patients of each class: about 12 images, and the rest is scored
+    assert 8 <= curve[12]["labelled_images"][0] <= 16
+    keys = ("accuracy", "sensitivity", "specificity", "ece", "ece_before")
+    for key in (*keys, "coverage_NORMAL", "coverage_PNEUMONIA", "refer", "empty"):
+        low, high = curve[12][key][1:]
+        assert 0 <= low <= curve[12][key][0] <= high <= 1

@@ -69,7 +69,7 @@ def test_report_writes_json_csv_figures_and_self_contained_html(
         assert (out / figure).is_file()
 
     rows = (out / "predictions.csv").read_text().splitlines()
-    assert rows[0] == "index,true,predicted,p_NORMAL,p_PNEUMONIA"  # X is an array
+    assert rows[0] == "index,true,predicted,p_NORMAL,p_PNEUMONIA,ood_score,ood"
     assert len(rows) == len(y) + 1
     proba = clf.predict_proba(X)
     first = rows[1].split(",")
@@ -105,7 +105,7 @@ def test_report_on_image_files_lists_paths_and_misclassified(model_and_data, tmp
     wrong = np.sum(clf.predict(np.asarray(X[:12])) != y[:12])
     assert ("misclassified.png" in data["figures"]) == bool(wrong)
     predictions = (tmp_path / "out" / "predictions.csv").read_text().splitlines()
-    assert predictions[0] == "path,true,predicted,p_NORMAL,p_PNEUMONIA"
+    assert predictions[0] == "path,true,predicted,p_NORMAL,p_PNEUMONIA,ood_score,ood"
     assert predictions[1].startswith(f"{paths[0]},{y[0]},")
 
 

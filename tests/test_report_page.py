@@ -16,6 +16,7 @@ from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.explain import DEFAULT_METHOD, method_caption
 from cxrkit.metrics import clinical_report, select_threshold
+from cxrkit.plot import method_title
 from cxrkit.report import evaluation_report
 from cxrkit.report._checks import degenerate_warnings, threshold_table
 
@@ -151,3 +152,49 @@ def test_page_shows_images_provenance_and_legible_figures(image_files, tmp_path)
     assert "lung_evidence.png" in names
     assert method_caption(DEFAULT_METHOD) in page
     assert "outside the lung field of a typical radiograph" in page
+
+
+def test_figures_say_what_they_show(image_files, tmp_path):
+    """The error grids show the table's P(PNEUMONIA) and name their files and
+    their count of errors; the heatmap figure names its method; the model
+    table prints no Python None; the calibration legend leaves the curve."""
+    from cxrkit.report._figures import report_figures
+
+    X, y = image_files
+    clf = PneumoniaClassifier(
+        model="simple_cnn", image_size=32, max_epochs=1, random_state=0
+    ).fit(X[:40], y[:40])
+    report = clinical_report(
+        y[40:], clf.predict_proba(X[40:]), classes=clf.classes_, n_bootstrap=20
+    )
+    wrong = int(np.sum(report.y_pred != report.y_true))
+    assert wrong >= 2, "the tiny model should make a few errors"
+    figures = {f.stem: f for f in report_figures(clf, X[40:], report, 1, 2)}
+
+    grid = figures["misclassified"]
+    assert f"The 1 most confident of {wrong} errors" in grid.caption
+    ax = grid.figure.axes[0]
+    assert ax.get_title() == f"The 1 most confident of {wrong} errors"
+    tile = ax.child_axes[0].get_title()
+    assert "P(PNEUMONIA)=" in tile and "file_name.png" in tile
+
+    heat = figures["heatmap_errors"]
+    title = f"{method_title(DEFAULT_METHOD)} heatmaps"
+    assert heat.figure.get_suptitle().startswith(title)
+    titles = [a.get_title() for a in heat.figure.axes if a.images]
+    assert all("P(PNEUMONIA)=" in t and ".png" in t for t in titles)
+
+    calibration = figures["calibration"].figure
+    calibration.canvas.draw()
+    (axes,) = [a for a in calibration.axes if a.get_legend()]
+    legend = axes.get_legend().get_window_extent()
+    assert legend.y1 <= axes.get_window_extent().y0  # below the plot
+
+    out = tmp_path / "r"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluation_report(clf, X[40:], y[40:], out, n_bootstrap=20, n_heatmaps=2)
+    page = (out / "report.html").read_text()
+    model = page[page.index("<h2>Model</h2>") : page.index("<h2>Metrics</h2>")]
+    assert ">None<" not in model and "<td>none</td>" in model
+    assert "<td>NORMAL, PNEUMONIA</td>" in model

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
@@ -161,8 +162,26 @@ def real_model(kermany_dir, tmp_path_factory):
     return clf.save(tmp_path_factory.mktemp("browser") / "real.cxr")
 
 
+def open_page(browser: Browser, url: str) -> int:
+    """Load the page and wait for the model card; the file input's node id."""
+    browser.page("Page.enable")
+    browser.page("Page.navigate", url=url + "/")
+    browser.wait_for("document.getElementById('card').textContent.includes('real-')")
+    root = browser.page("DOM.getDocument")["root"]["nodeId"]
+    return browser.page("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
+
+
+def screenshot(browser: Browser, path: Path) -> Path:
+    data = browser.page("Page.captureScreenshot", format="png")["data"]
+    path.write_bytes(base64.b64decode(data))
+    return path
+
+
 PAGE_STATE = """JSON.stringify({
   state: document.body.dataset.state,
+  resultShown: getComputedStyle(document.getElementById('result')).display !== 'none',
+  ood: document.getElementById('ood').hidden ? null
+       : document.getElementById('ood').textContent,
   label: document.getElementById('label').textContent,
   versus: document.getElementById('versus').textContent,
   probabilities: [...document.querySelectorAll('.probability')].map(e => e.textContent),
@@ -194,19 +213,18 @@ def test_page_predicts_and_explains_a_real_xray(
         deviceScaleFactor=1,
         mobile=mobile,
     )
-    browser.page("Page.enable")
-    browser.page("Page.navigate", url=url + "/")
-    browser.wait_for("document.getElementById('card').textContent.includes('real-')")
+    node = open_page(browser, url)
+    # before an upload: no result card (no empty call, no broken image)
+    before = json.loads(browser.evaluate(PAGE_STATE))
+    screenshot(browser, tmp_path / f"serve-before-{width}px.png")
+    assert not before["resultShown"] and before["state"] == "idle", before
+    assert before["overflow"] <= 0
+    shown = "getComputedStyle(document.getElementById('result')).display"
 
-    root = browser.page("DOM.getDocument")["root"]["nodeId"]
-    node = browser.page("DOM.querySelector", nodeId=root, selector="#file")["nodeId"]
     browser.page("DOM.setFileInputFiles", files=[str(xray)], nodeId=node)
     browser.wait_for("['done', 'error'].includes(document.body.dataset.state)")
     state = json.loads(browser.evaluate(PAGE_STATE))
-    shot = tmp_path / f"serve-{width}px.png"
-    shot.write_bytes(
-        base64.b64decode(browser.page("Page.captureScreenshot", format="png")["data"])
-    )
+    shot = screenshot(browser, tmp_path / f"serve-{width}px.png")
 
     docs_dir = os.environ.get("CXRKIT_SCREENSHOT_DIR")  # docs/images for the guide
     if docs_dir:
@@ -214,6 +232,7 @@ def test_page_predicts_and_explains_a_real_xray(
         shutil.copyfile(shot, Path(docs_dir) / name)
 
     assert state["error"] is None and state["state"] == "done", state
+    assert state["resultShown"] and state["ood"] is None, state  # a chest X-ray
     assert state["label"] in ("NORMAL", "PNEUMONIA")
     assert len(state["probabilities"]) == 2
     assert (
@@ -253,3 +272,50 @@ def test_page_predicts_and_explains_a_real_xray(
         "document.getElementById('error').textContent"
     )
     assert "notes.png" in message and "not an image" in message
+    assert browser.evaluate(shown) == "none"  # not the last image's call
+
+
+@pytest.fixture(scope="module")
+def photograph(tmp_path_factory) -> Path:
+    """A photograph (scikit-learn's sample image of a flower) as a JPEG upload."""
+    from sklearn.datasets import load_sample_image
+
+    path = tmp_path_factory.mktemp("photo") / "flower.jpg"
+    Image.fromarray(load_sample_image("flower.jpg")).save(path, quality=90)
+    return path
+
+
+@pytest.mark.parametrize("refuse", [False, True])
+def test_page_says_in_words_when_an_image_is_unlike_the_training_images(
+    browser, real_model, photograph, run_server, tmp_path, refuse
+):
+    url = run_server(create_app(real_model, device="cpu", refuse_ood=refuse))
+    browser.page(
+        "Emulation.setDeviceMetricsOverride",
+        width=1280,
+        height=900,
+        deviceScaleFactor=1,
+        mobile=False,
+    )
+    node = open_page(browser, url)
+    card = browser.evaluate("document.getElementById('card').textContent")
+    assert "Unusual images" in card and "out-of-distribution score" in card
+    browser.page("DOM.setFileInputFiles", files=[str(photograph)], nodeId=node)
+    browser.wait_for("['done', 'error'].includes(document.body.dataset.state)")
+    state = json.loads(browser.evaluate(PAGE_STATE))
+    shot = screenshot(browser, tmp_path / f"serve-ood-refuse-{refuse}.png")
+    docs_dir = os.environ.get("CXRKIT_SCREENSHOT_DIR")
+    if docs_dir and not refuse:
+        shutil.copyfile(shot, Path(docs_dir) / "serve_page_ood.png")
+
+    assert state["error"] is None and state["state"] == "done", state
+    assert "looks unlike the images the model was trained on" in state["ood"], state
+    if refuse:
+        assert "gives no call" in state["ood"]
+        assert state["label"] == "none (refused)" and state["probabilities"] == []
+        assert state["showing"] == "image" and not state["toggleEnabled"]
+    else:
+        assert "call below is unreliable" in state["ood"]
+        assert state["label"] in ("NORMAL", "PNEUMONIA")
+        assert state["showing"] == "overlay"
+    assert state["overflow"] <= 0

@@ -51,10 +51,12 @@ class ClinicalReport:
     ----------
     metrics : dict of str to Estimate
         ``accuracy``, ``sensitivity``, ``specificity``, ``ppv``, ``npv``,
-        ``f1``, ``roc_auc``, ``pr_auc``, ``brier``. With two classes they
-        describe ``pos_label`` against the other class; with more, they are
-        macro averages of the one-vs-rest values (``average == "macro"``),
-        except accuracy and Brier score.
+        ``f1``, ``roc_auc``, ``pr_auc``, ``brier``, ``ece`` (expected
+        calibration error of the most probable class, 10 equal-width bins;
+        Guo et al. 2017). With two classes they describe ``pos_label``
+        against the other class; with more, they are macro averages of the
+        one-vs-rest values (``average == "macro"``), except accuracy, Brier
+        score and ECE.
     per_class : dict or None
         With more than two classes: class -> one-vs-rest metrics.
     support : dict
@@ -161,7 +163,7 @@ class ClinicalReport:
         """(display name, estimate) of each metric, in table order."""
         suffix = "" if self.average is None else " (macro)"
         return [
-            (label + (suffix if key not in ("accuracy", "brier") else ""), e)
+            (label + (suffix if key not in ("accuracy", "brier", "ece") else ""), e)
             for key, label in METRIC_NAMES.items()
             for e in [self.metrics[key]]
         ]

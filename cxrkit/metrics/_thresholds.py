@@ -223,8 +223,10 @@ def select_robust_threshold(
     probas : mapping of str to array-like of shape (n,) or (n, 2)
         Version name -> probability of ``pos_label`` (or ``predict_proba``
         output) on those images.
-    min_sensitivity, min_specificity : float in (0, 1]
-        The floors (defaults 0.95 and 0.85).
+    min_sensitivity : float in (0, 1], default=0.95
+        The floor of sensitivity.
+    min_specificity : float in (0, 1], default=0.85
+        The floor of specificity.
     pos_label : label, optional
         The positive class: ``"PNEUMONIA"`` when it is a class, 1 for 0/1
         labels; other classes need it.

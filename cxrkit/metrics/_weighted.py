@@ -31,7 +31,10 @@ METRIC_NAMES = {
     "roc_auc": "ROC AUC",
     "pr_auc": "PR AUC (average precision)",
     "brier": "Brier score (lower is better)",
+    "ece": "Expected calibration error (lower is better)",
 }
+#: Equal-width confidence bins of the expected calibration error (Guo et al. 2017).
+ECE_BINS = 10
 #: One-vs-rest metrics: per class, and macro-averaged over classes.
 PER_CLASS = ("sensitivity", "specificity", "ppv", "npv", "f1", "roc_auc", "pr_auc")
 
@@ -106,12 +109,20 @@ def clinical_statistic(
         brier_terms = (scores[:, pos] - (y_idx == pos)) ** 2
     else:  # as scikit-learn: the sum over classes of squared differences
         brier_terms = np.sum((scores - np.eye(k)[y_idx]) ** 2, axis=1)
+    # Expected calibration error of the most probable class (Guo et al., "On
+    # Calibration of Modern Neural Networks", ICML 2017): per confidence bin,
+    # |mean confidence - accuracy|, weighted by the bin's share of cases.
+    confidence = scores.max(axis=1)
+    top_correct = (scores.argmax(axis=1) == y_idx).astype(float)
+    bins = np.minimum((confidence * ECE_BINS).astype(int), ECE_BINS - 1)
+    gap_by_bin = np.eye(ECE_BINS)[bins] * (confidence - top_correct)[:, None]
 
     def statistic(weights: np.ndarray) -> dict[Hashable, np.ndarray]:
         total = weights.sum(axis=1)
         out: dict[Hashable, np.ndarray] = {
             "accuracy": weights @ correct / total,
             "brier": weights @ brier_terms / total,
+            "ece": np.abs(weights @ gap_by_bin).sum(axis=1) / total,
         }
         per_class = {
             i: one_vs_rest(weights, y_idx == i, pred_idx == i, curves[i]) for i in focus

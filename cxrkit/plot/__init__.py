@@ -24,9 +24,17 @@ from cxrkit.plot.evaluation import (
     plot_precision_recall,
     plot_roc,
 )
-from cxrkit.plot.heatmaps import plot_explanations, plot_heatmap, plot_heatmap_grid
+from cxrkit.plot.heatmaps import (
+    heatmap_overlay,
+    method_title,
+    plot_explanations,
+    plot_heatmap,
+    plot_heatmap_grid,
+)
 
 __all__ = [
+    "heatmap_overlay",
+    "method_title",
     "plot_calibration",
     "plot_class_distribution",
     "plot_confusion_matrix",

@@ -408,7 +408,8 @@ def plot_calibration(
         title="Calibration (reliability)",
     )
     ax.set_aspect("equal")
-    ax.legend(loc="upper left", fontsize="small")
+    # below the axes: inside, the legend covers the curve wherever it runs
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.16), fontsize="small", ncol=1)
     return ax
 
 
@@ -467,7 +468,14 @@ def plot_history(history: Any, *, ax: Axes | None = None) -> Axes:
             )
         right.set(ylabel="validation score", ylim=(0, 1.02))
         ax.right_ax = right
-    ax.legend(handles=handles, loc="center right", fontsize="small")
+    # below the axes, as in plot_calibration: inside, it covers the curves
+    ax.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.16),
+        fontsize="small",
+        ncol=min(len(handles), 4),
+    )
     ax.xaxis.get_major_locator().set_params(integer=True)
     return ax
 
@@ -522,12 +530,14 @@ def plot_misclassified(
     n: int = 16,
     ncols: int = 4,
     image_size: int = 128,
+    pos_label: Any = None,
     ax: Axes | None = None,
 ) -> Axes:
     """Grid of the most confidently misclassified images.
 
     Each tile shows the true and the predicted class and the predicted
-    class's probability; the most confident errors come first.
+    class's probability (or, with ``pos_label``, the positive class's, as
+    the report's table does); the most confident errors come first.
 
     Parameters
     ----------
@@ -542,6 +552,9 @@ def plot_misclassified(
     ncols : int, default=4
     image_size : int, default=128
         Pixels of each tile.
+    pos_label : class label, optional
+        Show ``P(pos_label)`` on each tile instead of the probability of the
+        predicted class.
     ax : matplotlib Axes, optional
         Its area is divided into tiles.
 
@@ -584,11 +597,20 @@ def plot_misclassified(
         )
         sub.imshow(image, cmap="gray", vmin=0, vmax=255)
         sub.set_axis_off()
-        title = f"true {y_true[i]}\npred {y_pred[i]} ({confidence[i]:.2f})"
+        if pos_label is None:
+            called = f"pred {y_pred[i]} ({confidence[i]:.2f})"
+        else:
+            p = proba[i, classes.index(pos_label)]
+            called = f"pred {y_pred[i]}, P({pos_label})={p:.2f}"
+        title = f"true {y_true[i]}\n{called}"
         if paths:
             title = f"{_short_name(Path(os.fspath(X[i])).name)}\n{title}"
         sub.set_title(title, fontsize=9)
-    ax.set_title(f"Misclassified: {len(shown)} of {len(wrong)}", pad=14)
+    if len(shown) == len(wrong):
+        heading = f"All {len(wrong)} errors, most confident first"
+    else:
+        heading = f"The {len(shown)} most confident of {len(wrong)} errors"
+    ax.set_title(heading, pad=14)
     return ax
 
 

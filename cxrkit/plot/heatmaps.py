@@ -11,15 +11,32 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from PIL import Image
 
 from cxrkit.cache import is_path_like_sequence, load_images
 from cxrkit.io import to_grayscale_uint8
 
-__all__ = ["plot_explanations", "plot_heatmap", "plot_heatmap_grid"]
+__all__ = [
+    "heatmap_overlay",
+    "method_title",
+    "plot_explanations",
+    "plot_heatmap",
+    "plot_heatmap_grid",
+]
 
-_CAPTION = "Heatmaps show what the model used, not a diagnosis (research use only)."
+_CAPTION_TAIL = "what the model used, not a diagnosis (research use only)"
+
+
+def _grid_caption(method_name: str | None) -> str:
+    """The line above a grid of heatmaps: the method, what it shows, the caveat."""
+    if not method_name:
+        return f"Heatmaps: {_CAPTION_TAIL}"
+    from cxrkit.explain import method_caption  # plot sits below explain
+
+    return f"{method_caption(method_name)} Research use only."
 
 
 def _gray(image: Any) -> np.ndarray:
@@ -103,18 +120,47 @@ def plot_heatmap(
     return ax
 
 
-def _caption(y_true: Any, y_pred: Any, proba: Any, i: int, names: Any = None) -> str:
+def _caption(
+    y_true: Any, y_pred: Any, proba: Any, i: int, names: Any = None, label: str = "p"
+) -> str:
     lines = [] if names is None else [str(names[i])]
     if y_true is not None:
         lines.append(f"true: {y_true[i]}")
     if y_pred is not None:
         text = f"pred: {y_pred[i]}"
-        if proba is not None:
-            text += f" (p={float(proba[i]):.2f})"
+        if proba is not None:  # of the class called, or (label) of another
+            p = f"{float(proba[i]):.2f}"
+            text += f" (p={p})" if label == "p" else f", {label}={p}"
         lines.append(text)
     elif proba is not None:
-        lines.append(f"p={float(proba[i]):.2f}")
+        lines.append(f"{label}={float(proba[i]):.2f}")
     return "\n".join(lines)
+
+
+#: How figures name each heatmap method of ``cxrkit.explain.METHODS``.
+def method_title(method: str | Callable[..., Any]) -> str:
+    """The name of a heatmap method as a figure shows it.
+
+    Parameters
+    ----------
+    method : str or callable
+        A key of ``cxrkit.explain.METHODS``, or one of its functions.
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> method_title("grad_cam"), method_title("occlusion")
+    ('Grad-CAM', 'Occlusion')
+    """
+    from cxrkit.explain import DESCRIPTIONS  # one table of names, in explain
+
+    name = method if isinstance(method, str) else getattr(method, "__name__", "")
+    if name in DESCRIPTIONS:
+        return DESCRIPTIONS[name][0]
+    return name.replace("_", " ").capitalize() or "Heatmap"
 
 
 def plot_heatmap_grid(
@@ -129,6 +175,8 @@ def plot_heatmap_grid(
     fig: Figure | None = None,
     alpha: float = 0.45,
     cmap: str = "jet",
+    title: str | None = None,
+    proba_label: str = "p",
 ) -> Figure:
     """A grid of X-rays with their heatmaps, true and predicted labels.
 
@@ -143,12 +191,20 @@ def plot_heatmap_grid(
         Probability of the predicted (or explained) class, shown as ``p=``.
     names : sequence of str, optional
         A first line above each image, e.g. its file name.
-    ncols : int
+    ncols : int, default=4
         Images per row.
     fig : matplotlib Figure, optional
         Drawn into (cleared first); a new figure when None.
-    alpha, cmap
+    alpha : float, default=0.45
         As in [`plot_heatmap`][cxrkit.plot.plot_heatmap].
+    cmap : str, default="jet"
+        As in [`plot_heatmap`][cxrkit.plot.plot_heatmap].
+    title : str, optional
+        Above the grid; name the heatmap method here (e.g. from
+        [`method_title`][cxrkit.plot.method_title]).
+    proba_label : str, default="p"
+        How each panel names ``proba``, e.g. ``"P(PNEUMONIA)"`` when it is
+        the positive class's probability rather than the predicted class's.
 
     Returns
     -------
@@ -196,11 +252,13 @@ def plot_heatmap_grid(
         mappable = _draw(ax, _gray(images[i]), heatmaps[i], alpha, cmap)
         wrong = y_true is not None and y_pred is not None and y_true[i] != y_pred[i]
         ax.set_title(
-            _caption(y_true, y_pred, proba, i, names),
+            _caption(y_true, y_pred, proba, i, names, proba_label),
             fontsize=9,
             color="tab:red" if wrong else "black",
         )
     fig.colorbar(mappable, ax=axes.tolist(), fraction=0.03, label="relevance")
+    if title is not None:
+        fig.suptitle(title, fontsize=10)
     return fig
 
 
@@ -213,6 +271,7 @@ def plot_explanations(
     heatmaps: np.ndarray | None = None,
     ncols: int = 4,
     fig: Figure | None = None,
+    method_name: str | None = None,
 ) -> Figure:
     """Explain a fitted classifier's predictions on ``X`` and draw the grid.
 
@@ -239,13 +298,18 @@ def plot_explanations(
         from an earlier step): drawn as they are, so that a slow method
         (occlusion) does not run twice. Give ``method`` or ``heatmaps``, not
         both.
-    ncols : int
+    ncols : int, default=4
         Images per row.
     fig : matplotlib Figure, optional
+    method_name : str, optional
+        The method that drew ``heatmaps`` (a key of
+        ``cxrkit.explain.METHODS``), named above the grid; by default the
+        name of ``method``, or of ``explain``'s recommended method.
 
     Returns
     -------
     matplotlib.figure.Figure
+        Titled with the heatmap method's name.
 
     Examples
     --------
@@ -261,14 +325,14 @@ def plot_explanations(
     >>> maps = grad_cam(clf, X[:4])
     >>> fig = plot_explanations(clf, X[:4], y[:4], heatmaps=maps)  # not recomputed
     """
-    caption = _CAPTION
     if heatmaps is None:
         if method is None:
-            from cxrkit.explain import DEFAULT_METHOD, method_caption
+            from cxrkit.explain import DEFAULT_METHOD
             from cxrkit.explain import explain as method
 
-            caption = method_caption(DEFAULT_METHOD)
+            method_name = method_name or DEFAULT_METHOD
         heatmaps = method(clf, X)
+        method_name = method_name or getattr(method, "__name__", None)
     elif method is not None:
         raise ValueError(
             "got both method and heatmaps; pass heatmaps to draw maps already "
@@ -292,5 +356,33 @@ def plot_explanations(
         ncols=ncols,
         fig=fig,
     )
-    fig.suptitle(caption, fontsize=8)
+    fig.suptitle(_grid_caption(method_name), fontsize=8, wrap=True)
     return fig
+
+
+def heatmap_overlay(
+    image: np.ndarray, heatmap: np.ndarray, *, alpha: float = 0.5, cmap: str = "jet"
+) -> np.ndarray:
+    """A heatmap in colour over a grayscale image, as an RGB ``uint8`` array.
+
+    The heatmap (any resolution, values in [0, 1]) is resized bilinearly to
+    the image. Its colour is mixed in with weight ``alpha * heat``, so the
+    image shows unchanged where the heatmap is 0 (``plot_heatmap`` draws the
+    same overlay on matplotlib axes, for figures).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> image = np.full((4, 6), 100, np.uint8)
+    >>> heat = np.zeros((2, 2)); heat[0, 0] = 1
+    >>> out = heatmap_overlay(image, heat)
+    >>> out.shape, out.dtype.name, out[-1, -1].tolist()
+    ((4, 6, 3), 'uint8', [100, 100, 100])
+    """
+    height, width = image.shape
+    heat = Image.fromarray(np.asarray(heatmap, dtype=np.float32))
+    heat = np.clip(np.asarray(heat.resize((width, height), Image.BILINEAR)), 0, 1)
+    colour = colormaps[cmap](heat)[..., :3] * 255
+    weight = (alpha * heat)[..., None]
+    gray = np.repeat(image[..., None].astype(np.float32), 3, axis=2)
+    return np.rint(gray * (1 - weight) + colour * weight).astype(np.uint8)

@@ -118,3 +118,37 @@ def degenerate_warnings(report: ClinicalReport) -> list[str]:
             "are meaningless."
         )
     return found
+
+
+def conformal_summary(clf: Any, report: ClinicalReport) -> dict[str, Any] | None:
+    """How the model's conformal prediction sets behave on the report's images.
+
+    None for a model without sets (see
+    [`conformalize`][cxrkit.adaptation.conformalize]). Else the target
+    coverage, each class's coverage on these images (the share of its
+    images whose set holds it), and how many sets are empty, hold one class,
+    or hold every class (refer).
+    """
+    conformal = getattr(clf, "conformal_", None)
+    if conformal is None:
+        return None
+    from cxrkit.adaptation import sets_from_probabilities
+
+    sets = sets_from_probabilities(clf, report.proba)
+    y = np.asarray(report.y_true)
+    sizes = sets.sum(axis=1)
+    k = sets.shape[1]
+    return {
+        "coverage": conformal["coverage"],
+        "calibrated_on": conformal["n_images"],
+        "covered": {
+            str(label): _share(sets[y == label, i].sum(), np.sum(y == label))
+            for i, label in enumerate(report.classes)
+        },
+        "set_sizes": {
+            "empty (unlike either class)": int(np.sum(sizes == 0)),
+            "one class": int(np.sum(sizes == 1)),
+            **({f"{n} classes": int(np.sum(sizes == n)) for n in range(2, k)}),
+            "every class (refer)": int(np.sum(sizes == k)),
+        },
+    }

@@ -21,9 +21,20 @@ from cxrkit.metrics import (
     positive_label,
 )
 from cxrkit.provenance import decision_rule
-from cxrkit.report._checks import degenerate_warnings, threshold_table
+from cxrkit.report._checks import (
+    conformal_summary,
+    degenerate_warnings,
+    threshold_table,
+)
 from cxrkit.report._figures import report_figures
-from cxrkit.report._predictions import image_rows, predict_proba, write_predictions
+from cxrkit.report._ood import ood_summary
+from cxrkit.report._predictions import (
+    image_rows,
+    ood_cells,
+    ood_scores,
+    predict_proba,
+    write_predictions,
+)
 from cxrkit.report._provenance import (
     created_at,
     describe_data,
@@ -37,6 +48,8 @@ FIGURE_DPI = 150
 WIDE_FIGURES = ("misclassified", "heatmap_errors")
 #: Rows of the page's table of images; predictions.csv has all of them.
 MAX_IMAGE_ROWS = 5000
+#: Flagged images listed on the page; metrics.json and predictions.csv have all.
+MAX_OOD_ROWS = 200
 
 DISCLAIMER = (
     "For research and education only. This model is not a medical device: it is "
@@ -64,10 +77,15 @@ def evaluation_report(
     """Evaluate a fitted classifier and write a report to ``out_dir``.
 
     Writes ``metrics.json`` (metrics with intervals, data and model
-    description), ``predictions.csv`` (one row per image, see
+    description, the images flagged as unlike the training images),
+    ``predictions.csv`` (one row per image, with its ``ood_score`` and
+    ``ood`` flag, see
     [`write_predictions`][cxrkit.report.write_predictions]), the figures as
     PNG, and ``report.html``: one self-contained page (figures embedded)
-    with sections Data, Model (with what it was trained on, from the model
+    with sections Data, Unusual images (how many, and which, the model's
+    out-of-distribution detector flags; see
+    [`PneumoniaClassifier.is_ood`][cxrkit.PneumoniaClassifier.is_ood]),
+    Model (with what it was trained on, from the model
     file), Metrics (and a table of other thresholds), Figures (with heatmaps
     of the most confident errors, and how much of the model's evidence lies
     outside the lung fields), Images (a sortable table, one row per
@@ -146,6 +164,7 @@ def evaluation_report(
     out.mkdir(parents=True, exist_ok=True)
 
     proba = predict_proba(clf, X, progress=progress)
+    found = ood_scores(clf, X, progress=progress)
     report = clinical_report(
         y,
         proba,
@@ -177,8 +196,15 @@ def evaluation_report(
             }
         )
     write_predictions(
-        out / "predictions.csv", X, proba, report.y_pred, classes=classes, y_true=y
+        out / "predictions.csv",
+        X,
+        proba,
+        report.y_pred,
+        classes=classes,
+        y_true=y,
+        extra_columns=ood_cells(found, len(y)),
     )
+    ood = ood_summary(clf, found, X, report.y_pred)
     data = {
         "description": describe_data(X, data_name),
         "n": len(y),
@@ -188,6 +214,7 @@ def evaluation_report(
     model = describe_model(clf)
     training = describe_training(clf)
     created = created_at()
+    conformal = conformal_summary(clf, report)
     summary = {
         "disclaimer": DISCLAIMER,
         "created": created,
@@ -196,7 +223,10 @@ def evaluation_report(
         "model": model,
         "training": training,
         "warnings": problems,
+        "ood": ood,
         "metrics": report.to_dict(),
+        "conformal": conformal,
+        "adaptation": getattr(clf, "adaptation_", None),
         "figures": [f"{f['stem']}.png" for f in figures],
     }
     (out / "metrics.json").write_text(
@@ -212,8 +242,12 @@ def evaluation_report(
         metrics_table=report.to_html(),
         problems=problems,
         thresholds=threshold_table(report),
+        conformal=conformal,
+        adaptation=getattr(clf, "adaptation_", None),
         images=image_rows(X, report, limit=MAX_IMAGE_ROWS),
         max_image_rows=MAX_IMAGE_ROWS,
+        ood=ood,
+        max_ood_rows=MAX_OOD_ROWS,
         data=data,
         model=model,
         training=training,

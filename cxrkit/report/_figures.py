@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -81,10 +82,15 @@ def report_figures(
     if n_wrong and n_misclassified:
         shown = min(n_wrong, n_misclassified)
         rows = int(np.ceil(shown / 4))
+        what = (
+            "its probability"
+            if report.average is not None
+            else f"P({report.pos_label}), as in the table of images"
+        )
         add(
             "misclassified",
-            "The most confident errors: file, true class, predicted class and its "
-            "probability.",
+            f"The {shown} most confident of {n_wrong} errors: file, true class, "
+            f"predicted class and {what}.",
             lambda ax: plot.plot_misclassified(
                 X,
                 report.y_true,
@@ -92,6 +98,7 @@ def report_figures(
                 report.proba,
                 classes=report.classes,
                 n=n_misclassified,
+                pos_label=report.pos_label if report.average is None else None,
                 ax=ax,
             ),
             (2.8 * min(shown, 4), 3.2 * rows),
@@ -137,13 +144,25 @@ def _heatmap_figure(
     clf: Any, X: Any, report: ClinicalReport, worst: np.ndarray
 ) -> Figure:
     from cxrkit.cache import is_path_like_sequence, load_images
-    from cxrkit.explain import explain
+    from cxrkit.explain import DEFAULT_METHOD, explain
 
     picked = [X[i] for i in worst] if is_path_like_sequence(X) else X[worst]
     given = report.y_pred[worst]
     heatmaps = explain(clf, picked, list(given))
     images, _ = load_images(picked, clf.image_size)
-    column = [list(report.classes).index(c) for c in given.tolist()]
+    classes = list(report.classes)
+    if report.average is None:  # P(positive), as the table of images shows
+        column, label = (
+            [classes.index(report.pos_label)] * len(worst),
+            (f"P({report.pos_label})"),
+        )
+    else:
+        column, label = [classes.index(c) for c in given.tolist()], "p"
+    names = (
+        [os.path.basename(os.fspath(p)) for p in picked]
+        if is_path_like_sequence(X)
+        else None
+    )
     ncols = min(len(worst), 4)
     fig = Figure(
         figsize=(2.8 * ncols + 0.8, 3.1 * -(-len(worst) // ncols)),
@@ -155,8 +174,12 @@ def _heatmap_figure(
         y_true=list(report.y_true[worst]),
         y_pred=list(given),
         proba=report.proba[worst, column].tolist(),
+        names=names,
         ncols=ncols,
         fig=fig,
+        title=f"{plot.method_title(DEFAULT_METHOD)} heatmaps of the most confident "
+        "errors",
+        proba_label=label,
     )
 
 

@@ -1,10 +1,11 @@
-"""Predicting in batches, and the one writer of predictions as CSV."""
+"""Predicting in batches (probabilities, out-of-distribution scores), and the
+one writer of predictions as CSV."""
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -44,6 +45,12 @@ def predict_proba(
     >>> predict_proba(clf, np.zeros((3, 1)), batch_size=2).tolist()
     [[0.75, 0.25], [0.75, 0.25], [0.75, 0.25]]
     """
+    return _in_batches(clf.predict_proba, X, batch_size, progress, "predicting")
+
+
+def _in_batches(
+    method: Any, X: Any, batch_size: int, progress: bool | None, desc: str
+) -> np.ndarray:
     from tqdm.auto import tqdm
 
     n = len(X)
@@ -52,11 +59,116 @@ def predict_proba(
     if progress is None:
         progress = n > _PROGRESS_MIN
     parts = []
-    with tqdm(total=n, desc="predicting", unit="image", disable=not progress) as bar:
+    with tqdm(total=n, desc=desc, unit="image", disable=not progress) as bar:
         for start in range(0, n, batch_size):
-            parts.append(np.asarray(clf.predict_proba(X[start : start + batch_size])))
+            parts.append(np.asarray(method(X[start : start + batch_size])))
             bar.update(len(parts[-1]))
     return np.concatenate(parts)
+
+
+def ood_scores(
+    clf: Any,
+    X: Sequence[str | os.PathLike] | np.ndarray,
+    *,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, float] | None:
+    """``clf.ood_score(X)`` in batches, and the flag's threshold.
+
+    Parameters
+    ----------
+    clf : fitted classifier
+    X : sequence of paths, or ndarray of images
+    batch_size : int, default=256
+    progress : bool, optional
+        Show a progress bar; by default when X has more than 256 images.
+
+    Returns
+    -------
+    (scores, threshold) or None
+        None for a classifier without an out-of-distribution detector
+        (``ood_detector_`` None or missing, see [`cxrkit.ood`][cxrkit.ood]).
+        An image is flagged when its score is above ``threshold``.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> print(ood_scores(DummyClassifier().fit([[0], [1]], [0, 1]), [[0]]))
+    None
+    """
+    detector = getattr(clf, "ood_detector_", None)
+    if detector is None:
+        return None
+    scores = _in_batches(clf.ood_score, X, batch_size, progress, "checking")
+    return scores, detector.threshold_
+
+
+def ood_columns(
+    clf: Any,
+    X: Sequence[str | os.PathLike] | np.ndarray,
+    proba: np.ndarray,
+    y_pred: Sequence | np.ndarray,
+    *,
+    refuse: bool = False,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, list]]:
+    """The ``ood_score`` and ``ood`` columns of ``cxrkit predict``; refusals.
+
+    Parameters
+    ----------
+    clf : fitted classifier
+    X : sequence of paths, or ndarray of images
+    proba : ndarray of shape (n, n_classes)
+    y_pred : array-like of shape (n,)
+    refuse : bool, default=False
+        Flagged images get no call (empty ``predicted``), no probabilities
+        (NaN, written as empty cells) and a ``reason`` column says why.
+    progress : bool, optional
+
+    Returns
+    -------
+    proba, y_pred : the inputs, with refused rows emptied
+    columns : dict
+        ``ood_score`` (4 decimals) and ``ood`` (``True``/``False``), both
+        empty strings for a model without a detector; and ``reason`` with
+        ``refuse``.
+
+    Raises
+    ------
+    cxrkit.ood.NoOODDetectorError
+        ``refuse`` for a model without a detector.
+    """
+    from cxrkit.ood import no_detector_error
+
+    found = ood_scores(clf, X, progress=progress)
+    if found is None and refuse:
+        raise no_detector_error(clf)
+    columns = ood_cells(found, len(proba))
+    if refuse:
+        scores, threshold = found
+        flags = scores > threshold
+        proba = np.where(flags[:, None], np.nan, proba)
+        y_pred = np.where(flags, "", np.asarray(y_pred, dtype=object))
+        columns["reason"] = [
+            "unlike the training images (ood_score above the threshold "
+            f"{threshold:.4f})"
+            if flag
+            else ""
+            for flag in flags
+        ]
+    return proba, np.asarray(y_pred), columns
+
+
+def ood_cells(found: tuple[np.ndarray, float] | None, n: int) -> dict[str, list]:
+    """The ``ood_score`` (4 decimals) and ``ood`` CSV columns of ``n`` images
+    from ``ood_scores``' answer; empty strings when it is None."""
+    if found is None:
+        return {"ood_score": [""] * n, "ood": [""] * n}
+    scores, threshold = found
+    return {
+        "ood_score": [f"{s:.4f}" for s in scores],
+        "ood": (scores > threshold).tolist(),
+    }
 
 
 def write_predictions(
@@ -67,13 +179,17 @@ def write_predictions(
     *,
     classes: Sequence | np.ndarray,
     y_true: Sequence | np.ndarray | None = None,
+    extra_columns: Mapping[str, Sequence] | None = None,
 ) -> None:
     """Write one CSV row per image: what it is, its class and probabilities.
 
     Columns: ``path`` (or ``index`` for images given as an array), ``true``
     (when ``y_true`` is given), ``predicted``, then ``p_<class>`` for each
-    class (6 decimals). The format of ``cxrkit predict`` and of the
-    ``predictions.csv`` of [`evaluation_report`][cxrkit.report.evaluation_report].
+    class (6 decimals; empty where NaN, e.g. a refused image), then
+    ``extra_columns`` in order (such as ``ood_score`` and ``ood``, see
+    [`ood_columns`][cxrkit.report.ood_columns]). The format of ``cxrkit
+    predict`` and of the ``predictions.csv`` of
+    [`evaluation_report`][cxrkit.report.evaluation_report].
 
     Parameters
     ----------
@@ -87,6 +203,8 @@ def write_predictions(
         [`apply_threshold`][cxrkit.metrics.apply_threshold].
     classes : array-like of shape (n_classes,)
     y_true : array-like of shape (n,), optional
+    extra_columns : mapping of str to sequence, optional
+        Column name to one value per image, written as given.
 
     Examples
     --------
@@ -109,6 +227,8 @@ def write_predictions(
         names, first = [os.fspath(p) for p in X], "path"
     else:
         names, first = list(range(len(X))), "index"
+    extra = dict(extra_columns or {})
+    columns += [list(c) for c in extra.values()]
     lengths = {len(names), len(proba), *(len(c) for c in columns)}
     if len(lengths) != 1:
         raise ValueError(
@@ -117,10 +237,17 @@ def write_predictions(
             f"lengths {[len(c) for c in columns]}"
         )
     header = [first, *head, *(f"p_{c}" for c in np.asarray(classes).tolist())]
+    n_head = len(head)
     rows = (
-        [name, *cells, *(f"{v:.6f}" for v in p)]
+        [
+            name,
+            *cells[:n_head],
+            *(f"{v:.6f}" if np.isfinite(v) else "" for v in p),
+            *cells[n_head:],
+        ]
         for name, p, *cells in zip(names, proba, *columns)
     )
+    header += list(extra)
     if isinstance(file, (str, os.PathLike)):
         with Path(file).open("w", newline="", encoding="utf-8") as fh:
             _write(fh, header, rows)
@@ -153,14 +280,11 @@ def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]
         p = confidence
     correct = y_true == y_pred
     order = np.lexsort((-confidence, correct))[:limit]  # errors first
-    paths = is_path_like_sequence(X)
     rows = []
-    for i in order.tolist():
-        path = os.fspath(X[i]) if paths else ""
+    for i, named in zip(order.tolist(), image_names(X, order)):
         rows.append(
             {
-                "name": Path(path).name if paths else str(i),
-                "path": path,
+                **named,
                 "true": str(y_true[i]),
                 "predicted": str(y_pred[i]),
                 "p": float(p[i]),
@@ -168,3 +292,13 @@ def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]
             }
         )
     return rows
+
+
+def image_names(X: Any, indices: Any) -> list[dict[str, str]]:
+    """How the report names the images ``X[indices]``: ``name`` (the file
+    name, or the index of an array's image) and ``path`` (the full path, or
+    "")."""
+    if not is_path_like_sequence(X):
+        return [{"name": str(i), "path": ""} for i in indices]
+    paths = [os.fspath(X[i]) for i in indices]
+    return [{"name": Path(p).name, "path": p} for p in paths]

@@ -108,6 +108,7 @@ def create_app(
     keep_uploads: str | os.PathLike | None = None,
     *,
     device: str = "auto",
+    refuse_ood: bool = False,
 ) -> FastAPI:
     """A web page and JSON API over a fitted classifier (``cxrkit serve``).
 
@@ -119,9 +120,11 @@ def create_app(
     * ``GET /``: the page (choose or drop a PNG, JPEG or DICOM file);
     * ``POST /predict``: multipart field ``file`` (repeat it for several
       images); JSON with each image's probabilities in ``classes`` order, the
-      class called at the threshold, the model id and the timing.
-      ``?preview=true`` adds each image as the server decoded it (PNG data
-      URL);
+      class called at the threshold, its out-of-distribution score and flag
+      (``ood_score``, ``ood``: the image looks unlike the training images and
+      the call is unreliable; None for a model without a detector), the model
+      id and the timing. ``?preview=true`` adds each image as the server
+      decoded it (PNG data URL);
     * ``POST /explain``: the same field; ``?format=png`` (default, one image)
       the heatmap over the image, ``?format=json`` the heatmaps as numbers;
     * ``GET /health``, ``GET /model`` (the model card), ``GET /docs``
@@ -146,6 +149,11 @@ def create_app(
         its content. By default nothing is kept.
     device : str, default="auto"
         Where a model file's weights go (``"auto"``: CUDA if present).
+    refuse_ood : bool, default=False
+        Answer no call and no probabilities (``label`` and ``probabilities``
+        None, ``refused`` saying why) for images flagged as unlike the
+        training images, and no heatmap for them; needs a model with an
+        out-of-distribution detector (``clf.ood_detector_``).
 
     Returns
     -------
@@ -171,7 +179,9 @@ def create_app(
     if keep_uploads is not None:
         keep_dir = Path(keep_uploads)
         keep_dir.mkdir(parents=True, exist_ok=True)
-    served = ServedModel(model_or_path, threshold=threshold, device=device)
+    served = ServedModel(
+        model_or_path, threshold=threshold, device=device, refuse_ood=refuse_ood
+    )
 
     app = FastAPI(
         title="cxrkit serve",
@@ -246,14 +256,18 @@ def create_app(
         images = np.stack([d.image for d in decoded])
         proba = await run_in_threadpool(served.predict_proba, images)
         labels = served.labels(proba)
+        checks = await run_in_threadpool(served.ood, images)
         infer_s = time.perf_counter() - infer_start
         results = []
-        for d, p, label in zip(decoded, proba, labels.tolist()):
+        for d, p, label, check in zip(decoded, proba, labels.tolist(), checks):
             result = {
                 "filename": d.filename,
                 "probabilities": [round(float(x), 6) for x in p],
                 "label": label,
+                **check,
             }
+            if check["refused"]:
+                result.update(probabilities=None, label=None)
             if preview:
                 encoded = base64.b64encode(png_bytes(d.display)).decode()
                 result["preview"] = f"data:image/png;base64,{encoded}"
@@ -263,6 +277,7 @@ def create_app(
             "classes": served.classes.tolist(),
             "positive_class": served.card["positive_class"],
             "threshold": served.threshold,
+            "ood_threshold": (served.card["ood"] or {}).get("threshold"),
             "predictions": results,
             "timing_ms": {
                 "decode": _ms(decode_s),
@@ -294,6 +309,12 @@ def create_app(
         images = np.stack([d.image for d in decoded])
         proba = await run_in_threadpool(served.predict_proba, images)
         labels = served.labels(proba)
+        refused = [None] * len(decoded)
+        if served.refuse_ood:  # else the scores are not needed here
+            checks = await run_in_threadpool(served.ood, images)
+            refused = [c["refused"] for c in checks]
+        if format == "png" and refused[0]:
+            raise ClientError(422, f"{decoded[0].filename}: {refused[0]}")
         heatmaps = await run_in_threadpool(served.explain, images, labels)
         method = served.card["explanation"]
         caption = served.card["explanation_caption"]
@@ -317,11 +338,14 @@ def create_app(
                 "explanations": [
                     {
                         "filename": d.filename,
-                        "label": label,
+                        "label": None if why else label,
                         "shape": list(h.shape),
-                        "heatmap": np.round(h, 4).tolist(),
+                        "heatmap": None if why else np.round(h, 4).tolist(),
+                        "refused": why,
                     }
-                    for d, label, h in zip(decoded, labels.tolist(), heatmaps)
+                    for d, label, h, why in zip(
+                        decoded, labels.tolist(), heatmaps, refused
+                    )
                 ],
                 "timing_ms": {"total": _ms(time.perf_counter() - start)},
                 "notice": INTENDED_USE,

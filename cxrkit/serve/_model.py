@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 from pathlib import Path
@@ -13,9 +12,9 @@ import numpy as np
 from cxrkit._version import __version__
 from cxrkit.explain import DEFAULT_METHOD, method_caption
 from cxrkit.metrics import apply_threshold, positive_label
+from cxrkit.ood import no_detector_error
 from cxrkit.persistence import read_model_metadata
-from cxrkit.provenance import decision_rule
-from cxrkit.serve._uploads import file_sha256
+from cxrkit.provenance import decision_rule, file_sha256, weights_sha256
 
 __all__ = ["INTENDED_USE", "ServedModel"]
 
@@ -24,13 +23,11 @@ INTENDED_USE = (
     "or any clinical decision."
 )
 
-
-def _weights_sha256(clf: Any) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in clf.net_.module_.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().numpy().tobytes())
-    return digest.hexdigest()
+#: Why no call is given for a flagged image (``refuse_ood``).
+OOD_REFUSAL = (
+    "no call: the image looks unlike the images the model was trained on, and "
+    "this server does not answer for such images"
+)
 
 
 def _jsonable_classes(classes: np.ndarray) -> list:
@@ -57,10 +54,18 @@ class ServedModel:
         must be None (the most probable class is called).
     device : str
         Where a model file's weights go (``"auto"``: CUDA if present).
+    refuse_ood : bool
+        Give no call and no probabilities for images the model's
+        out-of-distribution detector flags (see ``ood``).
     """
 
     def __init__(
-        self, model_or_path: Any, threshold: float | None = None, device: str = "auto"
+        self,
+        model_or_path: Any,
+        threshold: float | None = None,
+        device: str = "auto",
+        *,
+        refuse_ood: bool = False,
     ) -> None:
         from cxrkit import PneumoniaClassifier
 
@@ -79,7 +84,7 @@ class ServedModel:
                 )
             meta = None
             path = None
-            sha = _weights_sha256(self.clf)
+            sha = weights_sha256(self.clf)
             self.model_id = f"in-memory-{sha[:12]}"
         self.classes = np.asarray(self.clf.classes_)
         rule = decision_rule(self.clf, threshold)
@@ -88,6 +93,13 @@ class ServedModel:
             self.pos_label = positive_label(self.classes, rule.pos_label)
             # the most probable of two classes, as the threshold it amounts to
             self.threshold = 0.5 if rule.threshold is None else rule.threshold
+        self.detector = getattr(self.clf, "ood_detector_", None)
+        if refuse_ood and self.detector is None:
+            raise ValueError(
+                f"refuse_ood needs a model with an out-of-distribution detector; "
+                f"{no_detector_error(self.clf)}"
+            )
+        self.refuse_ood = refuse_ood
         self.card = self._card(meta, path, sha)
         self._lock = threading.Lock()
 
@@ -96,6 +108,23 @@ class ServedModel:
         """Probabilities of ``(n, S, S)`` decoded images, in ``classes`` order."""
         with self._lock:
             return self.clf.predict_proba(images)
+
+    def ood(self, images: np.ndarray) -> list[dict[str, Any]]:
+        """Per image: ``ood_score`` and the flag ``ood`` (None without a
+        detector), and ``refused`` (why no call is given, or None)."""
+        if self.detector is None:
+            return [{"ood_score": None, "ood": None, "refused": None} for _ in images]
+        with self._lock:
+            scores = self.clf.ood_score(images)
+        threshold = self.detector.threshold_
+        return [
+            {
+                "ood_score": round(float(s), 4),
+                "ood": bool(s > threshold),
+                "refused": OOD_REFUSAL if self.refuse_ood and s > threshold else None,
+            }
+            for s in scores
+        ]
 
     def labels(self, proba: np.ndarray) -> np.ndarray:
         """The class called for each row of ``proba``, at the threshold."""
@@ -154,6 +183,14 @@ class ServedModel:
             "threshold": self.threshold,
             "explanation": DEFAULT_METHOD,
             "explanation_caption": method_caption(DEFAULT_METHOD),
+            "ood": None
+            if self.detector is None
+            else {
+                "method": self.detector.method,
+                "threshold": round(self.detector.threshold_, 4),
+                "alarm_rate": self.detector.alarm_rate,
+                "refused": self.refuse_ood,
+            },
             "trained": trained,
             "last_epoch": scores,
             "served_by": {"cxrkit_version": __version__},

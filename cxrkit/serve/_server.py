@@ -32,6 +32,7 @@ def serve(
     max_upload_mb: float = 50,
     keep_uploads: str | os.PathLike | None = None,
     device: str = "auto",
+    refuse_ood: bool = False,
     log_level: str = "info",
 ) -> None:
     """Serve a model's page and API with uvicorn until interrupted.
@@ -47,7 +48,15 @@ def serve(
         any other address warns that there is no authentication (put the
         server behind a reverse proxy that authenticates).
     port : int, default=8000
-    threshold, max_upload_mb, keep_uploads, device
+    threshold : float, optional
+        As for [`create_app`][cxrkit.serve.create_app].
+    max_upload_mb : float, default=50
+        As for [`create_app`][cxrkit.serve.create_app].
+    keep_uploads : str or path-like, optional
+        As for [`create_app`][cxrkit.serve.create_app].
+    device : str, default="auto"
+        As for [`create_app`][cxrkit.serve.create_app].
+    refuse_ood : bool, default=False
         As for [`create_app`][cxrkit.serve.create_app].
     log_level : str, default="info"
         uvicorn's log level.
@@ -73,5 +82,6 @@ def serve(
             max_upload_mb=max_upload_mb,
             keep_uploads=keep_uploads,
             device=device,
+            refuse_ood=refuse_ood,
         )
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -9,7 +9,6 @@ through ``cxrkit.dicom``) decode it with their checks and messages. With
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -23,13 +22,13 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from cxrkit.io import is_dicom_file, read_image
+from cxrkit.provenance import file_sha256
 from cxrkit.serve._errors import ClientError, error_body
 
 __all__ = [
     "DecodedUpload",
     "UploadLimit",
     "decode_upload",
-    "file_sha256",
     "uploaded_files",
 ]
 
@@ -218,15 +217,6 @@ def _ending(path: str) -> str:
             return "." + (img.format or "bin").lower()
     except Exception:
         return ".bin"
-
-
-def file_sha256(path: str | Path) -> str:
-    """The SHA-256 of a file's content, in hex."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _keep(path: str, keep_dir: Path) -> None:

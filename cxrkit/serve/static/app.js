@@ -51,22 +51,43 @@ function showCard(card) {
   row(dl, "Saved", t.saved_at || "not recorded in the model file");
   row(dl, "Trained with", t.cxrkit_version ? `cxrkit ${t.cxrkit_version}` +
       (t.torch_version ? `, torch ${t.torch_version}` : "") : null);
+  row(dl, "Unusual images", card.ood ? `flagged when their out-of-distribution ` +
+      `score is above ${card.ood.threshold.toFixed(2)} (set for at most ` +
+      `${100 * card.ood.alarm_rate}% of images like the training images)` +
+      (card.ood.refused ? "; no call is given for them" : "") :
+      "not checked (the model file has no out-of-distribution detector)");
   row(dl, "Served by", `cxrkit ${card.served_by.cxrkit_version}`);
   row(dl, "SHA-256", card.sha256.slice(0, 16) + "…");
   $("method").textContent = card.explanation_caption;
 }
 
+function showOod(p, answer) {
+  const box = $("ood");
+  box.hidden = !p.ood;
+  if (!p.ood) return;
+  box.textContent = "This image looks unlike the images the model was trained " +
+    `on (out-of-distribution score ${p.ood_score.toFixed(2)}, above the ` +
+    `threshold ${answer.ood_threshold.toFixed(2)}): ` + (p.refused ?
+      "the server gives no call for it." :
+      "the model's call below is unreliable. It may not be a chest X-ray of " +
+      "the kind the model knows (adult, lateral, other body part, photograph).");
+}
+
 function showPrediction(answer) {
   const p = answer.predictions[0];
   $("filename").textContent = p.filename;
-  $("label").textContent = p.label;
+  showOod(p, answer);
+  $("label").textContent = p.refused ? "none (refused)" : p.label;
+  $("timing").textContent = `server time ${answer.timing_ms.total.toFixed(0)} ms`;
+  $("bars").replaceChildren();
+  $("versus").textContent = "";
+  if (p.refused) return;
   const pos = answer.classes.map(String).indexOf(String(answer.positive_class));
   $("versus").textContent = answer.threshold === null || pos < 0 ? "" :
     `${answer.positive_class} probability ${p.probabilities[pos].toFixed(3)} is ` +
     `${p.probabilities[pos] >= answer.threshold ? "at or above" : "below"} ` +
     `the threshold ${answer.threshold}`;
   const bars = $("bars");
-  bars.replaceChildren();
   answer.classes.forEach((name, i) => {
     const prob = p.probabilities[i];
     const bar = document.createElement("div");
@@ -101,7 +122,6 @@ function showPrediction(answer) {
     }
     bars.append(bar);
   });
-  $("timing").textContent = `server time ${answer.timing_ms.total.toFixed(0)} ms`;
 }
 
 function showImage() {
@@ -117,7 +137,11 @@ async function send(file) {
   const predicting = fetch("/predict?preview=true", { method: "POST", body: form() });
   const explaining = fetch("/explain?format=png", { method: "POST", body: form() });
   const response = await predicting;
-  if (!response.ok) { showError(await errorText(response)); return; }
+  if (!response.ok) {
+    $("result").hidden = true; // the last image's call is not this file's
+    showError(await errorText(response));
+    return;
+  }
   const answer = await response.json();
   if (urls.overlay) URL.revokeObjectURL(urls.overlay);
   urls = { image: answer.predictions[0].preview, overlay: null };
@@ -125,6 +149,9 @@ async function send(file) {
   $("overlay-toggle").disabled = true;
   showImage();
   $("result").hidden = false;
+  const refused = Boolean(answer.predictions[0].refused);
+  document.querySelector("#result figcaption").hidden = refused;  // no heatmap
+  if (refused) { setState("done"); return; }
   const overlay = await explaining;
   if (!overlay.ok) { showError(`heatmap: ${await errorText(overlay)}`); return; }
   urls.overlay = URL.createObjectURL(await overlay.blob());

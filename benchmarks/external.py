@@ -1,0 +1,159 @@
+"""Compare recipes on an external site, over seeds, with paired intervals; print JSON.
+
+    python benchmarks/external.py RUNS/*.npz --baseline cpu [--markdown]
+
+Each ``RUNS/NAME_sSEED.npz`` is what ``benchmarks/recipe.py --test SITE
+--save RUNS/NAME_sSEED`` wrote (its ``.cxr`` beside it records the threshold
+the recipe's rule chose on held-out *training* patients). Runs are grouped by
+``NAME``; for every recipe and seed, one JSON line with ROC AUC and, at the
+run's own threshold, sensitivity, specificity and accuracy, each with a
+stratified bootstrap 95% interval (``cxrkit.metrics.clinical_report``), and
+the ROC AUC difference to ``--baseline`` of the same seed with a *paired*
+interval (``cxrkit.metrics.ModelComparison``: both on the same resamples).
+Then one line per recipe: the mean over seeds and the seed spread (min and
+max), and the seed ensemble (mean probability over the seeds) as a recipe of
+its own (``NAME+ens``). Ensembles of two recipes: ``--ensemble A+B``.
+
+The site's figures were used for choices, so they are not an independent
+claim; the held-out part of the test split is.
+
+For research and education; not a medical device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cxrkit import PneumoniaClassifier
+from cxrkit.metrics import ModelComparison, clinical_report
+
+_RUN = re.compile(r"(?P<name>.+)_s(?P<seed>\d+)$")
+
+
+def _threshold(npz: Path, data: np.lib.npyio.NpzFile) -> float:
+    if "threshold" in data:
+        return float(data["threshold"])
+    model = PneumoniaClassifier.load(npz.with_suffix(".cxr"), device="cpu")
+    return float(model.operating_threshold_["threshold"])
+
+
+def load_runs(paths: list[str]) -> tuple[np.ndarray, dict[str, dict[int, dict]]]:
+    """Test labels and, per recipe and seed, P(PNEUMONIA) and the threshold."""
+    runs: dict[str, dict[int, dict]] = defaultdict(dict)
+    y_ref = None
+    for path in map(Path, paths):
+        match = _RUN.match(path.stem)
+        if not match:
+            raise SystemExit(f"{path}: expected a name NAME_sSEED.npz")
+        data = np.load(path)
+        classes = list(data["classes"])
+        y = (data["y_test"] == "PNEUMONIA").astype(int)
+        order = np.argsort(data["X_test"])
+        if y_ref is None:
+            y_ref, x_ref = y[order], data["X_test"][order]
+        elif not np.array_equal(data["X_test"][order], x_ref):
+            raise SystemExit(f"{path}: tested on other images than the first run")
+        runs[match["name"]][int(match["seed"])] = {
+            "p": data["proba_test"][order, classes.index("PNEUMONIA")],
+            "threshold": _threshold(path, data),
+        }
+    return y_ref, runs
+
+
+def _figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
+    report = clinical_report(y, p, threshold=threshold, n_bootstrap=2000)
+    out = {"threshold": round(threshold, 4)}
+    for key in ("roc_auc", "sensitivity", "specificity", "accuracy"):
+        e = report.metrics[key]
+        out[key] = [round(e.value, 4), round(e.low, 4), round(e.high, 4)]
+    return out
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="NAME_sSEED.npz files of recipe.py")
+    parser.add_argument("--baseline", required=True, help="recipe NAME to compare to")
+    parser.add_argument(
+        "--ensemble",
+        nargs="*",
+        default=[],
+        metavar="A+B",
+        help="also score the mean probability of these recipes, seed by seed",
+    )
+    parser.add_argument("--markdown", action="store_true", help="also print a table")
+    args = parser.parse_args(argv)
+    y, runs = load_runs(args.runs)
+    if args.baseline not in runs:
+        raise SystemExit(f"no runs of the baseline {args.baseline!r}: {sorted(runs)}")
+    for combo in args.ensemble:
+        parts = combo.split("+")
+        seeds = set.intersection(*(set(runs[n]) for n in parts))
+        runs[combo] = {
+            s: {
+                "p": np.mean([runs[n][s]["p"] for n in parts], axis=0),
+                "threshold": float(np.mean([runs[n][s]["threshold"] for n in parts])),
+            }
+            for s in sorted(seeds)
+        }
+    rows = []
+    for name, by_seed in runs.items():
+        per_seed = []
+        for seed, run in sorted(by_seed.items()):
+            row = {
+                "recipe": name,
+                "seed": seed,
+                **_figures(y, run["p"], run["threshold"]),
+            }
+            if name != args.baseline and seed in runs[args.baseline]:
+                base = runs[args.baseline][seed]["p"]
+                diff = ModelComparison.from_predictions(
+                    y, {"base": base, name: run["p"]}, n_bootstrap=2000
+                ).auc_differences()[name]
+                row["auc_minus_baseline"] = [
+                    round(diff.value, 4),
+                    round(diff.low, 4),
+                    round(diff.high, 4),
+                ]
+            per_seed.append(row)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        summary = {"recipe": name, "seeds": sorted(by_seed)}
+        for key in ("roc_auc", "sensitivity", "specificity", "accuracy"):
+            values = [r[key][0] for r in per_seed]
+            summary[key] = {
+                "mean": round(float(np.mean(values)), 4),
+                "min": min(values),
+                "max": max(values),
+            }
+        if len(by_seed) > 1:
+            mean_p = np.mean([r["p"] for r in by_seed.values()], axis=0)
+            mean_t = float(np.mean([r["threshold"] for r in by_seed.values()]))
+            summary["seed_ensemble"] = _figures(y, mean_p, mean_t)
+        rows.append(summary)
+        print(json.dumps(summary), flush=True)
+    if args.markdown:
+        print(
+            "\n| recipe | seeds | ROC AUC mean (min-max) | sensitivity | specificity "
+            "| accuracy |\n|---|---|---|---|---|---|"
+        )
+        for r in rows:
+            if "seeds" in r:
+                cells = [
+                    f"{r[k]['mean']:.3f} ({r[k]['min']:.3f}-{r[k]['max']:.3f})"
+                    for k in ("roc_auc", "sensitivity", "specificity", "accuracy")
+                ]
+                print(
+                    f"| {r['recipe']} | {len(r['seeds'])} | " + " | ".join(cells) + " |"
+                )
+    return rows
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,235 @@
+"""The model behind a DICOM node: its identity, its decision rule, its findings."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxrkit._version import __version__
+from cxrkit.metrics import apply_threshold, positive_label
+from cxrkit.provenance import decision_rule, file_sha256, weights_sha256
+
+__all__ = ["RESEARCH_ONLY", "Finding", "ModelIdentity", "ReportingModel"]
+
+#: The statement every result carries.
+RESEARCH_ONLY = (
+    "Research use only. Not a medical device; not for diagnosis or any clinical "
+    "decision. Produced by software (cxrkit), not reviewed by a physician."
+)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model made a result.
+
+    Attributes
+    ----------
+    name : str
+        The model file's name (``"in-memory"`` for a model that was never
+        saved).
+    version : str
+        The cxrkit version that runs the model, and the one that saved it
+        and when.
+    sha256 : str
+        SHA-256 of the model file (of the weights, for an in-memory model).
+    architecture : str
+        The ``model`` parameter, e.g. ``"resnet18"``.
+    image_size : int
+        The side of the images the model reads, in pixels.
+    """
+
+    name: str
+    version: str
+    sha256: str
+    architecture: str
+    image_size: int
+
+
+@dataclass(frozen=True)
+class Finding:
+    """What the model says about one radiograph.
+
+    Attributes
+    ----------
+    label : str
+        The class called, as text (e.g. ``"PNEUMONIA"``).
+    probability : float
+        The probability of ``probability_of``.
+    probability_of : str
+        The positive class of two (the probability the threshold applies
+        to); with more classes, the class called.
+    threshold : float or None
+        The operating threshold on ``probability`` (two classes; 0.5 stands
+        for "the most probable class" when no threshold was recorded). None
+        with more than two classes.
+    threshold_source : str
+        Where the threshold comes from, in words.
+    ood_score : float or None
+        How unlike the training images the radiograph is (higher: less
+        alike), when the model has an out-of-distribution detector.
+    ood : bool or None
+        Whether the score is over the detector's threshold.
+    """
+
+    label: str
+    probability: float
+    probability_of: str
+    threshold: float | None
+    threshold_source: str
+    ood_score: float | None = None
+    ood: bool | None = None
+
+
+class ReportingModel:
+    """A fitted classifier with its identity and decision rule, for reports.
+
+    Parameters
+    ----------
+    model_or_path : PneumoniaClassifier, str or path-like
+        A fitted classifier, or a model file (``clf.save`` or ``cxrkit
+        train``).
+    threshold : float, optional
+        Two classes: call the positive class at probability ``>=
+        threshold``. Default: the operating threshold recorded with the
+        model (see [`decision_rule`][cxrkit.provenance.decision_rule]),
+        else the most probable class.
+    device : str, default="auto"
+        Where a model file's weights go.
+
+    Attributes
+    ----------
+    clf : PneumoniaClassifier
+    identity : ModelIdentity
+    has_ood : bool
+        Whether findings carry an out-of-distribution score and flag: the
+        model has ``ood_score`` and ``is_ood`` and a fitted detector.
+
+    Examples
+    --------
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(20, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32,
+    ...                           max_epochs=1, validation_fraction=None,
+    ...                           random_state=0).fit(X, y)
+    >>> model = ReportingModel(clf)
+    >>> finding = model.assess(X[:1])[0]
+    >>> finding.probability_of, finding.threshold
+    ('PNEUMONIA', 0.5)
+    """
+
+    def __init__(
+        self,
+        model_or_path: Any,
+        *,
+        threshold: float | None = None,
+        device: str = "auto",
+    ) -> None:
+        from cxrkit import PneumoniaClassifier
+        from cxrkit.persistence import read_model_metadata
+
+        if isinstance(model_or_path, (str, os.PathLike)):
+            path = Path(model_or_path)
+            self.clf = PneumoniaClassifier.load(path, device=device)
+            meta = read_model_metadata(path)
+            name, sha = path.name, file_sha256(path)
+            saved = (
+                f"; model saved {meta.get('saved_at', 'at an unknown time')} by "
+                f"cxrkit {meta.get('cxrkit_version', '(unknown)')}"
+            )
+        else:
+            self.clf = model_or_path
+            if not hasattr(self.clf, "net_"):
+                raise ValueError(
+                    "the model is not fitted; give a fitted PneumoniaClassifier or "
+                    "a model file written by clf.save(path) or `cxrkit train`"
+                )
+            name, sha, saved = "in-memory", weights_sha256(self.clf), ""
+        params = self.clf.get_params()
+        self.identity = ModelIdentity(
+            name=name,
+            version=f"cxrkit {__version__}{saved}",
+            sha256=sha,
+            architecture=str(params.get("model")),
+            image_size=int(self.clf.image_size),
+        )
+        self.classes = np.asarray(self.clf.classes_)
+        rule = decision_rule(self.clf, threshold)
+        self._threshold, self._pos_label = rule.threshold, rule.pos_label
+        if threshold is not None:
+            self._source = "given when the model was started"
+        elif rule.threshold is not None:
+            record = self.clf.operating_threshold_
+            how = record.get("criterion") or record.get("source")
+            self._source = "recorded with the model" + (f" ({how})" if how else "")
+        else:
+            self._source = "none recorded: the most probable class"
+        self.has_ood = callable(getattr(self.clf, "is_ood", None)) and callable(
+            getattr(self.clf, "ood_score", None)
+        )
+
+    # ------------------------------------------------------------ inference
+    def _ood(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        if not self.has_ood:
+            return None
+        try:
+            scores = np.asarray(self.clf.ood_score(images), dtype=float)
+            flags = np.asarray(self.clf.is_ood(images), dtype=bool)
+        except AttributeError:  # the model has the methods but no fitted detector
+            self.has_ood = False
+            return None
+        return scores, flags
+
+    def assess(self, images: np.ndarray) -> list[Finding]:
+        """The findings for decoded images.
+
+        Parameters
+        ----------
+        images : ndarray of shape (n, size, size), dtype uint8
+            As [`read_image`][cxrkit.io.read_image] with ``size=``
+            ``identity.image_size`` reads them.
+
+        Returns
+        -------
+        list of Finding
+        """
+        proba = self.clf.predict_proba(images)
+        called = apply_threshold(
+            proba, self._threshold, classes=self.classes, pos_label=self._pos_label
+        )
+        ood = self._ood(images)
+        column = {c: k for k, c in enumerate(self.classes.tolist())}
+        findings = []
+        for i, label in enumerate(np.asarray(called).tolist()):
+            if len(self.classes) == 2 and self._pos_label is not None:
+                of = positive_label(self.classes, self._pos_label)
+                threshold = 0.5 if self._threshold is None else self._threshold
+            else:
+                of, threshold = label, None
+            findings.append(
+                Finding(
+                    label=str(label),
+                    probability=float(proba[i, column[of]]),
+                    probability_of=str(of),
+                    threshold=threshold,
+                    threshold_source=self._source,
+                    ood_score=None if ood is None else float(ood[0][i]),
+                    ood=None if ood is None else bool(ood[1][i]),
+                )
+            )
+        return findings
+
+    def heatmaps(self, images: np.ndarray, findings: list[Finding]) -> np.ndarray:
+        """Heatmaps ``(n, size, size)`` in [0, 1] of the classes called, by
+        ``cxrkit.explain``'s recommended method (what the report, ``cxrkit
+        explain`` and ``cxrkit serve`` draw; about 1 s per 112 px image on
+        2 CPU cores).
+        """
+        from cxrkit.explain import explain
+
+        by_name = {str(c): c for c in self.classes.tolist()}
+        return explain(self.clf, images, [by_name[f.label] for f in findings])
