@@ -44,10 +44,10 @@ from pydicom.sr.coding import Code
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxrkit._version import __version__
-from cxrkit.explain import DEFAULT_METHOD, DESCRIPTIONS
+from cxrkit.explain import DEFAULT_METHOD
 from cxrkit.pacs._model import RESEARCH_ONLY, Finding, ModelIdentity
 from cxrkit.pacs._radiographs import MANUFACTURER
-from cxrkit.plot import heatmap_overlay
+from cxrkit.plot import heatmap_overlay, method_title
 
 __all__ = ["overlay_capture", "read_report", "result_uid", "structured_report"]
 
@@ -307,7 +307,7 @@ def _render_overlay(
     if finding.ood:
         lines.append("Unlike the training images: caution")
     lines += [
-        f"Heatmap: {DESCRIPTIONS[DEFAULT_METHOD][0]}",
+        f"Heatmap: {method_title(DEFAULT_METHOD)}",
         "What the model used, not where disease is",
         "Research use only; not for diagnosis",
     ]
@@ -372,7 +372,7 @@ def overlay_capture(
     capture.PatientOrientation = orientation if orientation else ""
     capture.BurnedInAnnotation = "YES"
     capture.DerivationDescription = (
-        f"{DESCRIPTIONS[DEFAULT_METHOD][0]} heatmap of {identity.name} over the "
+        f"{method_title(DEFAULT_METHOD)} heatmap of {identity.name} over the "
         "source image"
     )
     reference = Dataset()

@@ -155,7 +155,7 @@ def method_title(method: str | Callable[..., Any]) -> str:
     >>> method_title("grad_cam"), method_title("occlusion")
     ('Grad-CAM', 'Occlusion')
     """
-    from cxrkit.explain import DESCRIPTIONS  # one table of names, in explain
+    from cxrkit.explain._explain import DESCRIPTIONS  # the one table of names
 
     name = method if isinstance(method, str) else getattr(method, "__name__", "")
     if name in DESCRIPTIONS:
