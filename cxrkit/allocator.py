@@ -22,7 +22,7 @@ What it gains and costs depends on the model: it speeds up ``simple_cnn``
 and ``cnn4`` from 128 px, not the ``"cpu"`` recipe's ``resnet18`` (whose
 activations stay under 32 MiB up to 128 px), and the process keeps the
 memory it frees, so its peak resident memory can grow. The user guide's
-*Training* page gives the measurements (``benchmarks/allocator.py``).
+*Training* page gives the measurements (``benchmarks/timings/allocator.py``).
 
 Because of that cost, and because it is a setting of the whole process,
 it is off unless you ask: call it from Python, or set the environment

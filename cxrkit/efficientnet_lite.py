@@ -14,7 +14,7 @@ pixel of padding on the right and bottom only, where a PyTorch
 ``padding=1`` pads both sides) and batch-norm epsilon 1e-3. timm's plain
 ``efficientnet_lite0`` pads symmetrically and belongs to weights trained in
 PyTorch; with these weights its outputs drift (checked in
-``benchmarks/lite0_weights.py``). The loader package ``efficientnet-lite-pytorch``
+``benchmarks/experiments/lite0_weights.py``). The loader package ``efficientnet-lite-pytorch``
 (one release, June 2020, "not thoroughly tested" by its author) is not used;
 with the names mapped below, timm's model gives the same ImageNet logits as
 that loader on the same images.

@@ -5,8 +5,8 @@ read, printed, changed and searched over like any other parameters:
 ``PneumoniaClassifier(**RECIPES["cpu"])`` and ``make_classifier("cpu")`` are
 the same model.
 
-``"cpu"`` is the recommended recipe, measured in ``benchmarks/recipe.py``
-and ``benchmarks/protocol.py``: 10 epochs of a ResNet-18 at 112 px with
+``"cpu"`` is the recommended recipe, measured in ``benchmarks/experiments/recipe.py``
+and ``benchmarks/experiments/protocol.py``: 10 epochs of a ResNet-18 at 112 px with
 histogram equalisation, made to train on all 5,216 Kermany training images
 on 2 CPU cores (what it costs and scores: the docs pages *Training recipe*
 and *Benchmarks*). Most other entries
@@ -29,7 +29,7 @@ __all__ = ["RECIPES", "make_classifier"]
 
 #: Named parameter sets for [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier].
 RECIPES: dict[str, dict[str, Any]] = {
-    # The recipe of benchmarks/recipe.py: a ResNet-18 from scratch at 112 px,
+    # The recipe of benchmarks/experiments/recipe.py: a ResNet-18 from scratch at 112 px,
     # balanced class weights and label smoothing (NORMAL is the minority and
     # the class that is misread), one-cycle LR schedule, and augmentation
     # with random blur for robustness to sharpness differences between

@@ -1,11 +1,11 @@
 """Run training recipes through the shift-aware validation protocol; save probabilities.
 
-    python benchmarks/protocol.py --train ../shared/data/chest_xray/train \
-        --out /tmp/protocol --configs benchmarks/protocol_configs.json \
+    python benchmarks/experiments/protocol.py --train ../shared/data/chest_xray/train \
+        --out /tmp/protocol --configs benchmarks/experiments/protocol_configs.json \
         [--only baseline clahe] [--seeds 0 1] [--splits matched lbo0 lbo1] \
         [--workers 2] [--threads 1] [--device auto]
 
-Each job (configuration x seed x split) does what ``benchmarks/recipe.py``
+Each job (configuration x seed x split) does what ``benchmarks/experiments/recipe.py``
 does for a user, on a part of ``--train``:
 
 * ``matched``: ``cxrkit.validation.ConfounderMatchedSplit`` (a third of the
@@ -21,7 +21,7 @@ does for a user, on a part of ``--train``:
   applied to the matched holdout and to the matched threshold subset.
 
 Decision rules and figures are computed afterwards from the saved files by
-``benchmarks/protocol_report.py``, so that rules can be compared without
+``benchmarks/experiments/protocol_report.py``, so that rules can be compared without
 training again. Each job prints one JSON line and writes
 ``OUT/CONFIG__sSEED__SPLIT.npz``.
 
@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import warnings
@@ -42,6 +41,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import peak_rss_mb, print_json
 
 SPLITS = ("matched", "lbo0", "lbo1")
 
@@ -145,7 +147,7 @@ def run_job(
         "predict_seconds": round(predict_seconds, 1),
         "epoch_seconds": [round(float(e["dur"]), 1) for e in clf.history_],
         "train_loss": [round(float(e["train_loss"]), 4) for e in clf.history_],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_mb()),
         "device": clf.device_,
     }
     path = Path(out) / f"{name}__s{seed}__{split}.npz"
@@ -192,7 +194,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.workers <= 1:
         for name, params, seed, split in jobs:
             result = run_job(args.train, name, params, seed, split, *common)
-            print(json.dumps(result), flush=True)
+            print_json(result)
         return
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         futures = {
@@ -205,7 +207,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         for future in as_completed(futures):
             try:
-                print(json.dumps(future.result()), flush=True)
+                print_json(future.result())
             except Exception as exc:  # report and go on with the other jobs
                 name, seed, split = futures[future]
                 print(

@@ -1,6 +1,7 @@
 """Train a cxrkit recipe on a folder and evaluate it on another; print one JSON line.
 
-    python benchmarks/recipe.py --train DIR --test DIR [--recipe cpu] [--model ...]
+    python benchmarks/experiments/recipe.py --train DIR --test DIR \
+        [--recipe cpu] [--model ...]
 
 ``--train`` and ``--test`` are class-per-subfolder trees (NORMAL/PNEUMONIA).
 A patient pool of 10% of ``--train`` is held out and matched on acquisition
@@ -36,10 +37,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -59,6 +60,9 @@ from cxrkit.metrics import select_robust_threshold, select_threshold
 from cxrkit.provenance import operating_threshold
 from cxrkit.recipes import RECIPES, make_classifier
 from cxrkit.validation import SHIFTS, ConfounderMatchedSplit, shifted_predictions
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import peak_rss_mb, print_json
 
 RULES = ("robust_shift", "sensitivity", "balanced_accuracy")
 
@@ -328,14 +332,12 @@ def main(argv: list[str] | None = None) -> dict:
             X_test=X_test.astype(str),
             threshold=np.nan if args.subtypes else threshold,
         )
-    result["peak_rss_mb"] = round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-    )
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     result["train_loss_per_epoch"] = [
         round(float(e["train_loss"]), 4) for e in clf.history_
     ]
     result["epoch_seconds"] = [round(float(e["dur"]), 1) for e in clf.history_]
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

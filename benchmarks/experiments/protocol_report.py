@@ -1,7 +1,7 @@
-"""Figures of the shift-aware protocol from the files of ``benchmarks/protocol.py``.
+"""Figures of the shift-aware protocol from the files of ``protocol.py``.
 
-    python benchmarks/protocol_report.py --out /tmp/protocol [--baseline baseline] \
-        [--rule maximin_shift] [--markdown] [--ensemble NAME ...]
+    python benchmarks/experiments/protocol_report.py --out /tmp/protocol \
+        [--baseline baseline] [--rule maximin_shift] [--markdown] [--ensemble NAME ...]
 
 For every configuration (averaged over the seeds it was run with) and every
 validation:
@@ -49,6 +49,9 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.metrics import select_robust_threshold
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 FLOORS = (0.95, 0.85)  # sensitivity, specificity
 
@@ -272,7 +275,7 @@ def main(argv: list[str] | None = None) -> dict:
         metas = [f["meta"] for r in runs[c].values() for f in r.values() if "meta" in f]
         entry["fit_seconds"] = [m["fit_seconds"] for m in metas]
         result["configs"][c] = entry
-    print(json.dumps(result))
+    print_json(result)
     if args.markdown:
         print(markdown(result, args.rule, args.baseline), file=sys.stderr)
     return result
