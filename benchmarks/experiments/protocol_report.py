@@ -47,8 +47,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from cxrkit.metrics import select_robust_threshold
+from cxrkit.metrics._bootstrap import estimate
+from cxrkit.metrics._clinical_report import clinical_reports
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json
@@ -56,23 +59,26 @@ from _common import print_json
 FLOORS = (0.95, 0.85)  # sensitivity, specificity
 
 
-def auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
-    """ROC AUC (Mann-Whitney with ties), optionally with integer weights."""
-    if w is None:
-        w = np.ones(len(y))
-    order = np.argsort(p, kind="mergesort")
-    p, y, w = p[order], y[order], w[order]
-    # weighted mid-ranks
-    _, start, counts = np.unique(p, return_index=True, return_counts=True)
-    cw = np.cumsum(w)
-    before = np.concatenate([[0], cw])[start]
-    tie_w = np.add.reduceat(w, start)
-    mid = before + (tie_w + 1) / 2
-    ranks = np.repeat(mid, counts)
-    n_pos, n_neg = (w * y).sum(), (w * (1 - y)).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float(((w * y * ranks).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of ``p`` for ``y == 1``; NaN when ``y`` holds one class."""
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def shared_resample_aucs(
+    y: np.ndarray, probas: dict[str, np.ndarray], n_boot: int, seed: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """ROC AUC of each model and its bootstrap replicates, on shared resamples.
+
+    ``clinical_reports`` is the engine of ``cxrkit.metrics.ModelComparison``
+    (stratified bootstrap, replicate ``b`` of every model from the same
+    resample); its replicates are what a paired difference *averaged over
+    seeds* needs, which ``ModelComparison`` summarises per model only.
+    """
+    reports, replicates = clinical_reports(
+        y, probas, n_bootstrap=n_boot, random_state=seed
+    )
+    point = {k: r.metrics["roc_auc"].value for k, r in reports.items()}
+    return point, {k: v["roc_auc"] for k, v in replicates.items()}
 
 
 def rates(y: np.ndarray, p: np.ndarray, t: float) -> dict[str, float]:
@@ -227,26 +233,27 @@ def paired_auc_diff(a: list, b: list, n_boot: int = 1000, seed: int = 0) -> dict
     else:
         pairs = [(sa[s], sb[s]) for s in shared]
     y = pairs[0][0][0]
-    rng = np.random.default_rng(seed)
-    point = np.mean([auc(y, pa) - auc(y, pb) for (_, pa), (_, pb) in pairs])
-    draws = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
-        draws.append(
-            np.mean([auc(y, pa, w) - auc(y, pb, w) for (_, pa), (_, pb) in pairs])
-        )
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"diff": float(point), "ci95": [float(lo), float(hi)]}
+    probas = {}
+    for i, ((_, pa), (_, pb)) in enumerate(pairs):
+        probas[f"a{i}"], probas[f"b{i}"] = pa, pb
+    point, draws = shared_resample_aucs(y, probas, n_boot, seed)
+    diff = estimate(
+        np.mean([point[f"a{i}"] - point[f"b{i}"] for i in range(len(pairs))]),
+        np.mean([draws[f"a{i}"] - draws[f"b{i}"] for i in range(len(pairs))], axis=0),
+        0.95,
+    )
+    return {"diff": diff.value, "ci95": [diff.low, diff.high]}
 
 
 def auc_ci(items: list, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    rng = np.random.default_rng(seed)
+    """95% interval of the ROC AUC averaged over the seeds of ``items``."""
     y = items[0][1]
-    draws = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
-        draws.append(np.mean([auc(yy, p, w) for _, yy, p, _ in items]))
-    return [float(x) for x in np.percentile(draws, [2.5, 97.5])]
+    probas = {str(i): p for i, (_, _, p, _) in enumerate(items)}
+    point, draws = shared_resample_aucs(y, probas, n_boot, seed)
+    mean = estimate(
+        np.mean(list(point.values())), np.mean(list(draws.values()), axis=0), 0.95
+    )
+    return [mean.low, mean.high]
 
 
 def main(argv: list[str] | None = None) -> dict:
