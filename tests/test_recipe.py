@@ -433,3 +433,51 @@ def test_site_adaptation_learning_curve(tmp_path):
     for key in (*keys, "coverage_NORMAL", "coverage_PNEUMONIA", "refer", "empty"):
         low, high = curve[12][key][1:]
         assert 0 <= low <= curve[12][key][0] <= high <= 1
+
+
+def test_protocol_selects_on_the_external_site_first(tmp_path, capsys):
+    protocol = _load_benchmark("experiments/protocol.py")
+    report = _load_benchmark("experiments/protocol_report.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=30)
+    site = _kermany_tree(tmp_path / "site", n_patients=5)
+    tiny = {"model": "simple_cnn", "image_size": 32, "max_epochs": 1}
+    configs = {"baseline": tiny, "other": {**tiny, "lr": 0.01}}
+    (tmp_path / "configs.json").write_text(json.dumps(configs))
+    out = tmp_path / "out"
+    protocol.main(
+        [
+            *("--train", str(train), "--out", str(out)),
+            *("--configs", str(tmp_path / "configs.json")),
+            *("--seeds", "0", "1", "--splits", "matched", "--threads", "1"),
+            *("--device", "cpu", "--external", str(site)),
+        ]
+    )
+    X_site, y_site = load_image_folder(site)
+    aucs = []
+    for path in sorted(out.glob("other__s*__matched.npz")):
+        with np.load(path) as saved:  # the whole site, in a fixed order
+            assert list(saved["X_external"]) == sorted(Path(x).name for x in X_site)
+            assert saved["y_external"].sum() == np.sum(y_site == "PNEUMONIA")
+            aucs.append(roc_auc_score(saved["y_external"], saved["p_external"]))
+    assert len(aucs) == 2
+    capsys.readouterr()
+
+    result = report.main(["--out", str(out), "--boot", "50", "--markdown"])
+    other = result["configs"]["other"]
+    assert next(iter(other["validations"])) == "external"
+    assert next(iter(other["auc_diff_vs_baseline"])) == "external"
+    assert other["validations"]["external"]["auc"] == pytest.approx(np.mean(aucs))
+    assert other["validations"]["external"]["seeds"] == [0, 1]
+    low, high = other["auc_diff_vs_baseline"]["external"]["ci95"]
+    assert low <= other["auc_diff_vs_baseline"]["external"]["diff"] <= high
+    secondary = [
+        row["auc"]
+        for name, row in other["validations"].items()
+        if name not in ("external", "in_distribution")
+    ]
+    assert other["worst"]["auc"] == min(secondary)  # external is reported apart
+    table = capsys.readouterr().err.splitlines()
+    assert table[2].startswith("| config | external AUC |")
+    # leave-batch-out jobs load first (file order): external still leads
+    order = report.external_first({"batch0": 1, "matched": 2, "external": 3})
+    assert list(order) == ["external", "batch0", "matched"]

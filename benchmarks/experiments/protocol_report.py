@@ -6,6 +6,9 @@
 For every configuration (averaged over the seeds it was run with) and every
 validation:
 
+* ``external``: the external site as a whole, scored by the models of the
+  ``matched`` jobs (``protocol.py --external``); first, because recipes are
+  selected there; the rest are secondary checks;
 * ``in_distribution``: the random-patient pool of the matched split (what
   the old holdout measured);
 * ``matched``: the confounder-matched holdout;
@@ -14,11 +17,13 @@ validation:
 
 it prints ROC AUC and, at the threshold each decision rule picks on the
 job's own threshold split, sensitivity, specificity and balanced accuracy.
-The worst case is the minimum over every validation except
-``in_distribution``. AUC differences against ``--baseline`` come with paired
-bootstrap 95% intervals (the same resampled images for both, averaged over
-the seeds both were run with). ``--ensemble NAME`` adds ``NAME+ens``: the
-mean probability over NAME's seeds.
+The worst case (of the secondary checks) is the minimum over every
+validation except ``external`` and ``in_distribution``. AUC differences
+against ``--baseline`` come with paired bootstrap 95% intervals (the same
+resampled images for both, ``cxrkit.metrics``' stratified bootstrap,
+averaged over the seeds both were run with; select on at least 3).
+``--ensemble NAME`` adds ``NAME+ens``: the mean probability over NAME's
+seeds.
 
 Decision rules (threshold chosen on the threshold split of the same job):
 
@@ -181,6 +186,8 @@ def validations(runs_c: dict) -> dict[str, list[tuple]]:
                     min_specificity=FLOORS[1],
                 ).threshold
             sets = []
+            if split == "matched" and "p_external" in f:
+                sets.append(("external", f["y_external"].astype(int), f["p_external"]))
             if split == "matched":
                 sets.append(("in_distribution", y[f["idx_pool"]], f["p_pool"]))
                 sets.append(("matched", y[f["idx_matched"]], f["p_matched"]))
@@ -197,7 +204,12 @@ def validations(runs_c: dict) -> dict[str, list[tuple]]:
                 sets.append((f"batch{split[3:]}", y[f["idx_batch"]], f["p_batch"]))
             for name, yy, pp in sets:
                 out[name].append((seed, yy, pp.astype(np.float64), thresholds))
-    return out
+    return external_first(out)
+
+
+def external_first(table: dict) -> dict:
+    """The same mapping with ``"external"`` (when present) as its first key."""
+    return {k: table[k] for k in sorted(table, key=lambda k: k != "external")}
 
 
 def summarize(vals: dict) -> dict:
@@ -215,7 +227,11 @@ def summarize(vals: dict) -> dict:
 
 
 def worst_case(table: dict) -> dict:
-    names = [n for n in table if n != "in_distribution" and not n.endswith("+tta")]
+    names = [
+        n
+        for n in table
+        if n not in ("external", "in_distribution") and not n.endswith("+tta")
+    ]
     out = {"auc": min(table[n]["auc"] for n in names)}
     for rule in RULES:
         for k in ("sensitivity", "specificity", "balanced_accuracy"):
@@ -288,30 +304,51 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def _diff_text(diff: dict | None) -> str:
+    if not diff:
+        return "-"
+    return f"{diff['diff']:+.4f} ({diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f})"
+
+
 def markdown(result: dict, rule: str, baseline: str) -> str:
+    """One row per configuration: the external site first, then the secondary checks.
+
+    Rows are sorted by external ROC AUC when the site was scored, else by
+    the worst AUC of the secondary checks.
+    """
+    nan = {"auc": float("nan")}
     lines = [
         f"rule: {rule}",
         "",
-        "| config | in-dist AUC | matched AUC | worst AUC | AUC - baseline, matched"
-        " (paired 95% CI) | worst AUC-diff validation | worst sens | worst spec |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | external AUC | AUC - baseline, external (paired 95% CI) "
+        "| external sens | external spec | in-dist AUC | matched AUC | worst AUC "
+        "| AUC - baseline, matched (paired 95% CI) | worst AUC validation "
+        "| worst sens | worst spec |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for c, e in sorted(
-        result["configs"].items(), key=lambda kv: -kv[1]["worst"]["auc"]
-    ):
+
+    def order(kv: tuple) -> float:
+        table = kv[1]["validations"]
+        return -table.get("external", kv[1]["worst"])["auc"]
+
+    for c, e in sorted(result["configs"].items(), key=order):
         t = e["validations"]
         diff = e.get("auc_diff_vs_baseline", {})
-        m = diff.get("matched")
-        dtext = (
-            f"{m['diff']:+.4f} ({m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f})" if m else "-"
-        )
+        external = t.get("external")
+        at_rule = external[rule] if external else {}
         worst_n = min(
-            (n for n in t if n != "in_distribution"), key=lambda n: t[n]["auc"]
+            (n for n in t if n not in ("external", "in_distribution")),
+            key=lambda n: t[n]["auc"],
         )
         lines.append(
-            f"| {c} | {t.get('in_distribution', {}).get('auc', float('nan')):.4f} "
-            f"| {t.get('matched', {}).get('auc', float('nan')):.4f} "
-            f"| {e['worst']['auc']:.4f} | {dtext} | {worst_n} "
+            f"| {c} | {t.get('external', nan)['auc']:.4f} "
+            f"| {_diff_text(diff.get('external'))} "
+            f"| {at_rule.get('sensitivity', float('nan')):.3f} "
+            f"| {at_rule.get('specificity', float('nan')):.3f} "
+            f"| {t.get('in_distribution', nan)['auc']:.4f} "
+            f"| {t.get('matched', nan)['auc']:.4f} "
+            f"| {e['worst']['auc']:.4f} | {_diff_text(diff.get('matched'))} "
+            f"| {worst_n} "
             f"| {e['worst'][f'{rule}.sensitivity']:.3f} "
             f"| {e['worst'][f'{rule}.specificity']:.3f} |"
         )
