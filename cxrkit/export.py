@@ -23,10 +23,9 @@ script that reads them.
 
 The exporter is torch's ``torch.export``-based one (``dynamo=True``): it is
 torch's default since 2.9 and the maintained path, while the TorchScript-based
-exporter warns that it will be removed. With torch 2.14 both matched torch's
-probabilities within 1e-6 in onnxruntime, at batch 1 and 5, for
-``simple_cnn``, ``cnn4``, ``resnet18``, ``efficientnet_b0`` and
-``densenet121``.
+exporter warns that it will be removed. How closely onnxruntime matches
+torch's probabilities, and for which models, is on the docs' *Benchmarks*
+page *Inference*.
 
 Needs the optional extra ``pip install "cxrkit[onnx]"`` (onnx and onnxscript
 to export; onnxruntime to run the model).
@@ -260,7 +259,7 @@ def onnx_metadata(
 
 def _preprocess_steps(clf: PneumoniaClassifier) -> tuple[str, ...]:
     """The names of the deterministic preprocessing steps the model applies."""
-    steps = getattr(clf, "preprocess", None)  # a parameter since cxrkit 0.2
+    steps = getattr(clf, "preprocess", None)  # absent from older model files
     if not steps:
         return ()
     return tuple(steps.split("+")) if isinstance(steps, str) else tuple(steps)

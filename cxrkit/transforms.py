@@ -15,14 +15,14 @@ wants normalised
 inputs directly (Captum explanations, frozen-backbone features).
 
 Library or own code: the geometric, intensity, blur and flip steps are
-kornia's (per-image parameters, batched, on any device). On 2 CPU cores it
-augments a 32 x 1 x 128 x 128 batch about 3x faster than the per-image
-torchvision pipeline it replaces, and within about 20% of a hand-written
-``affine_grid``/``grid_sample`` version, so the library is used. kornia has
-no downscale-then-upscale step, its Gaussian noise has one fixed standard
-deviation, and its differentiable JPEG is an approximation that is about 10x
-slower than the real codec: those three steps are written here (a few lines
-each, on torch and Pillow).
+kornia's (per-image parameters, batched, on any device): faster than a
+per-image torchvision pipeline and close to a hand-written
+``affine_grid``/``grid_sample`` version (the docs' *Benchmarks* page
+*Training recipe*, "Data pipeline", has the timings), so the library is
+used. kornia has no downscale-then-upscale step, its Gaussian noise has one
+fixed standard deviation, and its differentiable JPEG is an approximation
+that is slower than the real codec: those three steps are written here (a
+few lines each, on torch and Pillow).
 
 Augmentation is applied while training only, never in ``predict``. Horizontal
 flips are off unless asked for: the heart and the lungs are not symmetric, and

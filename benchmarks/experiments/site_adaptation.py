@@ -1,9 +1,9 @@
 """Adapting saved models to a site: unlabelled steps, and a labelled learning curve.
 
-    python benchmarks/site_adaptation.py --site DIR RUNS/NAME_s0.cxr [...] \
+    python benchmarks/experiments/site_adaptation.py --site DIR RUNS/NAME_s0.cxr [...] \
         [--n-labelled 0 25 50 100] [--draws 20] [--sensitivity 0.95]
 
-For every model file (``benchmarks/recipe.py --save`` writes one with the
+For every model file (``benchmarks/experiments/recipe.py --save`` writes one with the
 threshold its rule chose on training patients), one JSON line per setting:
 
 * ``unlabelled``: the model as trained, after ``adapt_batchnorm`` (AdaBN) on
@@ -31,9 +31,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from cxrkit.adaptation import (
     prediction_sets,
 )
 from cxrkit.metrics import clinical_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 KEYS = ("accuracy", "sensitivity", "specificity", "roc_auc", "ece")
 
@@ -144,7 +147,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if "prior" in name:
                 row["site_prior"] = model.adaptation_["steps"][-1]["site_prior"]
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print_json(row)
 
         start = unlabelled[
             {"none": "as trained", "batchnorm": "batchnorm", "prior": "prior"}[
@@ -197,7 +200,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     round(float(values.max()), 4),
                 ]
             rows.append(summary)
-            print(json.dumps(summary), flush=True)
+            print_json(summary)
     return rows
 
 
