@@ -127,10 +127,6 @@ class FittedAttribute:
     learnt: bool = True
 
 
-#: The fitted state of a classifier, declared once: ``fit`` sets every one
-#: (those not ``learnt`` to their default), ``save_model`` writes every one
-#: and ``load_model`` reads every one back. A new fitted attribute is one
-#: more row here (and the round-trip test then checks it).
 FITTED_ATTRIBUTES: tuple[FittedAttribute, ...] = (
     FittedAttribute("classes_", "core", "classes"),
     FittedAttribute("net_", "core", "state_dict"),
@@ -147,6 +143,10 @@ FITTED_ATTRIBUTES: tuple[FittedAttribute, ...] = (
     FittedAttribute("adaptation_", "json", "adaptation", learnt=False),
     FittedAttribute("conformal_", "json", "conformal", learnt=False),
 )
+"""The fitted state of a classifier, declared once: ``fit`` sets every
+attribute listed (those not ``learnt`` to their default), ``save_model``
+writes every one and ``load_model`` reads every one back. A new fitted
+attribute is one more row here, and the round-trip test then checks it."""
 
 #: The classes a ``"state"`` attribute is read back with, by key.
 _STATE_CLASSES: dict[str, Any] = {"ood_detector": FeatureDistanceDetector}

@@ -341,8 +341,8 @@ def model_card(
     Parameters
     ----------
     clf : PneumoniaClassifier
-        A fitted classifier (a wrapping estimator gives what it has:
-        ``classes_``, and its own parameters).
+        A fitted classifier (a wrapping estimator gives what it has, e.g.
+        ``classes_``; a ``FrozenEstimator`` passes everything through).
     path : str or path-like, optional
         The model file ``clf`` was loaded from: the card gives its name,
         SHA-256 and what it records about when and with what it was saved.
@@ -355,7 +355,7 @@ def model_card(
     -------
     dict
         ``estimator``; ``parameters`` (those of ``CARD_PARAMETERS`` the
-        estimator has; ``pretrained`` as a string); ``classes``;
+        estimator has; a ``pretrained`` path as a string); ``classes``;
         ``positive_class`` and ``threshold`` (the decision rule: None, None
         for the most probable class); ``operating_threshold`` (the record,
         or None); ``trained`` (``images`` and ``internal_validation`` of the
@@ -383,11 +383,10 @@ def model_card(
     from cxrkit.explain import DEFAULT_METHOD, method_caption
     from cxrkit.persistence import read_model_metadata
 
-    params = clf.get_params() if hasattr(clf, "get_params") else {}
+    # attributes, not get_params(): a FrozenEstimator passes them through
+    values = {k: getattr(clf, k) for k in CARD_PARAMETERS if hasattr(clf, k)}
     parameters = {
-        k: os.fspath(params[k]) if isinstance(params[k], os.PathLike) else params[k]
-        for k in CARD_PARAMETERS
-        if k in params
+        k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()
     }
     rule = decision_rule(clf, threshold, pos_label=pos_label)
     history = getattr(clf, "history_", None)
