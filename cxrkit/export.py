@@ -47,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from cxrkit._version import __version__
-from cxrkit.provenance import model_card
+from cxrkit.persistence import model_card
 from cxrkit.transforms import MEAN, STD
 
 # This module sits above the estimator (``PneumoniaClassifier.export_onnx``

@@ -17,7 +17,7 @@ positive class a fitted model decides with (a threshold given, else the
 recorded one, else the most probable class); ``predict``, the report, the
 command line, the server and the ONNX export all ask it.
 
-[`model_card`][cxrkit.provenance.model_card] gathers what is known about a
+[`model_card`][cxrkit.persistence.model_card] gathers what is known about a
 fitted model (what it is, what it was trained on, when, its decision rule,
 its identity) into one dict: the report's Model section, the server's
 ``GET /model`` and the ONNX metadata each show a part of it.
@@ -40,31 +40,13 @@ from cxrkit.metrics import positive_label
 from cxrkit.metrics._inputs import check_threshold
 
 __all__ = [
-    "INTENDED_USE",
     "DecisionRule",
     "decision_rule",
     "file_sha256",
-    "model_card",
     "operating_threshold",
     "training_data_summary",
     "weights_sha256",
 ]
-
-#: What every model card says a cxrkit model is for.
-INTENDED_USE = (
-    "For research and education only; not a medical device. Not for diagnosis "
-    "or any clinical decision."
-)
-
-#: The parameters a model card names: they say what the model is.
-CARD_PARAMETERS = (
-    "model",
-    "pretrained",
-    "image_size",
-    "class_weight",
-    "max_epochs",
-    "lr",
-)
 
 
 def _source(X: Any) -> str:
@@ -323,123 +305,3 @@ def weights_sha256(clf: Any) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().numpy().tobytes())
     return digest.hexdigest()
-
-
-def model_card(
-    clf: Any,
-    path: str | os.PathLike | None = None,
-    *,
-    threshold: float | None = None,
-    pos_label: Any = None,
-) -> dict[str, Any]:
-    """What is known about a fitted model, in one JSON-able dict.
-
-    The one builder of these facts: the report's Model section, the
-    server's model card (``GET /model``) and the ONNX metadata each show a
-    part of it.
-
-    Parameters
-    ----------
-    clf : PneumoniaClassifier
-        A fitted classifier (a wrapping estimator gives what it has, e.g.
-        ``classes_``; a ``FrozenEstimator`` passes everything through).
-    path : str or path-like, optional
-        The model file ``clf`` was loaded from: the card gives its name,
-        SHA-256 and what it records about when and with what it was saved.
-        Without it, the SHA-256 of the weights identifies the model.
-    threshold, pos_label : optional
-        As for [`decision_rule`][cxrkit.provenance.decision_rule], which
-        gives the card's ``threshold`` and ``positive_class``.
-
-    Returns
-    -------
-    dict
-        ``estimator``; ``parameters`` (those of ``CARD_PARAMETERS`` the
-        estimator has; a ``pretrained`` path as a string); ``classes``;
-        ``positive_class`` and ``threshold`` (the decision rule: None, None
-        for the most probable class); ``operating_threshold`` (the record,
-        or None); ``trained`` (``images`` and ``internal_validation`` of the
-        fit, ``epochs``, ``skipped_files`` (how many), ``data`` (the
-        ``training_data_`` summary), ``saved_at``, ``cxrkit_version``,
-        ``torch_version``); ``file`` and ``sha256``; ``ood`` (the detector's
-        ``method``, ``threshold`` and ``alarm_rate``, or None);
-        ``explanation`` and ``explanation_caption`` (the recommended heatmap
-        method); ``last_epoch`` (the last epoch's losses and scores);
-        ``intended_use``.
-
-    Examples
-    --------
-    >>> from cxrkit import PneumoniaClassifier
-    >>> from cxrkit.datasets import make_synthetic_cxr
-    >>> X, y, _ = make_synthetic_cxr(20, image_size=32, random_state=0)
-    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1,
-    ...                           random_state=0).fit(X, y)
-    >>> card = model_card(clf, threshold=0.3)
-    >>> card["parameters"]["model"], card["classes"], card["threshold"]
-    ('simple_cnn', ['NORMAL', 'PNEUMONIA'], 0.3)
-    >>> card["trained"]["epochs"], card["file"]
-    (1, None)
-    """
-    from cxrkit.explain import DEFAULT_METHOD, method_caption
-    from cxrkit.persistence import read_model_metadata
-
-    # attributes, not get_params(): a FrozenEstimator passes them through
-    values = {k: getattr(clf, k) for k in CARD_PARAMETERS if hasattr(clf, k)}
-    parameters = {
-        k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()
-    }
-    rule = decision_rule(clf, threshold, pos_label=pos_label)
-    history = getattr(clf, "history_", None)
-    spec = getattr(clf, "net_spec_", None)
-    if path is not None:
-        meta = read_model_metadata(path)
-        saved = {
-            k: meta.get(k) for k in ("saved_at", "cxrkit_version", "torch_version")
-        }
-        identity = {"file": os.path.basename(path), "sha256": file_sha256(path)}
-    else:
-        saved = {
-            "saved_at": None,
-            "cxrkit_version": __version__,
-            "torch_version": torch.__version__,
-        }
-        identity = {
-            "file": None,
-            "sha256": weights_sha256(clf) if hasattr(clf, "net_") else None,
-        }
-    last = history[-1] if history is not None and len(history) else {}
-    detector = getattr(clf, "ood_detector_", None)
-    return {
-        "estimator": type(clf).__name__,
-        "parameters": parameters,
-        "classes": np.asarray(clf.classes_).tolist(),
-        "positive_class": None
-        if rule.pos_label is None
-        else np.asarray(rule.pos_label).tolist(),
-        "threshold": rule.threshold,
-        "operating_threshold": getattr(clf, "operating_threshold_", None),
-        "trained": {
-            "images": getattr(spec, "n_train", None),
-            "internal_validation": getattr(spec, "validation", None),
-            "epochs": None if history is None else len(history),
-            "skipped_files": len(getattr(clf, "skipped_files_", [])),
-            "data": getattr(clf, "training_data_", None),
-            **saved,
-        },
-        **identity,
-        "ood": None
-        if detector is None
-        else {
-            "method": detector.method,
-            "threshold": round(detector.threshold_, 4),
-            "alarm_rate": detector.alarm_rate,
-        },
-        "explanation": DEFAULT_METHOD,
-        "explanation_caption": method_caption(DEFAULT_METHOD),
-        "last_epoch": {
-            k: last[k]
-            for k in ("train_loss", "valid_loss", "valid_acc", "roc_auc")
-            if k in last and isinstance(last[k], (int, float))
-        },
-        "intended_use": INTENDED_USE,
-    }

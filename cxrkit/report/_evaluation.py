@@ -20,7 +20,8 @@ from cxrkit.metrics import (
     clinical_report,
     positive_label,
 )
-from cxrkit.provenance import decision_rule, model_card
+from cxrkit.persistence import model_card
+from cxrkit.provenance import decision_rule
 from cxrkit.report._checks import (
     conformal_summary,
     degenerate_warnings,

@@ -25,7 +25,7 @@ def describe_data(X: Any, data_name: str | None = None) -> str:
 
 def describe_model(card: dict[str, Any]) -> dict[str, Any]:
     """The parameters that say what the model is, its classes and epochs:
-    the report's part of a [`model_card`][cxrkit.provenance.model_card]."""
+    the report's part of a [`model_card`][cxrkit.persistence.model_card]."""
     summary = {
         **card["parameters"],
         "estimator": card["estimator"],
@@ -44,7 +44,7 @@ def created_at() -> str:
 def describe_training(card: dict[str, Any]) -> dict[str, Any]:
     """What the model (or its model file) says about its training data and
     its chosen threshold (None when not recorded): the report's part of a
-    [`model_card`][cxrkit.provenance.model_card]."""
+    [`model_card`][cxrkit.persistence.model_card]."""
     return {
         "data": card["trained"]["data"],
         "threshold": card["operating_threshold"],

@@ -12,7 +12,7 @@ import numpy as np
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.ood import no_detector_error
-from cxrkit.provenance import INTENDED_USE, model_card
+from cxrkit.persistence import INTENDED_USE, model_card
 
 __all__ = ["INTENDED_USE", "ServedModel"]
 
@@ -132,7 +132,7 @@ class ServedModel:
 
     # ----------------------------------------------------------- model card
     def _card(self, card: dict) -> dict:
-        """The served part of the model card (see ``provenance.model_card``),
+        """The served part of the model card (see ``persistence.model_card``),
         with this server's decision rule, identity and refusal setting."""
         parameters = card["parameters"]
         return {
