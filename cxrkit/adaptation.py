@@ -230,7 +230,7 @@ def training_prior(clf: PneumoniaClassifier) -> np.ndarray:
         ],
         dtype=np.float64,
     )
-    weighted = counts * np.asarray(clf._net_spec.class_weights, dtype=np.float64)
+    weighted = counts * np.asarray(clf.net_spec_.class_weights, dtype=np.float64)
     return weighted / weighted.sum()
 
 

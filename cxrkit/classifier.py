@@ -55,7 +55,12 @@ from cxrkit.metrics import apply_threshold
 from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
 from cxrkit.ood import detector_for, no_detector_error, penultimate_features
-from cxrkit.persistence import load_model, model_file_class, save_model
+from cxrkit.persistence import (
+    load_model,
+    model_file_class,
+    reset_chosen_attributes,
+    save_model,
+)
 from cxrkit.preprocess import check_preprocess, preprocess_images
 from cxrkit.provenance import decision_rule, training_data_summary
 from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
@@ -241,6 +246,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         [`conformalize`][cxrkit.adaptation.conformalize] on labelled images
         (coverage, and per class the score quantile); kept in model files.
         None after ``fit``.
+    net_spec_ : NetSpec
+        Read-only: what the net was built for that the parameters do not
+        say, learnt from the data: ``n_classes``, ``class_weights`` (in the
+        order of ``classes_``), ``n_train`` (images in the training part,
+        without the internal validation part) and ``validation`` (whether an
+        internal validation split scored the epochs); kept in model files.
+
+    Every fitted attribute is declared once, with how model files keep it,
+    in [`FITTED_ATTRIBUTES`][cxrkit.persistence.FITTED_ATTRIBUTES].
 
     Examples
     --------
@@ -451,9 +465,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
             None if given_groups is None else groups,
             n_validation=0 if valid_idx is None else len(valid_idx),
         )
-        self.operating_threshold_ = None  # a new fit: no threshold chosen yet
-        self.adaptation_ = None  # nor adapted to a site
-        self.conformal_ = None
+        reset_chosen_attributes(self)  # a new fit: no threshold, no adaptation
         with torch.random.fork_rng(devices=fork_devices):  # the caller's RNG stays
             self.ood_detector_ = (
                 None
@@ -740,6 +752,21 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         """
         scores = self.ood_score(X)  # checks the detector first
         return scores > self.ood_detector_.threshold_
+
+    @property
+    def net_spec_(self) -> NetSpec:
+        """What the net was built for: classes, class weights, training size.
+
+        Read-only; set by ``fit`` and by ``load``. Raises ``AttributeError``
+        (so ``hasattr`` is False) before the model is fitted.
+        """
+        try:
+            return self.__dict__["_net_spec"]
+        except KeyError:
+            raise AttributeError(
+                f"This {type(self).__name__} is not fitted yet: net_spec_ is set "
+                "by fit (or load)"
+            ) from None
 
     # ---------------------------------------------------------- model files
     def save(self, path: str | os.PathLike, *, threshold: Any = None) -> os.PathLike:

@@ -41,13 +41,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from cxrkit._version import __version__
-from cxrkit.provenance import decision_rule
+from cxrkit.persistence import model_card
 from cxrkit.transforms import MEAN, STD
 
 # This module sits above the estimator (``PneumoniaClassifier.export_onnx``
@@ -214,15 +213,15 @@ def onnx_metadata(
     ('32', 'PNEUMONIA', '0.3')
     """
     check_is_fitted(clf, "net_")
-    classes = np.asarray(clf.classes_).tolist()
-    rule = decision_rule(clf, threshold, pos_label=pos_label)
+    card = model_card(clf, threshold=threshold, pos_label=pos_label)
+    classes = card["classes"]
     metadata = {
         "cxrkit_version": __version__,
-        "model": str(clf.model),
+        "model": str(card["parameters"]["model"]),
         "input_name": INPUT_NAME,
         "input_layout": "NCHW",
         "input_dtype": "float32",
-        "image_size": str(clf.image_size),
+        "image_size": str(card["parameters"]["image_size"]),
         "channels": "1",
         "mean": repr(float(MEAN)),
         "std": repr(float(STD)),
@@ -232,7 +231,7 @@ def onnx_metadata(
         "output": "class probabilities (softmax), columns in the order of classes",
         "classes": json.dumps(classes),
         "decision_rule": "argmax",
-        "intended_use": "research and education; not a medical device",
+        "intended_use": card["intended_use"],
     }
     if metadata["preprocess"] != "none":
         steps = metadata["preprocess"].split("+")
@@ -244,13 +243,13 @@ def onnx_metadata(
             + "; ".join(f"{step}: {_STEP_TEXT[step]}" for step in steps)
             + "."
         )
-    if rule.threshold is None:
+    if card["threshold"] is None:
         return metadata
     metadata.update(
         decision_rule="threshold",
-        threshold=repr(rule.threshold),
-        positive_class=str(rule.pos_label),
-        positive_column=str(classes.index(rule.pos_label)),
+        threshold=repr(card["threshold"]),
+        positive_class=str(card["positive_class"]),
+        positive_column=str(classes.index(card["positive_class"])),
         decision="positive_class when probabilities[:, positive_column] >= "
         "threshold, else the other class",
     )
