@@ -1060,6 +1060,13 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         )
     if args.sensitivity is not None and not 0 < args.sensitivity <= 1:
         raise _UserError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
+    if args.max_accuracy and args.sensitivity is not None:
+        raise _UserError("give --sensitivity or --max-accuracy, not both")
+    if args.max_accuracy and (args.method != "platt" or not args.labelled):
+        raise _UserError(
+            "--max-accuracy needs --labelled DIR and --method platt (Platt "
+            "scaling learns the site's class mix from the sample)"
+        )
     if args.coverage is not None and not args.labelled:
         raise _UserError("--coverage needs a labelled sample: --labelled DIR")
     if args.coverage is not None and not 0 < args.coverage < 1:
@@ -1080,9 +1087,14 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     if args.labelled:
         _note(args, f"cxrkit adapt: {args.method} scaling on {len(X_lab)} images")
         clf = calibrate(
-            clf, X_lab, y_lab, method=args.method, sensitivity=args.sensitivity
+            clf,
+            X_lab,
+            y_lab,
+            method=args.method,
+            sensitivity=args.sensitivity,
+            threshold="accuracy" if args.max_accuracy else None,
         )
-        if args.sensitivity is not None:
+        if clf.operating_threshold_ is not None:
             point = clf.operating_threshold_
             print(f"operating threshold {point['threshold']:.4f}: {point['source']}")
         if args.coverage is not None:
@@ -1147,7 +1159,14 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="with --labelled: record the highest threshold reaching this "
         "sensitivity on the sample, with its 95%% CI (default: keep the model's "
-        "threshold)",
+        "calls)",
+    )
+    parser.add_argument(
+        "--max-accuracy",
+        action="store_true",
+        help="with --labelled and --method platt: record the threshold with the "
+        "fewest expected errors at the site (0.5 after Platt scaling; no "
+        "sensitivity floor)",
     )
     parser.add_argument(
         "--coverage",

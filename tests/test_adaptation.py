@@ -406,6 +406,15 @@ def test_cli_adapt_writes_an_adapted_model(
     assert loaded.conformal_["coverage"] == 0.8
     assert "conformal prediction sets" in printed
 
+    code = main(
+        ["adapt", str(model), "--out", str(out), "--labelled", str(labelled)]
+        + ["--method", "platt", "--max-accuracy", "-q"]
+    )
+    assert code == 0
+    loaded = PneumoniaClassifier.load(out)
+    assert loaded.operating_threshold_["threshold"] == 0.5
+    assert "fewest expected errors" in loaded.operating_threshold_["criterion"]
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -413,6 +422,12 @@ def test_cli_adapt_writes_an_adapted_model(
         ([], "nothing to do"),
         (["--prior"], "--site DIR"),
         (["--coverage", "0.9"], "--labelled DIR"),
+        (["--labelled", "x", "--max-accuracy"], "--method platt"),
+        (
+            ["--labelled", "x", "--method", "platt", "--max-accuracy"]
+            + ["--sensitivity", "0.9"],
+            "not both",
+        ),
     ],
 )
 def test_cli_adapt_refuses_what_it_cannot_do(
