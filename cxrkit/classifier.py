@@ -49,20 +49,20 @@ from cxrkit._training import (
     validation_split,
 )
 from cxrkit.accelerated import resolve_accelerator
-from cxrkit.cache import load_images
-from cxrkit.inputs import check_fit_inputs, is_path_like_sequence, reject_sparse
+from cxrkit.cache import DecodedImages
+from cxrkit.inputs import check_fit_inputs, reject_sparse
 from cxrkit.metrics import apply_threshold
 from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
 from cxrkit.ood import detector_for, no_detector_error, penultimate_features
 from cxrkit.persistence import load_model, model_file_class, save_model
-from cxrkit.preprocess import check_preprocess, preprocess_images
+from cxrkit.preprocess import check_preprocess, model_images
 from cxrkit.provenance import decision_rule, training_data_summary
 from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
 
-ImageInput = Sequence[str | os.PathLike] | np.ndarray
+ImageInput = Sequence[str | os.PathLike] | np.ndarray | DecodedImages
 
 
 @model_file_class
@@ -383,17 +383,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self._check_classes(np.unique(y))
         given_groups = groups
 
-        images, kept = load_images(
-            X, self.image_size, on_error=self.on_error, verbose=self.verbose
-        )
-        images = preprocess_images(images, self.preprocess)
-        y = y[kept]
-        self.skipped_files_ = _skipped_files(X, kept)
+        decoded = model_images(self, X, on_error=self.on_error, verbose=self.verbose)
+        images = decoded.pixels
+        y = y[decoded.kept]
+        self.skipped_files_ = list(decoded.skipped)
         # float64 sums; numpy reduces in buffered chunks (no float copy of images)
         self.mean_image_ = (images.mean(axis=0, dtype=np.float64) / 255).astype(
             np.float32
         )
-        groups = default_groups(X, kept) if groups is None else groups[kept]
+        groups = default_groups(decoded) if groups is None else groups[decoded.kept]
 
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         self._check_classes(self.classes_)
@@ -446,7 +444,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 self.net_.fit(train_ds, y=None, **fit_kwargs)
         self.history_ = self.net_.history
         self.training_data_ = training_data_summary(
-            [p for p, k in zip(X, kept) if k] if is_path_like_sequence(X) else images,
+            decoded,
             y,
             None if given_groups is None else groups,
             n_validation=0 if valid_idx is None else len(valid_idx),
@@ -632,8 +630,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         self._validate_params()  # tta, preprocess, ... may be set after fit
         reject_sparse(X)
-        images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        images = preprocess_images(images, self.preprocess)
+        images = model_images(self, X, verbose=self.verbose).pixels
         proba = _training.predict_proba(
             self.net_, images, tta=self.tta, random_state=self.random_state
         )
@@ -708,8 +705,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         if detector is None:
             raise no_detector_error(self)
         reject_sparse(X)
-        images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        images = preprocess_images(images, self.preprocess)
+        images = model_images(self, X, verbose=self.verbose).pixels
         return detector.score(penultimate_features(self, images))
 
     def is_ood(self, X: ImageInput) -> np.ndarray:
@@ -803,9 +799,3 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
-
-
-def _skipped_files(X: Any, kept: np.ndarray) -> list[str]:
-    if kept.all() or not is_path_like_sequence(X):
-        return []
-    return [os.fspath(p) for p, k in zip(X, kept) if not k]
