@@ -357,6 +357,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
         y : array-like of shape (n,)
             Class labels (strings or ints), at least two classes.
         groups : array-like of shape (n,), optional
@@ -622,6 +623,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -650,6 +652,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -677,6 +680,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -719,6 +723,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
