@@ -52,7 +52,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cxrkit._training import adjust_probabilities
-from cxrkit.cache import load_images
 from cxrkit.metrics import (
     OperatingPoint,
     clinical_report,
@@ -60,7 +59,7 @@ from cxrkit.metrics import (
     select_threshold,
 )
 from cxrkit.net import collate_batches
-from cxrkit.preprocess import preprocess_images
+from cxrkit.preprocess import model_images
 from cxrkit.provenance import operating_threshold
 from cxrkit.transforms import ImageBatches
 
@@ -90,8 +89,7 @@ def _state(clf: PneumoniaClassifier) -> dict[str, Any]:
 
 
 def _site_images(clf: PneumoniaClassifier, X: ImageInput) -> np.ndarray:
-    images, _ = load_images(X, clf.image_size, verbose=clf.verbose)
-    return preprocess_images(images, clf.preprocess)
+    return model_images(clf, X, verbose=clf.verbose).pixels
 
 
 def _adapted(

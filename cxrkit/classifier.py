@@ -49,8 +49,8 @@ from cxrkit._training import (
     validation_split,
 )
 from cxrkit.accelerated import resolve_accelerator
-from cxrkit.cache import load_images
-from cxrkit.inputs import check_fit_inputs, is_path_like_sequence, reject_sparse
+from cxrkit.cache import DecodedImages
+from cxrkit.inputs import check_fit_inputs, reject_sparse
 from cxrkit.metrics import apply_threshold
 from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
@@ -61,13 +61,13 @@ from cxrkit.persistence import (
     reset_chosen_attributes,
     save_model,
 )
-from cxrkit.preprocess import check_preprocess, preprocess_images
+from cxrkit.preprocess import check_preprocess, model_images
 from cxrkit.provenance import decision_rule, training_data_summary
 from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
 
-ImageInput = Sequence[str | os.PathLike] | np.ndarray
+ImageInput = Sequence[str | os.PathLike] | np.ndarray | DecodedImages
 
 
 @model_file_class
@@ -371,6 +371,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
         y : array-like of shape (n,)
             Class labels (strings or ints), at least two classes.
         groups : array-like of shape (n,), optional
@@ -397,17 +398,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self._check_classes(np.unique(y))
         given_groups = groups
 
-        images, kept = load_images(
-            X, self.image_size, on_error=self.on_error, verbose=self.verbose
-        )
-        images = preprocess_images(images, self.preprocess)
-        y = y[kept]
-        self.skipped_files_ = _skipped_files(X, kept)
+        decoded = model_images(self, X, on_error=self.on_error, verbose=self.verbose)
+        images = decoded.pixels
+        y = y[decoded.kept]
+        self.skipped_files_ = list(decoded.skipped)
         # float64 sums; numpy reduces in buffered chunks (no float copy of images)
         self.mean_image_ = (images.mean(axis=0, dtype=np.float64) / 255).astype(
             np.float32
         )
-        groups = default_groups(X, kept) if groups is None else groups[kept]
+        groups = default_groups(decoded) if groups is None else groups[decoded.kept]
 
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         self._check_classes(self.classes_)
@@ -460,7 +459,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 self.net_.fit(train_ds, y=None, **fit_kwargs)
         self.history_ = self.net_.history
         self.training_data_ = training_data_summary(
-            [p for p, k in zip(X, kept) if k] if is_path_like_sequence(X) else images,
+            decoded,
             y,
             None if given_groups is None else groups,
             n_validation=0 if valid_idx is None else len(valid_idx),
@@ -636,6 +635,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -644,8 +644,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         self._validate_params()  # tta, preprocess, ... may be set after fit
         reject_sparse(X)
-        images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        images = preprocess_images(images, self.preprocess)
+        images = model_images(self, X, verbose=self.verbose).pixels
         proba = _training.predict_proba(
             self.net_, images, tta=self.tta, random_state=self.random_state
         )
@@ -665,6 +664,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -692,6 +692,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -720,8 +721,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         if detector is None:
             raise no_detector_error(self)
         reject_sparse(X)
-        images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        images = preprocess_images(images, self.preprocess)
+        images = model_images(self, X, verbose=self.verbose).pixels
         return detector.score(penultimate_features(self, images))
 
     def is_ood(self, X: ImageInput) -> np.ndarray:
@@ -735,6 +735,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -830,9 +831,3 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
-
-
-def _skipped_files(X: Any, kept: np.ndarray) -> list[str]:
-    if kept.all() or not is_path_like_sequence(X):
-        return []
-    return [os.fspath(p) for p, k in zip(X, kept) if not k]

@@ -6,7 +6,7 @@ import datetime
 import os
 from typing import Any
 
-from cxrkit.cache import is_path_like_sequence
+from cxrkit.inputs import is_path_like_sequence
 
 
 def describe_data(X: Any, data_name: str | None = None) -> str:
