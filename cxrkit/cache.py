@@ -223,7 +223,7 @@ def load_images(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode and resize ``X`` into a ``(n, size, size)`` ``uint8`` batch.
 
-    The images and kept rows of [`decode_images`][cxrkit.cache.decode_images],
+    The images and kept rows of ``decode_images`` (internal),
     as a tuple.
 
     Parameters

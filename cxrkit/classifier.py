@@ -78,7 +78,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     [`load_image_folder`][cxrkit.load_image_folder]) or an array of images of shape
     ``(n, H, W)`` or ``(n, H, W, C)``; ``y`` holds any labels (strings or
     ints), two classes or more. Images are decoded and resized once per call
-    (and cached across calls, see [`cxrkit.cache`][cxrkit.cache]), not once per epoch.
+    (and cached across calls, see [`clear_image_cache`][cxrkit.clear_image_cache]),
+    not once per epoch.
 
     For research and education; not a medical device.
 
@@ -91,8 +92,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         ``state_dict`` file (works offline).
     freeze : None or "backbone", default=None
         ``"backbone"`` trains only the final linear layer, on backbone
-        features computed once per ``fit`` (see [`cxrkit.features`][cxrkit.features]:
-        the
+        features computed once per ``fit`` (the
         backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.

@@ -159,7 +159,7 @@ def model_images(
     The one way from raw ``X`` to a model's input images, shared by ``fit``,
     ``predict_proba``, ``ood_score``, ``cxrkit.explain`` and site
     adaptation, so that all of them see the same pixels: ``X`` decoded at
-    ``clf.image_size`` ([`decode_images`][cxrkit.cache.decode_images]),
+    ``clf.image_size`` (``cxrkit.cache.decode_images``),
     then ``clf.preprocess`` applied once.
 
     Parameters
@@ -171,7 +171,7 @@ def model_images(
         is; one decoded at ``clf.image_size`` without preprocessing is
         preprocessed.
     on_error : {"raise", "skip"}, default="raise"
-        Unreadable files, as in [`load_images`][cxrkit.cache.load_images].
+        Unreadable files, as in [`load_images`][cxrkit.load_images].
     verbose : int, default=0
         Progress bar while decoding many files.
 

@@ -613,10 +613,10 @@ class ImageBatches(Dataset):
     the images lie: on the GPU when ``device`` is one, so that the decoded
     cache crosses to the device once per ``fit`` instead of once per epoch.
     The batches stay ``uint8`` (``(B, 1, H, W)``);
-    [`ImageClassifierNet`][cxrkit.net.ImageClassifierNet] turns them into model inputs.
+    ``cxrkit.net.ImageClassifierNet`` turns them into model inputs.
     Use
     it with a ``DataLoader`` whose ``collate_fn`` is
-    [`collate_batches`][cxrkit.net.collate_batches].
+    ``cxrkit.net.collate_batches``.
 
     Parameters
     ----------
