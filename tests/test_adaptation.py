@@ -407,8 +407,18 @@ def test_cli_adapt_writes_an_adapted_model(
     assert "conformal prediction sets" in printed
 
     code = main(
-        ["adapt", str(model), "--out", str(out), "--labelled", str(labelled)]
-        + ["--method", "platt", "--max-accuracy", "-q"]
+        [
+            "adapt",
+            str(model),
+            "--out",
+            str(out),
+            "--labelled",
+            str(labelled),
+            "--method",
+            "platt",
+            "--max-accuracy",
+            "-q",
+        ]
     )
     assert code == 0
     loaded = PneumoniaClassifier.load(out)
@@ -424,8 +434,15 @@ def test_cli_adapt_writes_an_adapted_model(
         (["--coverage", "0.9"], "--labelled DIR"),
         (["--labelled", "x", "--max-accuracy"], "--method platt"),
         (
-            ["--labelled", "x", "--method", "platt", "--max-accuracy"]
-            + ["--sensitivity", "0.9"],
+            [
+                "--labelled",
+                "x",
+                "--method",
+                "platt",
+                "--max-accuracy",
+                "--sensitivity",
+                "0.9",
+            ],
             "not both",
         ),
     ],
