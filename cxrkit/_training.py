@@ -21,7 +21,6 @@ Everything here takes the estimator's parameters as a plain mapping
 from __future__ import annotations
 
 import math
-import os
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -41,11 +40,11 @@ from torch import nn
 from torch.utils.data import Dataset, TensorDataset, WeightedRandomSampler
 
 from cxrkit.accelerated import AcceleratedImageClassifierNet
+from cxrkit.cache import DecodedImages
 from cxrkit.callbacks import WeightAveraging, print_epoch_table
 from cxrkit.checkpoint import data_fingerprint, training_checkpoint
 from cxrkit.data import patient_id
 from cxrkit.features import backbone_features, headless
-from cxrkit.inputs import is_path_like_sequence
 from cxrkit.models import build_model
 from cxrkit.net import ImageClassifierNet, data_device
 from cxrkit.transforms import ImageBatches, ImageDataset, build_augmentation
@@ -151,13 +150,11 @@ def seed_from(random_state: int | np.random.RandomState | None) -> int:
 
 
 # ------------------------------------------------------------ validation split
-def default_groups(X: Any, kept: np.ndarray) -> np.ndarray:
+def default_groups(decoded: DecodedImages) -> np.ndarray:
     """Patient ids parsed from paths (each unparsed image its own group)."""
-    n = int(kept.sum())
-    if not is_path_like_sequence(X):
-        return np.arange(n).astype(str)
-    paths = [os.fspath(p) for p, k in zip(X, kept) if k]
-    return np.array([patient_id(p) or p for p in paths], dtype=object)
+    if decoded.paths is None:
+        return np.arange(len(decoded)).astype(str)
+    return np.array([patient_id(p) or p for p in decoded.paths], dtype=object)
 
 
 def validation_split(

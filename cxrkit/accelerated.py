@@ -43,7 +43,7 @@ _INSTALL_HINT = 'pip install "cxrkit[accelerate]"'
 
 
 class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
-    """[`ImageClassifierNet`][cxrkit.net.ImageClassifierNet] trained through Accelerate.
+    """cxrkit's skorch net (``cxrkit.net.ImageClassifierNet``), through Accelerate.
 
     skorch's ``AccelerateMixin`` on cxrkit's net: takes every parameter of
     ``ImageClassifierNet`` plus ``accelerator`` (an ``accelerate.Accelerator``)

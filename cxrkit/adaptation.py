@@ -52,10 +52,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from cxrkit._training import adjust_probabilities
-from cxrkit.cache import load_images
-from cxrkit.metrics import clinical_report, positive_label, select_threshold
+from cxrkit.metrics import (
+    OperatingPoint,
+    clinical_report,
+    positive_label,
+    select_threshold,
+)
 from cxrkit.net import collate_batches
-from cxrkit.preprocess import preprocess_images
+from cxrkit.preprocess import model_images
 from cxrkit.provenance import operating_threshold
 from cxrkit.transforms import ImageBatches
 
@@ -85,8 +89,7 @@ def _state(clf: PneumoniaClassifier) -> dict[str, Any]:
 
 
 def _site_images(clf: PneumoniaClassifier, X: ImageInput) -> np.ndarray:
-    images, _ = load_images(X, clf.image_size, verbose=clf.verbose)
-    return preprocess_images(images, clf.preprocess)
+    return model_images(clf, X, verbose=clf.verbose).pixels
 
 
 def _adapted(
@@ -225,7 +228,7 @@ def training_prior(clf: PneumoniaClassifier) -> np.ndarray:
         ],
         dtype=np.float64,
     )
-    weighted = counts * np.asarray(clf._net_spec.class_weights, dtype=np.float64)
+    weighted = counts * np.asarray(clf.net_spec_.class_weights, dtype=np.float64)
     return weighted / weighted.sum()
 
 
@@ -326,6 +329,7 @@ def calibrate(
     *,
     method: str = "temperature",
     sensitivity: float | None = None,
+    threshold: str | None = None,
     n_bootstrap: int = 2000,
     random_state: int | None = 0,
 ) -> PneumoniaClassifier:
@@ -340,7 +344,13 @@ def calibrate(
     model's ``operating_threshold_``, recorded with the sample's size and
     the bootstrap 95% intervals of the sensitivity and specificity it
     reaches there: a floor met on 25 positive images is a loose promise,
-    and the interval says how loose.
+    and the interval says how loose. With ``threshold="accuracy"`` (two
+    classes, ``method="platt"``), the operating threshold becomes 0.5 on the
+    recalibrated probabilities: Platt scaling's bias learns the site's
+    class mix from the sample, so 0.5 is the threshold with the fewest
+    expected errors there (no sensitivity floor). With neither, a threshold
+    the model had keeps its decisions: it is carried through the new
+    calibration, so that only the probabilities change.
 
     Use images of patients that you will not score afterwards (a small
     labelled sample drawn by patient); figures measured on the same images
@@ -357,6 +367,10 @@ def calibrate(
     method : {"temperature", "platt"}, default="temperature"
     sensitivity : float in (0, 1], optional
         Two classes: the sensitivity floor of the operating threshold.
+    threshold : {"accuracy"}, optional
+        Two classes, with ``method="platt"``: the operating threshold with
+        the fewest expected errors at the site (0.5 after recalibration).
+        Give ``sensitivity`` or ``threshold``, not both.
     n_bootstrap : int, default=2000
         Resamples for the intervals of the recorded threshold.
     random_state : int or None, default=0
@@ -364,8 +378,7 @@ def calibrate(
     Returns
     -------
     PneumoniaClassifier
-        A copy with ``adaptation_`` (and ``operating_threshold_`` when
-        ``sensitivity`` is given) updated.
+        A copy with ``adaptation_`` and ``operating_threshold_`` updated.
 
     Examples
     --------
@@ -380,6 +393,9 @@ def calibrate(
     ('temperature', 20)
     >>> site.operating_threshold_["criterion"]
     'sensitivity >= 0.9'
+    >>> site = calibrate(clf, X[40:], y[40:], method="platt", threshold="accuracy")
+    >>> site.operating_threshold_["threshold"]
+    0.5
     """
     check_is_fitted(clf, "net_")
     if method not in ("temperature", "platt"):
@@ -394,6 +410,16 @@ def calibrate(
         )
     if sensitivity is not None and len(classes) != 2:
         raise ValueError("sensitivity applies to two classes only")
+    if threshold not in (None, "accuracy"):
+        raise ValueError(f"threshold must be None or 'accuracy', got {threshold!r}")
+    if threshold is not None:
+        if sensitivity is not None:
+            raise ValueError("give sensitivity or threshold='accuracy', not both")
+        if len(classes) != 2 or method != "platt":
+            raise ValueError(
+                "threshold='accuracy' needs two classes and method='platt' (its "
+                "bias learns the site's class mix; temperature scaling has none)"
+            )
     proba = clf.predict_proba(X)
     if len(proba) != len(y):
         raise ValueError(
@@ -424,12 +450,25 @@ def calibrate(
         "log_loss_after": round(float(loss(theta)), 6),
     }
     out = _adapted(clf, state, step)
-    if sensitivity is not None:
+    if sensitivity is None and threshold is None:
+        out.operating_threshold_ = _carried_threshold(clf, temperature, new_bias)
+    else:
         calibrated = adjust_probabilities(proba, out.adaptation_)
         pos_label = positive_label(clf.classes_)
-        point = select_threshold(
-            y, calibrated, sensitivity=sensitivity, classes=clf.classes_
-        )
+        if sensitivity is not None:
+            point = select_threshold(
+                y, calibrated, sensitivity=sensitivity, classes=clf.classes_
+            )
+        else:
+            pos = classes.index(pos_label)
+            called = calibrated[:, pos] >= 0.5
+            positive = y_idx == pos
+            point = OperatingPoint(
+                0.5,
+                float(np.mean(called[positive])),
+                float(np.mean(~called[~positive])),
+                "fewest expected errors at the site (Platt-scaled, 0.5)",
+            )
         report = clinical_report(
             y,
             calibrated,
@@ -450,6 +489,27 @@ def calibrate(
             ),
         )
     return out
+
+
+def _carried_threshold(
+    clf: PneumoniaClassifier, temperature: float, bias: np.ndarray
+) -> dict[str, Any] | None:
+    """The model's recorded threshold, moved through one more calibration map
+    (``log p / temperature + bias``) so that every image keeps its call."""
+    record = getattr(clf, "operating_threshold_", None)
+    if record is None or len(clf.classes_) != 2:
+        return record
+    names = [str(c) for c in clf.classes_]
+    pos = names.index(str(record["pos_label"]))
+    t = float(np.clip(record["threshold"], _TINY, 1 - _TINY))
+    logit = np.log(t / (1 - t)) / temperature + (bias[pos] - bias[1 - pos])
+    carried = dict(record)
+    carried["threshold"] = float(1 / (1 + np.exp(-logit)))
+    carried["source"] = (
+        f"{record.get('source') or 'recorded threshold'}; carried through "
+        "site calibration (same calls)"
+    )
+    return carried
 
 
 def _interval(estimate: Any) -> str:

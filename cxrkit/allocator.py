@@ -10,19 +10,21 @@ block at 128 px, batch 32: 64 MiB), so every step pays one page fault per
 
 Why this is written here: PyTorch has no CPU caching allocator that can be
 switched on from Python. Its ``THP_MEM_ALLOC_ENABLE`` variable (huge pages
-for large buffers) must be set before torch starts, and it removed less of
-the cost here. Intel's launcher (``python -m torch.backends.xeon.run_cpu``)
-preloads jemalloc or tcmalloc, which needs those libraries installed and
-the program started through it. glibc's own ``mallopt`` does the same from
-a running process. It raises the mmap threshold, so that large blocks come
-from the heap, and the trim threshold, so that freed blocks stay there for
-the next step.
+for large buffers) must be set before torch starts, and it still takes
+fresh, zeroed pages from the kernel in every step, only in larger pieces.
+Intel's launcher (``python -m torch.backends.xeon.run_cpu``) preloads
+jemalloc or tcmalloc, which needs those libraries installed and the program
+started through it. glibc's own ``mallopt`` does the same from a running
+process. It raises the mmap threshold, so that large blocks come from the
+heap, and the trim threshold, so that freed blocks stay there for the next
+step.
 
 What it gains and costs depends on the model: it speeds up ``simple_cnn``
 and ``cnn4`` from 128 px, not the ``"cpu"`` recipe's ``resnet18`` (whose
 activations stay under 32 MiB up to 128 px), and the process keeps the
-memory it frees, so its peak resident memory can grow. The user guide's
-*Training* page gives the measurements (``benchmarks/allocator.py``).
+memory it frees, so its peak resident memory can grow. The measurements
+are on the docs' *Benchmarks* pages (*Training recipe*, "Large freed
+buffers").
 
 Because of that cost, and because it is a setting of the whole process,
 it is off unless you ask: call it from Python, or set the environment
@@ -53,8 +55,8 @@ def reuse_large_buffers(enable: bool = True) -> bool:
 
     Raises glibc's mmap and trim thresholds to 1 GiB, so that tensors
     larger than 32 MiB come from the heap and their memory is kept for the
-    next allocation; see the module docstring for why and for what it
-    gained and cost. The numbers computed are the same; only where their
+    next allocation; see the module docstring for why, and for where it
+    helps and what it costs. The numbers computed are the same; only where their
     memory comes from changes.
 
     It is a setting of the whole process (every library in it allocates

@@ -16,6 +16,7 @@ import threading
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -28,7 +29,14 @@ from cxrkit.inputs import (
 from cxrkit.io import ImageReadError, list_failures, read_image
 from cxrkit.pixels import resize_square, to_grayscale_uint8
 
-__all__ = ["ImageCache", "clear_image_cache", "image_cache", "load_images"]
+__all__ = [
+    "DecodedImages",
+    "ImageCache",
+    "clear_image_cache",
+    "decode_images",
+    "image_cache",
+    "load_images",
+]
 
 _DEFAULT_MAX_BYTES = int(os.environ.get("CXRKIT_CACHE_BYTES", 2 * 1024**3))
 
@@ -133,6 +141,78 @@ def _image_at(X: np.ndarray, i: int) -> np.ndarray:
         raise type(exc)(f"X[{i}]: {exc}") from None
 
 
+@dataclass(frozen=True, eq=False)
+class DecodedImages:
+    """``X`` decoded once: the pixels, where they came from, and which rows were kept.
+
+    What [`decode_images`][cxrkit.cache.decode_images] returns, and what the
+    code below the public entry points receives instead of ``X``: whether
+    ``X`` held paths or an array is decided once, when it is decoded.
+
+    Parameters
+    ----------
+    pixels : ndarray of shape (n_kept, size, size), dtype uint8
+        The images read, resized to ``size`` (and preprocessed when
+        ``preprocess`` names steps).
+    paths : tuple of str, or None
+        The path of each image in ``pixels``; None when ``X`` was an array.
+    kept : ndarray of shape (n_kept,), dtype int
+        Row of ``X`` each image comes from (all rows unless unreadable files
+        were skipped, ``on_error="skip"``).
+    n_input : int
+        Rows in ``X``.
+    input_shape : tuple of int, or None
+        ``(H, W)`` of the images of an array ``X``; None for paths.
+    preprocess : tuple of str, default=()
+        The ``cxrkit.preprocess`` steps already applied to ``pixels``.
+    skipped : tuple of str, default=()
+        The paths of ``X`` left out as unreadable (``on_error="skip"``).
+
+    Examples
+    --------
+    >>> decoded = decode_images(np.zeros((3, 50, 40)), size=32)
+    >>> len(decoded), decoded.paths, decoded.input_shape
+    (3, None, (50, 40))
+    >>> decoded.subset([2, 0]).kept.tolist()
+    [2, 0]
+    """
+
+    pixels: np.ndarray
+    paths: tuple[str, ...] | None
+    kept: np.ndarray
+    n_input: int
+    input_shape: tuple[int, int] | None
+    preprocess: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    @property
+    def size(self) -> int:
+        """Side of the square images in ``pixels``."""
+        return int(self.pixels.shape[1])
+
+    @property
+    def kept_mask(self) -> np.ndarray:
+        """Boolean mask of shape ``(n_input,)``: which rows of ``X`` were read."""
+        mask = np.zeros(self.n_input, dtype=bool)
+        mask[self.kept] = True
+        return mask
+
+    def subset(self, rows: Sequence[int] | np.ndarray) -> DecodedImages:
+        """The images at positions ``rows`` of ``pixels`` (not of ``X``).
+
+        ``kept`` of the result still says which row of the original ``X``
+        each image comes from.
+        """
+        rows = np.asarray(rows, dtype=int).reshape(-1)
+        paths = None if self.paths is None else tuple(self.paths[i] for i in rows)
+        return replace(
+            self, pixels=self.pixels[rows], paths=paths, kept=self.kept[rows]
+        )
+
+
 def load_images(
     X: Sequence[str | os.PathLike] | np.ndarray,
     size: int,
@@ -142,6 +222,9 @@ def load_images(
     verbose: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode and resize ``X`` into a ``(n, size, size)`` ``uint8`` batch.
+
+    The images and kept rows of ``decode_images`` (internal),
+    as a tuple.
 
     Parameters
     ----------
@@ -173,13 +256,78 @@ def load_images(
     >>> images.shape, kept.tolist()
     ((2, 32, 32), [True, True])
     """
+    decoded = decode_images(
+        X, size, on_error=on_error, n_jobs=n_jobs, verbose=verbose, stacklevel=3
+    )
+    return decoded.pixels, decoded.kept_mask
+
+
+def decode_images(
+    X: Sequence[str | os.PathLike] | np.ndarray | DecodedImages,
+    size: int,
+    *,
+    on_error: str = "raise",
+    n_jobs: int | None = None,
+    verbose: int = 0,
+    stacklevel: int = 2,
+) -> DecodedImages:
+    """Decode and resize ``X`` once: the one place that asks paths or array.
+
+    Parameters
+    ----------
+    X : sequence of paths, ndarray of shape (n, H, W) or (n, H, W, C), or DecodedImages
+        Paths are decoded (in threads) and cached; arrays are checked
+        (``cxrkit.inputs.check_image_array``) and converted with
+        ``cxrkit.pixels.to_grayscale_uint8``. A ``DecodedImages`` decoded
+        at ``size`` is returned with its images, as rows all kept.
+    size : int
+        Side of the square output images.
+    on_error : {"raise", "skip"}
+        What to do with files that cannot be read, as in
+        [`load_images`][cxrkit.cache.load_images].
+    n_jobs : int, optional
+        Decoding threads; defaults to the number of CPUs.
+    verbose : int
+        Show a progress bar above 0 when decoding more than 64 files.
+    stacklevel : int, default=2
+        Of the warning that lists skipped files.
+
+    Returns
+    -------
+    DecodedImages
+
+    Raises
+    ------
+    ValueError
+        ``X`` is a ``DecodedImages`` of another ``size``; unreadable input.
+
+    Examples
+    --------
+    >>> decoded = decode_images(np.zeros((2, 50, 40)), size=32)
+    >>> decoded.pixels.shape, decoded.kept.tolist()
+    ((2, 32, 32), [0, 1])
+    """
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if isinstance(X, DecodedImages):
+        if X.size != size:
+            raise ValueError(
+                f"X holds images decoded at {X.size} px, but {size} px are needed "
+                "here; pass the original X (paths or array) instead"
+            )
+        # its rows are now those of the X given: all kept
+        return replace(X, kept=np.arange(len(X)), n_input=len(X))
     if not is_path_like_sequence(X):
         reject_single_path(X)
         X = check_image_array(X)
         images = [resize_square(_image_at(X, i), size) for i in range(len(X))]
-        return np.stack(images), np.ones(len(images), dtype=bool)
+        return DecodedImages(
+            pixels=np.stack(images),
+            paths=None,
+            kept=np.arange(len(images)),
+            n_input=len(images),
+            input_shape=(int(X.shape[1]), int(X.shape[2])),
+        )
 
     paths = [os.fspath(p) for p in X]
     results = _decode_all(paths, size, n_jobs=n_jobs, verbose=verbose)
@@ -196,12 +344,19 @@ def load_images(
         warnings.warn(
             f"skipped {len(failures)} unreadable image file(s):\n{listed}",
             UserWarning,
-            stacklevel=2,
+            stacklevel=stacklevel,
         )
     good = [r for r in results if not isinstance(r, str)]
     if not good:
         raise ValueError("none of the images in X could be read")
-    return np.stack(good), kept
+    return DecodedImages(
+        pixels=np.stack(good),
+        paths=tuple(p for p, k in zip(paths, kept) if k),
+        kept=np.flatnonzero(kept),
+        n_input=len(paths),
+        input_shape=None,
+        skipped=tuple(p for p, k in zip(paths, kept) if not k),
+    )
 
 
 def _decode_one(path: str, size: int) -> np.ndarray | str:

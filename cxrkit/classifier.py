@@ -49,20 +49,25 @@ from cxrkit._training import (
     validation_split,
 )
 from cxrkit.accelerated import resolve_accelerator
-from cxrkit.cache import load_images
-from cxrkit.inputs import check_fit_inputs, is_path_like_sequence, reject_sparse
+from cxrkit.cache import DecodedImages
+from cxrkit.inputs import check_fit_inputs, reject_sparse
 from cxrkit.metrics import apply_threshold
 from cxrkit.models import available_models, supports_pretrained
 from cxrkit.net import PRECISIONS
 from cxrkit.ood import detector_for, no_detector_error, penultimate_features
-from cxrkit.persistence import load_model, model_file_class, save_model
-from cxrkit.preprocess import check_preprocess, preprocess_images
+from cxrkit.persistence import (
+    load_model,
+    model_file_class,
+    reset_chosen_attributes,
+    save_model,
+)
+from cxrkit.preprocess import check_preprocess, model_images
 from cxrkit.provenance import decision_rule, training_data_summary
 from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
 
-ImageInput = Sequence[str | os.PathLike] | np.ndarray
+ImageInput = Sequence[str | os.PathLike] | np.ndarray | DecodedImages
 
 
 @model_file_class
@@ -73,7 +78,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     [`load_image_folder`][cxrkit.load_image_folder]) or an array of images of shape
     ``(n, H, W)`` or ``(n, H, W, C)``; ``y`` holds any labels (strings or
     ints), two classes or more. Images are decoded and resized once per call
-    (and cached across calls, see [`cxrkit.cache`][cxrkit.cache]), not once per epoch.
+    (and cached across calls, see [`clear_image_cache`][cxrkit.clear_image_cache]),
+    not once per epoch.
 
     For research and education; not a medical device.
 
@@ -86,8 +92,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         ``state_dict`` file (works offline).
     freeze : None or "backbone", default=None
         ``"backbone"`` trains only the final linear layer, on backbone
-        features computed once per ``fit`` (see [`cxrkit.features`][cxrkit.features]:
-        the
+        features computed once per ``fit`` (the
         backbone runs in eval mode, and ``augment`` does not apply).
     image_size : int, default=128
         Images are resized (squashed) to ``image_size x image_size``.
@@ -241,6 +246,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         [`conformalize`][cxrkit.adaptation.conformalize] on labelled images
         (coverage, and per class the score quantile); kept in model files.
         None after ``fit``.
+    net_spec_ : NetSpec
+        Read-only: what the net was built for that the parameters do not
+        say, learnt from the data: ``n_classes``, ``class_weights`` (in the
+        order of ``classes_``), ``n_train`` (images in the training part,
+        without the internal validation part) and ``validation`` (whether an
+        internal validation split scored the epochs); kept in model files.
+
+    Every fitted attribute is declared once, with how model files keep it,
+    in [`FITTED_ATTRIBUTES`][cxrkit.persistence.FITTED_ATTRIBUTES].
 
     Examples
     --------
@@ -357,6 +371,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
         y : array-like of shape (n,)
             Class labels (strings or ints), at least two classes.
         groups : array-like of shape (n,), optional
@@ -383,17 +398,15 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self._check_classes(np.unique(y))
         given_groups = groups
 
-        images, kept = load_images(
-            X, self.image_size, on_error=self.on_error, verbose=self.verbose
-        )
-        images = preprocess_images(images, self.preprocess)
-        y = y[kept]
-        self.skipped_files_ = _skipped_files(X, kept)
+        decoded = model_images(self, X, on_error=self.on_error, verbose=self.verbose)
+        images = decoded.pixels
+        y = y[decoded.kept]
+        self.skipped_files_ = list(decoded.skipped)
         # float64 sums; numpy reduces in buffered chunks (no float copy of images)
         self.mean_image_ = (images.mean(axis=0, dtype=np.float64) / 255).astype(
             np.float32
         )
-        groups = default_groups(X, kept) if groups is None else groups[kept]
+        groups = default_groups(decoded) if groups is None else groups[decoded.kept]
 
         self.classes_, y_enc = np.unique(y, return_inverse=True)
         self._check_classes(self.classes_)
@@ -446,14 +459,12 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 self.net_.fit(train_ds, y=None, **fit_kwargs)
         self.history_ = self.net_.history
         self.training_data_ = training_data_summary(
-            [p for p, k in zip(X, kept) if k] if is_path_like_sequence(X) else images,
+            decoded,
             y,
             None if given_groups is None else groups,
             n_validation=0 if valid_idx is None else len(valid_idx),
         )
-        self.operating_threshold_ = None  # a new fit: no threshold chosen yet
-        self.adaptation_ = None  # nor adapted to a site
-        self.conformal_ = None
+        reset_chosen_attributes(self)  # a new fit: no threshold, no adaptation
         with torch.random.fork_rng(devices=fork_devices):  # the caller's RNG stays
             self.ood_detector_ = (
                 None
@@ -624,6 +635,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -632,8 +644,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         self._validate_params()  # tta, preprocess, ... may be set after fit
         reject_sparse(X)
-        images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        images = preprocess_images(images, self.preprocess)
+        images = model_images(self, X, verbose=self.verbose).pixels
         proba = _training.predict_proba(
             self.net_, images, tta=self.tta, random_state=self.random_state
         )
@@ -653,6 +664,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -680,6 +692,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -708,8 +721,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         if detector is None:
             raise no_detector_error(self)
         reject_sparse(X)
-        images, _ = load_images(X, self.image_size, verbose=self.verbose)
-        images = preprocess_images(images, self.preprocess)
+        images = model_images(self, X, verbose=self.verbose).pixels
         return detector.score(penultimate_features(self, images))
 
     def is_ood(self, X: ImageInput) -> np.ndarray:
@@ -723,6 +735,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
 
         Returns
         -------
@@ -740,6 +753,21 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         """
         scores = self.ood_score(X)  # checks the detector first
         return scores > self.ood_detector_.threshold_
+
+    @property
+    def net_spec_(self) -> NetSpec:
+        """What the net was built for: classes, class weights, training size.
+
+        Read-only; set by ``fit`` and by ``load``. Raises ``AttributeError``
+        (so ``hasattr`` is False) before the model is fitted.
+        """
+        try:
+            return self.__dict__["_net_spec"]
+        except KeyError:
+            raise AttributeError(
+                f"This {type(self).__name__} is not fitted yet: net_spec_ is set "
+                "by fit (or load)"
+            ) from None
 
     # ---------------------------------------------------------- model files
     def save(self, path: str | os.PathLike, *, threshold: Any = None) -> os.PathLike:
@@ -803,9 +831,3 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.non_deterministic = self.random_state is None
         return tags
-
-
-def _skipped_files(X: Any, kept: np.ndarray) -> list[str]:
-    if kept.all() or not is_path_like_sequence(X):
-        return []
-    return [os.fspath(p) for p, k in zip(X, kept) if not k]

@@ -293,6 +293,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _add_demo_command(sub: argparse._SubParsersAction) -> None:
+    from cxrkit.demo import run_demo
+
     demo = sub.add_parser(
         "demo",
         help="train and evaluate a small model end to end",
@@ -310,23 +312,41 @@ def _add_demo_command(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="synthetic chest-like images instead of the real sample (tests)",
     )
-    demo.add_argument("--model", default="cnn4", help="architecture (default: cnn4)")
     demo.add_argument(
-        "--epochs", type=int, default=8, help="training epochs (default: 8)"
+        "--model",
+        default=_default_of(run_demo, "model"),
+        help="architecture (default: %(default)s)",
     )
-    demo.add_argument("--image-size", type=int, default=64, help="pixels (default: 64)")
+    demo.add_argument(
+        "--epochs",
+        type=int,
+        default=_default_of(run_demo, "max_epochs"),
+        help="training epochs (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--image-size",
+        type=int,
+        default=_default_of(run_demo, "image_size"),
+        help="pixels (default: %(default)s)",
+    )
     demo.add_argument(
         "--n-samples",
         type=int,
         default=None,
-        help="synthetic images, with --synthetic (default: 600)",
+        help="synthetic images, with --synthetic "
+        f"(default: {_default_of(run_demo, 'n_samples')})",
     )
     _pos_label_argument(demo)
-    demo.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    demo.add_argument(
+        "--seed",
+        type=int,
+        default=_default_of(run_demo, "random_state"),
+        help="random seed (default: %(default)s)",
+    )
     demo.add_argument(
         "--out",
-        default="cxrkit-demo",
-        help="folder for the evaluation report (default: cxrkit-demo)",
+        default=_default_of(run_demo, "out_dir"),
+        help="folder for the evaluation report (default: %(default)s)",
     )
     demo.set_defaults(func=_cmd_demo)
 
@@ -358,6 +378,12 @@ TRAIN_PARAMETERS = {
 TRAIN_DEFAULTS = {"class_weight": "balanced"}
 
 
+def _default_of(function: Any, parameter: str) -> Any:
+    """The default of ``parameter`` in ``function``'s signature: an option
+    that stands for it takes (and its help states) the API's own value."""
+    return inspect.signature(function).parameters[parameter].default
+
+
 def train_default(parameter: str) -> Any:
     """The value ``cxrkit train`` uses for an estimator parameter that is not
     given on the command line (without --recipe): its help states it."""
@@ -365,7 +391,7 @@ def train_default(parameter: str) -> Any:
 
     if parameter in TRAIN_DEFAULTS:
         return TRAIN_DEFAULTS[parameter]
-    return inspect.signature(PneumoniaClassifier).parameters[parameter].default
+    return _default_of(PneumoniaClassifier, parameter)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -492,6 +518,7 @@ def _hint_stuck_accuracy(args: argparse.Namespace, history: Any) -> None:
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
     from cxrkit.models import available_models
     from cxrkit.net import PRECISIONS
+    from cxrkit.recipes import RECIPES
     from cxrkit.transforms import AUGMENT_PRESETS
 
     def default(dest: str) -> str:
@@ -514,8 +541,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
     train.add_argument(
         "--recipe",
         metavar="NAME",
-        help="start from a named configuration of cxrkit.recipes.RECIPES (e.g. "
-        "cpu, the recommended training recipe); the options below override it",
+        help="start from a named configuration of cxrkit.recipes.RECIPES, one "
+        f"of: {', '.join(RECIPES)} (cpu: the recommended training recipe); the "
+        "options below override it",
     )
     train.add_argument(
         "--model",
@@ -617,7 +645,7 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         "(train, test, val, external)",
     )
     train.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     train.add_argument(
         "--precision",
@@ -626,9 +654,11 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         "AMX, where it trains faster) or 16 (float16, CUDA only) "
         f"{default('precision')}",
     )
-    train.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     train.add_argument(
-        "--out", default="model.cxr", help="model file to write (default: model.cxr)"
+        "--seed", type=int, default=0, help="random seed (default: %(default)s)"
+    )
+    train.add_argument(
+        "--out", default="model.cxr", help="model file to write (default: %(default)s)"
     )
     train.set_defaults(func=_cmd_train)
 
@@ -673,6 +703,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
+    from cxrkit.report import evaluation_report
+
     evaluate = sub.add_parser(
         "evaluate",
         help="write an evaluation report (metrics with CIs, figures, HTML)",
@@ -682,7 +714,7 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument("model_file", metavar="MODEL", help="written by train")
     evaluate.add_argument("data_dir", metavar="DATA_DIR", help="labelled images")
     evaluate.add_argument(
-        "--out", default="report", help="report folder (default: report)"
+        "--out", default="report", help="report folder (default: %(default)s)"
     )
     evaluate.add_argument(
         "--threshold",
@@ -697,14 +729,14 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--n-bootstrap",
         type=int,
-        default=2000,
-        help="bootstrap resamples for the 95%% intervals (default: 2000)",
+        default=_default_of(evaluation_report, "n_bootstrap"),
+        help="bootstrap resamples for the 95%% intervals (default: %(default)s)",
     )
     evaluate.add_argument(
-        "--seed", type=int, default=0, help="bootstrap seed (default: 0)"
+        "--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)"
     )
     evaluate.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     evaluate.set_defaults(func=_cmd_evaluate)
 
@@ -778,7 +810,7 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     )
     predict.add_argument("--csv", default=None, help="write here (default: stdout)")
     predict.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     predict.set_defaults(func=_cmd_predict)
 
@@ -863,17 +895,17 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
         "--out",
         metavar="DIR",
         default="heatmaps",
-        help="output folder (default: heatmaps)",
+        help="output folder (default: %(default)s)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     parser.add_argument(
         "--method",
         default=None,
-        help="heatmap method, a key of cxrkit.explain.METHODS such as grad_cam "
-        f"or layer_cam (default: {explain.DEFAULT_METHOD}, the method that "
-        "pointed at lesions best in the localization benchmark)",
+        help="heatmap method, a key of cxrkit.explain.METHODS: "
+        f"{', '.join(explain.METHODS)} (default: {explain.DEFAULT_METHOD}, the "
+        "method that pointed at lesions best in the localization benchmark)",
     )
     parser.add_argument(
         "--target", default=None, help="class to explain (default: the predicted one)"
@@ -961,11 +993,14 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to bind (default: 127.0.0.1, this machine only; any other "
+        help="address to bind (default: %(default)s, this machine only; any other "
         "warns: there is no authentication)",
     )
     parser.add_argument(
-        "--port", type=int, default=8000, help="port to listen on (default: 8000)"
+        "--port",
+        type=int,
+        default=8000,
+        help="port to listen on (default: %(default)s)",
     )
     parser.add_argument(
         "--threshold",
@@ -978,7 +1013,8 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         "--max-upload-mb",
         type=float,
         default=50,
-        help="largest request body in MB, refused while it arrives (default: 50)",
+        help="largest request body in MB, refused while it arrives "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--keep-uploads",
@@ -994,7 +1030,7 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         "the training images (the page and the API say why)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     parser.set_defaults(func=_cmd_serve)
 
@@ -1024,6 +1060,13 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         )
     if args.sensitivity is not None and not 0 < args.sensitivity <= 1:
         raise _UserError(f"--sensitivity must be in (0, 1], got {args.sensitivity}")
+    if args.max_accuracy and args.sensitivity is not None:
+        raise _UserError("give --sensitivity or --max-accuracy, not both")
+    if args.max_accuracy and (args.method != "platt" or not args.labelled):
+        raise _UserError(
+            "--max-accuracy needs --labelled DIR and --method platt (Platt "
+            "scaling learns the site's class mix from the sample)"
+        )
     if args.coverage is not None and not args.labelled:
         raise _UserError("--coverage needs a labelled sample: --labelled DIR")
     if args.coverage is not None and not 0 < args.coverage < 1:
@@ -1044,9 +1087,14 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     if args.labelled:
         _note(args, f"cxrkit adapt: {args.method} scaling on {len(X_lab)} images")
         clf = calibrate(
-            clf, X_lab, y_lab, method=args.method, sensitivity=args.sensitivity
+            clf,
+            X_lab,
+            y_lab,
+            method=args.method,
+            sensitivity=args.sensitivity,
+            threshold="accuracy" if args.max_accuracy else None,
         )
-        if args.sensitivity is not None:
+        if clf.operating_threshold_ is not None:
             point = clf.operating_threshold_
             print(f"operating threshold {point['threshold']:.4f}: {point['source']}")
         if args.coverage is not None:
@@ -1062,6 +1110,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
+    from cxrkit.adaptation import calibrate
+
     parser = sub.add_parser(
         "adapt",
         help="adapt a model file to a new site's images",
@@ -1100,8 +1150,8 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--method",
         choices=["temperature", "platt"],
-        default="temperature",
-        help="recalibration with --labelled (default: temperature)",
+        default=_default_of(calibrate, "method"),
+        help="recalibration with --labelled (default: %(default)s)",
     )
     parser.add_argument(
         "--sensitivity",
@@ -1109,7 +1159,14 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="with --labelled: record the highest threshold reaching this "
         "sensitivity on the sample, with its 95%% CI (default: keep the model's "
-        "threshold)",
+        "calls)",
+    )
+    parser.add_argument(
+        "--max-accuracy",
+        action="store_true",
+        help="with --labelled and --method platt: record the threshold with the "
+        "fewest expected errors at the site (0.5 after Platt scaling; no "
+        "sensitivity floor)",
     )
     parser.add_argument(
         "--coverage",
@@ -1119,7 +1176,7 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         "sets with this coverage per class, e.g. 0.9 (default: none)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     parser.set_defaults(func=_cmd_adapt)
 
@@ -1211,14 +1268,16 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("model_file", metavar="MODEL", help="model file from train")
     parser.add_argument(
-        "--ae-title", default="CXRKIT", help="this node's AE title (default: CXRKIT)"
+        "--ae-title",
+        default="CXRKIT",
+        help="this node's AE title (default: %(default)s)",
     )
     parser.add_argument(
         "--host",
         default="127.0.0.1",
-        help="address to bind (default: 127.0.0.1, this machine only)",
+        help="address to bind (default: %(default)s, this machine only)",
     )
-    parser.add_argument("--port", type=int, default=11112, help="default: 11112")
+    parser.add_argument("--port", type=int, default=11112, help="default: %(default)s")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--send-to", metavar="AE@HOST:PORT", help="C-STORE results to this node"
@@ -1244,7 +1303,7 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         "--spool",
         metavar="DIR",
         default="cxrkit-spool",
-        help="where acknowledged instances wait until reported (default: cxrkit-spool)",
+        help="where acknowledged instances wait until reported (default: %(default)s)",
     )
     parser.add_argument(
         "--keep",
@@ -1255,19 +1314,20 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         "--queue-size",
         type=int,
         default=32,
-        help="instances waiting, at most (default: 32)",
+        help="instances waiting, at most (default: %(default)s)",
     )
     parser.add_argument(
         "--queue-timeout",
         type=float,
         default=10,
-        help="seconds a C-STORE waits for room before status A700 (default: 10)",
+        help="seconds a C-STORE waits for room before status A700 "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
         type=int,
         default=16,
-        help="instances predicted together (default: 16)",
+        help="instances predicted together (default: %(default)s)",
     )
     parser.add_argument(
         "--allow-ae",
@@ -1295,7 +1355,7 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         "by the hash of the SOP Instance UID)",
     )
     parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     parser.set_defaults(func=_cmd_listen)
 
@@ -1395,7 +1455,7 @@ def _add_pacs_command(sub: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--csv", default=None, help="write here (default: stdout)")
     parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: auto)"
+        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
     )
     parser.set_defaults(func=_cmd_pacs)
 

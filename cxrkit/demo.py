@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from cxrkit.cache import is_path_like_sequence
 from cxrkit.classifier import PneumoniaClassifier
+from cxrkit.inputs import is_path_like_sequence
 from cxrkit.metrics import ClinicalReport, positive_label
 
 __all__ = ["DemoResult", "run_demo"]

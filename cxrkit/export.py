@@ -23,10 +23,9 @@ script that reads them.
 
 The exporter is torch's ``torch.export``-based one (``dynamo=True``): it is
 torch's default since 2.9 and the maintained path, while the TorchScript-based
-exporter warns that it will be removed. With torch 2.14 both matched torch's
-probabilities within 1e-6 in onnxruntime, at batch 1 and 5, for
-``simple_cnn``, ``cnn4``, ``resnet18``, ``efficientnet_b0`` and
-``densenet121``.
+exporter warns that it will be removed. How closely onnxruntime matches
+torch's probabilities, and for which models, is on the docs' *Benchmarks*
+page *Inference*.
 
 Needs the optional extra ``pip install "cxrkit[onnx]"`` (onnx and onnxscript
 to export; onnxruntime to run the model).
@@ -42,13 +41,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from cxrkit._version import __version__
-from cxrkit.provenance import decision_rule
+from cxrkit.persistence import model_card
 from cxrkit.transforms import MEAN, STD
 
 # This module sits above the estimator (``PneumoniaClassifier.export_onnx``
@@ -215,15 +213,15 @@ def onnx_metadata(
     ('32', 'PNEUMONIA', '0.3')
     """
     check_is_fitted(clf, "net_")
-    classes = np.asarray(clf.classes_).tolist()
-    rule = decision_rule(clf, threshold, pos_label=pos_label)
+    card = model_card(clf, threshold=threshold, pos_label=pos_label)
+    classes = card["classes"]
     metadata = {
         "cxrkit_version": __version__,
-        "model": str(clf.model),
+        "model": str(card["parameters"]["model"]),
         "input_name": INPUT_NAME,
         "input_layout": "NCHW",
         "input_dtype": "float32",
-        "image_size": str(clf.image_size),
+        "image_size": str(card["parameters"]["image_size"]),
         "channels": "1",
         "mean": repr(float(MEAN)),
         "std": repr(float(STD)),
@@ -233,7 +231,7 @@ def onnx_metadata(
         "output": "class probabilities (softmax), columns in the order of classes",
         "classes": json.dumps(classes),
         "decision_rule": "argmax",
-        "intended_use": "research and education; not a medical device",
+        "intended_use": card["intended_use"],
     }
     if metadata["preprocess"] != "none":
         steps = metadata["preprocess"].split("+")
@@ -245,13 +243,13 @@ def onnx_metadata(
             + "; ".join(f"{step}: {_STEP_TEXT[step]}" for step in steps)
             + "."
         )
-    if rule.threshold is None:
+    if card["threshold"] is None:
         return metadata
     metadata.update(
         decision_rule="threshold",
-        threshold=repr(rule.threshold),
-        positive_class=str(rule.pos_label),
-        positive_column=str(classes.index(rule.pos_label)),
+        threshold=repr(card["threshold"]),
+        positive_class=str(card["positive_class"]),
+        positive_column=str(classes.index(card["positive_class"])),
         decision="positive_class when probabilities[:, positive_column] >= "
         "threshold, else the other class",
     )
@@ -260,7 +258,7 @@ def onnx_metadata(
 
 def _preprocess_steps(clf: PneumoniaClassifier) -> tuple[str, ...]:
     """The names of the deterministic preprocessing steps the model applies."""
-    steps = getattr(clf, "preprocess", None)  # a parameter since cxrkit 0.2
+    steps = getattr(clf, "preprocess", None)  # absent from older model files
     if not steps:
         return ()
     return tuple(steps.split("+")) if isinstance(steps, str) else tuple(steps)

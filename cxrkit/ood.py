@@ -67,9 +67,8 @@ from sklearn.model_selection import GroupKFold
 from sklearn.utils.validation import check_is_fitted
 
 from cxrkit._training import default_groups
-from cxrkit.cache import load_images
 from cxrkit.features import headless
-from cxrkit.preprocess import preprocess_images
+from cxrkit.preprocess import model_images
 from cxrkit.transforms import ImageBatches
 
 __all__ = [
@@ -385,7 +384,7 @@ def penultimate_features(clf: Any, images: np.ndarray) -> np.ndarray:
         Fitted.
     images : ndarray of shape (n, image_size, image_size), dtype uint8
         Decoded, resized and preprocessed as ``predict_proba`` does it
-        (``cxrkit.load_images`` then ``cxrkit.preprocess.preprocess_images``).
+        (the ``pixels`` of ``cxrkit.preprocess.model_images(clf, X)``).
 
     Returns
     -------
@@ -462,9 +461,9 @@ def fit_ood_detector(
     check_is_fitted(clf, "net_")
     if alarm_rate is None:
         alarm_rate = getattr(clf, "ood_alarm_rate", None) or 0.05
-    images, kept = load_images(X, clf.image_size)
-    images = preprocess_images(images, clf.preprocess)
-    groups = default_groups(X, kept) if groups is None else np.asarray(groups)
+    decoded = model_images(clf, X)
+    images = decoded.pixels
+    groups = default_groups(decoded) if groups is None else np.asarray(groups)
     if y is not None:
         _, y = np.unique(np.asarray(y), return_inverse=True)
     clf.ood_detector_ = detector_for(

@@ -17,13 +17,17 @@ What a file holds, and what ``load_model`` gives back:
   an ``accelerate.Accelerator`` is saved as None: it is the devices and
   processes of the run that trained the model, not a setting (None, True and
   False are kept);
-* the fitted attributes ``classes_``, ``history_`` (every epoch-level entry),
+* the fitted attributes, as [`FITTED_ATTRIBUTES`][cxrkit.persistence.FITTED_ATTRIBUTES]
+  declares them (one table: ``fit`` sets each, ``save_model`` writes each,
+  ``load_model`` reads each back, with its default for files written before
+  it existed): ``classes_``, ``history_`` (every epoch-level entry),
   ``skipped_files_``, ``training_data_`` (what the model was trained on),
-  ``operating_threshold_`` (the threshold chosen for it, if any),
-  ``adaptation_`` (its adaptation to a site, if any), ``conformal_`` (its
-  conformal prediction sets, if any), ``ood_detector_`` (the
+  ``mean_image_``, ``operating_threshold_`` (the threshold chosen for it, if
+  any), ``adaptation_`` (its adaptation to a site, if any), ``conformal_``
+  (its conformal prediction sets, if any), ``ood_detector_`` (the
   out-of-distribution detector: its settings and threshold as JSON, its
-  arrays as tensors; None when a file has none), and the weights of
+  arrays as tensors; None when a file has none), what the net was built for
+  (``net_spec_``: class weights, training size), and the weights of
   ``net_``, which is built by the same
   builder as in ``fit`` (loss with the class weights of the fit, optimizer,
   LR schedule and other callbacks); it has no training data, so a
@@ -42,13 +46,14 @@ it with files you trust.)
 
 from __future__ import annotations
 
+import copy
 import datetime
 import io
 import json
 import os
 import warnings
 import zipfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -63,13 +68,23 @@ from cxrkit._version import __version__
 from cxrkit.checkpoint import jsonable, write_atomic
 from cxrkit.metrics import positive_label
 from cxrkit.ood import FeatureDistanceDetector
-from cxrkit.provenance import operating_threshold
+from cxrkit.provenance import (
+    decision_rule,
+    file_sha256,
+    operating_threshold,
+    weights_sha256,
+)
 
 __all__ = [
+    "FITTED_ATTRIBUTES",
     "FORMAT_VERSION",
+    "INTENDED_USE",
+    "FittedAttribute",
     "load_model",
+    "model_card",
     "model_file_class",
     "read_model_metadata",
+    "reset_chosen_attributes",
     "save_model",
 ]
 
@@ -84,6 +99,72 @@ _ESTIMATORS: dict[str, type[BaseEstimator]] = {}
 # Names that moved to cxrkit.checkpoint; still importable from here, with a
 # FutureWarning, until a later release.
 _MOVED = ("training_checkpoint", "data_fingerprint")
+
+
+@dataclass(frozen=True)
+class FittedAttribute:
+    """One fitted attribute of a classifier, and how a model file keeps it.
+
+    Attributes
+    ----------
+    name : str
+        The attribute of the fitted estimator, e.g. ``"conformal_"``.
+    storage : {"json", "array", "state", "core"}
+        ``"json"``: the value, made JSON-able, under ``key`` in the file's
+        metadata; ``"array"``: a numpy array as a tensor under ``key``
+        (absent when None); ``"state"``: an object with ``to_state()`` and
+        ``from_state(meta, tensors)`` (its JSON in the metadata, its tensors
+        in the payload, both under ``key``); ``"core"``: written and read by
+        ``save_model``/``load_model`` themselves (classes, weights, history,
+        the net's build record, the device).
+    key : str
+        Where the file keeps it.
+    default : Any
+        The value in files written before the attribute existed, and the
+        value ``fit`` gives it when ``learnt`` is False.
+    learnt : bool
+        True: ``fit`` computes it. False: ``fit`` resets it to ``default``;
+        it is chosen later (a threshold, an adaptation to a site).
+    """
+
+    name: str
+    storage: str
+    key: str
+    default: Any = None
+    learnt: bool = True
+
+
+FITTED_ATTRIBUTES: tuple[FittedAttribute, ...] = (
+    FittedAttribute("classes_", "core", "classes"),
+    FittedAttribute("net_", "core", "state_dict"),
+    FittedAttribute("history_", "core", "history"),
+    FittedAttribute("device_", "core", ""),  # chosen when loading
+    FittedAttribute("_net_spec", "core", "net"),  # read as net_spec_
+    FittedAttribute("skipped_files_", "json", "skipped_files", default=[]),
+    FittedAttribute("training_data_", "json", "training_data"),
+    FittedAttribute("mean_image_", "array", "mean_image"),
+    FittedAttribute("ood_detector_", "state", "ood_detector"),
+    FittedAttribute(
+        "operating_threshold_", "json", "operating_threshold", learnt=False
+    ),
+    FittedAttribute("adaptation_", "json", "adaptation", learnt=False),
+    FittedAttribute("conformal_", "json", "conformal", learnt=False),
+)
+"""The fitted state of a classifier, declared once: ``fit`` sets every
+attribute listed (those not ``learnt`` to their default), ``save_model``
+writes every one and ``load_model`` reads every one back. A new fitted
+attribute is one more row here, and the round-trip test then checks it."""
+
+#: The classes a ``"state"`` attribute is read back with, by key.
+_STATE_CLASSES: dict[str, Any] = {"ood_detector": FeatureDistanceDetector}
+
+
+def reset_chosen_attributes(clf: BaseEstimator) -> None:
+    """Give ``clf`` the default of every fitted attribute that ``fit`` does
+    not learn (a new fit: no threshold chosen, not adapted to a site)."""
+    for attribute in FITTED_ATTRIBUTES:
+        if not attribute.learnt:
+            setattr(clf, attribute.name, copy.deepcopy(attribute.default))
 
 
 def __getattr__(name: str) -> Any:
@@ -108,6 +189,23 @@ def model_file_class(cls: type[BaseEstimator]) -> type[BaseEstimator]:
     """
     _ESTIMATORS[cls.__name__] = cls
     return cls
+
+
+#: What every model card says a cxrkit model is for.
+INTENDED_USE = (
+    "For research and education only; not a medical device. Not for diagnosis "
+    "or any clinical decision."
+)
+
+#: The parameters a model card names: they say what the model is.
+CARD_PARAMETERS = (
+    "model",
+    "pretrained",
+    "image_size",
+    "class_weight",
+    "max_epochs",
+    "lr",
+)
 
 
 # ------------------------------------------------------------------- saving
@@ -208,21 +306,21 @@ def save_model(
         "classes": jsonable(list(clf.classes_)),
         "classes_dtype": str(clf.classes_.dtype),
         "history": _history_rows(clf.history_),
-        "skipped_files": list(clf.skipped_files_),
         "net": jsonable(asdict(clf._net_spec)),
-        "training_data": jsonable(getattr(clf, "training_data_", None)),
-        "operating_threshold": jsonable(chosen),
-        "adaptation": jsonable(getattr(clf, "adaptation_", None)),
-        "conformal": jsonable(getattr(clf, "conformal_", None)),
     }
     state = {k: v.detach().cpu() for k, v in clf.net_.module_.state_dict().items()}
+    payload = {"state_dict": state}
+    chosen_values = {"operating_threshold_": chosen}
+    for attribute in FITTED_ATTRIBUTES:
+        value = chosen_values.get(attribute.name, getattr(clf, attribute.name, None))
+        if attribute.storage == "json":
+            meta[attribute.key] = jsonable(value)
+        elif attribute.storage == "array" and value is not None:
+            payload[attribute.key] = torch.from_numpy(np.asarray(value))
+        elif attribute.storage == "state" and value is not None:
+            meta[attribute.key], payload[attribute.key] = value.to_state()
+    payload["meta"] = json.dumps(meta)
     buffer = io.BytesIO()
-    payload = {"meta": json.dumps(meta), "state_dict": state}
-    if getattr(clf, "mean_image_", None) is not None:
-        payload["mean_image"] = torch.from_numpy(np.asarray(clf.mean_image_))
-    if getattr(clf, "ood_detector_", None) is not None:
-        meta["ood_detector"], payload["ood_detector"] = clf.ood_detector_.to_state()
-        payload["meta"] = json.dumps(meta)
     torch.save(payload, buffer)
     return write_atomic(path, buffer.getvalue())
 
@@ -447,30 +545,152 @@ def load_model(
     clf.net_ = net
     clf.history_ = net.history
     clf.device_ = device_
-    clf.skipped_files_ = list(meta.get("skipped_files", []))
     clf._net_spec = spec
-    clf.training_data_ = meta.get("training_data")
-    clf.operating_threshold_ = meta.get("operating_threshold")
-    clf.adaptation_ = meta.get("adaptation")  # None in files of cxrkit <= 0.1
-    clf.conformal_ = meta.get("conformal")
-    mean_image = payload.get("mean_image")  # absent in files of older versions
-    clf.mean_image_ = (
-        mean_image.numpy() if isinstance(mean_image, torch.Tensor) else None
-    )
-    clf.ood_detector_ = _ood_detector(meta, payload, path)
+    for attribute in FITTED_ATTRIBUTES:
+        if attribute.storage != "core":
+            setattr(
+                clf, attribute.name, _read_attribute(attribute, meta, payload, path)
+            )
     return clf
 
 
-def _ood_detector(meta: dict, payload: dict, path: Path) -> Any:
-    """The file's out-of-distribution detector; None in files without one."""
-    if meta.get("ood_detector") is None:
-        return None
+def _read_attribute(
+    attribute: FittedAttribute, meta: dict, payload: dict, path: Path
+) -> Any:
+    """One declared fitted attribute from a file; its default when the file
+    was written before it existed."""
+    if attribute.storage == "json":
+        return meta.get(attribute.key, copy.deepcopy(attribute.default))
+    if attribute.storage == "array":
+        value = payload.get(attribute.key)
+        return value.numpy() if isinstance(value, torch.Tensor) else attribute.default
+    if meta.get(attribute.key) is None:  # "state"
+        return copy.deepcopy(attribute.default)
     try:
-        return FeatureDistanceDetector.from_state(
-            meta["ood_detector"], payload["ood_detector"]
+        return _STATE_CLASSES[attribute.key].from_state(
+            meta[attribute.key], payload[attribute.key]
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(
-            f"{path} is a damaged cxrkit model file (its out-of-distribution "
-            f"detector: {type(exc).__name__}: {exc})"
+            f"{path} is a damaged cxrkit model file (its {attribute.name}: "
+            f"{type(exc).__name__}: {exc})"
         ) from None
+
+
+def model_card(
+    clf: Any,
+    path: str | os.PathLike | None = None,
+    *,
+    threshold: float | None = None,
+    pos_label: Any = None,
+) -> dict[str, Any]:
+    """What is known about a fitted model, in one JSON-able dict.
+
+    The one builder of these facts: the report's Model section, the
+    server's model card (``GET /model``) and the ONNX metadata each show a
+    part of it.
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        A fitted classifier (a wrapping estimator gives what it has, e.g.
+        ``classes_``; a ``FrozenEstimator`` passes everything through).
+    path : str or path-like, optional
+        The model file ``clf`` was loaded from: the card gives its name,
+        SHA-256 and what it records about when and with what it was saved.
+        Without it, the SHA-256 of the weights identifies the model.
+    threshold, pos_label : optional
+        As for [`decision_rule`][cxrkit.provenance.decision_rule], which
+        gives the card's ``threshold`` and ``positive_class``.
+
+    Returns
+    -------
+    dict
+        ``estimator``; ``parameters`` (those of ``CARD_PARAMETERS`` the
+        estimator has; a ``pretrained`` path as a string); ``classes``;
+        ``positive_class`` and ``threshold`` (the decision rule: None, None
+        for the most probable class); ``operating_threshold`` (the record,
+        or None); ``trained`` (``images`` and ``internal_validation`` of the
+        fit, ``epochs``, ``skipped_files`` (how many), ``data`` (the
+        ``training_data_`` summary), ``saved_at``, ``cxrkit_version``,
+        ``torch_version``); ``file`` and ``sha256``; ``ood`` (the detector's
+        ``method``, ``threshold`` and ``alarm_rate``, or None);
+        ``explanation`` and ``explanation_caption`` (the recommended heatmap
+        method); ``last_epoch`` (the last epoch's losses and scores);
+        ``intended_use``.
+
+    Examples
+    --------
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(20, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1,
+    ...                           random_state=0).fit(X, y)
+    >>> card = model_card(clf, threshold=0.3)
+    >>> card["parameters"]["model"], card["classes"], card["threshold"]
+    ('simple_cnn', ['NORMAL', 'PNEUMONIA'], 0.3)
+    >>> card["trained"]["epochs"], card["file"]
+    (1, None)
+    """
+    from cxrkit.explain import DEFAULT_METHOD, method_caption
+
+    # attributes, not get_params(): a FrozenEstimator passes them through
+    values = {k: getattr(clf, k) for k in CARD_PARAMETERS if hasattr(clf, k)}
+    parameters = {
+        k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in values.items()
+    }
+    rule = decision_rule(clf, threshold, pos_label=pos_label)
+    history = getattr(clf, "history_", None)
+    spec = getattr(clf, "net_spec_", None)
+    if path is not None:
+        meta = read_model_metadata(path)
+        saved = {
+            k: meta.get(k) for k in ("saved_at", "cxrkit_version", "torch_version")
+        }
+        identity = {"file": os.path.basename(path), "sha256": file_sha256(path)}
+    else:
+        saved = {
+            "saved_at": None,
+            "cxrkit_version": __version__,
+            "torch_version": torch.__version__,
+        }
+        identity = {
+            "file": None,
+            "sha256": weights_sha256(clf) if hasattr(clf, "net_") else None,
+        }
+    last = history[-1] if history is not None and len(history) else {}
+    detector = getattr(clf, "ood_detector_", None)
+    return {
+        "estimator": type(clf).__name__,
+        "parameters": parameters,
+        "classes": np.asarray(clf.classes_).tolist(),
+        "positive_class": None
+        if rule.pos_label is None
+        else np.asarray(rule.pos_label).tolist(),
+        "threshold": rule.threshold,
+        "operating_threshold": getattr(clf, "operating_threshold_", None),
+        "trained": {
+            "images": getattr(spec, "n_train", None),
+            "internal_validation": getattr(spec, "validation", None),
+            "epochs": None if history is None else len(history),
+            "skipped_files": len(getattr(clf, "skipped_files_", [])),
+            "data": getattr(clf, "training_data_", None),
+            **saved,
+        },
+        **identity,
+        "ood": None
+        if detector is None
+        else {
+            "method": detector.method,
+            "threshold": round(detector.threshold_, 4),
+            "alarm_rate": detector.alarm_rate,
+        },
+        "explanation": DEFAULT_METHOD,
+        "explanation_caption": method_caption(DEFAULT_METHOD),
+        "last_epoch": {
+            k: last[k]
+            for k in ("train_loss", "valid_loss", "valid_acc", "roc_auc")
+            if k in last and isinstance(last[k], (int, float))
+        },
+        "intended_use": INTENDED_USE,
+    }

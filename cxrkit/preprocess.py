@@ -25,11 +25,15 @@ For research and education; not a medical device.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
 
-__all__ = ["PREPROCESSING", "check_preprocess", "preprocess_images"]
+from cxrkit.cache import DecodedImages, decode_images
+
+__all__ = ["PREPROCESSING", "check_preprocess", "model_images", "preprocess_images"]
 
 
 def _equalize(image: np.ndarray) -> np.ndarray:
@@ -141,3 +145,66 @@ def preprocess_images(
             image = PREPROCESSING[step](image)
         out[i] = image
     return out
+
+
+def model_images(
+    clf: Any,
+    X: Sequence | np.ndarray | DecodedImages,
+    *,
+    on_error: str = "raise",
+    verbose: int = 0,
+) -> DecodedImages:
+    """What the classifier ``clf`` sees of ``X``: decoded, resized, preprocessed.
+
+    The one way from raw ``X`` to a model's input images, shared by ``fit``,
+    ``predict_proba``, ``ood_score``, ``cxrkit.explain`` and site
+    adaptation, so that all of them see the same pixels: ``X`` decoded at
+    ``clf.image_size`` (``cxrkit.cache.decode_images``),
+    then ``clf.preprocess`` applied once.
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        Only its ``image_size`` and ``preprocess`` (None when absent) are read.
+    X : sequence of paths, ndarray of images, or DecodedImages
+        A ``DecodedImages`` already preprocessed for ``clf`` is returned as it
+        is; one decoded at ``clf.image_size`` without preprocessing is
+        preprocessed.
+    on_error : {"raise", "skip"}, default="raise"
+        Unreadable files, as in [`load_images`][cxrkit.load_images].
+    verbose : int, default=0
+        Progress bar while decoding many files.
+
+    Returns
+    -------
+    DecodedImages
+        ``preprocess`` names the steps applied to its ``pixels``.
+
+    Raises
+    ------
+    ValueError
+        ``X`` is a ``DecodedImages`` of another size, or preprocessed with
+        other steps than ``clf.preprocess``.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> clf = SimpleNamespace(image_size=32, preprocess="stretch")
+    >>> seen = model_images(clf, np.zeros((2, 50, 40), np.uint8))
+    >>> seen.pixels.shape, seen.preprocess
+    ((2, 32, 32), ('stretch',))
+    """
+    steps = check_preprocess(getattr(clf, "preprocess", None))
+    decoded = decode_images(
+        X, clf.image_size, on_error=on_error, verbose=verbose, stacklevel=4
+    )
+    if decoded.preprocess == steps:
+        return decoded
+    if decoded.preprocess:
+        raise ValueError(
+            f"X holds images preprocessed with {decoded.preprocess}, but this "
+            f"model preprocesses with {steps or None}; pass the original X "
+            "(paths or array) instead"
+        )
+    pixels = preprocess_images(decoded.pixels, steps)
+    return replace(decoded, pixels=pixels, preprocess=steps)

@@ -16,6 +16,11 @@ validation data:
 positive class a fitted model decides with (a threshold given, else the
 recorded one, else the most probable class); ``predict``, the report, the
 command line, the server and the ONNX export all ask it.
+
+[`model_card`][cxrkit.persistence.model_card] gathers what is known about a
+fitted model (what it is, what it was trained on, when, its decision rule,
+its identity) into one dict: the report's Model section, the server's
+``GET /model`` and the ONNX metadata each show a part of it.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import numpy as np
 import torch
 
 from cxrkit._version import __version__
+from cxrkit.cache import DecodedImages
 from cxrkit.data import patient_id
 from cxrkit.inputs import is_path_like_sequence
 from cxrkit.metrics import positive_label
@@ -44,10 +50,10 @@ __all__ = [
 ]
 
 
-def _source(X: Any) -> str:
-    if not is_path_like_sequence(X):
+def _source(paths: Sequence[str | os.PathLike] | None) -> str:
+    if paths is None:
         return "images given as an array"
-    paths = [os.path.abspath(os.fspath(p)) for p in X]
+    paths = [os.path.abspath(os.fspath(p)) for p in paths]
     try:
         return os.path.commonpath(paths)
     except ValueError:  # paths on different drives
@@ -55,7 +61,7 @@ def _source(X: Any) -> str:
 
 
 def training_data_summary(
-    X: Sequence[str | os.PathLike] | np.ndarray,
+    X: Sequence[str | os.PathLike] | np.ndarray | DecodedImages,
     y: Sequence | np.ndarray,
     groups: Sequence | np.ndarray | None = None,
     *,
@@ -65,7 +71,7 @@ def training_data_summary(
 
     Parameters
     ----------
-    X : sequence of paths, or ndarray of images
+    X : sequence of paths, ndarray of images, or DecodedImages
         The images trained on (after unreadable files were left out).
     y : array-like of shape (n,)
     groups : array-like of shape (n,), optional
@@ -90,9 +96,13 @@ def training_data_summary(
     >>> summary["classes"]
     {'NORMAL': {'images': 2, 'patients': 1}, 'PNEUMONIA': {'images': 1, 'patients': 1}}
     """
+    if isinstance(X, DecodedImages):
+        paths = X.paths
+    else:
+        paths = list(X) if is_path_like_sequence(X) else None
     y = np.asarray(y)
-    if groups is None and is_path_like_sequence(X):
-        parsed = [patient_id(os.fspath(p)) for p in X]
+    if groups is None and paths is not None:
+        parsed = [patient_id(os.fspath(p)) for p in paths]
         groups = None if any(g is None for g in parsed) else np.asarray(parsed)
     elif groups is not None:
         groups = np.asarray(groups)
@@ -102,7 +112,7 @@ def training_data_summary(
         patients = None if groups is None else len(np.unique(groups[mine]))
         classes[str(label)] = {"images": int(mine.sum()), "patients": patients}
     return {
-        "source": _source(X),
+        "source": _source(paths),
         "n_images": len(y),
         "n_validation": int(n_validation),
         "classes": classes,

@@ -5,11 +5,10 @@ read, printed, changed and searched over like any other parameters:
 ``PneumoniaClassifier(**RECIPES["cpu"])`` and ``make_classifier("cpu")`` are
 the same model.
 
-``"cpu"`` is the recommended recipe, measured in ``benchmarks/recipe.py``
-and ``benchmarks/protocol.py``: 10 epochs of a ResNet-18 at 112 px with
-histogram equalisation, made to train on all 5,216 Kermany training images
-on 2 CPU cores (what it costs and scores: the docs pages *Training recipe*
-and *Benchmarks*). Most other entries
+``"cpu"`` is the recommended recipe: 10 epochs of a ResNet-18 at 112 px
+with histogram equalisation, made to train on all 5,216 Kermany training
+images on 2 CPU cores (what it costs and scores: the docs pages *Training
+recipe* and *Benchmarks*). Most other entries
 express the recipes of five widely copied reference projects in cxrkit terms
 (see *Reference recipes*); they are there for comparison, not because they
 are good. ``"efficientnet_lite0_frozen"`` and ``"efficientnet_lite0_finetune"``
@@ -29,20 +28,16 @@ __all__ = ["RECIPES", "make_classifier"]
 
 #: Named parameter sets for [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier].
 RECIPES: dict[str, dict[str, Any]] = {
-    # The recipe of benchmarks/recipe.py: a ResNet-18 from scratch at 112 px,
-    # balanced class weights and label smoothing (NORMAL is the minority and
-    # the class that is misread), one-cycle LR schedule, and augmentation
-    # with random blur for robustness to sharpness differences between
-    # machines (see the docs page "Training recipe" for the ablations).
-    # Histogram equalisation (preprocess="equalize", applied by the saved
-    # model at prediction too) makes it blind to monotone changes of
-    # exposure and contrast: on the shift-aware protocol it removed the
-    # darker / brighter / low-contrast / offset drops of the 0.1 recipe.
-    # 112 px, not 128: it costs about 0.77x of 128 px per image and held up as
-    # well by the worst case over the protocol (docs: Benchmarks, "Image
-    # size"). Float32 stays the recipe's precision: it was validated in
-    # float32, and bfloat16 is slower on CPUs without AMX; on CPUs with AMX,
-    # precision="bf16" trains it faster (docs: Training recipe, cost).
+    # The recommended recipe: a ResNet-18 from scratch, balanced class
+    # weights and label smoothing (NORMAL is the minority and the class that
+    # is misread), one-cycle LR schedule, and random blur for robustness to
+    # sharpness differences between machines. Histogram equalisation
+    # (preprocess="equalize", applied by the saved model at prediction too)
+    # makes it blind to monotone changes of exposure and contrast. 112 px:
+    # cheaper than 128 px and as good under the protocol's shifts. Float32
+    # is the precision it was validated in; precision="bf16" pays only on
+    # CPUs with AMX. The ablations and costs behind each choice are on the
+    # docs' Benchmarks pages ("Training recipe").
     "cpu": {
         "model": "resnet18",
         "image_size": 112,

@@ -15,14 +15,14 @@ wants normalised
 inputs directly (Captum explanations, frozen-backbone features).
 
 Library or own code: the geometric, intensity, blur and flip steps are
-kornia's (per-image parameters, batched, on any device). On 2 CPU cores it
-augments a 32 x 1 x 128 x 128 batch about 3x faster than the per-image
-torchvision pipeline it replaces, and within about 20% of a hand-written
-``affine_grid``/``grid_sample`` version, so the library is used. kornia has
-no downscale-then-upscale step, its Gaussian noise has one fixed standard
-deviation, and its differentiable JPEG is an approximation that is about 10x
-slower than the real codec: those three steps are written here (a few lines
-each, on torch and Pillow).
+kornia's (per-image parameters, batched, on any device): faster than a
+per-image torchvision pipeline and close to a hand-written
+``affine_grid``/``grid_sample`` version (the docs' *Benchmarks* page
+*Training recipe*, "Data pipeline", has the timings), so the library is
+used. kornia has no downscale-then-upscale step, its Gaussian noise has one
+fixed standard deviation, and its differentiable JPEG is an approximation
+that is slower than the real codec: those three steps are written here (a
+few lines each, on torch and Pillow).
 
 Augmentation is applied while training only, never in ``predict``. Horizontal
 flips are off unless asked for: the heart and the lungs are not symmetric, and
@@ -613,10 +613,10 @@ class ImageBatches(Dataset):
     the images lie: on the GPU when ``device`` is one, so that the decoded
     cache crosses to the device once per ``fit`` instead of once per epoch.
     The batches stay ``uint8`` (``(B, 1, H, W)``);
-    [`ImageClassifierNet`][cxrkit.net.ImageClassifierNet] turns them into model inputs.
+    ``cxrkit.net.ImageClassifierNet`` turns them into model inputs.
     Use
     it with a ``DataLoader`` whose ``collate_fn`` is
-    [`collate_batches`][cxrkit.net.collate_batches].
+    ``cxrkit.net.collate_batches``.
 
     Parameters
     ----------

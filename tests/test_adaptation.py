@@ -195,6 +195,68 @@ def test_platt_scaling_fits_a_bias(fitted_synthetic):
     assert adapted.operating_threshold_ is None  # no sensitivity asked for
 
 
+def test_calibration_keeps_the_calls_of_a_recorded_threshold(fitted_synthetic):
+    """Recalibrating without a new threshold changes probabilities, not calls."""
+    from cxrkit.provenance import operating_threshold
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(0, 2.0, 600)
+    y = np.where(rng.random(600) < 1 / (1 + np.exp(-(z - 1.0))), "PNEUMONIA", "NORMAL")
+    p1 = 1 / (1 + np.exp(-2 * z))
+    proba = np.column_stack([1 - p1, p1])
+    stub = _with_probabilities(fitted_synthetic, proba)
+    stub.operating_threshold_ = operating_threshold(
+        0.8, pos_label="PNEUMONIA", source="validation"
+    )
+    for method in ("temperature", "platt"):
+        adapted = calibrate(stub, np.zeros((1, 8, 8), np.uint8), y, method=method)
+        after = adjust_probabilities(proba, adapted.adaptation_)[:, 1]
+        carried = adapted.operating_threshold_["threshold"]
+        assert carried != pytest.approx(0.8, abs=1e-3)  # the scale moved
+        np.testing.assert_array_equal(after >= carried, p1 >= 0.8)
+        assert (
+            "carried through site calibration" in adapted.operating_threshold_["source"]
+        )
+
+
+def test_accuracy_threshold_is_the_platt_scaled_bayes_rule(fitted_synthetic):
+    rng = np.random.default_rng(3)
+    z = rng.normal(0, 2.0, 3000)
+    y = np.where(rng.random(3000) < 1 / (1 + np.exp(-(z - 1.5))), "PNEUMONIA", "NORMAL")
+    p1 = 1 / (1 + np.exp(-z))  # the site has fewer positives than the model thinks
+    proba = np.column_stack([1 - p1, p1])
+    stub = _with_probabilities(fitted_synthetic, proba)
+    adapted = calibrate(
+        stub, np.zeros((1, 8, 8), np.uint8), y, method="platt", threshold="accuracy"
+    )
+    point = adapted.operating_threshold_
+    assert point["threshold"] == 0.5
+    after = adjust_probabilities(proba, adapted.adaptation_)[:, 1]
+    accuracy = np.mean((after >= 0.5) == (y == "PNEUMONIA"))
+    # the best single cut of the raw score lies near z = 1.5, not at 0
+    assert accuracy > np.mean((p1 >= 0.5) == (y == "PNEUMONIA")) + 0.02
+    best = max(np.mean((z >= c) == (y == "PNEUMONIA")) for c in np.linspace(-2, 4, 121))
+    assert accuracy >= best - 0.01
+    assert point["sensitivity"] == pytest.approx(
+        np.mean(after[y == "PNEUMONIA"] >= 0.5)
+    )
+    assert "3000 images" in point["source"]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"threshold": "accuracy"}, "method='platt'"),
+        ({"threshold": "accuracy", "method": "platt", "sensitivity": 0.9}, "not both"),
+        ({"threshold": "youden", "method": "platt"}, "None or 'accuracy'"),
+    ],
+)
+def test_threshold_options_name_the_fix(fitted_synthetic, synthetic, options, message):
+    X, y, _ = synthetic
+    with pytest.raises(ValueError, match=message):
+        calibrate(fitted_synthetic, X[:10], y[:10], **options)
+
+
 def test_steps_compose(fitted_synthetic, synthetic):
     X, y, _ = synthetic
     base = fitted_synthetic.predict_proba(X[:50])
@@ -344,6 +406,25 @@ def test_cli_adapt_writes_an_adapted_model(
     assert loaded.conformal_["coverage"] == 0.8
     assert "conformal prediction sets" in printed
 
+    code = main(
+        [
+            "adapt",
+            str(model),
+            "--out",
+            str(out),
+            "--labelled",
+            str(labelled),
+            "--method",
+            "platt",
+            "--max-accuracy",
+            "-q",
+        ]
+    )
+    assert code == 0
+    loaded = PneumoniaClassifier.load(out)
+    assert loaded.operating_threshold_["threshold"] == 0.5
+    assert "fewest expected errors" in loaded.operating_threshold_["criterion"]
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -351,6 +432,19 @@ def test_cli_adapt_writes_an_adapted_model(
         ([], "nothing to do"),
         (["--prior"], "--site DIR"),
         (["--coverage", "0.9"], "--labelled DIR"),
+        (["--labelled", "x", "--max-accuracy"], "--method platt"),
+        (
+            [
+                "--labelled",
+                "x",
+                "--method",
+                "platt",
+                "--max-accuracy",
+                "--sensitivity",
+                "0.9",
+            ],
+            "not both",
+        ),
     ],
 )
 def test_cli_adapt_refuses_what_it_cannot_do(

@@ -5,9 +5,12 @@ Real images, linked (never copied) from ``../shared/data``; tiny models.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import inspect
 import json
 import os
+import re
 from pathlib import Path
 
 import matplotlib
@@ -17,7 +20,13 @@ matplotlib.use("Agg")
 import pytest
 
 from cxrkit import PneumoniaClassifier, explain
-from cxrkit.cli import _hint_stuck_accuracy, main
+from cxrkit.cli import (
+    TRAIN_DEFAULTS,
+    TRAIN_PARAMETERS,
+    _build_parser,
+    _hint_stuck_accuracy,
+    main,
+)
 
 TINY = ["--model", "simple_cnn", "--epochs", "1", "--image-size", "32"]
 
@@ -170,3 +179,72 @@ def test_stuck_accuracy_gets_a_hint(capsys):
     moving = [{"valid_acc": a, "valid_auc": a} for a in (0.6, 0.75, 0.92)]
     _hint_stuck_accuracy(Args(), moving)
     assert capsys.readouterr().err == ""
+
+
+def _options() -> list[tuple[str, argparse.ArgumentParser, argparse.Action]]:
+    """(command, its parser, option) for every option of every command."""
+    parser = _build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return [
+        (name, command, action)
+        for name, command in sub.choices.items()
+        for action in command._actions
+        if action.help
+    ]
+
+
+def _help_of(command: str, dest: str) -> str:
+    """The help of one option as ``--help`` prints it (``%(default)s`` expanded)."""
+    for name, parser, action in _options():
+        if name == command and action.dest == dest:
+            return parser._get_formatter()._expand_help(action)
+    raise AssertionError(f"cxrkit {command} has no option {dest!r}")
+
+
+def test_each_default_help_states_is_the_option_default():
+    checked = 0
+    for name, parser, action in _options():
+        if action.default in (None, False, argparse.SUPPRESS):
+            continue  # the help says what None means; checked below
+        text = parser._get_formatter()._expand_help(action)
+        stated = re.search(r"\bdefault: ([^,;)\s]+)", text)
+        if stated:
+            assert stated.group(1) == str(action.default), (name, action.dest, text)
+            checked += 1
+    assert checked >= 20  # the seeds, devices, ports and folders of every command
+
+
+def test_help_defaults_are_the_code_defaults():
+    from cxrkit.adaptation import calibrate
+    from cxrkit.demo import run_demo
+    from cxrkit.recipes import RECIPES
+    from cxrkit.report import evaluation_report
+
+    def default(function, parameter):
+        return inspect.signature(function).parameters[parameter].default
+
+    demo = _build_parser().parse_args(["demo"])
+    assert (demo.model, demo.epochs, demo.image_size, demo.seed, demo.out) == tuple(
+        default(run_demo, p)
+        for p in ("model", "max_epochs", "image_size", "random_state", "out_dir")
+    )
+    assert f"default: {default(run_demo, 'n_samples')})" in _help_of(
+        "demo", "n_samples"
+    )
+    estimator = PneumoniaClassifier().get_params()
+    stated = [d for d in TRAIN_PARAMETERS if "default:" in _help_of("train", d)]
+    assert len(stated) >= 12
+    for dest in stated:
+        parameter = TRAIN_PARAMETERS[dest]
+        value = TRAIN_DEFAULTS.get(parameter, estimator[parameter])
+        shown = "none" if value is None else str(value)
+        assert f"(default: {shown}" in _help_of("train", dest), dest
+    recipes = _help_of("train", "recipe")
+    assert all(name in recipes for name in RECIPES)
+    methods = _help_of("explain", "method")
+    assert all(name in methods for name in explain.METHODS)
+    assert f"default: {explain.DEFAULT_METHOD}," in methods
+    evaluate = _build_parser().parse_args(["evaluate", "m.cxr", "d"])
+    assert evaluate.n_bootstrap == default(evaluation_report, "n_bootstrap")
+    adapt = _build_parser().parse_args(["adapt", "m.cxr", "--out", "a.cxr"])
+    assert adapt.method == default(calibrate, "method")

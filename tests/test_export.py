@@ -284,11 +284,11 @@ def test_test_time_augmentation_is_announced(synthetic_data, tmp_path):
         clf.export_onnx(tmp_path / "m.onnx")
 
 
-# ------------------------------------------------- benchmarks/inference.py
+# ------------------------------------------------- benchmarks/timings/inference.py
 @pytest.fixture(scope="module")
 def benchmark():
     spec = importlib.util.spec_from_file_location(
-        "inference_benchmark", ROOT / "benchmarks" / "inference.py"
+        "inference_benchmark", ROOT / "benchmarks" / "timings" / "inference.py"
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

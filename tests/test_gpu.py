@@ -1,4 +1,4 @@
-"""The GPU path: precision, device-resident data, benchmarks/gpu.py.
+"""The GPU path: precision, device-resident data, benchmarks/timings/gpu.py.
 
 Tests marked ``cuda`` run only where CUDA is available; the rest check the
 same code paths on the CPU.
@@ -99,7 +99,9 @@ def _image_tree(root: Path, n: int = 24) -> Path:
 
 
 def test_gpu_benchmark_runs_on_cpu_with_tiny_settings(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location("gpu", ROOT / "benchmarks" / "gpu.py")
+    spec = importlib.util.spec_from_file_location(
+        "gpu", ROOT / "benchmarks" / "timings" / "gpu.py"
+    )
     gpu = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gpu)
     data = _image_tree(tmp_path / "train")

@@ -75,7 +75,9 @@ def test_plot_explanations_on_real_images(tiny_clf, sample_cxr, tmp_path):
     assert panels[0].get_title().startswith(f"{Path(X[0]).name}\ntrue: {y[0]}\npred: ")
     fig.savefig(tmp_path / "grid.png")
     assert (tmp_path / "grid.png").stat().st_size > 1000
-    assert fig.get_suptitle().startswith("Occlusion heatmaps:")  # the default
+    # the default method, named with what it shows and its caveat
+    assert fig.get_suptitle().startswith("Occlusion (adaptive): ")
+    assert "not where disease is" in fig.get_suptitle()
 
 
 def test_every_heatmap_figure_names_its_method(tiny_clf):
@@ -84,10 +86,12 @@ def test_every_heatmap_figure_names_its_method(tiny_clf):
 
     clf, X, y = tiny_clf
     fig = plot_explanations(clf, X[:2], y[:2], method=grad_cam)
-    assert fig.get_suptitle().startswith("Grad-CAM heatmaps:")
+    assert fig.get_suptitle().startswith("Grad-CAM: ")
     maps = grad_cam(clf, X[:2])
     fig = plot_explanations(clf, X[:2], heatmaps=maps, method_name="grad_cam")
-    assert fig.get_suptitle().startswith("Grad-CAM heatmaps:")
+    assert fig.get_suptitle().startswith("Grad-CAM: ")
+    fig = plot_explanations(clf, X[:2], heatmaps=maps)  # method unknown
+    assert fig.get_suptitle().startswith("Heatmaps: ")
     fig = plot_heatmap_grid(
         X[:2], maps, title="Grad-CAM", proba=[0.2, 0.9], proba_label="P(PNEUMONIA)"
     )

@@ -1,4 +1,4 @@
-"""benchmarks/localization.py on real images: NIH boxes, their scores, V7
+"""benchmarks/experiments/localization.py on real images: NIH boxes, their scores, V7
 lung masks matched to originals, and the model-randomisation control."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def bench():
-    path = ROOT / "benchmarks" / "localization.py"
+    path = ROOT / "benchmarks" / "experiments" / "localization.py"
     spec = importlib.util.spec_from_file_location("localization", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import pickle
 
@@ -17,7 +18,7 @@ import cxrkit
 from cxrkit import PneumoniaClassifier, _training
 from cxrkit import persistence as persistence_module
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.persistence import FORMAT_VERSION
+from cxrkit.persistence import FITTED_ATTRIBUTES, FORMAT_VERSION
 
 
 @pytest.fixture(scope="module")
@@ -315,6 +316,69 @@ def test_load_round_trips_parameters_and_fitted_attributes(tmp_path, rich_model)
     # ...except when it was saved
     assert again.pop("saved_at") >= first.pop("saved_at")
     assert again == first
+
+
+def _same_state(a, b) -> bool:
+    """Equality of two values of one fitted attribute, whatever its kind."""
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and np.array_equal(a, b)
+    if hasattr(a, "to_state"):  # e.g. the OOD detector
+        (meta_a, tensors_a), (meta_b, tensors_b) = a.to_state(), b.to_state()
+        return (
+            meta_a == meta_b
+            and tensors_a.keys() == tensors_b.keys()
+            and all(torch.equal(tensors_a[k], tensors_b[k]) for k in tensors_a)
+        )
+    if hasattr(a, "module_"):  # the skorch net: its weights
+        mine, theirs = a.module_.state_dict(), b.module_.state_dict()
+        return mine.keys() == theirs.keys() and all(
+            torch.equal(mine[k], theirs[k]) for k in mine
+        )
+    if hasattr(a, "to_list"):  # skorch History
+        return a.to_list() == b.to_list()
+    return a == b
+
+
+def test_every_declared_fitted_attribute_survives_save_and_load(tmp_path, rich_model):
+    clf, _ = rich_model
+    declared = [attribute.name for attribute in FITTED_ATTRIBUTES]
+    # fit sets exactly the declared state: an attribute fit sets is declared
+    assert _fitted_attributes(clf) | {"_net_spec"} == set(declared)
+    clf = copy.deepcopy(clf)
+    for attribute in FITTED_ATTRIBUTES:
+        if getattr(clf, attribute.name) is None:  # chosen after fit: give it one
+            assert attribute.storage == "json", attribute
+            setattr(clf, attribute.name, {"set_for": attribute.name, "value": 0.25})
+    same = PneumoniaClassifier.load(clf.save(tmp_path / "m.cxr"))
+    for name in declared:
+        value = getattr(clf, name)
+        assert value is not None and (not isinstance(value, list) or value), name
+        assert _same_state(getattr(same, name), value), name
+    assert same.net_spec_ == clf.net_spec_ and same.net_spec_.n_train > 0
+
+
+def test_files_without_an_attribute_load_its_default(tmp_path, data, model):
+    path = model.save(tmp_path / "m.cxr")
+    payload = torch.load(path)
+    meta = json.loads(payload["meta"])
+    stored = [a for a in FITTED_ATTRIBUTES if a.storage != "core"]
+    for attribute in stored:  # as a file written before they existed
+        meta.pop(attribute.key, None)
+        payload.pop(attribute.key, None)
+    payload["meta"] = json.dumps(meta)
+    torch.save(payload, path)
+    same = PneumoniaClassifier.load(path)
+    for attribute in stored:
+        assert getattr(same, attribute.name) == attribute.default, attribute.name
+    X, _, _ = data
+    np.testing.assert_allclose(same.predict_proba(X[:4]), model.predict_proba(X[:4]))
+
+
+def test_net_spec_is_read_only_and_needs_a_fit(model):
+    assert model.net_spec_.n_classes == len(model.classes_)
+    with pytest.raises(AttributeError):
+        model.net_spec_ = model.net_spec_
+    assert not hasattr(PneumoniaClassifier(), "net_spec_")
 
 
 def test_pretrained_is_kept_and_not_read_on_load(tmp_path, data):

@@ -1,4 +1,4 @@
-"""Recipes, three-class labels, frozen-backbone features, benchmarks/recipe.py."""
+"""Recipes, three-class labels, frozen-backbone features, the recipe script."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from cxrkit.transforms import ImageDataset
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_benchmark(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / name)
+def _load_benchmark(relative: str):
+    """Import a script of ``benchmarks/`` by its path under that folder."""
+    path = ROOT / "benchmarks" / relative
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -189,7 +191,7 @@ def test_frozen_backbone_trains_the_head(synthetic):
     )
 
 
-# --------------------------------------------------- benchmarks/recipe.py
+# --------------------------------------------------- benchmarks/experiments/recipe.py
 def _tiny_recipe_args(train: Path, test: Path) -> list[str]:
     return [
         *("--train", str(train), "--test", str(test)),
@@ -199,7 +201,7 @@ def _tiny_recipe_args(train: Path, test: Path) -> list[str]:
 
 
 def test_recipe_benchmark_prints_metrics_for_any_folder(tmp_path, capsys):
-    recipe = _load_benchmark("recipe.py")
+    recipe = _load_benchmark("experiments/recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     test = _kermany_tree(tmp_path / "test", n_patients=3)
     result = recipe.main(_tiny_recipe_args(train, test))
@@ -232,7 +234,7 @@ def test_recipe_benchmark_prints_metrics_for_any_folder(tmp_path, capsys):
 def test_recipe_benchmark_chooses_the_threshold_on_a_matched_split(
     tmp_path, kermany_dir
 ):
-    recipe = _load_benchmark("recipe.py")
+    recipe = _load_benchmark("experiments/recipe.py")
     X, y = load_image_folder(kermany_dir / "train")
     keep = np.r_[
         np.flatnonzero(y == "NORMAL")[:60], np.flatnonzero(y == "PNEUMONIA")[:60]
@@ -250,7 +252,7 @@ def test_recipe_benchmark_chooses_the_threshold_on_a_matched_split(
 
 
 def test_recipe_benchmark_three_classes(tmp_path, capsys):
-    recipe = _load_benchmark("recipe.py")
+    recipe = _load_benchmark("experiments/recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     result = recipe.main([*_tiny_recipe_args(train, train), "--subtypes"])
     assert set(result["recall"]) == {"BACTERIA", "NORMAL", "VIRUS"}
@@ -261,7 +263,7 @@ def test_recipe_benchmark_three_classes(tmp_path, capsys):
 
 
 def test_recipe_benchmark_balanced_accuracy_rule(tmp_path):
-    recipe = _load_benchmark("recipe.py")
+    recipe = _load_benchmark("experiments/recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     result = recipe.main([*_tiny_recipe_args(train, train), "--balanced-accuracy"])
     assert result["threshold_rule"].startswith("best balanced accuracy")
@@ -271,8 +273,8 @@ def test_recipe_benchmark_balanced_accuracy_rule(tmp_path):
 
 
 def test_saved_runs_scored_with_ensembles_and_tta(tmp_path, capsys):
-    recipe = _load_benchmark("recipe.py")
-    posthoc = _load_benchmark("posthoc.py")
+    recipe = _load_benchmark("experiments/recipe.py")
+    posthoc = _load_benchmark("experiments/posthoc.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     test = _kermany_tree(tmp_path / "test", n_patients=4)
     runs = tmp_path / "runs"
@@ -303,7 +305,7 @@ def test_saved_runs_scored_with_ensembles_and_tta(tmp_path, capsys):
 
 
 def test_make_holdout_keeps_patients_apart(tmp_path):
-    make_holdout = _load_benchmark("make_holdout.py")
+    make_holdout = _load_benchmark("tools/make_holdout.py")
     train = _kermany_tree(tmp_path / "train", n_patients=20)
     counts = make_holdout.main(["--train", str(train), "--out", str(tmp_path / "out")])
     parts = {
@@ -317,7 +319,7 @@ def test_make_holdout_keeps_patients_apart(tmp_path):
 
 
 def test_binary_metrics_and_bootstrap():
-    recipe = _load_benchmark("recipe.py")
+    recipe = _load_benchmark("experiments/recipe.py")
     y = np.array([0, 0, 0, 1, 1, 1, 1, 1])
     score = np.array([0.1, 0.6, 0.2, 0.9, 0.8, 0.4, 0.7, 0.95])
     m = recipe.binary_metrics(y, score, 0.5)
@@ -330,7 +332,7 @@ def test_binary_metrics_and_bootstrap():
 
 
 def test_saved_recipe_model_predicts_at_the_rules_threshold(tmp_path):
-    recipe = _load_benchmark("recipe.py")
+    recipe = _load_benchmark("experiments/recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     test = _kermany_tree(tmp_path / "test", n_patients=3)
     result = recipe.main(
@@ -347,7 +349,7 @@ def test_saved_recipe_model_predicts_at_the_rules_threshold(tmp_path):
 
 
 def test_recipe_benchmark_adapts_to_a_site_before_scoring(tmp_path):
-    recipe = _load_benchmark("recipe.py")
+    recipe = _load_benchmark("experiments/recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     site = _kermany_tree(tmp_path / "site", n_patients=6)
     test = _kermany_tree(tmp_path / "test", n_patients=3)
@@ -369,8 +371,8 @@ def test_recipe_benchmark_adapts_to_a_site_before_scoring(tmp_path):
 
 
 def test_external_comparison_over_seeds(tmp_path, capsys):
-    recipe = _load_benchmark("recipe.py")
-    external = _load_benchmark("external.py")
+    recipe = _load_benchmark("experiments/recipe.py")
+    external = _load_benchmark("experiments/external.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     test = _kermany_tree(tmp_path / "test", n_patients=4)
     runs = tmp_path / "runs"
@@ -400,8 +402,8 @@ def test_external_comparison_over_seeds(tmp_path, capsys):
 
 
 def test_site_adaptation_learning_curve(tmp_path):
-    recipe = _load_benchmark("recipe.py")
-    bench = _load_benchmark("site_adaptation.py")
+    recipe = _load_benchmark("experiments/recipe.py")
+    bench = _load_benchmark("experiments/site_adaptation.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
     site = _kermany_tree(tmp_path / "site", n_patients=10)
     args = _tiny_recipe_args(train, site)
@@ -431,3 +433,51 @@ def test_site_adaptation_learning_curve(tmp_path):
     for key in (*keys, "coverage_NORMAL", "coverage_PNEUMONIA", "refer", "empty"):
         low, high = curve[12][key][1:]
         assert 0 <= low <= curve[12][key][0] <= high <= 1
+
+
+def test_protocol_selects_on_the_external_site_first(tmp_path, capsys):
+    protocol = _load_benchmark("experiments/protocol.py")
+    report = _load_benchmark("experiments/protocol_report.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=30)
+    site = _kermany_tree(tmp_path / "site", n_patients=5)
+    tiny = {"model": "simple_cnn", "image_size": 32, "max_epochs": 1}
+    configs = {"baseline": tiny, "other": {**tiny, "lr": 0.01}}
+    (tmp_path / "configs.json").write_text(json.dumps(configs))
+    out = tmp_path / "out"
+    protocol.main(
+        [
+            *("--train", str(train), "--out", str(out)),
+            *("--configs", str(tmp_path / "configs.json")),
+            *("--seeds", "0", "1", "--splits", "matched", "--threads", "1"),
+            *("--device", "cpu", "--external", str(site)),
+        ]
+    )
+    X_site, y_site = load_image_folder(site)
+    aucs = []
+    for path in sorted(out.glob("other__s*__matched.npz")):
+        with np.load(path) as saved:  # the whole site, in a fixed order
+            assert list(saved["X_external"]) == sorted(Path(x).name for x in X_site)
+            assert saved["y_external"].sum() == np.sum(y_site == "PNEUMONIA")
+            aucs.append(roc_auc_score(saved["y_external"], saved["p_external"]))
+    assert len(aucs) == 2
+    capsys.readouterr()
+
+    result = report.main(["--out", str(out), "--boot", "50", "--markdown"])
+    other = result["configs"]["other"]
+    assert next(iter(other["validations"])) == "external"
+    assert next(iter(other["auc_diff_vs_baseline"])) == "external"
+    assert other["validations"]["external"]["auc"] == pytest.approx(np.mean(aucs))
+    assert other["validations"]["external"]["seeds"] == [0, 1]
+    low, high = other["auc_diff_vs_baseline"]["external"]["ci95"]
+    assert low <= other["auc_diff_vs_baseline"]["external"]["diff"] <= high
+    secondary = [
+        row["auc"]
+        for name, row in other["validations"].items()
+        if name not in ("external", "in_distribution")
+    ]
+    assert other["worst"]["auc"] == min(secondary)  # external is reported apart
+    table = capsys.readouterr().err.splitlines()
+    assert table[2].startswith("| config | external AUC |")
+    # leave-batch-out jobs load first (file order): external still leads
+    order = report.external_first({"batch0": 1, "matched": 2, "external": 3})
+    assert list(order) == ["external", "batch0", "matched"]

@@ -148,7 +148,7 @@ def test_health_and_model_card(client, clf):
     assert card["positive_class"] == "PNEUMONIA" and card["threshold"] == 0.5
     assert card["architecture"] == "simple_cnn" and card["image_size"] == SIZE
     trained = card["trained"]
-    assert trained["epochs"] == 1 and trained["images"] == clf._net_spec.n_train
+    assert trained["epochs"] == 1 and trained["images"] == clf.net_spec_.n_train
     assert trained["saved_at"] and trained["cxrkit_version"]
     assert "not a medical device" in card["intended_use"]
 

@@ -21,15 +21,15 @@ from captum.attr import LayerAttribution
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cxrkit.cache import is_path_like_sequence, load_images
+from cxrkit.cache import DecodedImages
 from cxrkit.explain._inference_model import inference_model
 from cxrkit.models import target_layer
-from cxrkit.preprocess import preprocess_images
+from cxrkit.preprocess import model_images
 from cxrkit.transforms import normalize
 
 _CAPTUM_NOTICES = r"(?s).*(did not already require gradients|Setting backward hooks)"
 
-ImageInput = Sequence[str | os.PathLike] | np.ndarray
+ImageInput = Sequence[str | os.PathLike] | np.ndarray | DecodedImages
 
 #: ``attribute(model, inputs, targets)`` -> non-negative maps ``(b, 1, h, w)``;
 #: ``targets`` is None when the model explains its own predicted class.
@@ -43,20 +43,17 @@ def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]
     Paths are decoded at ``clf.image_size`` (files of different sizes could
     not share one array), so their heatmaps have the model's resolution.
     The classifier's ``preprocess`` steps (histogram equalisation, ...) are
-    applied as ``predict_proba`` applies them: the model is explained on
-    the inputs it predicts from.
+    applied by the same function as in ``predict_proba``
+    (``cxrkit.preprocess.model_images``): the model is explained on the
+    inputs it predicts from.
     """
     check_is_fitted(clf, "net_")
-    images, _ = load_images(X, clf.image_size)
-    images = preprocess_images(images, getattr(clf, "preprocess", None))
-    if is_path_like_sequence(X):
-        out_size = (clf.image_size, clf.image_size)
-    else:
-        shape = np.shape(X)
-        out_size = (int(shape[1]), int(shape[2]))
+    decoded = model_images(clf, X)
+    out_size = decoded.input_shape or (clf.image_size, clf.image_size)
     # the whole stack at once, as ImageDataset does image by image: four
     # tensor operations per image cost a loaded 2-core CPU milliseconds each
-    inputs = normalize(torch.from_numpy(np.ascontiguousarray(images))[:, None])
+    pixels = np.ascontiguousarray(decoded.pixels)
+    inputs = normalize(torch.from_numpy(pixels)[:, None])
     return inputs, out_size
 
 

@@ -226,8 +226,8 @@ class ReportingModel:
     def heatmaps(self, images: np.ndarray, findings: list[Finding]) -> np.ndarray:
         """Heatmaps ``(n, size, size)`` in [0, 1] of the classes called, by
         ``cxrkit.explain``'s recommended method (what the report, ``cxrkit
-        explain`` and ``cxrkit serve`` draw; about 1 s per 112 px image on
-        2 CPU cores).
+        explain`` and ``cxrkit serve`` draw; the slowest step of a report,
+        whose cost the user guide's *PACS integration* page gives).
         """
         from cxrkit.explain import explain
 

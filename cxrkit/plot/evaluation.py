@@ -571,7 +571,7 @@ def plot_misclassified(
     >>> len(ax.child_axes)
     2
     """
-    from cxrkit.cache import is_path_like_sequence, load_images
+    from cxrkit.cache import decode_images
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     proba = np.asarray(proba, dtype=float)
@@ -587,9 +587,8 @@ def plot_misclassified(
     if len(shown) == 0:
         ax.text(0.5, 0.5, "no misclassified images", ha="center", va="center")
         return ax
-    paths = is_path_like_sequence(X)
-    picked = [X[i] for i in shown] if paths else np.asarray(X)[shown]
-    images, _ = load_images(picked, image_size)
+    picked = decode_images([X[i] for i in shown], image_size)
+    images = picked.pixels
     for tile, (i, image) in enumerate(zip(shown, images)):
         r, c = divmod(tile, ncols)
         sub = ax.inset_axes(
@@ -603,8 +602,8 @@ def plot_misclassified(
             p = proba[i, classes.index(pos_label)]
             called = f"pred {y_pred[i]}, P({pos_label})={p:.2f}"
         title = f"true {y_true[i]}\n{called}"
-        if paths:
-            title = f"{_short_name(Path(os.fspath(X[i])).name)}\n{title}"
+        if picked.paths is not None:
+            title = f"{_short_name(Path(picked.paths[tile]).name)}\n{title}"
         sub.set_title(title, fontsize=9)
     if len(shown) == len(wrong):
         heading = f"All {len(wrong)} errors, most confident first"

@@ -16,7 +16,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from cxrkit.cache import is_path_like_sequence, load_images
+from cxrkit.cache import decode_images
 from cxrkit.io import to_grayscale_uint8
 
 __all__ = [
@@ -338,14 +338,15 @@ def plot_explanations(
             "got both method and heatmaps; pass heatmaps to draw maps already "
             "computed, or method to compute them"
         )
-    proba = clf.predict_proba(X)
+    decoded = decode_images(X, clf.image_size)
+    proba = clf.predict_proba(decoded)
     y_pred = clf.classes_[proba.argmax(axis=1)]
     names = None
-    if is_path_like_sequence(X):
-        images = load_images(X, clf.image_size)[0]
-        names = [Path(x).name for x in X]
-    else:
+    if decoded.paths is None:
         images = np.asarray(X)
+    else:
+        images = decoded.pixels
+        names = [Path(p).name for p in decoded.paths]
     fig = plot_heatmap_grid(
         images,
         heatmaps,

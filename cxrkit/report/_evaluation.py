@@ -20,6 +20,7 @@ from cxrkit.metrics import (
     clinical_report,
     positive_label,
 )
+from cxrkit.persistence import model_card
 from cxrkit.provenance import decision_rule
 from cxrkit.report._checks import (
     conformal_summary,
@@ -211,8 +212,9 @@ def evaluation_report(
         "support": report.to_dict()["support"],
         "cxrkit_version": cxrkit.__version__,
     }
-    model = describe_model(clf)
-    training = describe_training(clf)
+    card = model_card(clf)
+    model = describe_model(card)
+    training = describe_training(card)
     created = created_at()
     conformal = conformal_summary(clf, report)
     summary = {

@@ -143,13 +143,15 @@ def _most_confident_errors(report: ClinicalReport, n: int) -> np.ndarray:
 def _heatmap_figure(
     clf: Any, X: Any, report: ClinicalReport, worst: np.ndarray
 ) -> Figure:
-    from cxrkit.cache import is_path_like_sequence, load_images
+    from cxrkit.cache import decode_images
     from cxrkit.explain import DEFAULT_METHOD, explain
 
-    picked = [X[i] for i in worst] if is_path_like_sequence(X) else X[worst]
+    # rows of a list of paths or of an array alike; decoded once, for the
+    # heatmaps and the images under them
+    picked = decode_images([X[i] for i in worst], clf.image_size)
     given = report.y_pred[worst]
     heatmaps = explain(clf, picked, list(given))
-    images, _ = load_images(picked, clf.image_size)
+    images = picked.pixels
     classes = list(report.classes)
     if report.average is None:  # P(positive), as the table of images shows
         column, label = (
@@ -159,9 +161,7 @@ def _heatmap_figure(
     else:
         column, label = [classes.index(c) for c in given.tolist()], "p"
     names = (
-        [os.path.basename(os.fspath(p)) for p in picked]
-        if is_path_like_sequence(X)
-        else None
+        None if picked.paths is None else [os.path.basename(p) for p in picked.paths]
     )
     ncols = min(len(worst), 4)
     fig = Figure(
@@ -190,12 +190,12 @@ LUNG_CHECK_IMAGES = 32
 def _lung_evidence_figure(clf: Any, X: Any, report: ClinicalReport) -> ReportFigure:
     """How much of the model's heat lies outside the lung fields (a shortcut
     check), on an evenly spaced sample of the images, explaining the class given."""
-    from cxrkit.cache import is_path_like_sequence
+    from cxrkit.cache import decode_images
     from cxrkit.explain import DEFAULT_METHOD, evidence_outside_lungs, method_caption
 
     picked = np.unique(np.linspace(0, len(report.y_pred) - 1, LUNG_CHECK_IMAGES))
     picked = picked.astype(int)
-    images = [X[i] for i in picked] if is_path_like_sequence(X) else X[picked]
+    images = decode_images([X[i] for i in picked], clf.image_size)
     evidence = evidence_outside_lungs(clf, images, list(report.y_pred[picked]))
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.subplots()

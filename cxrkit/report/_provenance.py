@@ -6,7 +6,7 @@ import datetime
 import os
 from typing import Any
 
-from cxrkit.cache import is_path_like_sequence
+from cxrkit.inputs import is_path_like_sequence
 
 
 def describe_data(X: Any, data_name: str | None = None) -> str:
@@ -23,20 +23,17 @@ def describe_data(X: Any, data_name: str | None = None) -> str:
     return f"{len(X)} images given as an array"
 
 
-def describe_model(clf: Any) -> dict[str, Any]:
-    """The parameters that say what the model is, its classes and epochs."""
-    params = clf.get_params() if hasattr(clf, "get_params") else {}
-    keep = ("model", "pretrained", "image_size", "class_weight", "max_epochs", "lr")
-    summary = {k: params[k] for k in keep if k in params}
-    summary["estimator"] = type(clf).__name__
-    summary["classes"] = [str(c) for c in clf.classes_]
-    history = getattr(clf, "history_", None)
-    if history is not None:
-        summary["epochs_trained"] = len(history)
-    return {
-        k: (os.fspath(v) if isinstance(v, os.PathLike) else v)
-        for k, v in summary.items()
+def describe_model(card: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that say what the model is, its classes and epochs:
+    the report's part of a [`model_card`][cxrkit.persistence.model_card]."""
+    summary = {
+        **card["parameters"],
+        "estimator": card["estimator"],
+        "classes": [str(c) for c in card["classes"]],
     }
+    if card["trained"]["epochs"] is not None:
+        summary["epochs_trained"] = card["trained"]["epochs"]
+    return summary
 
 
 def created_at() -> str:
@@ -44,10 +41,11 @@ def created_at() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-def describe_training(clf: Any) -> dict[str, Any]:
+def describe_training(card: dict[str, Any]) -> dict[str, Any]:
     """What the model (or its model file) says about its training data and
-    its chosen threshold (None when not recorded)."""
+    its chosen threshold (None when not recorded): the report's part of a
+    [`model_card`][cxrkit.persistence.model_card]."""
     return {
-        "data": getattr(clf, "training_data_", None),
-        "threshold": getattr(clf, "operating_threshold_", None),
+        "data": card["trained"]["data"],
+        "threshold": card["operating_threshold"],
     }

@@ -10,28 +10,18 @@ from typing import Any
 import numpy as np
 
 from cxrkit._version import __version__
-from cxrkit.explain import DEFAULT_METHOD, method_caption
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.ood import no_detector_error
-from cxrkit.persistence import read_model_metadata
-from cxrkit.provenance import decision_rule, file_sha256, weights_sha256
+from cxrkit.persistence import INTENDED_USE, model_card
 
 __all__ = ["INTENDED_USE", "ServedModel"]
 
-INTENDED_USE = (
-    "For research and education only; not a medical device. Not for diagnosis "
-    "or any clinical decision."
-)
 
 #: Why no call is given for a flagged image (``refuse_ood``).
 OOD_REFUSAL = (
     "no call: the image looks unlike the images the model was trained on, and "
     "this server does not answer for such images"
 )
-
-
-def _jsonable_classes(classes: np.ndarray) -> list:
-    return classes.tolist()
 
 
 class ServedModel:
@@ -69,12 +59,10 @@ class ServedModel:
     ) -> None:
         from cxrkit import PneumoniaClassifier
 
+        path = None
         if isinstance(model_or_path, (str, os.PathLike)):
             path = Path(model_or_path)
             self.clf = PneumoniaClassifier.load(path, device=device)
-            meta = read_model_metadata(path)
-            sha = file_sha256(path)
-            self.model_id = f"{path.stem}-{sha[:12]}"
         else:
             self.clf = model_or_path
             if not hasattr(self.clf, "net_"):
@@ -82,17 +70,18 @@ class ServedModel:
                     "the model is not fitted; give a fitted PneumoniaClassifier or "
                     "a model file written by clf.save(path) or `cxrkit train`"
                 )
-            meta = None
-            path = None
-            sha = weights_sha256(self.clf)
-            self.model_id = f"in-memory-{sha[:12]}"
+        card = model_card(self.clf, path, threshold=threshold)
+        self.model_id = (
+            f"in-memory-{card['sha256'][:12]}"
+            if path is None
+            else f"{path.stem}-{card['sha256'][:12]}"
+        )
         self.classes = np.asarray(self.clf.classes_)
-        rule = decision_rule(self.clf, threshold)
-        self.pos_label, self.threshold = rule.pos_label, rule.threshold
+        self.pos_label, self.threshold = card["positive_class"], card["threshold"]
         if len(self.classes) == 2:  # the page and the card name both
-            self.pos_label = positive_label(self.classes, rule.pos_label)
+            self.pos_label = positive_label(self.classes, self.pos_label)
             # the most probable of two classes, as the threshold it amounts to
-            self.threshold = 0.5 if rule.threshold is None else rule.threshold
+            self.threshold = 0.5 if self.threshold is None else self.threshold
         self.detector = getattr(self.clf, "ood_detector_", None)
         if refuse_ood and self.detector is None:
             raise ValueError(
@@ -100,7 +89,7 @@ class ServedModel:
                 f"{no_detector_error(self.clf)}"
             )
         self.refuse_ood = refuse_ood
-        self.card = self._card(meta, path, sha)
+        self.card = self._card(card)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ inference
@@ -142,57 +131,41 @@ class ServedModel:
             return explain(self.clf, images, list(targets))
 
     # ----------------------------------------------------------- model card
-    def _card(self, meta: dict | None, path: Path | None, sha: str) -> dict:
-        params = self.clf.get_params()
-        history = getattr(self.clf, "history_", None) or []
-        spec = getattr(self.clf, "_net_spec", None)
-        trained = {
-            "images": getattr(spec, "n_train", None),
-            "internal_validation": getattr(spec, "validation", None),
-            "epochs": len(history),
-            "skipped_files": len(getattr(self.clf, "skipped_files_", [])),
-        }
-        if meta is not None:
-            trained.update(
-                saved_at=meta.get("saved_at"),
-                cxrkit_version=meta.get("cxrkit_version"),
-                torch_version=meta.get("torch_version"),
-            )
-        else:
-            trained.update(saved_at=None, cxrkit_version=__version__)
-        last = history[-1] if len(history) else {}
-        scores = {
-            k: last[k]
-            for k in ("train_loss", "valid_loss", "valid_acc", "roc_auc")
-            if k in last and isinstance(last[k], (int, float))
-        }
+    def _card(self, card: dict) -> dict:
+        """The served part of the model card (see ``persistence.model_card``),
+        with this server's decision rule, identity and refusal setting."""
+        parameters = card["parameters"]
         return {
             "model_id": self.model_id,
-            "file": None if path is None else path.name,
-            "sha256": sha,
-            "estimator": type(self.clf).__name__,
-            "architecture": params.get("model"),
-            "pretrained": None
-            if params.get("pretrained") is None
-            else os.fspath(params["pretrained"]),
-            "image_size": params.get("image_size"),
-            "classes": _jsonable_classes(self.classes),
+            "file": card["file"],
+            "sha256": card["sha256"],
+            "estimator": card["estimator"],
+            "architecture": parameters.get("model"),
+            "pretrained": parameters.get("pretrained"),
+            "image_size": parameters.get("image_size"),
+            "classes": card["classes"],
             "positive_class": None
             if self.pos_label is None
             else np.asarray(self.pos_label).tolist(),
             "threshold": self.threshold,
-            "explanation": DEFAULT_METHOD,
-            "explanation_caption": method_caption(DEFAULT_METHOD),
+            "explanation": card["explanation"],
+            "explanation_caption": card["explanation_caption"],
             "ood": None
-            if self.detector is None
-            else {
-                "method": self.detector.method,
-                "threshold": round(self.detector.threshold_, 4),
-                "alarm_rate": self.detector.alarm_rate,
-                "refused": self.refuse_ood,
+            if card["ood"] is None
+            else {**card["ood"], "refused": self.refuse_ood},
+            "trained": {
+                k: card["trained"][k]
+                for k in (
+                    "images",
+                    "internal_validation",
+                    "epochs",
+                    "skipped_files",
+                    "saved_at",
+                    "cxrkit_version",
+                    "torch_version",
+                )
             },
-            "trained": trained,
-            "last_epoch": scores,
+            "last_epoch": card["last_epoch"],
             "served_by": {"cxrkit_version": __version__},
-            "intended_use": INTENDED_USE,
+            "intended_use": card["intended_use"],
         }

@@ -1,7 +1,7 @@
 """cxrkit listen against a real PACS: throughput and latency per instance; JSON.
 
-    python benchmarks/pacs.py                      # both scenarios, 100 instances
-    python benchmarks/pacs.py --n 40 --scenarios sample --overlay
+    python benchmarks/timings/pacs.py  # both scenarios, 100 instances
+    python benchmarks/timings/pacs.py --n 40 --scenarios sample --overlay
 
 What runs, all on this machine (so the PACS, the sender and the listener
 share its cores):
@@ -67,7 +67,10 @@ from cxrkit.pacs import (
     structured_report,
 )
 
-FULLRES = Path(__file__).resolve().parents[2] / "shared" / "data" / "chest_xray_fullres"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED
+
+FULLRES = SHARED / "chest_xray_fullres"
 
 
 def _ms(seconds: float) -> float:

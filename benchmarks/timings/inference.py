@@ -1,7 +1,7 @@
 """Inference images/s on CPU: torch, onnxruntime and cxrkit's predict_proba; JSON.
 
-    python benchmarks/inference.py                       # resnet18 at 128 and 224 px
-    python benchmarks/inference.py --model cnn4 --image-size 64 --repeats 2
+    python benchmarks/timings/inference.py  # resnet18 at 128 and 224 px
+    python benchmarks/timings/inference.py --model cnn4 --image-size 64 --repeats 2
 
 For each image size, on the same preprocessed images (the files of ``--data``
 decoded, resized and normalised as cxrkit does: float32 ``(32, 1, size,
@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 import tempfile
@@ -69,7 +68,8 @@ from cxrkit.allocator import reuse_large_buffers
 from cxrkit.cache import load_images
 from cxrkit.transforms import ImageDataset
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, print_json
 
 
 def _classifier(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, size: int):
@@ -308,7 +308,7 @@ def main(argv: list[str] | None = None) -> dict:
             round(os.getloadavg()[0], 2),
         ],
     }
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

@@ -1,6 +1,6 @@
 """Training cost of EfficientNet-Lite0 against the ResNet-18 recipe; one JSON line.
 
-    python benchmarks/lite0_cost.py [--data DIR] [--n 320] [--rounds 2]
+    python benchmarks/timings/lite0_cost.py [--data DIR] [--n 320] [--rounds 2]
 
 Every configuration is the ``"cpu"`` recipe (``cxrkit.recipes``) with one
 epoch on the same ``--n`` Kermany training images, changed only as named:
@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, peak_rss_mb, print_json
 
 #: Configuration name -> overrides of the "cpu" recipe.
 CONFIGS: dict[str, dict] = {
@@ -88,7 +88,7 @@ def run_one(name: str, args: argparse.Namespace) -> dict:
         "n_images": len(X),
         "ms_per_image": 1000 * timed / len(X),
         "fit_seconds": seconds,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
     }
 
 
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.one:
         result = run_one(args.one, args)
-        print(json.dumps(result))
+        print_json(result)
         return result
 
     names = args.only or list(CONFIGS)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
             for n in names
         }
-    print(json.dumps(result))
+    print_json(result)
     return result
 
 

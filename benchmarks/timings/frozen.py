@@ -1,6 +1,6 @@
 """Frozen-backbone head training: features once vs every epoch; one JSON line.
 
-    python benchmarks/frozen.py [--data DIR] [--n 600] [--epochs 10]
+    python benchmarks/timings/frozen.py [--data DIR] [--n 600] [--epochs 10]
 
 ``PneumoniaClassifier(freeze="backbone")`` runs the frozen backbone once per
 fit and trains the linear head on the stored features (``cxrkit.features``).
@@ -12,7 +12,6 @@ epoch. Images are decoded before timing starts, for both.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,8 @@ from cxrkit import PneumoniaClassifier, load_image_folder, load_images, patient_
 from cxrkit.models import build_model
 from cxrkit.transforms import ImageDataset
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, print_json
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_accuracy_features_once": round(float(cached.score(X, y)), 4),
         "threads": args.threads,
     }
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

@@ -1,9 +1,9 @@
 """Adapting saved models to a site: unlabelled steps, and a labelled learning curve.
 
-    python benchmarks/site_adaptation.py --site DIR RUNS/NAME_s0.cxr [...] \
+    python benchmarks/experiments/site_adaptation.py --site DIR RUNS/NAME_s0.cxr [...] \
         [--n-labelled 0 25 50 100] [--draws 20] [--sensitivity 0.95]
 
-For every model file (``benchmarks/recipe.py --save`` writes one with the
+For every model file (``benchmarks/experiments/recipe.py --save`` writes one with the
 threshold its rule chose on training patients), one JSON line per setting:
 
 * ``unlabelled``: the model as trained, after ``adapt_batchnorm`` (AdaBN) on
@@ -15,7 +15,9 @@ threshold its rule chose on training patients), one JSON line per setting:
   documented workflow ``calibrate(clf, X_lab, y_lab,
   sensitivity=...)`` (temperature scaling and the highest threshold that
   reaches the sensitivity floor on the sample), scored on the rest of the
-  site; mean, min and max over draws of accuracy, sensitivity, specificity,
+  site (``--rule accuracy``: Platt scaling and the threshold with the fewest
+  expected errors instead); mean, min and max over draws of accuracy,
+  sensitivity, specificity,
   ROC AUC and expected calibration error before and after. ``0`` keeps the
   model's own threshold.
 
@@ -31,9 +33,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -47,6 +49,9 @@ from cxrkit.adaptation import (
     prediction_sets,
 )
 from cxrkit.metrics import clinical_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 KEYS = ("accuracy", "sensitivity", "specificity", "roc_auc", "ece")
 
@@ -110,6 +115,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--draws", type=int, default=20)
     parser.add_argument("--sensitivity", type=float, default=0.95)
     parser.add_argument(
+        "--rule",
+        choices=["sensitivity", "accuracy"],
+        default="sensitivity",
+        help="the labelled threshold: the --sensitivity floor on the sample "
+        "(after temperature scaling), or the fewest expected errors "
+        "(Platt scaling, threshold='accuracy')",
+    )
+    parser.add_argument(
         "--unlabelled-first", choices=["none", "batchnorm", "prior"], default="none"
     )
     parser.add_argument(
@@ -144,7 +157,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             if "prior" in name:
                 row["site_prior"] = model.adaptation_["steps"][-1]["site_prior"]
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print_json(row)
 
         start = unlabelled[
             {"none": "as trained", "batchnorm": "batchnorm", "prior": "prior"}[
@@ -162,9 +175,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     continue
                 lab = _draw_patients(y, groups, n, rng)
                 rest = np.setdiff1d(everything, lab)
-                adapted = calibrate(
-                    cached, lab, y[lab], sensitivity=args.sensitivity, n_bootstrap=0
-                )
+                if args.rule == "accuracy":
+                    adapted = calibrate(
+                        cached, lab, y[lab], method="platt", threshold="accuracy"
+                    )
+                else:
+                    adapted = calibrate(
+                        cached, lab, y[lab], sensitivity=args.sensitivity, n_bootstrap=0
+                    )
                 scored = _scores(y[rest], adapted.predict_proba(rest), adapted)
                 scored["ece_before"] = _scores(
                     y[rest], cached.predict_proba(rest), cached
@@ -186,6 +204,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "model": path,
                 "setting": "labelled",
                 "unlabelled_first": args.unlabelled_first,
+                "rule": args.rule,
                 "n_labelled": n,
                 "draws": len(results),
             }
@@ -197,7 +216,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     round(float(values.max()), 4),
                 ]
             rows.append(summary)
-            print(json.dumps(summary), flush=True)
+            print_json(summary)
     return rows
 
 

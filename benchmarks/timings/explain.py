@@ -8,13 +8,14 @@ line: both times (best of ``--repeats``), the ratio cxrkit / grad-cam (goal
 The grad-cam package is only needed here, not by cxrkit::
 
     pip install grad-cam
-    python benchmarks/explain.py
+    python benchmarks/timings/explain.py
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,7 +36,10 @@ except ImportError as exc:  # pragma: no cover
         "this benchmark compares against the grad-cam package: pip install grad-cam"
     ) from exc
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "chest_xray"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED
+
+DATA = SHARED / "chest_xray"
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--n-images", type=int, default=64)

@@ -1,14 +1,14 @@
 """One-change-at-a-time ablations of the ``"cpu"`` recipe; one JSON line each.
 
-    python benchmarks/ablations.py --train TRAIN90 --test HOLDOUT --out DIR \
-        [--only NAME ...] [--epochs 6] [--threads 1]
+    python benchmarks/experiments/ablations.py --train TRAIN90 --test HOLDOUT \
+        --out DIR [--only NAME ...] [--epochs 6] [--threads 1]
 
-Each variant is ``benchmarks/recipe.py`` with one parameter changed from the
+Each variant is ``benchmarks/experiments/recipe.py`` with one parameter changed from the
 recipe, run in its own process (so peak RSS is per variant), at a shorter
 budget than the recipe (``--epochs``, 6 by default) so that all of them fit
 on 2 CPU cores in an afternoon. ``--save DIR/NAME`` keeps each fitted model and
 its probabilities so that test-time augmentation, thresholds and ensembles can
-be scored afterwards without training again (``benchmarks/posthoc.py``).
+be scored afterwards without training again (``benchmarks/experiments/posthoc.py``).
 
 Two variants run concurrently with ``--threads 1`` use the two cores better
 than one with two threads; compare fit seconds only within one queue.
@@ -23,9 +23,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
+
 HERE = Path(__file__).resolve().parent
 
-#: Variant name -> extra arguments to ``benchmarks/recipe.py``.
+#: Variant name -> extra arguments to ``benchmarks/experiments/recipe.py``.
 VARIANTS: dict[str, list[str]] = {
     "baseline": [],
     "baseline_seed1": ["--seed", "1"],
@@ -76,10 +79,10 @@ def main(argv: list[str] | None = None) -> None:
         ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode:
-            print(json.dumps({"variant": name, "error": done.stderr[-2000:]}))
+            print_json({"variant": name, "error": done.stderr[-2000:]})
             continue
         result = json.loads(done.stdout.strip().splitlines()[-1])
-        print(json.dumps({"variant": name, **result}), flush=True)
+        print_json({"variant": name, **result})
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Seconds per epoch: cxrkit vs a plain ImageFolder + DataLoader loop; one JSON line.
 
-    python benchmarks/pipeline.py [--data ../shared/data/chest_xray_fullres/train]
-    python benchmarks/pipeline.py --small   # the same images' 224 px copies
+    python benchmarks/timings/pipeline.py \
+        [--data ../shared/data/chest_xray_fullres/train]
+    python benchmarks/timings/pipeline.py --small  # the same images' 224 px copies
 
 Both train the same small model (``simple_cnn``, 128 px by default, AdamW, batch 32,
 no augmentation) for 3 epochs on the same images, on the same threads. The
@@ -30,7 +31,6 @@ loop with it too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -47,7 +47,9 @@ from cxrkit.allocator import reuse_large_buffers
 from cxrkit.models import build_model
 from cxrkit.transforms import MEAN, STD
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, print_json
+
 EPOCHS, BATCH = 3, 32
 
 
@@ -168,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "plain_workers": args.workers,
     }
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

@@ -1,7 +1,8 @@
 """Training and prediction images/s on one device: cxrkit vs a plain AMP loop; JSON.
 
-    python benchmarks/gpu.py --data chest_xray/train                 # a GPU
-    python benchmarks/gpu.py --data chest_xray/train --device cpu --n 64 --epochs 1
+    python benchmarks/timings/gpu.py --data chest_xray/train  # a GPU
+    python benchmarks/timings/gpu.py --data chest_xray/train --device cpu \
+        --n 64 --epochs 1
 
 Both train ``resnet18`` from scratch at 224 px (AdamW, batch 64, cross-entropy,
 the same random affine and brightness/contrast augmentation, mixed precision
@@ -23,7 +24,6 @@ one); prediction images/s are the best of two passes.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -39,6 +39,9 @@ from torchvision.transforms import v2
 from cxrkit import PneumoniaClassifier, clear_image_cache
 from cxrkit.models import build_model
 from cxrkit.transforms import AUGMENT_PRESETS, MEAN, STD
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 LR = 1e-3
 AUTOCAST = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
@@ -251,7 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
             ours["predict_images_per_s"] / plain["predict_images_per_s"], 2
         ),
     }
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

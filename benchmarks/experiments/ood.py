@@ -1,7 +1,8 @@
 """How well a model's out-of-distribution flag separates other images from its own.
 
-    python benchmarks/ood.py [--n-train 1200 --epochs 4 --seed 0] [--save MODEL.cxr]
-    python benchmarks/ood.py --model MODEL.cxr --split MODEL.cxr.split.json
+    python benchmarks/experiments/ood.py [--n-train 1200 --epochs 4 --seed 0] \
+        [--save MODEL.cxr]
+    python benchmarks/experiments/ood.py --model MODEL.cxr --split MODEL.cxr.split.json
 
 The first form trains a small model: the ``"cpu"`` recipe (ResNet-18 from
 scratch, 112 px, ``preprocess="equalize"``) for ``--epochs`` epochs on about
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -45,7 +47,8 @@ from cxrkit import PneumoniaClassifier, load_image_folder, load_images, patient_
 from cxrkit.ood import fit_ood_detector
 from cxrkit.recipes import make_classifier
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, print_json
 
 
 def photographs() -> list[np.ndarray]:
@@ -161,7 +164,7 @@ def main() -> None:
 
     start = time.perf_counter()
     if args.model is None:
-        X, y = load_image_folder(DATA / "chest_xray" / "train")
+        X, y = load_image_folder(SHARED / "chest_xray" / "train")
         fit_idx, held_idx = draw_split(X, patient_groups(X), args.n_train, args.seed)
         train, held_out = X[fit_idx], X[held_idx]
         clf = make_classifier("cpu", max_epochs=args.epochs, random_state=args.seed)
@@ -177,12 +180,12 @@ def main() -> None:
         held_out = np.array(split["held_out"], dtype=object)
     fit_s = time.perf_counter() - start
 
-    external, _ = load_image_folder(DATA / "chest_xray" / "external")
+    external, _ = load_image_folder(SHARED / "chest_xray" / "external")
     sets = {
         "external": external,
         "held_out_patients": held_out,
         "nih_adult": np.array(
-            sorted(str(p) for p in (DATA / "nih_adult" / "images").glob("*.png")),
+            sorted(str(p) for p in (SHARED / "nih_adult" / "images").glob("*.png")),
             dtype=object,
         ),
         **other_images(held_out, args.seed),
@@ -194,7 +197,7 @@ def main() -> None:
         "fit_seconds": None if args.model else round(fit_s, 1),
         "detectors": [summary(clf, sets, train), summary(knn, sets, train)],
     }
-    print(json.dumps(result, indent=1))
+    print_json(result, indent=1)
 
 
 if __name__ == "__main__":

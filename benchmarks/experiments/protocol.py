@@ -1,13 +1,18 @@
 """Run training recipes through the shift-aware validation protocol; save probabilities.
 
-    python benchmarks/protocol.py --train ../shared/data/chest_xray/train \
-        --out /tmp/protocol --configs benchmarks/protocol_configs.json \
-        [--only baseline clahe] [--seeds 0 1] [--splits matched lbo0 lbo1] \
-        [--workers 2] [--threads 1] [--device auto]
+    python benchmarks/experiments/protocol.py --train ../shared/data/chest_xray/train \
+        --out /tmp/protocol --configs benchmarks/experiments/protocol_configs.json \
+        [--only baseline clahe] [--seeds 0 1 2] [--splits matched lbo0 lbo1] \
+        [--workers 2] [--threads 1] [--device auto] [--external DIR | --no-external]
 
-Each job (configuration x seed x split) does what ``benchmarks/recipe.py``
-does for a user, on a part of ``--train``:
+Each job (configuration x seed x split) does what ``recipe.py`` does for a
+user, on a part of ``--train``:
 
+* ``external`` (first: recipes are selected there): every job's model
+  predicts every image of an external site, ``--external DIR`` (by default
+  ``../shared/data/chest_xray/external`` when it exists; ``--no-external``
+  skips it). The site is scored as a whole; nothing is fitted, picked or
+  thresholded on it.
 * ``matched``: ``cxrkit.validation.ConfounderMatchedSplit`` (a third of the
   patients; the matched holdout, and the whole pool as an ordinary
   in-distribution holdout); ``lbo0`` / ``lbo1``: the two folds of
@@ -21,8 +26,8 @@ does for a user, on a part of ``--train``:
   applied to the matched holdout and to the matched threshold subset.
 
 Decision rules and figures are computed afterwards from the saved files by
-``benchmarks/protocol_report.py``, so that rules can be compared without
-training again. Each job prints one JSON line and writes
+``protocol_report.py``, so that rules can be compared without training
+again. Each job prints one JSON line and writes
 ``OUT/CONFIG__sSEED__SPLIT.npz``.
 
 For research and education; not a medical device.
@@ -33,7 +38,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sys
 import time
 import warnings
@@ -42,6 +46,9 @@ from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import EXTERNAL, peak_rss_mb, print_json
 
 SPLITS = ("matched", "lbo0", "lbo1")
 
@@ -59,6 +66,40 @@ def _split(split: str, X: np.ndarray, y: np.ndarray, groups: np.ndarray) -> tupl
     raise ValueError(f"unknown split {split!r}; choose from {SPLITS}")
 
 
+def score_external(clf, external_dir: str) -> dict[str, np.ndarray]:
+    """P(PNEUMONIA) of a fitted model on every image of an external site.
+
+    The site is a validation only: it is scored as a whole, never fitted on
+    and never sampled from, and no threshold is chosen on it (the decision
+    rules of ``protocol_report.py`` choose theirs on the job's threshold
+    split, as for every other validation).
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        A fitted binary model with a ``"PNEUMONIA"`` class.
+    external_dir : str
+        A NORMAL / PNEUMONIA class-per-subfolder tree.
+
+    Returns
+    -------
+    dict of str to ndarray
+        ``X_external`` (file names, sorted, so runs can be checked to hold
+        the same images), ``y_external`` (1 = PNEUMONIA) and ``p_external``.
+    """
+    from cxrkit import load_image_folder
+
+    X, y = load_image_folder(external_dir)
+    order = np.argsort(X)
+    X, y = X[order], y[order]
+    positive = list(clf.classes_).index("PNEUMONIA")
+    return {
+        "X_external": np.array([Path(x).name for x in X]),
+        "y_external": (y == "PNEUMONIA").astype(np.int8),
+        "p_external": clf.predict_proba(X)[:, positive].astype(np.float32),
+    }
+
+
 def run_job(
     train_dir: str,
     name: str,
@@ -69,6 +110,7 @@ def run_job(
     threads: int,
     device: str,
     limit: int | None = None,
+    external: str | None = None,
 ) -> dict:
     """Fit one configuration on one split; save the probabilities; return a summary."""
     import torch
@@ -108,6 +150,8 @@ def run_job(
     saved: dict[str, np.ndarray] = {"y": (y == "PNEUMONIA").astype(np.int8)}
     sets = {"threshold": thr_pool, "threshold_matched": thr_matched, **holdouts}
     start = time.perf_counter()
+    if external:  # the external site first: the validation recipes are chosen on
+        saved.update(score_external(clf, external))
     for key, idx in sets.items():
         saved[f"idx_{key}"] = idx
         if key != "threshold_matched":  # a subset of "threshold"
@@ -135,6 +179,7 @@ def run_job(
         "config": name,
         "seed": seed,
         "split": split,
+        "n_external": len(saved.get("y_external", ())),
         "params": {k: v for k, v in recipe.items() if k != "verbose"},
         "n_fit": len(fit_idx),
         "n_threshold": len(thr_pool),
@@ -145,7 +190,7 @@ def run_job(
         "predict_seconds": round(predict_seconds, 1),
         "epoch_seconds": [round(float(e["dur"]), 1) for e in clf.history_],
         "train_loss": [round(float(e["train_loss"]), 4) for e in clf.history_],
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(peak_rss_mb()),
         "device": clf.device_,
     }
     path = Path(out) / f"{name}__s{seed}__{split}.npz"
@@ -159,7 +204,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--configs", required=True, help="JSON file: name -> params")
     parser.add_argument("--only", nargs="*", help="configuration names to run")
-    parser.add_argument("--seeds", nargs="*", type=int, default=[0])
+    parser.add_argument(
+        "--seeds",
+        nargs="*",
+        type=int,
+        default=[0, 1, 2],
+        help="training seeds (default 0 1 2: recipes are compared over 3 or more)",
+    )
     parser.add_argument("--splits", nargs="*", default=list(SPLITS), choices=SPLITS)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2, help="torch threads per job")
@@ -168,7 +219,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--image-size", type=int, help="override (smoke runs)")
     parser.add_argument("--limit", type=int, help="use only this many images (smoke)")
     parser.add_argument("--skip-done", action="store_true")
+    parser.add_argument(
+        "--external",
+        default=str(EXTERNAL) if EXTERNAL.is_dir() else None,
+        metavar="DIR",
+        help="an external site (NORMAL/PNEUMONIA folders) every model is scored "
+        "on as a whole, never fitted on; default: ../shared/data/chest_xray/"
+        "external when it exists",
+    )
+    parser.add_argument(
+        "--no-external", action="store_true", help="score no external site"
+    )
     args = parser.parse_args(argv)
+    if args.no_external:
+        args.external = None
 
     configs = json.loads(Path(args.configs).read_text())
     names = args.only or [n for n in configs if not n.startswith("_")]
@@ -188,11 +252,11 @@ def main(argv: list[str] | None = None) -> None:
                 if args.skip_done and done.exists():
                     continue
                 jobs.append((name, params, seed, split))
-    common = (args.out, args.threads, args.device, args.limit)
+    common = (args.out, args.threads, args.device, args.limit, args.external)
     if args.workers <= 1:
         for name, params, seed, split in jobs:
             result = run_job(args.train, name, params, seed, split, *common)
-            print(json.dumps(result), flush=True)
+            print_json(result)
         return
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         futures = {
@@ -205,7 +269,7 @@ def main(argv: list[str] | None = None) -> None:
         }
         for future in as_completed(futures):
             try:
-                print(json.dumps(future.result()), flush=True)
+                print_json(future.result())
             except Exception as exc:  # report and go on with the other jobs
                 name, seed, split = futures[future]
                 print(

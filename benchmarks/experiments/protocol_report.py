@@ -1,11 +1,14 @@
-"""Figures of the shift-aware protocol from the files of ``benchmarks/protocol.py``.
+"""Figures of the shift-aware protocol from the files of ``protocol.py``.
 
-    python benchmarks/protocol_report.py --out /tmp/protocol [--baseline baseline] \
-        [--rule maximin_shift] [--markdown] [--ensemble NAME ...]
+    python benchmarks/experiments/protocol_report.py --out /tmp/protocol \
+        [--baseline baseline] [--rule maximin_shift] [--markdown] [--ensemble NAME ...]
 
 For every configuration (averaged over the seeds it was run with) and every
 validation:
 
+* ``external``: the external site as a whole, scored by the models of the
+  ``matched`` jobs (``protocol.py --external``); first, because recipes are
+  selected there; the rest are secondary checks;
 * ``in_distribution``: the random-patient pool of the matched split (what
   the old holdout measured);
 * ``matched``: the confounder-matched holdout;
@@ -14,11 +17,13 @@ validation:
 
 it prints ROC AUC and, at the threshold each decision rule picks on the
 job's own threshold split, sensitivity, specificity and balanced accuracy.
-The worst case is the minimum over every validation except
-``in_distribution``. AUC differences against ``--baseline`` come with paired
-bootstrap 95% intervals (the same resampled images for both, averaged over
-the seeds both were run with). ``--ensemble NAME`` adds ``NAME+ens``: the
-mean probability over NAME's seeds.
+The worst case (of the secondary checks) is the minimum over every
+validation except ``external`` and ``in_distribution``. AUC differences
+against ``--baseline`` come with paired bootstrap 95% intervals (the same
+resampled images for both, ``cxrkit.metrics``' stratified bootstrap,
+averaged over the seeds both were run with; select on at least 3).
+``--ensemble NAME`` adds ``NAME+ens``: the mean probability over NAME's
+seeds.
 
 Decision rules (threshold chosen on the threshold split of the same job):
 
@@ -47,29 +52,38 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from cxrkit.metrics import select_robust_threshold
+from cxrkit.metrics._bootstrap import estimate
+from cxrkit.metrics._clinical_report import clinical_reports
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 FLOORS = (0.95, 0.85)  # sensitivity, specificity
 
 
-def auc(y: np.ndarray, p: np.ndarray, w: np.ndarray | None = None) -> float:
-    """ROC AUC (Mann-Whitney with ties), optionally with integer weights."""
-    if w is None:
-        w = np.ones(len(y))
-    order = np.argsort(p, kind="mergesort")
-    p, y, w = p[order], y[order], w[order]
-    # weighted mid-ranks
-    _, start, counts = np.unique(p, return_index=True, return_counts=True)
-    cw = np.cumsum(w)
-    before = np.concatenate([[0], cw])[start]
-    tie_w = np.add.reduceat(w, start)
-    mid = before + (tie_w + 1) / 2
-    ranks = np.repeat(mid, counts)
-    n_pos, n_neg = (w * y).sum(), (w * (1 - y)).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float(((w * y * ranks).sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+def auc(y: np.ndarray, p: np.ndarray) -> float:
+    """ROC AUC of ``p`` for ``y == 1``; NaN when ``y`` holds one class."""
+    return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+
+
+def shared_resample_aucs(
+    y: np.ndarray, probas: dict[str, np.ndarray], n_boot: int, seed: int
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """ROC AUC of each model and its bootstrap replicates, on shared resamples.
+
+    ``clinical_reports`` is the engine of ``cxrkit.metrics.ModelComparison``
+    (stratified bootstrap, replicate ``b`` of every model from the same
+    resample); its replicates are what a paired difference *averaged over
+    seeds* needs, which ``ModelComparison`` summarises per model only.
+    """
+    reports, replicates = clinical_reports(
+        y, probas, n_bootstrap=n_boot, random_state=seed
+    )
+    point = {k: r.metrics["roc_auc"].value for k, r in reports.items()}
+    return point, {k: v["roc_auc"] for k, v in replicates.items()}
 
 
 def rates(y: np.ndarray, p: np.ndarray, t: float) -> dict[str, float]:
@@ -172,6 +186,8 @@ def validations(runs_c: dict) -> dict[str, list[tuple]]:
                     min_specificity=FLOORS[1],
                 ).threshold
             sets = []
+            if split == "matched" and "p_external" in f:
+                sets.append(("external", f["y_external"].astype(int), f["p_external"]))
             if split == "matched":
                 sets.append(("in_distribution", y[f["idx_pool"]], f["p_pool"]))
                 sets.append(("matched", y[f["idx_matched"]], f["p_matched"]))
@@ -188,7 +204,12 @@ def validations(runs_c: dict) -> dict[str, list[tuple]]:
                 sets.append((f"batch{split[3:]}", y[f["idx_batch"]], f["p_batch"]))
             for name, yy, pp in sets:
                 out[name].append((seed, yy, pp.astype(np.float64), thresholds))
-    return out
+    return external_first(out)
+
+
+def external_first(table: dict) -> dict:
+    """The same mapping with ``"external"`` (when present) as its first key."""
+    return {k: table[k] for k in sorted(table, key=lambda k: k != "external")}
 
 
 def summarize(vals: dict) -> dict:
@@ -206,7 +227,11 @@ def summarize(vals: dict) -> dict:
 
 
 def worst_case(table: dict) -> dict:
-    names = [n for n in table if n != "in_distribution" and not n.endswith("+tta")]
+    names = [
+        n
+        for n in table
+        if n not in ("external", "in_distribution") and not n.endswith("+tta")
+    ]
     out = {"auc": min(table[n]["auc"] for n in names)}
     for rule in RULES:
         for k in ("sensitivity", "specificity", "balanced_accuracy"):
@@ -224,26 +249,27 @@ def paired_auc_diff(a: list, b: list, n_boot: int = 1000, seed: int = 0) -> dict
     else:
         pairs = [(sa[s], sb[s]) for s in shared]
     y = pairs[0][0][0]
-    rng = np.random.default_rng(seed)
-    point = np.mean([auc(y, pa) - auc(y, pb) for (_, pa), (_, pb) in pairs])
-    draws = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
-        draws.append(
-            np.mean([auc(y, pa, w) - auc(y, pb, w) for (_, pa), (_, pb) in pairs])
-        )
-    lo, hi = np.percentile(draws, [2.5, 97.5])
-    return {"diff": float(point), "ci95": [float(lo), float(hi)]}
+    probas = {}
+    for i, ((_, pa), (_, pb)) in enumerate(pairs):
+        probas[f"a{i}"], probas[f"b{i}"] = pa, pb
+    point, draws = shared_resample_aucs(y, probas, n_boot, seed)
+    diff = estimate(
+        np.mean([point[f"a{i}"] - point[f"b{i}"] for i in range(len(pairs))]),
+        np.mean([draws[f"a{i}"] - draws[f"b{i}"] for i in range(len(pairs))], axis=0),
+        0.95,
+    )
+    return {"diff": diff.value, "ci95": [diff.low, diff.high]}
 
 
 def auc_ci(items: list, n_boot: int = 1000, seed: int = 0) -> list[float]:
-    rng = np.random.default_rng(seed)
+    """95% interval of the ROC AUC averaged over the seeds of ``items``."""
     y = items[0][1]
-    draws = []
-    for _ in range(n_boot):
-        w = np.bincount(rng.integers(0, len(y), len(y)), minlength=len(y)).astype(float)
-        draws.append(np.mean([auc(yy, p, w) for _, yy, p, _ in items]))
-    return [float(x) for x in np.percentile(draws, [2.5, 97.5])]
+    probas = {str(i): p for i, (_, _, p, _) in enumerate(items)}
+    point, draws = shared_resample_aucs(y, probas, n_boot, seed)
+    mean = estimate(
+        np.mean(list(point.values())), np.mean(list(draws.values()), axis=0), 0.95
+    )
+    return [mean.low, mean.high]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -272,36 +298,57 @@ def main(argv: list[str] | None = None) -> dict:
         metas = [f["meta"] for r in runs[c].values() for f in r.values() if "meta" in f]
         entry["fit_seconds"] = [m["fit_seconds"] for m in metas]
         result["configs"][c] = entry
-    print(json.dumps(result))
+    print_json(result)
     if args.markdown:
         print(markdown(result, args.rule, args.baseline), file=sys.stderr)
     return result
 
 
+def _diff_text(diff: dict | None) -> str:
+    if not diff:
+        return "-"
+    return f"{diff['diff']:+.4f} ({diff['ci95'][0]:+.4f}, {diff['ci95'][1]:+.4f})"
+
+
 def markdown(result: dict, rule: str, baseline: str) -> str:
+    """One row per configuration: the external site first, then the secondary checks.
+
+    Rows are sorted by external ROC AUC when the site was scored, else by
+    the worst AUC of the secondary checks.
+    """
+    nan = {"auc": float("nan")}
     lines = [
         f"rule: {rule}",
         "",
-        "| config | in-dist AUC | matched AUC | worst AUC | AUC - baseline, matched"
-        " (paired 95% CI) | worst AUC-diff validation | worst sens | worst spec |",
-        "|---|---|---|---|---|---|---|---|",
+        "| config | external AUC | AUC - baseline, external (paired 95% CI) "
+        "| external sens | external spec | in-dist AUC | matched AUC | worst AUC "
+        "| AUC - baseline, matched (paired 95% CI) | worst AUC validation "
+        "| worst sens | worst spec |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for c, e in sorted(
-        result["configs"].items(), key=lambda kv: -kv[1]["worst"]["auc"]
-    ):
+
+    def order(kv: tuple) -> float:
+        table = kv[1]["validations"]
+        return -table.get("external", kv[1]["worst"])["auc"]
+
+    for c, e in sorted(result["configs"].items(), key=order):
         t = e["validations"]
         diff = e.get("auc_diff_vs_baseline", {})
-        m = diff.get("matched")
-        dtext = (
-            f"{m['diff']:+.4f} ({m['ci95'][0]:+.4f}, {m['ci95'][1]:+.4f})" if m else "-"
-        )
+        external = t.get("external")
+        at_rule = external[rule] if external else {}
         worst_n = min(
-            (n for n in t if n != "in_distribution"), key=lambda n: t[n]["auc"]
+            (n for n in t if n not in ("external", "in_distribution")),
+            key=lambda n: t[n]["auc"],
         )
         lines.append(
-            f"| {c} | {t.get('in_distribution', {}).get('auc', float('nan')):.4f} "
-            f"| {t.get('matched', {}).get('auc', float('nan')):.4f} "
-            f"| {e['worst']['auc']:.4f} | {dtext} | {worst_n} "
+            f"| {c} | {t.get('external', nan)['auc']:.4f} "
+            f"| {_diff_text(diff.get('external'))} "
+            f"| {at_rule.get('sensitivity', float('nan')):.3f} "
+            f"| {at_rule.get('specificity', float('nan')):.3f} "
+            f"| {t.get('in_distribution', nan)['auc']:.4f} "
+            f"| {t.get('matched', nan)['auc']:.4f} "
+            f"| {e['worst']['auc']:.4f} | {_diff_text(diff.get('matched'))} "
+            f"| {worst_n} "
             f"| {e['worst'][f'{rule}.sensitivity']:.3f} "
             f"| {e['worst'][f'{rule}.specificity']:.3f} |"
         )

@@ -1,6 +1,7 @@
 """Train a cxrkit recipe on a folder and evaluate it on another; print one JSON line.
 
-    python benchmarks/recipe.py --train DIR --test DIR [--recipe cpu] [--model ...]
+    python benchmarks/experiments/recipe.py --train DIR --test DIR \
+        [--recipe cpu] [--model ...]
 
 ``--train`` and ``--test`` are class-per-subfolder trees (NORMAL/PNEUMONIA).
 A patient pool of 10% of ``--train`` is held out and matched on acquisition
@@ -36,18 +37,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
 from sklearn.metrics import (
     accuracy_score,
     confusion_matrix,
-    f1_score,
-    precision_score,
     recall_score,
     roc_auc_score,
 )
@@ -55,43 +54,44 @@ from sklearn.model_selection import StratifiedGroupKFold, TunedThresholdClassifi
 
 from cxrkit import clear_image_cache, load_image_folder, patient_groups
 from cxrkit.adaptation import adapt_batchnorm, adapt_prior, calibrate
-from cxrkit.metrics import select_robust_threshold, select_threshold
+from cxrkit.metrics import clinical_report, select_robust_threshold, select_threshold
 from cxrkit.provenance import operating_threshold
 from cxrkit.recipes import RECIPES, make_classifier
 from cxrkit.validation import SHIFTS, ConfounderMatchedSplit, shifted_predictions
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import peak_rss_mb, print_json
+
 RULES = ("robust_shift", "sensitivity", "balanced_accuracy")
+
+
+#: The figures of the JSON -> their names in ``cxrkit.metrics.clinical_report``.
+FIGURES = {
+    "accuracy": "accuracy",
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "precision": "ppv",
+    "f1": "f1",
+    "roc_auc": "roc_auc",
+}
 
 
 def binary_metrics(y: np.ndarray, score: np.ndarray, threshold: float) -> dict:
     """Clinical metrics of ``score >= threshold`` against ``y`` (1 = PNEUMONIA)."""
-    pred = (score >= threshold).astype(int)
-    return {
-        "accuracy": accuracy_score(y, pred),
-        "sensitivity": recall_score(y, pred, pos_label=1, zero_division=0.0),
-        "specificity": recall_score(y, pred, pos_label=0, zero_division=0.0),
-        "precision": precision_score(y, pred, zero_division=0.0),
-        "f1": f1_score(y, pred, zero_division=0.0),
-        "roc_auc": roc_auc_score(y, score) if len(np.unique(y)) == 2 else np.nan,
-    }
+    report = clinical_report(y, score, threshold=threshold, n_bootstrap=0)
+    return {k: report.metrics[name].value for k, name in FIGURES.items()}
 
 
 def bootstrap_ci(
     y: np.ndarray, score: np.ndarray, threshold: float, n: int = 1000, seed: int = 0
 ) -> dict:
-    """Percentile 95% intervals of :func:`binary_metrics`, resampling images."""
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(n):
-        idx = rng.integers(0, len(y), len(y))
-        if len(np.unique(y[idx])) == 2:
-            draws.append(binary_metrics(y[idx], score[idx], threshold))
+    """95% intervals of :func:`binary_metrics`: ``clinical_report``'s bootstrap."""
+    report = clinical_report(
+        y, score, threshold=threshold, n_bootstrap=n, random_state=seed
+    )
     return {
-        k: [
-            round(float(np.percentile([d[k] for d in draws], q)), 4)
-            for q in (2.5, 97.5)
-        ]
-        for k in draws[0]
+        k: [round(report.metrics[name].low, 4), round(report.metrics[name].high, 4)]
+        for k, name in FIGURES.items()
     }
 
 
@@ -328,14 +328,12 @@ def main(argv: list[str] | None = None) -> dict:
             X_test=X_test.astype(str),
             threshold=np.nan if args.subtypes else threshold,
         )
-    result["peak_rss_mb"] = round(
-        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
-    )
+    result["peak_rss_mb"] = round(peak_rss_mb(), 1)
     result["train_loss_per_epoch"] = [
         round(float(e["train_loss"]), 4) for e in clf.history_
     ]
     result["epoch_seconds"] = [round(float(e["dur"]), 1) for e in clf.history_]
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

@@ -1,7 +1,7 @@
 """CPU training and prediction with and without reuse of large freed buffers; JSON.
 
-    python benchmarks/allocator.py                     # simple_cnn, cnn4, resnet18
-    python benchmarks/allocator.py --models cnn4 --sizes 128 --threads 1
+    python benchmarks/timings/allocator.py  # simple_cnn, cnn4, resnet18
+    python benchmarks/timings/allocator.py --models cnn4 --sizes 128 --threads 1
 
 For each model and image size, one training step (forward, loss, backward,
 fused AdamW step, channels-last: as cxrkit's net trains) and one prediction
@@ -21,17 +21,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from cxrkit.allocator import reuse_large_buffers
 from cxrkit.models import build_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import peak_rss_mb, print_json
 
 
 def _setup(model: str, size: int, batch: int):
@@ -81,7 +84,7 @@ def child(args: argparse.Namespace) -> dict:
                 1000 * statistics.median(pred),
             )
             del net, x, y, opt
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mb()
     return {"applied": applied, "runs": runs, "peak_rss_mb": rss}
 
 
@@ -91,7 +94,7 @@ def run_child(argv: list[str], setting: str) -> dict:
         capture_output=True,
         text=True,
     )
-    if out.returncode != 0:  # say why, as benchmarks/versions.py does
+    if out.returncode != 0:  # say why, as benchmarks/timings/versions.py does
         sys.exit(
             f"the child run with setting {setting!r} failed:\n{out.stderr.strip()}"
         )
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     if args.child:
         result = child(args)
-        print(json.dumps(result), flush=True)
+        print_json(result)
         return result
     load_before = os.getloadavg()[0]
     children: dict[str, list[dict]] = {"default": [], "reuse": []}
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> dict:
         "torch": torch.__version__,
         "load_average_1min": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

@@ -1,7 +1,7 @@
 """Seconds per training image of recipe "cpu": this tree against another; JSON.
 
     git worktree add --detach /tmp/cxrkit-0.1 95ba739   # cxrkit 0.1
-    python benchmarks/versions.py --other /tmp/cxrkit-0.1 [--n 384] [--rounds 3]
+    python benchmarks/timings/versions.py --other /tmp/cxrkit-0.1 [--n 384] [--rounds 3]
 
 Each tree fits its own ``RECIPES["cpu"]`` (the recipe as that version
 defines it) for two epochs on the same seeded subset of ``--data``, in a
@@ -22,8 +22,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-HERE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import ROOT, SHARED, print_json
 
 # Run in the child process; written against the API that cxrkit 0.1 already
 # had (load_image_folder, RECIPES, make_classifier, history_).
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not (args.other / "cxrkit" / "__init__.py").is_file():
         parser.error(f"--other {args.other}: no cxrkit package there; pass a checkout")
-    trees = {"this": HERE, "other": args.other.resolve()}
+    trees = {"this": ROOT, "other": args.other.resolve()}
     seconds: dict[str, list[float]] = {name: [] for name in trees}
     epochs_of: dict[str, int] = {}
     load = [os.getloadavg()[0]]
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict:
         },
         "load_average_1min": [round(x, 1) for x in load],
     }
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

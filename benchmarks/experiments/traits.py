@@ -1,6 +1,6 @@
 """How the classes of a training folder differ in acquisition traits; one JSON line.
 
-    python benchmarks/traits.py --train ../shared/data/chest_xray/train \
+    python benchmarks/experiments/traits.py --train ../shared/data/chest_xray/train \
         [--fullres ../shared/data/chest_xray_fullres]
 
 For each trait of ``cxrkit.validation.acquisition_traits`` (measured on the
@@ -18,8 +18,8 @@ For research and education; not a medical device.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -31,6 +31,9 @@ from sklearn.preprocessing import StandardScaler
 
 from cxrkit import load_image_folder, load_images, patient_groups
 from cxrkit.validation import TRAIT_IMAGE_SIZE, TRAITS, acquisition_traits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
             float(roc_auc_score(pos, sizes[:, 0])), 3
         )
         result["fullres"]["auc_aspect"] = round(float(roc_auc_score(pos, aspect)), 3)
-    print(json.dumps(result))
+    print_json(result)
     return result
 
 

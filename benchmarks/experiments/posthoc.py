@@ -1,10 +1,10 @@
 """Score saved ablation runs with paired intervals; add TTA and ensembles.
 
-    python benchmarks/posthoc.py --dir DIR --train TRAIN90 [--baseline baseline] \
-        [--tta NAME ...] [--tta-copies 4] [--ensemble A+B ...]
+    python benchmarks/experiments/posthoc.py --dir DIR --train TRAIN90 \
+        [--baseline baseline] [--tta NAME ...] [--tta-copies 4] [--ensemble A+B ...]
 
 ``DIR`` holds the ``NAME.npz`` / ``NAME.cxr`` pairs that
-``benchmarks/ablations.py`` (``recipe.py --save``) wrote. For every run, and
+``benchmarks/experiments/ablations.py`` (``recipe.py --save``) wrote. For every run, and
 for every ensemble (mean probability of the named runs) and test-time
 augmentation (``tta`` copies, re-predicted from the saved model) asked for,
 one JSON line: ROC AUC with its 95% interval, the AUC difference to
@@ -19,7 +19,6 @@ For research and education; not a medical device.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import warnings
 from pathlib import Path
@@ -34,6 +33,9 @@ from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
 from cxrkit.cache import load_images
 from cxrkit.metrics import clinical_report, select_threshold
 from cxrkit.report import ModelComparison
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 
 def _threshold_paths(train: str, split_seed: int = 0) -> np.ndarray:
@@ -170,7 +172,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 point.threshold,
             )
         rows.append(row)
-        print(json.dumps(row), flush=True)
+        print_json(row)
     if args.markdown:
         print(
             "\n| run | ROC AUC (95% CI) | AUC - baseline (paired 95% CI) | "

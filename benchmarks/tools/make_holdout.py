@@ -1,6 +1,6 @@
 """Split a class-per-subfolder tree by patient into TRAIN90/ and HOLDOUT/ (links).
 
-    python benchmarks/make_holdout.py --train ../shared/data/chest_xray/train \
+    python benchmarks/tools/make_holdout.py --train ../shared/data/chest_xray/train \
         --out /tmp/full
 
 makes ``OUT/train90/CLASS/*`` and ``OUT/holdout/CLASS/*`` as symbolic links
@@ -13,7 +13,6 @@ Prints one JSON line with the counts.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections import Counter
@@ -22,6 +21,9 @@ from pathlib import Path
 from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrkit import load_image_folder, patient_groups
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> dict:
             if not link.is_symlink():
                 link.symlink_to(os.path.abspath(path))
         counts[name] = dict(Counter(y[idx].tolist()))
-    print(json.dumps(counts))
+    print_json(counts)
     return counts
 
 

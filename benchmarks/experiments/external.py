@@ -1,8 +1,8 @@
 """Compare recipes on an external site, over seeds, with paired intervals; print JSON.
 
-    python benchmarks/external.py RUNS/*.npz --baseline cpu [--markdown]
+    python benchmarks/experiments/external.py RUNS/*.npz --baseline cpu [--markdown]
 
-Each ``RUNS/NAME_sSEED.npz`` is what ``benchmarks/recipe.py --test SITE
+Each ``RUNS/NAME_sSEED.npz`` is what ``benchmarks/experiments/recipe.py --test SITE
 --save RUNS/NAME_sSEED`` wrote (its ``.cxr`` beside it records the threshold
 the recipe's rule chose on held-out *training* patients). Runs are grouped by
 ``NAME``; for every recipe and seed, one JSON line with ROC AUC and, at the
@@ -23,7 +23,6 @@ For research and education; not a medical device.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import sys
 from collections import defaultdict
@@ -33,6 +32,9 @@ import numpy as np
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.metrics import ModelComparison, clinical_report
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import print_json
 
 _RUN = re.compile(r"(?P<name>.+)_s(?P<seed>\d+)$")
 
@@ -123,7 +125,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ]
             per_seed.append(row)
             rows.append(row)
-            print(json.dumps(row), flush=True)
+            print_json(row)
         summary = {"recipe": name, "seeds": sorted(by_seed)}
         for key in ("roc_auc", "sensitivity", "specificity", "accuracy"):
             values = [r[key][0] for r in per_seed]
@@ -137,7 +139,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
             mean_t = float(np.mean([r["threshold"] for r in by_seed.values()]))
             summary["seed_ensemble"] = _figures(y, mean_p, mean_t)
         rows.append(summary)
-        print(json.dumps(summary), flush=True)
+        print_json(summary)
     if args.markdown:
         print(
             "\n| recipe | seeds | ROC AUC mean (min-max) | sensitivity | specificity "

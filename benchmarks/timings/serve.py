@@ -1,7 +1,8 @@
 """cxrkit serve on loopback: latency and throughput for one 1024 px JPEG; JSON.
 
-    python benchmarks/serve.py                        # cnn4 at 128 px, 1/4/16 clients
-    python benchmarks/serve.py --model-file model.cxr --requests 200 --seconds 60
+    python benchmarks/timings/serve.py  # cnn4 at 128 px, 1/4/16 clients
+    python benchmarks/timings/serve.py --model-file model.cxr \
+        --requests 200 --seconds 60
 
 The server runs as its own process (``python -m cxrkit.cli serve``, so that
 the clients do not share its interpreter); each client is a thread with one
@@ -29,7 +30,6 @@ change the speed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import statistics
@@ -46,8 +46,8 @@ from PIL import Image
 
 from cxrkit import PneumoniaClassifier, clear_image_cache, load_image_folder
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import ROOT, SHARED, print_json
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -220,7 +220,7 @@ def main() -> None:
         **reference,
         "server": levels,
     }
-    print(json.dumps(result, indent=2))
+    print_json(result, indent=2)
 
 
 if __name__ == "__main__":

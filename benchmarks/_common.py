@@ -1,0 +1,57 @@
+"""What the benchmark scripts share: where things are, peak memory, JSON output.
+
+Every script in ``timings/``, ``experiments/`` and ``tools/`` runs as
+``python benchmarks/FOLDER/NAME.py`` from the repository root; it puts this
+folder on ``sys.path`` first and imports what it needs from here::
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from _common import SHARED, peak_rss_mb, print_json
+
+For research and education; not a medical device.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+#: The repository root (the folder that holds ``benchmarks/`` and ``cxrkit/``).
+ROOT = Path(__file__).resolve().parents[1]
+
+#: ``../shared/data`` beside the repository: the real images of the README
+#: there (Kermany train and external site, full-resolution originals, NIH).
+SHARED = ROOT.parent / "shared" / "data"
+
+#: The external site (a second hospital batch of the Kermany test split),
+#: used as a whole for validation and recipe selection, never fitted on.
+EXTERNAL = SHARED / "chest_xray" / "external"
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB.
+
+    Returns
+    -------
+    float
+        ``ru_maxrss`` of ``getrusage(RUSAGE_SELF)`` (kibibytes on Linux)
+        divided by 1024. Children started by the process are not counted.
+    """
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def print_json(obj: Any, *, file: TextIO | None = None, **kwargs: Any) -> None:
+    """Print one JSON document on one line (or as ``json.dumps`` is told), flushed.
+
+    Parameters
+    ----------
+    obj : object
+        What to print; anything ``json.dumps`` takes with ``kwargs``.
+    file : file object, optional
+        Where to print; standard output by default.
+    **kwargs
+        Passed to ``json.dumps`` (``indent``, ``default``).
+    """
+    print(json.dumps(obj, **kwargs), file=file or sys.stdout, flush=True)
