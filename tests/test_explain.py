@@ -38,6 +38,7 @@ from cxrkit.explain import (
 from cxrkit.explain import (
     METHODS as METHOD_NAMES,
 )
+from cxrkit.explain._base import gaussian_matrix
 from cxrkit.explain._layer_scales import layers_by_scale
 from cxrkit.models import available_models, build_model, target_layer
 from cxrkit.transforms import MEAN, STD
@@ -592,3 +593,24 @@ def test_explain_calls_the_named_method(tiny):
         assert not method_caption(name).startswith(name + ":")
     with pytest.raises(ValueError, match="method must be one of"):
         explain(clf, X[:3], method="gradcam")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    height=st.integers(1, 40),
+    width=st.integers(2, 40),
+    sigma=st.floats(0.3, 6.0),
+)
+def test_gaussian_matrices_blur_as_kornia_does(height, width, sigma):
+    from kornia.filters import gaussian_blur2d
+
+    kernel = 2 * int(np.ceil(3 * sigma)) + 1
+    generator = torch.Generator().manual_seed(height * 41 + width)
+    maps = torch.rand(2, 1, height, width, generator=generator)
+    rows, cols = gaussian_matrix(height, sigma), gaussian_matrix(width, sigma)
+    blurred = rows @ maps @ cols.T
+    # every row of the matrix sums to 1: a constant map stays constant
+    torch.testing.assert_close(rows.sum(dim=1), torch.ones(height))
+    if kernel // 2 < min(height, width):  # kornia's reflect padding needs this
+        expected = gaussian_blur2d(maps, kernel, (sigma, sigma), separable=True)
+        torch.testing.assert_close(blurred, expected, atol=1e-5, rtol=1e-5)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrkit.explain._base import ImageInput, explain_batches, smoothed
+from cxrkit.explain._inference_model import inference_model
 from cxrkit.explain._occlusion import fill_baseline, patch_grid
 
 __all__ = ["adaptive_occlusion"]
@@ -141,6 +142,7 @@ def adaptive_occlusion(
             else baseline.to(xb)[0]
         )
         masks = hidden.to(xb.device)
+        model = inference_model(model)
         with torch.no_grad():
             xb = xb.detach()
             maps = []

@@ -1,0 +1,68 @@
+"""cxrkit.explain._inference_model: batch norm folded into the convs, for the
+many forward passes of occlusion; same outputs, the model left alone."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cxrkit.explain._inference_model import inference_model
+from cxrkit.models import build_model
+
+
+def _trained_statistics(model: nn.Module) -> nn.Module:
+    """``model`` in eval mode with batch norm statistics and affine weights
+    that are not the identity (freshly built norms would fold to nothing)."""
+    generator = torch.Generator().manual_seed(0)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            c = module.num_features
+            module.running_mean.copy_(torch.randn(c, generator=generator))
+            module.running_var.copy_(torch.rand(c, generator=generator) + 0.5)
+            module.weight.data.copy_(torch.rand(c, generator=generator) + 0.5)
+            module.bias.data.copy_(torch.randn(c, generator=generator))
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", ["cnn4", "resnet18"])
+def test_folded_model_gives_the_same_logits(name):
+    torch.manual_seed(0)
+    model = _trained_statistics(build_model(name, n_classes=2, image_size=32))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.randn(4, 1, 32, 32)
+    folded = inference_model(model)
+    assert folded is not model
+    norms = [m for m in folded.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) < sum(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+    with torch.no_grad():
+        expected, got = model(x), folded(x)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+    # the model itself is untouched
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_nothing_to_fold_returns_the_model_itself():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten()).eval()
+    assert inference_model(model) is model
+
+
+def test_a_kept_conv_keeps_its_norm():
+    model = _trained_statistics(build_model("resnet18", n_classes=2, image_size=32))
+    folded = inference_model(model, keep=[model.conv1])
+    assert isinstance(folded.bn1, nn.BatchNorm2d)
+    assert isinstance(folded.layer1[0].bn1, nn.Identity)
+
+
+def test_copy_is_reused_until_the_weights_change():
+    model = _trained_statistics(build_model("cnn4", n_classes=2, image_size=32))
+    folded = inference_model(model)
+    assert inference_model(model) is folded
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        model.classifier[-1].weight.mul_(2)  # an in-place update, as a step makes
+        refolded = inference_model(model)
+        assert refolded is not folded
+        torch.testing.assert_close(refolded(x), model(x), rtol=1e-4, atol=1e-4)
