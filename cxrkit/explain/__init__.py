@@ -4,9 +4,10 @@ Heatmap methods share one calling convention, ``method(clf, X, target=None,
 ..., batch_size=32)``, and return ``(n, H, W)`` float arrays in [0, 1].
 ``explain(clf, X, method=...)`` calls any of them by name (``METHODS``); its
 default, ``DEFAULT_METHOD``, is
-[`adaptive_occlusion`][cxrkit.explain.adaptive_occlusion], chosen in
-``benchmarks/localization.py`` on synthetic lesions and real radiographs,
-and what the report, ``cxrkit explain`` and ``cxrkit serve`` draw;
+[`adaptive_occlusion`][cxrkit.explain.adaptive_occlusion], chosen on
+synthetic lesions and real radiographs (the docs' *Benchmarks:
+explanations* page), and what the report, ``cxrkit explain`` and ``cxrkit
+serve`` draw;
 [`method_caption`][cxrkit.explain.method_caption] names a method with its
 caveat:
 

@@ -36,13 +36,10 @@ METHODS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 #: The method ``explain`` uses when none is named, and the one the report,
-#: ``cxrkit explain`` and ``cxrkit serve`` draw. Chosen in
-#: ``benchmarks/localization.py``: occlusion pointed at synthetic lesions
-#: best (strict pointing and equivariance; the gradient methods and the CAMs
-#: missed them at 128 px), and adaptive occlusion gives its map around the
-#: peaks from at most 73 of its 169 forward passes. On real radiographs no
-#: method measured pointed at pneumonia opacities reliably (guide page
-#: "Explaining predictions").
+#: ``cxrkit explain`` and ``cxrkit serve`` draw: occlusion pointed at
+#: synthetic lesions best, and adaptive occlusion gives its map around the
+#: peaks from fewer forward passes. On real radiographs no method measured
+#: pointed at pneumonia opacities reliably (docs: Benchmarks, explanations).
 DEFAULT_METHOD = "adaptive_occlusion"
 
 

@@ -41,10 +41,10 @@ def input_x_gradient(
     it often missed the lesion (strict pointing 0.24-0.79 by model and
     lesion size, mean over 3 seeds; its heat lay on the edges of the lung
     field), so
-    ``explain`` recommends [`occlusion`][cxrkit.explain.occlusion] instead,
-    which costs 169 forward passes per image (see
-    ``benchmarks/localization.py`` and the guide page *Explaining
-    predictions*).
+    ``explain`` recommends
+    [`adaptive_occlusion`][cxrkit.explain.adaptive_occlusion] instead, which
+    costs tens of forward passes per image (the docs' *Benchmarks:
+    explanations* page has the measurements).
 
     For research and education; not a medical device.
 

@@ -107,14 +107,11 @@ def occlusion(
     Needs one forward pass per patch position (169 with the default window
     and stride): much slower than the gradient methods, but it measures
     what the model does when a region is hidden, not a first-order
-    sensitivity, so it has no choice of layer and no gradient noise. On
-    synthetic lesions (``benchmarks/localization.py``: cnn4 and ResNet-18
-    at 64 and 128 px, 3 seeds) its peak lay inside the lesion in 0.94 to
-    1.00 of the images, per model, size and lesion size; the gray 1/8
-    patch scored 0.74 on large lesions on cnn4 at 128 px. The price: the
-    peak follows a shifted image a little less exactly, because the fill
-    stays in place (within 1 px in 0.92-0.95 of 1-4 px shifts, against
-    0.98-0.99 with gray).
+    sensitivity, so it has no choice of layer and no gradient noise. With
+    the mean-image fill its peak pointed at synthetic lesions more often
+    than a gray patch's; the price is that the peak follows a shifted image
+    a little less exactly, because the fill stays in place (the docs'
+    *Benchmarks: explanations* page has the measurements).
 
     Why the blur: Captum's map is constant on each ``stride`` x ``stride``
     cell (every pixel of a cell is covered by the same patches), so its
