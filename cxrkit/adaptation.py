@@ -367,7 +367,7 @@ def calibrate(
     method : {"temperature", "platt"}, default="temperature"
     sensitivity : float in (0, 1], optional
         Two classes: the sensitivity floor of the operating threshold.
-    threshold : {"accuracy"}, optional
+    threshold : {None, "accuracy"}, default=None
         Two classes, with ``method="platt"``: the operating threshold with
         the fewest expected errors at the site (0.5 after recalibration).
         Give ``sensitivity`` or ``threshold``, not both.

@@ -126,7 +126,7 @@ def run_demo(
     ...                   model="simple_cnn", max_epochs=1, image_size=32,
     ...                   n_samples=40, verbose=0)
     >>> result.report.n, result.report_html.name, result.heatmap_method
-    (10, 'report.html', 'occlusion')
+    (10, 'report.html', 'adaptive_occlusion')
     """
     from cxrkit.datasets import load_sample_cxr, make_synthetic_cxr
     from cxrkit.explain import DEFAULT_METHOD

@@ -125,6 +125,8 @@ class FittedAttribute:
     learnt : bool
         True: ``fit`` computes it. False: ``fit`` resets it to ``default``;
         it is chosen later (a threshold, an adaptation to a site).
+    what : str
+        What it is, in words, for messages (default: its name).
     """
 
     name: str
@@ -132,6 +134,7 @@ class FittedAttribute:
     key: str
     default: Any = None
     learnt: bool = True
+    what: str = ""
 
 
 FITTED_ATTRIBUTES: tuple[FittedAttribute, ...] = (
@@ -143,7 +146,9 @@ FITTED_ATTRIBUTES: tuple[FittedAttribute, ...] = (
     FittedAttribute("skipped_files_", "json", "skipped_files", default=[]),
     FittedAttribute("training_data_", "json", "training_data"),
     FittedAttribute("mean_image_", "array", "mean_image"),
-    FittedAttribute("ood_detector_", "state", "ood_detector"),
+    FittedAttribute(
+        "ood_detector_", "state", "ood_detector", what="out-of-distribution detector"
+    ),
     FittedAttribute(
         "operating_threshold_", "json", "operating_threshold", learnt=False
     ),
@@ -572,7 +577,8 @@ def _read_attribute(
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ValueError(
-            f"{path} is a damaged cxrkit model file (its {attribute.name}: "
+            f"{path} is a damaged cxrkit model file (its "
+            f"{attribute.what or attribute.name}: "
             f"{type(exc).__name__}: {exc})"
         ) from None
 

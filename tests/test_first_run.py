@@ -91,7 +91,9 @@ def stated_default_problems(commands=None) -> list[str]:
             if not action.option_strings or flag:
                 continue  # --help, --version, flags
             where = f"cxrkit {command} {action.option_strings[-1]}"
-            match = re.search(r"default: ([^;),]+)", action.help or "")
+            # the help as printed: argparse expands %(default)s and the like
+            shown = parser._get_formatter()._expand_help(action) if action.help else ""
+            match = re.search(r"default: ([^;),]+)", shown)
             stated = match.group(1).strip() if match else None
             value = action.default
             if value is None:
@@ -114,7 +116,8 @@ def test_every_cli_option_states_its_true_default():
 def test_the_check_catches_wrong_and_missing_defaults():
     commands = _subcommands()
     actions = {a.dest: a for a in commands["evaluate"]._actions}
-    actions["n_bootstrap"].default = 500
+    actions["n_bootstrap"].default = 500  # a help written out by hand goes stale
+    actions["n_bootstrap"].help = "bootstrap resamples (default: 2000)"
     actions["seed"].help = "bootstrap seed"
     assert stated_default_problems(commands) == [
         "cxrkit evaluate --n-bootstrap: states '2000', the default is 500",

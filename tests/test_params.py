@@ -90,7 +90,7 @@ def no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("images were decoded before the parameters were valid")
 
-    monkeypatch.setattr(classifier_module, "load_images", refuse)
+    monkeypatch.setattr(classifier_module, "model_images", refuse)
 
 
 @pytest.mark.parametrize(("params", "name"), list(BAD.values()), ids=list(BAD))
