@@ -42,18 +42,16 @@ class DemoResult:
     seconds: float
 
 
-def _split(X: Any, y: np.ndarray, random_state: int) -> tuple:
-    """A quarter held out: by patient and stratified by class for
-    Kermany-style paths, else stratified by class."""
+def _split(X: Any, y: np.ndarray, random_state: int, groups: Any = None) -> tuple:
+    """A quarter held out: by patient (``groups``) and stratified by class,
+    else (no groups) stratified by class."""
     from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-    if is_path_like_sequence(X):
-        from cxrkit.data import patient_groups
-
+    if groups is not None:
         folds = StratifiedGroupKFold(
             round(1 / _TEST_SIZE), shuffle=True, random_state=random_state
         )
-        train, test = next(folds.split(X, y, groups=patient_groups(X)))
+        train, test = next(folds.split(X, y, groups=groups))
         X = np.asarray(X, dtype=object)
         return X[train], X[test], y[train], y[test]
     return train_test_split(
@@ -152,7 +150,11 @@ def run_demo(
     classes = np.unique(y)
     if len(classes) == 2:  # checked before training, not after
         pos_label = positive_label(classes, pos_label)
-    X_train, X_test, y_train, y_test = _split(X, y, random_state)
+    from cxrkit.data import patient_groups
+
+    # files: held out by patient (Kermany-style names); arrays: by image
+    groups = patient_groups(X) if is_path_like_sequence(X) else None
+    X_train, X_test, y_train, y_test = _split(X, y, random_state, groups)
     clf = PneumoniaClassifier(
         model=model,
         image_size=image_size,

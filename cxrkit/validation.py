@@ -149,28 +149,31 @@ def acquisition_traits(images: np.ndarray) -> np.ndarray:
     )
 
 
-def _traits_of(X: object) -> np.ndarray:
-    """Traits of ``X``: paths are decoded at ``TRAIT_IMAGE_SIZE`` (cached)."""
+def _traits_of(X: object, files: bool) -> np.ndarray:
+    """Traits of ``X``: files (``files``) are decoded at ``TRAIT_IMAGE_SIZE``
+    (cached), arrays of images read at their own size."""
     if isinstance(X, np.ndarray) and X.ndim == 2 and X.shape[1] == len(TRAITS):
         return X.astype(np.float64)  # precomputed traits
-    if is_path_like_sequence(X):
-        images, _ = load_images(X, TRAIT_IMAGE_SIZE)
-    else:
-        images, _ = load_images(X, np.asarray(X).shape[1])
+    size = TRAIT_IMAGE_SIZE if files else np.asarray(X).shape[1]
+    images, _ = load_images(X, size)
     return acquisition_traits(images)
 
 
-def _check_groups(X: object, y: object, groups: object) -> tuple[np.ndarray, ...]:
+def _check_groups(
+    paths: Sequence[str | os.PathLike] | None, n: int, y: object, groups: object
+) -> tuple[np.ndarray, ...]:
+    """Labels and patient codes of ``n`` images; ``paths`` are their files
+    (None for arrays), where patient ids are parsed when ``groups`` is None."""
     y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(X):
-        raise ValueError(f"y must be 1-D with one label per image in X ({len(X)})")
+    if y.ndim != 1 or len(y) != n:
+        raise ValueError(f"y must be 1-D with one label per image in X ({n})")
     if groups is None:
-        if not is_path_like_sequence(X):
+        if paths is None:
             raise ValueError(
                 "groups is None and X is not a sequence of Kermany-style paths; "
                 "pass groups=patient ids so that no patient is on both sides"
             )
-        groups = [patient_id(p) or os.fspath(p) for p in X]
+        groups = [patient_id(p) or os.fspath(p) for p in paths]
     groups = np.asarray(groups)
     if len(groups) != len(y):
         raise ValueError(f"groups has {len(groups)} entries for {len(y)} images")
@@ -264,14 +267,15 @@ class ConfounderMatchedSplit:
             )
         if int(self.n_bins) < 1:
             raise ValueError(f"n_bins must be a positive integer, got {self.n_bins!r}")
-        y, group_codes = _check_groups(X, y, groups)
+        files = is_path_like_sequence(X)  # asked once, here
+        y, group_codes = _check_groups(X if files else None, len(X), y, groups)
         classes, y_enc = np.unique(y, return_inverse=True)
         if len(classes) != 2:
             raise ValueError(
                 f"ConfounderMatchedSplit needs exactly 2 classes, got {len(classes)}"
             )
         rng = check_random_state(self.random_state)
-        traits = _traits_of(X)
+        traits = _traits_of(X, files)
         propensity_model = make_pipeline(
             StandardScaler(), LogisticRegression(max_iter=2000)
         )
@@ -408,7 +412,7 @@ class LeaveBatchOut:
                 "LeaveBatchOut needs file paths: the acquisition order is read "
                 "from the file names"
             )
-        y, group_codes = _check_groups(X, y, groups)
+        y, group_codes = _check_groups(X, len(X), y, groups)
         order = acquisition_order(X)
         batch = np.empty(len(y), dtype=int)
         for label in np.unique(y):

@@ -53,7 +53,7 @@ def test_demo_split_keeps_patients_apart():
     from cxrkit.demo import _split
 
     X, y = load_sample_cxr(return_X_y=True)
-    X_train, X_test, y_train, y_test = _split(X, y, random_state=0)
+    X_train, X_test, y_train, y_test = _split(X, y, 0, patient_groups(X))
     assert len(X_train) == 450 and len(X_test) == 150
     assert (y_train == "NORMAL").sum() == 225 and (y_test == "NORMAL").sum() == 75
     assert not set(patient_groups(X_train)) & set(patient_groups(X_test))

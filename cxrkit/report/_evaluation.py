@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
+from cxrkit.inputs import is_path_like_sequence
 from cxrkit.metrics import (
     ClinicalReport,
     ModelComparison,
@@ -164,6 +165,8 @@ def evaluation_report(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
+    # the one place the report asks whether X holds files (for their names)
+    paths = X if is_path_like_sequence(X) else None
     proba = predict_proba(clf, X, progress=progress)
     found = ood_scores(clf, X, progress=progress)
     report = clinical_report(
@@ -205,9 +208,9 @@ def evaluation_report(
         y_true=y,
         extra_columns=ood_cells(found, len(y)),
     )
-    ood = ood_summary(clf, found, X, report.y_pred)
+    ood = ood_summary(clf, found, paths, report.y_pred)
     data = {
-        "description": describe_data(X, data_name),
+        "description": describe_data(paths, len(y), data_name),
         "n": len(y),
         "support": report.to_dict()["support"],
         "cxrkit_version": cxrkit.__version__,
@@ -246,7 +249,7 @@ def evaluation_report(
         thresholds=threshold_table(report),
         conformal=conformal,
         adaptation=getattr(clf, "adaptation_", None),
-        images=image_rows(X, report, limit=MAX_IMAGE_ROWS),
+        images=image_rows(paths, report, limit=MAX_IMAGE_ROWS),
         max_image_rows=MAX_IMAGE_ROWS,
         ood=ood,
         max_ood_rows=MAX_OOD_ROWS,

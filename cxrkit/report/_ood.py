@@ -12,7 +12,7 @@ from cxrkit.report._predictions import image_names
 def ood_summary(
     clf: Any,
     found: tuple[np.ndarray, float] | None,
-    X: Any,
+    paths: Any,
     y_pred: np.ndarray,
 ) -> dict[str, Any] | None:
     """What the report says about images unlike the training images.
@@ -23,7 +23,8 @@ def ood_summary(
     found : (scores, threshold) or None
         From [`ood_scores`][cxrkit.report.ood_scores]; None for a model
         without a detector.
-    X : sequence of paths, or ndarray of images
+    paths : sequence of paths, or None
+        The images' files (None for images given as an array).
     y_pred : ndarray of shape (n,)
         The class given to each image.
 
@@ -42,7 +43,7 @@ def ood_summary(
     listed = order[flags[order]].tolist()
     flagged = [
         {**named, "score": float(scores[i]), "predicted": str(y_pred[i])}
-        for i, named in zip(listed, image_names(X, listed))
+        for i, named in zip(listed, image_names(paths, listed))
     ]
     return {
         "method": clf.ood_detector_.method,

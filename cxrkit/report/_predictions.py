@@ -261,7 +261,7 @@ def _write(fh: TextIO, header: list, rows: Any) -> None:
     writer.writerows(rows)
 
 
-def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]]:
+def image_rows(paths: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]]:
     """One row per image for the report's table, the most confident errors
     first, then the rest by decreasing probability of the given class.
 
@@ -281,7 +281,7 @@ def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]
     correct = y_true == y_pred
     order = np.lexsort((-confidence, correct))[:limit]  # errors first
     rows = []
-    for i, named in zip(order.tolist(), image_names(X, order)):
+    for i, named in zip(order.tolist(), image_names(paths, order)):
         rows.append(
             {
                 **named,
@@ -294,11 +294,11 @@ def image_rows(X: Any, report: Any, *, limit: int = 5000) -> list[dict[str, Any]
     return rows
 
 
-def image_names(X: Any, indices: Any) -> list[dict[str, str]]:
-    """How the report names the images ``X[indices]``: ``name`` (the file
-    name, or the index of an array's image) and ``path`` (the full path, or
-    "")."""
-    if not is_path_like_sequence(X):
+def image_names(paths: Any, indices: Any) -> list[dict[str, str]]:
+    """How the report names the images ``indices``: ``name`` (the file name,
+    or the index of an array's image) and ``path`` (the full path, or "").
+    ``paths`` are the images' files, None for images given as an array."""
+    if paths is None:
         return [{"name": str(i), "path": ""} for i in indices]
-    paths = [os.fspath(X[i]) for i in indices]
-    return [{"name": Path(p).name, "path": p} for p in paths]
+    chosen = [os.fspath(paths[i]) for i in indices]
+    return [{"name": Path(p).name, "path": p} for p in chosen]

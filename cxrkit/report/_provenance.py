@@ -6,21 +6,20 @@ import datetime
 import os
 from typing import Any
 
-from cxrkit.inputs import is_path_like_sequence
 
-
-def describe_data(X: Any, data_name: str | None = None) -> str:
-    """The data in words: ``data_name``, else the folder the paths share."""
+def describe_data(paths: Any, n: int, data_name: str | None = None) -> str:
+    """The data in words: ``data_name``, else the folder the ``paths`` share
+    (None: ``n`` images given as an array)."""
     if data_name:
         return data_name
-    if is_path_like_sequence(X):
-        paths = [os.path.abspath(os.fspath(p)) for p in X]
+    if paths is not None:
+        full = [os.path.abspath(os.fspath(p)) for p in paths]
         try:
-            root = os.path.commonpath(paths)
+            root = os.path.commonpath(full)
         except ValueError:  # paths on different drives
             root = "several folders"
-        return f"{len(paths)} image files under {root}"
-    return f"{len(X)} images given as an array"
+        return f"{len(full)} image files under {root}"
+    return f"{n} images given as an array"
 
 
 def describe_model(card: dict[str, Any]) -> dict[str, Any]:
