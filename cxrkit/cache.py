@@ -145,7 +145,7 @@ def _image_at(X: np.ndarray, i: int) -> np.ndarray:
 class DecodedImages:
     """``X`` decoded once: the pixels, where they came from, and which rows were kept.
 
-    What [`decode_images`][cxrkit.cache.decode_images] returns, and what the
+    What [`decode_images`][cxrkit.decode_images] returns, and what the
     code below the public entry points receives instead of ``X``: whether
     ``X`` held paths or an array is decided once, when it is decoded.
 

@@ -371,7 +371,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
-            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
+            Or a [`DecodedImages`][cxrkit.DecodedImages] of them
+            ([`decode_images`][cxrkit.decode_images]).
         y : array-like of shape (n,)
             Class labels (strings or ints), at least two classes.
         groups : array-like of shape (n,), optional
@@ -635,7 +636,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
-            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
+            Or a [`DecodedImages`][cxrkit.DecodedImages] of them
+            ([`decode_images`][cxrkit.decode_images]).
 
         Returns
         -------
@@ -664,7 +666,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
-            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
+            Or a [`DecodedImages`][cxrkit.DecodedImages] of them
+            ([`decode_images`][cxrkit.decode_images]).
 
         Returns
         -------
@@ -692,7 +695,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
-            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
+            Or a [`DecodedImages`][cxrkit.DecodedImages] of them
+            ([`decode_images`][cxrkit.decode_images]).
 
         Returns
         -------
@@ -735,7 +739,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Parameters
         ----------
         X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
-            Or a ``cxrkit.cache.DecodedImages`` of them (``decode_images``).
+            Or a [`DecodedImages`][cxrkit.DecodedImages] of them
+            ([`decode_images`][cxrkit.decode_images]).
 
         Returns
         -------
