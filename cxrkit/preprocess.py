@@ -159,7 +159,7 @@ def model_images(
     The one way from raw ``X`` to a model's input images, shared by ``fit``,
     ``predict_proba``, ``ood_score``, ``cxrkit.explain`` and site
     adaptation, so that all of them see the same pixels: ``X`` decoded at
-    ``clf.image_size`` (``cxrkit.cache.decode_images``),
+    ``clf.image_size`` (``cxrkit.decode_images``),
     then ``clf.preprocess`` applied once.
 
     Parameters
