@@ -223,6 +223,12 @@ def test_page_predicts_and_explains_a_real_xray(
 
     browser.page("DOM.setFileInputFiles", files=[str(xray)], nodeId=node)
     browser.wait_for("['done', 'error'].includes(document.body.dataset.state)")
+    # the overlay is a data URL that the browser decodes asynchronously
+    browser.wait_for(
+        "document.body.dataset.state === 'error' || "
+        "document.getElementById('image').naturalWidth > 0",
+        timeout=20,
+    )
     state = json.loads(browser.evaluate(PAGE_STATE))
     shot = screenshot(browser, tmp_path / f"serve-{width}px.png")
 
