@@ -3,11 +3,22 @@
 For research and education; not a medical device.
 """
 
+from cxrkit import _moved
 from cxrkit._version import __version__
-from cxrkit.cache import DecodedImages, clear_image_cache, decode_images, load_images
 from cxrkit.classifier import PneumoniaClassifier
-from cxrkit.data import load_image_folder, patient_groups
-from cxrkit.io import ImageReadError, read_image
+from cxrkit.images import (
+    DecodedImages,
+    ImageReadError,
+    clear_image_cache,
+    decode_images,
+    load_image_folder,
+    load_images,
+    patient_groups,
+    read_image,
+)
+
+# The old flat module paths (cxrkit.io, cxrkit.transforms, ...) still import.
+_moved.install()
 
 __all__ = [
     "DecodedImages",

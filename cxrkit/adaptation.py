@@ -51,17 +51,17 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 from torch.utils.data import DataLoader
 
-from cxrkit._training import adjust_probabilities
+from cxrkit.images._batches import ImageBatches
+from cxrkit.images._preprocess import model_images
 from cxrkit.metrics import (
     OperatingPoint,
     clinical_report,
     positive_label,
     select_threshold,
 )
-from cxrkit.net import collate_batches
-from cxrkit.preprocess import model_images
-from cxrkit.provenance import operating_threshold
-from cxrkit.transforms import ImageBatches
+from cxrkit.models._net import collate_batches
+from cxrkit.persistence._provenance import operating_threshold
+from cxrkit.training._fit import adjust_probabilities
 
 if TYPE_CHECKING:
     from cxrkit.classifier import ImageInput, PneumoniaClassifier

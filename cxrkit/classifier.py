@@ -6,7 +6,7 @@ Composition, not inheritance: the estimator has flat parameters (so
 parameters and their constraints, and the order of the steps of ``fit`` and
 ``predict``. How the net is built and trained (the one net builder, LR
 schedules, callbacks, the validation split, the frozen-backbone fit, TTA) is
-in ``cxrkit._training``; decoding and the cache in ``cxrkit.cache``; model
+in ``cxrkit.training._fit``; decoding and the cache in ``cxrkit.images``; model
 files in ``cxrkit.persistence``.
 
 Parameters are checked before anything else, with scikit-learn's own
@@ -35,8 +35,24 @@ from sklearn.utils._param_validation import (
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.validation import check_is_fitted
 
-from cxrkit import _training
-from cxrkit._training import (
+from cxrkit.images._cache import DecodedImages
+from cxrkit.images._inputs import check_fit_inputs, reject_sparse
+from cxrkit.images._preprocess import check_preprocess, model_images
+from cxrkit.metrics import apply_threshold
+from cxrkit.models._accelerated import resolve_accelerator
+from cxrkit.models._net import PRECISIONS
+from cxrkit.models._registry import available_models, supports_pretrained
+from cxrkit.ood import detector_for, no_detector_error, penultimate_features
+from cxrkit.persistence._model_files import (
+    load_model,
+    model_file_class,
+    reset_chosen_attributes,
+    save_model,
+)
+from cxrkit.persistence._provenance import decision_rule, training_data_summary
+from cxrkit.training import _fit
+from cxrkit.training._augmentation import AUGMENT_PRESETS, build_augmentation
+from cxrkit.training._fit import (
     LR_SCHEDULES,
     NetSpec,
     build_net,
@@ -48,22 +64,6 @@ from cxrkit._training import (
     seed_from,
     validation_split,
 )
-from cxrkit.accelerated import resolve_accelerator
-from cxrkit.cache import DecodedImages
-from cxrkit.inputs import check_fit_inputs, reject_sparse
-from cxrkit.metrics import apply_threshold
-from cxrkit.models import available_models, supports_pretrained
-from cxrkit.net import PRECISIONS
-from cxrkit.ood import detector_for, no_detector_error, penultimate_features
-from cxrkit.persistence import (
-    load_model,
-    model_file_class,
-    reset_chosen_attributes,
-    save_model,
-)
-from cxrkit.preprocess import check_preprocess, model_images
-from cxrkit.provenance import decision_rule, training_data_summary
-from cxrkit.transforms import AUGMENT_PRESETS, build_augmentation
 
 __all__ = ["PneumoniaClassifier"]
 
@@ -100,14 +100,14 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Deterministic steps applied to every image after resizing, in
         ``fit`` and ``predict`` alike, so a saved model applies them too:
         ``"equalize"``, ``"clahe"``, ``"stretch"``, ``"crop"``, or several
-        joined by ``"+"`` (see [`cxrkit.preprocess`][cxrkit.preprocess]).
+        joined by ``"+"`` (see [`PREPROCESSING`][cxrkit.images.PREPROCESSING]).
     augment : str, dict, bool or None, default="default"
         Random rotation, translation, scale, brightness and contrast while
         training: a preset, ``"default"``, ``"light"``, ``"strong"`` or
         ``"blur"`` (``"default"`` plus random Gaussian blur, see
-        ``cxrkit.transforms.AUGMENT_PRESETS``), drawn per image and
+        ``cxrkit.training.AUGMENT_PRESETS``), drawn per image and
         applied to whole batches on the training device; or a dict of the
-        options of [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (blur,
+        options of [`BatchAugmentation`][cxrkit.training.BatchAugmentation] (blur,
         downscaling, noise, JPEG, gamma, interpolation, fill, ...). Never
         applied in ``predict`` (except with ``tta``).
     flip : bool, default=False
@@ -135,7 +135,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     ema_decay : float or None, default=None
         Keep an exponential moving average of the weights over training
         steps with this decay (e.g. 0.99, about the last 100 steps) and use
-        it as the final model ([`WeightAveraging`][cxrkit.callbacks.WeightAveraging]).
+        it as the final model ([`WeightAveraging`][cxrkit.training.WeightAveraging]).
     tta : int, default=0
         Test-time augmentation: ``predict_proba`` averages the probabilities
         of each image and of ``tta`` randomly shifted, rotated and rescaled
@@ -172,7 +172,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         float32 (the docs' *Training recipe* page says by how much).
     accelerator : None, bool or accelerate.Accelerator, default=None
         Train through Hugging Face Accelerate (skorch's ``AccelerateMixin``,
-        see [`cxrkit.accelerated`][cxrkit.accelerated]): on several GPUs when
+        see [`cxrkit.models`][cxrkit.models]): on several GPUs when
         the script runs under ``accelerate launch``. True creates an
         ``accelerate.Accelerator()`` in ``fit``, configured by ``accelerate
         launch`` / ``accelerate config``; or pass your own ``Accelerator``.
@@ -200,7 +200,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     ----------
     classes_ : ndarray of shape (n_classes,)
         Class labels, in the order of the ``predict_proba`` columns.
-    net_ : cxrkit.net.ImageClassifierNet
+    net_ : cxrkit.models._net.ImageClassifierNet
         The trained skorch net, a ``skorch.NeuralNetClassifier``
         (``net_.module_`` is the torch model).
     history_ : skorch.History
@@ -213,7 +213,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     training_data_ : dict
         What ``fit`` trained on: the folder, images and patients per class,
         images held out for validation, the cxrkit and torch versions
-        ([`training_data_summary`][cxrkit.provenance.training_data_summary]);
+        ([`training_data_summary`][cxrkit.persistence.training_data_summary]);
         kept in model files.
     mean_image_ : ndarray of shape (image_size, image_size), dtype float32
         The mean of the images given to ``fit``, after resizing and
@@ -228,7 +228,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         class at probability ``>= threshold``, and the report, ``cxrkit
         evaluate``, ``predict``, ``explain``, ``serve`` and ``export`` use
         it unless given another threshold (see
-        [`decision_rule`][cxrkit.provenance.decision_rule]). None after
+        [`decision_rule`][cxrkit.persistence.decision_rule]). None after
         ``fit``: ``predict`` gives the most probable class.
     ood_detector_ : cxrkit.ood.FeatureDistanceDetector or None
         The out-of-distribution detector behind ``ood_score`` and
@@ -647,10 +647,10 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self._validate_params()  # tta, preprocess, ... may be set after fit
         reject_sparse(X)
         images = model_images(self, X, verbose=self.verbose).pixels
-        proba = _training.predict_proba(
+        proba = _fit.predict_proba(
             self.net_, images, tta=self.tta, random_state=self.random_state
         )
-        return _training.adjust_probabilities(proba, getattr(self, "adaptation_", None))
+        return _fit.adjust_probabilities(proba, getattr(self, "adaptation_", None))
 
     def predict(self, X: ImageInput) -> np.ndarray:
         """Predicted class label per image.
@@ -660,7 +660,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         from ``save(path, threshold=...)`` and ``load``), the positive class
         when its probability is ``>= threshold``, else the other class
         (scikit-learn's ``FixedThresholdClassifier`` convention; see
-        [`decision_rule`][cxrkit.provenance.decision_rule]).
+        [`decision_rule`][cxrkit.persistence.decision_rule]).
         ``predict_proba`` is the same either way.
 
         Parameters
@@ -826,9 +826,9 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         """Write the network as ONNX (dynamic batch; preprocessing in metadata).
 
         Needs ``pip install "cxrkit[onnx]"``; ``kwargs`` (``threshold``,
-        ``pos_label``) and the format: [`cxrkit.export.export_onnx`][].
+        ``pos_label``) and the format: [`cxrkit.persistence.export_onnx`][].
         """
-        from cxrkit.export import export_onnx
+        from cxrkit.persistence._onnx import export_onnx
 
         return export_onnx(self, path, **kwargs)
 

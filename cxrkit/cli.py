@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from cxrkit.allocator import reuse_large_buffers
+from cxrkit.training._allocator import reuse_large_buffers
 
 __all__ = ["main"]
 
@@ -54,7 +54,7 @@ def _is_user_error(exc: BaseException) -> bool:
     """
     from sklearn.utils._param_validation import InvalidParameterError
 
-    from cxrkit.io import ImageReadError
+    from cxrkit.images._reading import ImageReadError
 
     always = (
         _UserError,
@@ -96,8 +96,8 @@ def _check_threshold(threshold: float | None) -> None:
 
 def _decision_rule(clf: Any, threshold: float | None, pos_label: str | None) -> Any:
     """The model's decision rule with --threshold and --pos-label (see
-    ``cxrkit.provenance.decision_rule``), checked before any image is decoded."""
-    from cxrkit.provenance import decision_rule
+    ``cxrkit.persistence.decision_rule``), checked before any image is decoded."""
+    from cxrkit.persistence._provenance import decision_rule
 
     _check_threshold(threshold)
     if threshold is not None and len(clf.classes_) != 2:
@@ -516,10 +516,10 @@ def _hint_stuck_accuracy(args: argparse.Namespace, history: Any) -> None:
 
 
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
-    from cxrkit.models import available_models
-    from cxrkit.net import PRECISIONS
+    from cxrkit.models._net import PRECISIONS
+    from cxrkit.models._registry import available_models
     from cxrkit.recipes import RECIPES
-    from cxrkit.transforms import AUGMENT_PRESETS
+    from cxrkit.training._augmentation import AUGMENT_PRESETS
 
     def default(dest: str) -> str:
         """``(default: X)`` of an option, read from train_default."""
@@ -744,7 +744,7 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------- predict
 def _cmd_predict(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier
-    from cxrkit.data import find_images
+    from cxrkit.images._folders import find_images
     from cxrkit.metrics import apply_threshold
     from cxrkit.ood import no_detector_error
     from cxrkit.report import ood_columns, predict_proba, write_predictions
@@ -818,7 +818,7 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
 # ------------------------------------------------------------------- explain
 def _cmd_explain(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, explain, load_images
-    from cxrkit.data import find_images
+    from cxrkit.images._folders import find_images
     from cxrkit.metrics import apply_threshold
     from cxrkit.plot import method_title, plot_heatmap, plot_heatmap_grid
 
@@ -1044,7 +1044,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         calibrate,
         conformalize,
     )
-    from cxrkit.data import find_images
+    from cxrkit.images._folders import find_images
 
     unlabelled = args.batchnorm or args.prior
     if unlabelled and not args.site:
@@ -1531,7 +1531,7 @@ def _plain_warnings(command: str) -> Iterator[None]:
 def _user_message(exc: BaseException, args: argparse.Namespace) -> str:
     """The message of a user error, with command-line advice in place of
     the Python API's (``pass on_error='skip'``), for the command given."""
-    from cxrkit.io import ImageReadError
+    from cxrkit.images._reading import ImageReadError
 
     if isinstance(exc, ImageReadError):
         hint = "Remove or fix these files"
@@ -1554,7 +1554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``cxrkit`` command line; returns the exit code."""
     args = _build_parser().parse_args(argv)
     if os.environ.get("CXRKIT_REUSE_BUFFERS") == "1":
-        # asked for: keep large freed buffers for reuse (cxrkit.allocator)
+        # asked for: keep large freed buffers for reuse (cxrkit.training)
         reuse_large_buffers()
     try:
         with _plain_warnings(args.command):

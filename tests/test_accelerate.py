@@ -16,9 +16,9 @@ import pytest
 from sklearn.base import clone
 
 from cxrkit import PneumoniaClassifier
-from cxrkit._training import NetSpec, training_callbacks
-from cxrkit.accelerated import AcceleratedImageClassifierNet, resolve_accelerator
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.models import AcceleratedImageClassifierNet, resolve_accelerator
+from cxrkit.training._fit import NetSpec, training_callbacks
 
 accelerate = pytest.importorskip("accelerate")
 

@@ -94,7 +94,7 @@ def test_batchnorm_statistics_become_the_sites(fitted_synthetic, synthetic):
     seen = []
     hook = first_bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
     with torch.no_grad():
-        from cxrkit.transforms import ImageBatches
+        from cxrkit.images import ImageBatches
 
         x, _ = ImageBatches(site).__getitems__(list(range(len(site))))
         module(adapted.net_.model_input(x))
@@ -197,7 +197,7 @@ def test_platt_scaling_fits_a_bias(fitted_synthetic):
 
 def test_calibration_keeps_the_calls_of_a_recorded_threshold(fitted_synthetic):
     """Recalibrating without a new threshold changes probabilities, not calls."""
-    from cxrkit.provenance import operating_threshold
+    from cxrkit.persistence import operating_threshold
 
     rng = np.random.default_rng(2)
     z = rng.normal(0, 2.0, 600)

@@ -1,4 +1,4 @@
-"""cxrkit.allocator: large freed buffers are reused, not faulted in again."""
+"""reuse_large_buffers: large freed buffers are reused, not faulted in again."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from cxrkit import allocator
-from cxrkit.allocator import reuse_large_buffers
+from cxrkit.training import _allocator as allocator
+from cxrkit.training import reuse_large_buffers
 
 # Run in a fresh interpreter: the setting is process-wide (this test must not
 # change pytest's process), and glibc's behaviour as a process starts cannot
@@ -18,7 +18,7 @@ from cxrkit.allocator import reuse_large_buffers
 _COUNT_FAULTING_ROUNDS = """
 import json, resource, sys
 import torch
-from cxrkit.allocator import reuse_large_buffers
+from cxrkit.training import reuse_large_buffers
 applied = reuse_large_buffers() if sys.argv[1] == "reuse" else None
 faulted = []
 for _ in range(8):

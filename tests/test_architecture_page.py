@@ -104,6 +104,23 @@ def test_every_module_has_a_row(table):
     assert not stale, f"{sorted(stale)} are on the page but not in the package"
 
 
+# A row of the table of the subpackages' modules: | `cxrkit.room._module` | ... |
+ROOM_ROW = re.compile(r"^\|\s*`(cxrkit\.\w+\._\w+)`\s*\|", re.M)
+
+
+def test_every_module_of_the_subpackages_below_the_estimator_has_a_row():
+    rooms = _test_imports().ROOMS
+    modules = {
+        name
+        for name in _test_imports().import_graph()
+        if any(name.startswith(room + "._") for room in rooms)
+    }
+    rows = set(ROOM_ROW.findall(PAGE.read_text()))
+    assert modules, "no modules found in the subpackages"
+    assert not modules - rows, f"describe {sorted(modules - rows)} on the page"
+    assert not rows - modules, f"{sorted(rows - modules)} are on the page only"
+
+
 def test_no_module_imports_from_a_higher_layer(table):
     layers = {module: layer for module, (layer, _) in table.items()}
     graph = _test_imports().import_graph()
@@ -114,7 +131,9 @@ def test_every_layer_rule_is_on_the_page():
     text = PAGE.read_text()
     for module, never in _test_imports().LAYER_RULES:
         assert rule_listed(text, module, never), f"rule for {module} not listed"
-    assert rule_listed(text, "cxrkit.pixels", set()), "cxrkit.pixels imports nothing"
+    assert rule_listed(text, "cxrkit.images._pixels", set()), "pixels import nothing"
+    for room in _test_imports().ROOMS:
+        assert rule_listed(text, room, set()), f"the rule for {room} is not listed"
 
 
 def test_api_reference_documents_no_internal_module(table):

@@ -258,7 +258,8 @@ def test_cross_val_score_and_pipeline(small, fast):
 
 
 def test_images_decoded_once_per_fit_and_cached_across_fits(kermany_like, fast):
-    from cxrkit.cache import clear_image_cache, image_cache
+    from cxrkit.images import clear_image_cache
+    from cxrkit.images._cache import image_cache
 
     X, y = load_image_folder(kermany_like)
     clear_image_cache()

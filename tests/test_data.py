@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from cxrkit import load_image_folder, patient_groups
-from cxrkit.data import patient_id
+from cxrkit.images import patient_id
 
 _n = st.integers(0, 99999)
 
@@ -137,7 +137,7 @@ def test_extra_suffix_in_real_name_parses():
 def test_find_images_in_files_and_folders(tmp_path):
     from pathlib import Path
 
-    from cxrkit.data import find_images
+    from cxrkit.images import find_images
 
     _tree(tmp_path, ["b/2.png", "b/.hidden/3.png", "b/.4.png", "a/1.jpeg", "notes.txt"])
     given = tmp_path / "notes.txt"  # a file named on purpose is kept as given

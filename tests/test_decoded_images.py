@@ -1,7 +1,7 @@
 """One input type: ``X`` is decoded once, and every layer sees the same pixels.
 
-``cxrkit.cache.decode_images`` decides whether ``X`` holds paths or images and
-returns a ``DecodedImages``; ``cxrkit.preprocess.model_images`` adds the
+``cxrkit.images.decode_images`` decides whether ``X`` holds paths or images and
+returns a ``DecodedImages``; ``cxrkit.images.model_images`` adds the
 classifier's ``preprocess``. ``fit``, ``predict_proba``, ``ood_score`` and
 ``cxrkit.explain`` all go through it.
 """
@@ -19,17 +19,22 @@ from PIL import Image
 
 from cxrkit import PneumoniaClassifier
 from cxrkit import classifier as classifier_module
-from cxrkit.cache import DecodedImages, decode_images, load_images
 from cxrkit.explain._base import model_inputs
-from cxrkit.preprocess import model_images, preprocess_images
-from cxrkit.transforms import normalize
+from cxrkit.images import (
+    DecodedImages,
+    decode_images,
+    load_images,
+    model_images,
+    normalize,
+    preprocess_images,
+)
 
 PACKAGE = Path(__file__).resolve().parents[1] / "cxrkit"
 
 #: Public entry points that may ask whether ``X`` holds paths or images.
 ENTRY_POINTS = {
-    ("cxrkit.cache", "decode_images"),
-    ("cxrkit.provenance", "training_data_summary"),
+    ("cxrkit.images._cache", "decode_images"),
+    ("cxrkit.persistence._provenance", "training_data_summary"),
     ("cxrkit.report._predictions", "write_predictions"),
     ("cxrkit.validation", "LeaveBatchOut.split"),
     ("cxrkit.validation", "ConfounderMatchedSplit.split"),
@@ -79,11 +84,13 @@ def _calls_and_imports(name: str) -> tuple[set[tuple[str, str]], set[str]]:
 
 def test_path_or_array_is_asked_only_at_entry_points():
     calls, sources = _calls_and_imports("is_path_like_sequence")
-    assert sources == {"cxrkit.inputs"}, "import it from cxrkit.inputs, its home"
+    assert sources == {"cxrkit.images._inputs"}, (
+        "import it from its home, cxrkit.images._inputs"
+    )
     unexpected = calls - ENTRY_POINTS - NOT_YET_MIGRATED
     assert not unexpected, (
         f"{sorted(unexpected)} ask whether X holds paths: take a DecodedImages "
-        "(cxrkit.cache.decode_images) from the public entry point instead"
+        "(cxrkit.images.decode_images) from the public entry point instead"
     )
     assert calls >= ENTRY_POINTS
     migrated = NOT_YET_MIGRATED - calls
@@ -92,7 +99,7 @@ def test_path_or_array_is_asked_only_at_entry_points():
 
 def test_call_finder_sees_methods_and_functions():
     calls, _ = _calls_and_imports("check_image_array")
-    assert ("cxrkit.cache", "decode_images") in calls
+    assert ("cxrkit.images._cache", "decode_images") in calls
     calls, _ = _calls_and_imports("is_path_like_sequence")
     assert ("cxrkit.validation", "LeaveBatchOut.split") in calls
 
@@ -183,7 +190,7 @@ def test_predict_ood_and_explain_see_the_same_pixels(tmp_path, monkeypatch, kind
 
         return capture
 
-    monkeypatch.setattr(classifier_module._training, "predict_proba", record("p"))
+    monkeypatch.setattr(classifier_module._fit, "predict_proba", record("p"))
     monkeypatch.setattr(classifier_module, "penultimate_features", record("ood"))
     with pytest.raises(_Recorded):
         clf.predict_proba(X)

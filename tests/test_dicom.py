@@ -27,7 +27,7 @@ from pydicom.uid import (  # noqa: E402
 )
 
 from cxrkit import load_image_folder, read_image  # noqa: E402
-from cxrkit.dicom import read_dicom  # noqa: E402
+from cxrkit.images import read_dicom  # noqa: E402
 
 
 def write_dicom(

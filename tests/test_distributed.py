@@ -70,7 +70,7 @@ def _search() -> GridSearchCV:
 
 
 def _cached_images() -> int:
-    from cxrkit.cache import image_cache
+    from cxrkit.images._cache import image_cache
 
     return len(image_cache)
 

@@ -14,16 +14,16 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
-from cxrkit.efficientnet_lite import (
+from cxrkit.images import MEAN, STD
+from cxrkit.models import build_model, classifier_head, first_conv
+from cxrkit.models._efficientnet_lite import (
     WEIGHTS_MEAN,
     WEIGHTS_STD,
     efficientnet_lite0,
     imagenet_weights_file,
     lite0_state_dict,
 )
-from cxrkit.features import headless
-from cxrkit.models import build_model, classifier_head, first_conv
-from cxrkit.transforms import MEAN, STD
+from cxrkit.models._features import headless
 
 NAME = "efficientnet_lite0"
 

@@ -40,8 +40,8 @@ from cxrkit.explain import (
 )
 from cxrkit.explain._base import gaussian_matrix
 from cxrkit.explain._layer_scales import layers_by_scale
+from cxrkit.images import MEAN, STD
 from cxrkit.models import available_models, build_model, target_layer
-from cxrkit.transforms import MEAN, STD
 
 METHODS = [
     grad_cam,

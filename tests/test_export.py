@@ -21,9 +21,8 @@ import cxrkit
 from cxrkit import PneumoniaClassifier, load_image_folder, load_images
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.export import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_metadata
-from cxrkit.preprocess import PREPROCESSING, preprocess_images
-from cxrkit.transforms import MEAN, STD, ImageDataset
+from cxrkit.images import MEAN, PREPROCESSING, STD, ImageDataset, preprocess_images
+from cxrkit.persistence import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_metadata
 
 ort = pytest.importorskip("onnxruntime")
 
@@ -146,7 +145,7 @@ def test_example_applies_each_preprocess_step_as_cxrkit(step, sample_cxr):
 
 
 def test_metadata_says_what_every_preprocess_step_does(small_model):
-    from cxrkit.export import _STEP_TEXT
+    from cxrkit.persistence._onnx import _STEP_TEXT
 
     assert set(_STEP_TEXT) == set(PREPROCESSING)
     with_steps = copy.copy(small_model)

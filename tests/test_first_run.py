@@ -334,7 +334,7 @@ def test_explain_takes_the_on_error_it_suggests(trained, dataset, tmp_path, caps
 def test_serve_help_does_not_offer_on_error_it_lacks(capsys):
     """A command without --on-error is not told to add it."""
     from cxrkit.cli import _user_message
-    from cxrkit.io import ImageReadError
+    from cxrkit.images import ImageReadError
 
     error = ImageReadError({"x.png": "cannot identify image file"})
     assert "--on-error" not in _user_message(error, argparse.Namespace())

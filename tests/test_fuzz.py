@@ -25,8 +25,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from cxrkit import PneumoniaClassifier, read_image
-from cxrkit.cache import clear_image_cache, load_images
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.images import clear_image_cache, load_images
 
 CASES: Counter = Counter()
 DOCUMENTED = (ValueError, TypeError, FileNotFoundError)

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.net import data_device
+from cxrkit.models._net import data_device
 
 ROOT = Path(__file__).resolve().parents[1]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -72,7 +72,7 @@ def test_gpu_fit_in_each_precision_loads_and_predicts_on_cpu(
 @cuda
 def test_gpu_training_images_live_on_the_device(small, monkeypatch):
     import cxrkit.classifier
-    from cxrkit.transforms import ImageBatches
+    from cxrkit.images import ImageBatches
 
     X, y, _ = small
     made = []

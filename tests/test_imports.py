@@ -58,8 +58,21 @@ def import_graph() -> dict[str, set[str]]:
                     [names[0]] if len(submodules) < len(names) - 1 else []
                 )
             targets |= {n for n in names if n in modules and n != name}
+        # Importing a submodule runs its package's __init__ first, which
+        # imports the whole subpackage: an edge to each package around a
+        # target (not the module's own packages, already being imported, and
+        # not the top-level cxrkit, which every import runs first).
+        own = _packages(name) | {name}
+        targets |= {p for t in targets for p in _packages(t) if p not in own}
         graph[name] = targets
     return graph
+
+
+def _packages(module: str) -> set[str]:
+    """The subpackages around ``module``: ``cxrkit.images`` for
+    ``cxrkit.images._cache``; never the top-level ``cxrkit``."""
+    parts = module.split(".")
+    return {".".join(parts[:i]) for i in range(2, len(parts))}
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -122,21 +135,34 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 
 
 def test_pixel_conversion_imports_nothing_from_cxrkit():
-    assert import_graph()["cxrkit.pixels"] == set()
+    assert import_graph()["cxrkit.images._pixels"] == set()
 
 
 #: Module -> modules it must never reach, directly or through others.
 #: docs/contributing/architecture.md lists each rule (tests/test_architecture_page.py).
 LAYER_RULES: list[tuple[str, set[str]]] = [
     # decoding knows nothing of checks, caches, models or estimators
-    ("cxrkit.io", {"cxrkit.inputs", "cxrkit.cache", "cxrkit.classifier"}),
-    ("cxrkit.dicom", {"cxrkit.io", "cxrkit.inputs", "cxrkit.cache"}),
+    (
+        "cxrkit.images._reading",
+        {"cxrkit.images._inputs", "cxrkit.images._cache", "cxrkit.classifier"},
+    ),
+    (
+        "cxrkit.images._dicom",
+        {"cxrkit.images._reading", "cxrkit.images._inputs", "cxrkit.images._cache"},
+    ),
     # input checks do not decode
-    ("cxrkit.inputs", {"cxrkit.io", "cxrkit.dicom", "cxrkit.cache"}),
+    (
+        "cxrkit.images._inputs",
+        {"cxrkit.images._reading", "cxrkit.images._dicom", "cxrkit.images._cache"},
+    ),
     # training and model files are below the estimator
-    ("cxrkit._training", {"cxrkit.classifier", "cxrkit.persistence"}),
+    ("cxrkit.training._fit", {"cxrkit.classifier", "cxrkit.persistence"}),
     ("cxrkit.persistence", {"cxrkit.classifier", "cxrkit"}),
 ]
+
+#: The subpackages below the estimator, bottom to top: a module of one never
+#: reaches a later one, nor the estimator.
+ROOMS = ["cxrkit.images", "cxrkit.models", "cxrkit.training", "cxrkit.persistence"]
 
 
 @pytest.mark.parametrize(("module", "never"), LAYER_RULES)
@@ -144,3 +170,25 @@ def test_layers_do_not_reach_up(module, never):
     graph = import_graph()
     reached = _reachable(graph, module)
     assert not reached & never, f"{module} reaches {sorted(reached & never)}"
+
+
+@pytest.mark.parametrize("room", ROOMS)
+def test_rooms_import_downward(room):
+    graph = import_graph()
+    above = [*ROOMS[ROOMS.index(room) + 1 :], "cxrkit.classifier"]
+    members = [m for m in graph if m == room or m.startswith(room + ".")]
+    assert members, f"{room} has no modules"
+    for module in members:
+        reached = _reachable(graph, module)
+        up = sorted(
+            r for r in reached for a in above if r == a or r.startswith(a + ".")
+        )
+        assert not up, f"{module} (in {room}) reaches {up}"
+
+
+def test_graph_counts_the_package_around_an_import():
+    graph = import_graph()
+    # cxrkit.models._net imports cxrkit.images._normalize, which runs
+    # cxrkit/images/__init__.py first
+    assert "cxrkit.images" in graph["cxrkit.models._net"]
+    assert "cxrkit.images" not in graph["cxrkit.images._cache"]

@@ -16,8 +16,8 @@ from conftest import FAST
 from PIL import Image
 
 from cxrkit import ImageReadError, PneumoniaClassifier, load_image_folder, read_image
-from cxrkit.cache import clear_image_cache, load_images
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.images import clear_image_cache, load_images
 
 RNG = np.random.default_rng(0)
 SOURCE = RNG.integers(0, 256, (24, 32, 3), dtype=np.uint8)  # H=24, W=32

@@ -9,8 +9,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import array_shapes, arrays
 from PIL import Image
 
-from cxrkit.cache import ImageCache, clear_image_cache, image_cache, load_images
-from cxrkit.io import read_image, to_grayscale_uint8
+from cxrkit.images import clear_image_cache, load_images, read_image, to_grayscale_uint8
+from cxrkit.images._cache import ImageCache, image_cache
 
 _shapes_2d = array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=12)
 

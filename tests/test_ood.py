@@ -21,6 +21,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from cxrkit import PneumoniaClassifier, load_images
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.images import preprocess_images
 from cxrkit.models import classifier_head
 from cxrkit.ood import (
     FeatureDistanceDetector,
@@ -29,7 +30,6 @@ from cxrkit.ood import (
     penultimate_features,
     tolerance_limit,
 )
-from cxrkit.preprocess import preprocess_images
 from cxrkit.report import evaluation_report
 
 

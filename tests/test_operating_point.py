@@ -1,6 +1,6 @@
 """One operating point: a model saved with a threshold predicts, reports,
 serves and exports with that threshold (issue 28), and
-``cxrkit.provenance.decision_rule`` is the one place that resolves it."""
+``cxrkit.persistence.decision_rule`` is the one place that resolves it."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from sklearn.model_selection import FixedThresholdClassifier
 from cxrkit import PneumoniaClassifier
 from cxrkit.cli import main
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.provenance import operating_threshold
+from cxrkit.persistence import operating_threshold
 
 CLASSES = np.array(["NORMAL", "PNEUMONIA"])
 
@@ -65,7 +65,7 @@ def expected(fitted, data, threshold) -> np.ndarray:
 
 # ----------------------------------------------------------- the resolver
 def test_decision_rule_argument_then_record_then_default():
-    from cxrkit.provenance import DecisionRule, decision_rule
+    from cxrkit.persistence import DecisionRule, decision_rule
 
     clf = DummyClassifier().fit([[0], [1]], CLASSES)
     assert decision_rule(clf) == DecisionRule(None, "PNEUMONIA")
@@ -82,7 +82,7 @@ def test_decision_rule_argument_then_record_then_default():
 
 
 def test_decision_rule_for_other_classes():
-    from cxrkit.provenance import DecisionRule, decision_rule
+    from cxrkit.persistence import DecisionRule, decision_rule
 
     ints = DummyClassifier().fit([[0], [1]], [0, 1])
     ints.operating_threshold_ = operating_threshold(0.2, pos_label=1)  # text "1"
@@ -175,8 +175,8 @@ def test_export_records_the_recorded_threshold(
     """Before issue 28, ``cxrkit export`` of this model wrote decision_rule=argmax."""
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from cxrkit.export import INPUT_NAME
-    from cxrkit.transforms import ImageDataset
+    from cxrkit.images import ImageDataset
+    from cxrkit.persistence import INPUT_NAME
 
     path, loaded = saved
     out = tmp_path / "m.onnx"

@@ -140,7 +140,7 @@ def test_check_radiograph(changes, refused):
 
 
 def test_image_to_dicom_keeps_the_pixels(tmp_path, sample_cxr):
-    from cxrkit.io import read_image
+    from cxrkit.images import read_image
 
     path = tmp_path / "x.dcm"
     image_to_dicom(sample_cxr.data[0]).save_as(path, enforce_file_format=True)
@@ -191,7 +191,7 @@ def test_report_says_what_the_model_says(model, clf, radiographs):
 
 
 def _image(path, size: int) -> np.ndarray:
-    from cxrkit.io import read_image
+    from cxrkit.images import read_image
 
     return read_image(path, size=size)
 
@@ -257,7 +257,7 @@ def test_out_of_distribution_flag_is_reported_when_the_model_has_one(
 
 
 def test_overlay_capture(model, clf, radiographs):
-    from cxrkit.io import read_image
+    from cxrkit.images import read_image
 
     source = pydicom.dcmread(radiographs[0])
     image = _image(radiographs[0], clf.image_size)

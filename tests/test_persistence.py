@@ -15,10 +15,11 @@ from PIL import Image
 from skorch.callbacks import Callback
 
 import cxrkit
-from cxrkit import PneumoniaClassifier, _training
-from cxrkit import persistence as persistence_module
+from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.persistence import FITTED_ATTRIBUTES, FORMAT_VERSION
+from cxrkit.persistence import _model_files as persistence_module
+from cxrkit.training import _fit as _training
 
 
 @pytest.fixture(scope="module")
@@ -402,7 +403,7 @@ def test_pretrained_is_kept_and_not_read_on_load(tmp_path, data):
 
 
 def test_load_device_means_what_the_estimator_device_means(tmp_path, model):
-    from cxrkit._training import resolve_device
+    from cxrkit.training._fit import resolve_device
 
     path = model.save(tmp_path / "m.cxr")
     assert PneumoniaClassifier.load(path).device_ == resolve_device("auto")
@@ -453,8 +454,10 @@ def test_load_model_builds_the_class_the_file_names(tmp_path, model):
 
 
 def test_moved_checkpoint_names_warn():
-    from cxrkit import checkpoint
+    from cxrkit.training import _checkpoint as checkpoint
 
-    with pytest.warns(FutureWarning, match="cxrkit.checkpoint.training_checkpoint"):
+    with pytest.warns(
+        FutureWarning, match="cxrkit.training._checkpoint.training_checkpoint"
+    ):
         moved = persistence_module.training_checkpoint
     assert moved is checkpoint.training_checkpoint

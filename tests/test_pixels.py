@@ -1,5 +1,5 @@
-"""Pixel conversion (cxrkit.pixels): float ranges, resizing, one policy for files
-and arrays."""
+"""Pixel conversion (cxrkit.images._pixels): float ranges, resizing, one policy
+for files and arrays."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from cxrkit.cache import clear_image_cache, load_images
-from cxrkit.pixels import floats_to_uint8, resize_square, stretch_to_uint8
+from cxrkit.images import clear_image_cache, load_images
+from cxrkit.images._pixels import floats_to_uint8, resize_square, stretch_to_uint8
 
 _batches = arrays(
     np.float64,

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from cxrkit import PneumoniaClassifier
-from cxrkit.preprocess import PREPROCESSING, check_preprocess, preprocess_images
+from cxrkit.images import PREPROCESSING, check_preprocess, preprocess_images
 
 images_strategy = arrays(
     np.uint8, st.tuples(st.integers(1, 3), st.integers(16, 48), st.integers(16, 48))

@@ -15,14 +15,13 @@ from PIL import Image
 from sklearn.base import clone
 from sklearn.metrics import roc_auc_score
 
-import cxrkit._training as training_module
+import cxrkit.training._fit as training_module
 from cxrkit import PneumoniaClassifier, load_image_folder
-from cxrkit.data import patient_id
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.features import backbone_features, headless
+from cxrkit.images import ImageDataset, patient_id
 from cxrkit.models import available_models, build_model
+from cxrkit.models._features import backbone_features, headless
 from cxrkit.recipes import RECIPES, make_classifier
-from cxrkit.transforms import ImageDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ from conftest import FAST, KERMANY
 
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
 from cxrkit.datasets import SAMPLE_CITATION, load_sample_cxr
-from cxrkit.io import read_image
+from cxrkit.images import read_image
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "cxrkit" / "datasets" / "sample"

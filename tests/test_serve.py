@@ -25,7 +25,7 @@ from cxrkit import PneumoniaClassifier  # noqa: E402
 from cxrkit.cli import main  # noqa: E402
 from cxrkit.datasets import make_synthetic_cxr  # noqa: E402
 from cxrkit.explain import DEFAULT_METHOD, explain, method_caption  # noqa: E402
-from cxrkit.io import read_image  # noqa: E402
+from cxrkit.images import read_image  # noqa: E402
 from cxrkit.serve import create_app, serve  # noqa: E402
 from cxrkit.serve._app import DISPLAY_SIZE  # noqa: E402
 from cxrkit.serve._uploads import UploadLimit  # noqa: E402

@@ -12,9 +12,9 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import Callback
 
 from cxrkit import PneumoniaClassifier
-from cxrkit._training import sampling
-from cxrkit.callbacks import WeightAveraging
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.training import WeightAveraging
+from cxrkit.training._fit import sampling
 
 
 @pytest.fixture(scope="module")

@@ -9,16 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cxrkit import PneumoniaClassifier
-from cxrkit.net import ImageClassifierNet
-from cxrkit.transforms import (
-    AUGMENT_PRESETS,
-    MEAN,
-    BatchAugmentation,
-    ImageBatches,
-    ImageDataset,
-    build_augmentation,
-    normalize,
-)
+from cxrkit.images import MEAN, ImageBatches, ImageDataset, normalize
+from cxrkit.models._net import ImageClassifierNet
+from cxrkit.training import AUGMENT_PRESETS, BatchAugmentation, build_augmentation
 
 
 def _same_image_batch(n: int = 16, size: int = 32) -> torch.Tensor:

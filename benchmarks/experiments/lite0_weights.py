@@ -51,16 +51,16 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 
 from cxrkit import load_image_folder, load_images, patient_groups
-from cxrkit.efficientnet_lite import (
+from cxrkit.images import MEAN, STD, ImageDataset
+from cxrkit.metrics import clinical_report
+from cxrkit.models import build_model
+from cxrkit.models._efficientnet_lite import (
     WEIGHTS_MEAN,
     WEIGHTS_STD,
     efficientnet_lite0,
     imagenet_weights_file,
 )
-from cxrkit.features import backbone_features, headless
-from cxrkit.metrics import clinical_report
-from cxrkit.models import build_model
-from cxrkit.transforms import MEAN, STD, ImageDataset
+from cxrkit.models._features import backbone_features, headless
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import SHARED, peak_rss_mb, print_json

@@ -100,7 +100,7 @@ from cxrkit.explain import (
     heat_share,
     pointing_game,
 )
-from cxrkit.transforms import AUGMENT_PRESETS
+from cxrkit.training import AUGMENT_PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import SHARED, print_json
@@ -110,7 +110,7 @@ LESIONS = {"small": (0.07, 0.10), "large": (0.12, 0.16)}
 TRAIN_LESION = (0.07, 0.16)
 
 #: cause-analysis variants: ``augment`` dicts of
-#: ``cxrkit.transforms.BatchAugmentation`` options. They take the ``default``
+#: ``cxrkit.training.BatchAugmentation`` options. They take the ``default``
 #: preset apart: its geometry (10 degrees, 10% shift, 0.9-1.1 zoom) and its
 #: intensity jitter (brightness and contrast 0.2), with the resampling
 #: (``interpolation``) and what fills the corners (``fill``). The preset is

@@ -30,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold
 
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
-from cxrkit.cache import load_images
+from cxrkit.images import load_images
 from cxrkit.metrics import clinical_report, select_threshold
 from cxrkit.report import ModelComparison
 

@@ -55,7 +55,7 @@ from sklearn.model_selection import StratifiedGroupKFold, TunedThresholdClassifi
 from cxrkit import clear_image_cache, load_image_folder, patient_groups
 from cxrkit.adaptation import adapt_batchnorm, adapt_prior, calibrate
 from cxrkit.metrics import clinical_report, select_robust_threshold, select_threshold
-from cxrkit.provenance import operating_threshold
+from cxrkit.persistence import operating_threshold
 from cxrkit.recipes import RECIPES, make_classifier
 from cxrkit.validation import SHIFTS, ConfounderMatchedSplit, shifted_predictions
 

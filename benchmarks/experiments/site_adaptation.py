@@ -40,7 +40,6 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
-from cxrkit._training import adjust_probabilities
 from cxrkit.adaptation import (
     adapt_batchnorm,
     adapt_prior,
@@ -49,6 +48,7 @@ from cxrkit.adaptation import (
     prediction_sets,
 )
 from cxrkit.metrics import clinical_report
+from cxrkit.training._fit import adjust_probabilities
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json

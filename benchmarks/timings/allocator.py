@@ -7,7 +7,7 @@ For each model and image size, one training step (forward, loss, backward,
 fused AdamW step, channels-last: as cxrkit's net trains) and one prediction
 batch under ``torch.no_grad``, on random batches of ``--batch`` images, with
 glibc's allocation as a process starts and after
-``cxrkit.allocator.reuse_large_buffers()``. glibc's starting behaviour
+``cxrkit.training.reuse_large_buffers()``. glibc's starting behaviour
 (an mmap threshold that it raises as the program runs) cannot be restored
 once changed, so each setting runs in a fresh child process of this script;
 the children alternate (default, reuse, default, ...) ``--rounds`` times, so
@@ -30,8 +30,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from cxrkit.allocator import reuse_large_buffers
 from cxrkit.models import build_model
+from cxrkit.training import reuse_large_buffers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import peak_rss_mb, print_json

@@ -26,8 +26,8 @@ import torch
 from cxrkit import PneumoniaClassifier, load_image_folder, load_images
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.explain import grad_cam
+from cxrkit.images import ImageDataset
 from cxrkit.models import target_layer
-from cxrkit.transforms import ImageDataset
 
 try:
     from pytorch_grad_cam import GradCAM

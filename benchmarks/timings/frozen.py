@@ -3,7 +3,7 @@
     python benchmarks/timings/frozen.py [--data DIR] [--n 600] [--epochs 10]
 
 ``PneumoniaClassifier(freeze="backbone")`` runs the frozen backbone once per
-fit and trains the linear head on the stored features (``cxrkit.features``).
+fit and trains the linear head on the stored features (``cxrkit.models._features``).
 The comparison is the same head trained the straightforward way: a skorch net
 over the whole model, whose frozen backbone runs on every image in every
 epoch. Images are decoded before timing starts, for both.
@@ -23,8 +23,8 @@ from skorch import NeuralNetClassifier
 from torch import nn
 
 from cxrkit import PneumoniaClassifier, load_image_folder, load_images, patient_groups
+from cxrkit.images import ImageDataset
 from cxrkit.models import build_model
-from cxrkit.transforms import ImageDataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import SHARED, print_json

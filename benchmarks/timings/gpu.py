@@ -37,8 +37,9 @@ from torchvision import datasets
 from torchvision.transforms import v2
 
 from cxrkit import PneumoniaClassifier, clear_image_cache
+from cxrkit.images import MEAN, STD
 from cxrkit.models import build_model
-from cxrkit.transforms import AUGMENT_PRESETS, MEAN, STD
+from cxrkit.training import AUGMENT_PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json

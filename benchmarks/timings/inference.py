@@ -64,9 +64,8 @@ import torch
 from torch import nn
 
 from cxrkit import PneumoniaClassifier, clear_image_cache, load_image_folder
-from cxrkit.allocator import reuse_large_buffers
-from cxrkit.cache import load_images
-from cxrkit.transforms import ImageDataset
+from cxrkit.images import ImageDataset, load_images
+from cxrkit.training import reuse_large_buffers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import SHARED, print_json
@@ -270,7 +269,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--reuse-large-buffers",
         action="store_true",
-        help="call cxrkit.allocator.reuse_large_buffers() first, as the "
+        help="call cxrkit.training.reuse_large_buffers() first, as the "
         "cxrkit command line does (every method then runs with it)",
     )
     parser.add_argument(

@@ -54,9 +54,8 @@ import numpy as np
 import torch
 
 from cxrkit import PneumoniaClassifier, load_image_folder
-from cxrkit.cache import clear_image_cache
 from cxrkit.datasets import load_sample_cxr
-from cxrkit.io import read_image
+from cxrkit.images import clear_image_cache, read_image
 from cxrkit.pacs import (
     DicomNode,
     DimseDestination,

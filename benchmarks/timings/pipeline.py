@@ -19,7 +19,7 @@ above it comes from cxrkit's training step being faster than the plain
 loop's (cxrkit trains channels-last with a fused AdamW; which of the two
 gains how much is not separated here).
 
-Then both run again after ``cxrkit.allocator.reuse_large_buffers()``
+Then both run again after ``cxrkit.training.reuse_large_buffers()``
 (off by default; the ``cxrkit`` command line calls it when
 ``CXRKIT_REUSE_BUFFERS=1``), in the opposite order (cxrkit first), under
 ``"reuse_large_buffers"``:
@@ -43,9 +43,9 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from cxrkit import PneumoniaClassifier, clear_image_cache, load_image_folder
-from cxrkit.allocator import reuse_large_buffers
+from cxrkit.images import MEAN, STD
 from cxrkit.models import build_model
-from cxrkit.transforms import MEAN, STD
+from cxrkit.training import reuse_large_buffers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import SHARED, print_json

@@ -45,9 +45,9 @@ import torch
 from full_fit import cpu_features, param_override  # the script beside this one
 
 from cxrkit import load_image_folder
-from cxrkit.allocator import reuse_large_buffers
-from cxrkit.cache import load_images
+from cxrkit.images import load_images
 from cxrkit.recipes import RECIPES, make_classifier
+from cxrkit.training import reuse_large_buffers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import SHARED, print_json
@@ -59,7 +59,7 @@ def _median_ms(seconds: list[float]) -> float:
 
 def step_phases(net, images: np.ndarray, y: np.ndarray, steps: int) -> dict:
     """Median milliseconds of each phase of a training step of ``net``."""
-    from cxrkit.transforms import ImageBatches  # absent from older cxrkit
+    from cxrkit.images import ImageBatches
 
     data = ImageBatches(images, y)
     rng = np.random.default_rng(0)
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--reuse-large-buffers",
         action="store_true",
-        help="call cxrkit.allocator.reuse_large_buffers() first",
+        help="call cxrkit.training.reuse_large_buffers() first",
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

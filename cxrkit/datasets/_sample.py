@@ -120,7 +120,7 @@ def load_sample_cxr(*, return_X_y: bool = False, as_images: bool = False):
     paths = np.array([str(SAMPLE_DIR / row["file"]) for row in rows], dtype=object)
     target = column("class")
     if as_images:
-        from cxrkit.io import read_image
+        from cxrkit.images._reading import read_image
 
         data = np.stack([read_image(path) for path in paths])
     else:

@@ -21,11 +21,11 @@ from captum.attr import LayerAttribution
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cxrkit.cache import DecodedImages
 from cxrkit.explain._inference_model import inference_model
-from cxrkit.models import target_layer
-from cxrkit.preprocess import model_images
-from cxrkit.transforms import normalize
+from cxrkit.images._cache import DecodedImages
+from cxrkit.images._normalize import normalize
+from cxrkit.images._preprocess import model_images
+from cxrkit.models._registry import target_layer
 
 _CAPTUM_NOTICES = r"(?s).*(did not already require gradients|Setting backward hooks)"
 
@@ -44,7 +44,7 @@ def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]
     not share one array), so their heatmaps have the model's resolution.
     The classifier's ``preprocess`` steps (histogram equalisation, ...) are
     applied by the same function as in ``predict_proba``
-    (``cxrkit.preprocess.model_images``): the model is explained on the
+    (``cxrkit.images.model_images``): the model is explained on the
     inputs it predicts from.
     """
     check_is_fitted(clf, "net_")

@@ -16,8 +16,8 @@ import torch
 from sklearn.utils.validation import check_is_fitted
 from torchvision.transforms.v2 import functional as TF
 
-from cxrkit.cache import load_images
 from cxrkit.explain._base import ImageInput, class_indices
+from cxrkit.images._cache import load_images
 
 __all__ = ["deletion_curve", "faithfulness_score"]
 

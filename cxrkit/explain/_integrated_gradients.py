@@ -10,7 +10,7 @@ from captum.attr import IntegratedGradients
 from torch import nn
 
 from cxrkit.explain._base import ImageInput, explain_batches
-from cxrkit.transforms import MEAN, STD
+from cxrkit.images._normalize import MEAN, STD
 
 __all__ = ["integrated_gradients"]
 

@@ -12,7 +12,7 @@ from captum.attr import Occlusion
 from torch import nn
 
 from cxrkit.explain._base import ImageInput, explain_batches, smoothed
-from cxrkit.transforms import normalize
+from cxrkit.images._normalize import normalize
 
 __all__ = ["occlusion"]
 

@@ -9,7 +9,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from cxrkit.io import read_image
+from cxrkit.images._reading import read_image
 
 __all__ = ["image_to_dicom"]
 

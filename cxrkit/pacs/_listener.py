@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from cxrkit.io import read_image
+from cxrkit.images._reading import read_image
 from cxrkit.pacs._destinations import DeliveryError
 from cxrkit.pacs._model import ReportingModel
 from cxrkit.pacs._radiographs import (

@@ -11,7 +11,7 @@ import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
-from cxrkit.provenance import decision_rule, file_sha256, weights_sha256
+from cxrkit.persistence._provenance import decision_rule, file_sha256, weights_sha256
 
 __all__ = ["RESEARCH_ONLY", "Finding", "ModelIdentity", "ReportingModel"]
 
@@ -95,7 +95,7 @@ class ReportingModel:
     threshold : float, optional
         Two classes: call the positive class at probability ``>=
         threshold``. Default: the operating threshold recorded with the
-        model (see [`decision_rule`][cxrkit.provenance.decision_rule]),
+        model (see [`decision_rule`][cxrkit.persistence.decision_rule]),
         else the most probable class.
     device : str, default="auto"
         Where a model file's weights go.
@@ -130,7 +130,7 @@ class ReportingModel:
         device: str = "auto",
     ) -> None:
         from cxrkit import PneumoniaClassifier
-        from cxrkit.persistence import read_model_metadata
+        from cxrkit.persistence._model_files import read_model_metadata
 
         if isinstance(model_or_path, (str, os.PathLike)):
             path = Path(model_or_path)
@@ -190,7 +190,7 @@ class ReportingModel:
         Parameters
         ----------
         images : ndarray of shape (n, size, size), dtype uint8
-            As [`read_image`][cxrkit.io.read_image] with ``size=``
+            As [`read_image`][cxrkit.images.read_image] with ``size=``
             ``identity.image_size`` reads them.
 
         Returns

@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 
-from cxrkit.io import read_image
+from cxrkit.images._reading import read_image
 from cxrkit.pacs._model import Finding, ReportingModel
 from cxrkit.pacs._radiographs import check_radiograph, instance_key
 from cxrkit.pacs._results import overlay_capture, structured_report

@@ -571,7 +571,7 @@ def plot_misclassified(
     >>> len(ax.child_axes)
     2
     """
-    from cxrkit.cache import decode_images
+    from cxrkit.images._cache import decode_images
 
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     proba = np.asarray(proba, dtype=float)

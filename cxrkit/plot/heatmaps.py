@@ -16,8 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from cxrkit.cache import decode_images
-from cxrkit.io import to_grayscale_uint8
+from cxrkit.images._cache import decode_images
+from cxrkit.images._reading import to_grayscale_uint8
 
 __all__ = [
     "heatmap_overlay",

@@ -14,15 +14,15 @@ from typing import Any
 import numpy as np
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from cxrkit.inputs import is_path_like_sequence
+from cxrkit.images._inputs import is_path_like_sequence
 from cxrkit.metrics import (
     ClinicalReport,
     ModelComparison,
     clinical_report,
     positive_label,
 )
-from cxrkit.persistence import model_card
-from cxrkit.provenance import decision_rule
+from cxrkit.persistence._model_files import model_card
+from cxrkit.persistence._provenance import decision_rule
 from cxrkit.report._checks import (
     conformal_summary,
     degenerate_warnings,
@@ -111,7 +111,7 @@ def evaluation_report(
         Default: the model's recorded ``operating_threshold_`` (see
         [`PneumoniaClassifier.save`][cxrkit.PneumoniaClassifier.save]) when
         it has one and it is on ``pos_label``, else 0.5 (see
-        [`decision_rule`][cxrkit.provenance.decision_rule]). Choose it on
+        [`decision_rule`][cxrkit.persistence.decision_rule]). Choose it on
         validation data, see
         [`select_threshold`][cxrkit.metrics.select_threshold].
     pos_label : label, optional

@@ -143,8 +143,8 @@ def _most_confident_errors(report: ClinicalReport, n: int) -> np.ndarray:
 def _heatmap_figure(
     clf: Any, X: Any, report: ClinicalReport, worst: np.ndarray
 ) -> Figure:
-    from cxrkit.cache import decode_images
     from cxrkit.explain import DEFAULT_METHOD, explain
+    from cxrkit.images._cache import decode_images
 
     # rows of a list of paths or of an array alike; decoded once, for the
     # heatmaps and the images under them
@@ -190,8 +190,8 @@ LUNG_CHECK_IMAGES = 32
 def _lung_evidence_figure(clf: Any, X: Any, report: ClinicalReport) -> ReportFigure:
     """How much of the model's heat lies outside the lung fields (a shortcut
     check), on an evenly spaced sample of the images, explaining the class given."""
-    from cxrkit.cache import decode_images
     from cxrkit.explain import DEFAULT_METHOD, evidence_outside_lungs, method_caption
+    from cxrkit.images._cache import decode_images
 
     picked = np.unique(np.linspace(0, len(report.y_pred) - 1, LUNG_CHECK_IMAGES))
     picked = picked.astype(int)

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from cxrkit.inputs import is_path_like_sequence
+from cxrkit.images._inputs import is_path_like_sequence
 
 _PROGRESS_MIN = 256  # images above which a progress bar is shown by default
 

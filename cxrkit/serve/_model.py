@@ -12,7 +12,7 @@ import numpy as np
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.ood import no_detector_error
-from cxrkit.persistence import INTENDED_USE, model_card
+from cxrkit.persistence._model_files import INTENDED_USE, model_card
 
 __all__ = ["INTENDED_USE", "ServedModel"]
 
@@ -40,7 +40,7 @@ class ServedModel:
         Two classes: the positive class is called at probability ``>=
         threshold`` (default: the operating threshold recorded in the model
         file, else 0.5; see
-        [`decision_rule`][cxrkit.provenance.decision_rule]). More classes:
+        [`decision_rule`][cxrkit.persistence.decision_rule]). More classes:
         must be None (the most probable class is called).
     device : str
         Where a model file's weights go (``"auto"``: CUDA if present).

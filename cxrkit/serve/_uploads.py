@@ -2,8 +2,8 @@
 
 Nothing an uploader sends is written under a name they chose: each upload is
 copied to a temporary file with a random name (deleted after decoding), so
-that the library's readers (``cxrkit.io.read_image``, which reads DICOM
-through ``cxrkit.dicom``) decode it with their checks and messages. With
+that the library's readers (``cxrkit.images.read_image``, which reads DICOM
+through ``cxrkit.images._dicom``) decode it with their checks and messages. With
 ``keep_dir``, a copy is kept as ``<sha256 of the content><ending>``.
 """
 
@@ -21,8 +21,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
-from cxrkit.io import is_dicom_file, read_image
-from cxrkit.provenance import file_sha256
+from cxrkit.images._reading import is_dicom_file, read_image
+from cxrkit.persistence._provenance import file_sha256
 from cxrkit.serve._errors import ClientError, error_body
 
 __all__ = [

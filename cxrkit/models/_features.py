@@ -3,7 +3,7 @@
 With ``freeze="backbone"`` only a model's final linear layer learns. Running
 the frozen backbone over every image in every epoch then repeats the same
 computation ``max_epochs`` times;
-[`backbone_features`][cxrkit.features.backbone_features] runs it once, and
+[`backbone_features`][cxrkit.models._features.backbone_features] runs it once, and
 the classifier trains the head on the stored feature vectors (skorch has no
 such option, so this small piece is written here).
 
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from cxrkit.models import classifier_head
+from cxrkit.models._registry import classifier_head
 
 __all__ = ["backbone_features", "headless"]
 
@@ -87,7 +87,7 @@ def backbone_features(
         Maps a batch of images to ``(batch, n_features)``.
     dataset : torch Dataset
         Yields ``(image, target)`` pairs, e.g.
-        [`ImageDataset`][cxrkit.transforms.ImageDataset].
+        [`ImageDataset`][cxrkit.images.ImageDataset].
     batch_size : int
     device : str
 
@@ -99,7 +99,7 @@ def backbone_features(
     --------
     >>> import numpy as np
     >>> from cxrkit.models import build_model
-    >>> from cxrkit.transforms import ImageDataset
+    >>> from cxrkit.images import ImageDataset
     >>> model = build_model("cnn4", n_classes=2)
     >>> with headless(model, "cnn4") as (backbone, _):
     ...     images = ImageDataset(np.zeros((3, 32, 32), np.uint8))

@@ -1,15 +1,15 @@
 """Decode chest X-ray files into grayscale ``uint8`` images.
 
-A path is opened with Pillow (or pydicom for DICOM, see ``cxrkit.dicom``)
+A path is opened with Pillow (or pydicom for DICOM, see ``cxrkit.images._dicom``)
 and comes out as one 2-D ``uint8`` image, resized to a square when asked. How
 pixel values become grey levels (colour, 16-bit data, resizing) is decided in
-``cxrkit.pixels``, for files and arrays alike; ``to_grayscale_uint8`` is
+``cxrkit.images._pixels``, for files and arrays alike; ``to_grayscale_uint8`` is
 re-exported here.
 
 Policy for files:
 
 * EXIF orientation is honoured; DICOM is windowed first (see
-  ``cxrkit.dicom``);
+  ``cxrkit.images._dicom``);
 * files over Pillow's decompression-bomb limit (``PIL.Image.MAX_IMAGE_PIXELS``,
   about 179 megapixels for an error) are refused with a message saying how
   to raise it; tiny images are upscaled to the requested size;
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from cxrkit.dicom import read_dicom
-from cxrkit.pixels import pil_to_gray, resize_square, to_grayscale_uint8
+from cxrkit.images._dicom import read_dicom
+from cxrkit.images._pixels import pil_to_gray, resize_square, to_grayscale_uint8
 
 __all__ = [
     "IMAGE_EXTENSIONS",

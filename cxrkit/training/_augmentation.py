@@ -1,18 +1,14 @@
-"""Training augmentation on whole batches, and the torch ``Dataset`` of images.
+"""Training augmentation on whole batches.
 
 The data flow of [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier]: cached ``uint8``
-images
-``(n, S, S)`` -> ``uint8`` batches -> the training device -> float in [0, 1]
--> augmentation (training only) -> normalisation (``MEAN``, ``STD``) -> model.
-[`ImageBatches`][cxrkit.transforms.ImageBatches] serves the ``uint8`` batches;
-[`BatchAugmentation`][cxrkit.transforms.BatchAugmentation]
-augments a float batch where it lies (CPU or GPU), drawing its random
-parameters **per image** (torchvision's v2 transforms draw one set per call,
-so a batch would be rotated as a whole); [`normalize`][cxrkit.transforms.normalize] is
-the last step.
-[`ImageDataset`][cxrkit.transforms.ImageDataset] does the same per image for code that
-wants normalised
-inputs directly (Captum explanations, frozen-backbone features).
+images ``(n, S, S)`` -> ``uint8`` batches
+([`ImageBatches`][cxrkit.images.ImageBatches]) -> the training device -> float
+in [0, 1] -> augmentation (training only) -> normalisation
+([`normalize`][cxrkit.images.normalize]) -> model.
+[`BatchAugmentation`][cxrkit.training.BatchAugmentation] augments a float batch
+where it lies (CPU or GPU), drawing its random parameters **per image**
+(torchvision's v2 transforms draw one set per call, so a batch would be
+rotated as a whole).
 
 Library or own code: the geometric, intensity, blur and flip steps are
 kornia's (per-image parameters, batched, on any device): faster than a
@@ -34,7 +30,7 @@ from __future__ import annotations
 import inspect
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import kornia.augmentation as K
@@ -43,26 +39,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch import nn
-from torch.utils.data import Dataset
 
-__all__ = [
-    "AUGMENT_PRESETS",
-    "MEAN",
-    "STD",
-    "BatchAugmentation",
-    "ImageBatches",
-    "ImageDataset",
-    "build_augmentation",
-    "normalize",
-]
+from cxrkit.images._normalize import MEAN
 
-# Grayscale statistics matching torchvision's ImageNet normalisation averaged
-# over RGB, so pretrained backbones with summed first kernels see the scale
-# they were trained on; harmless for models trained from scratch.
-MEAN, STD = 0.449, 0.226
+__all__ = ["AUGMENT_PRESETS", "BatchAugmentation", "build_augmentation"]
+
 
 #: Augmentation presets: options of
-#: [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation] (options not
+#: [`BatchAugmentation`][cxrkit.training.BatchAugmentation] (options not
 #: named are off; ``interpolation`` and ``fill`` default to ``"bilinear"`` and
 #: ``"border"``). ``"blur"`` is ``"default"`` plus a random Gaussian blur on
 #: half the images: radiographs from other machines and resizing pipelines
@@ -104,28 +88,6 @@ _INTERPOLATIONS = ("bilinear", "nearest")
 #: ``fill`` option -> ``grid_sample`` padding mode. "black" pads with 0 in
 #: [0, 1] units, i.e. black, before normalisation.
 _FILLS = {"border": "border", "reflection": "reflection", "black": "zeros"}
-
-
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """The model's input: ``uint8`` images, or floats in [0, 1], normalised.
-
-    Parameters
-    ----------
-    images : Tensor of dtype uint8 (0-255) or float (0-1), any shape
-
-    Returns
-    -------
-    Tensor of dtype float32
-        ``(images / 255 - MEAN) / STD`` for ``uint8``, ``(images - MEAN) / STD``
-        for floats.
-
-    Examples
-    --------
-    >>> normalize(torch.tensor([0, 255], dtype=torch.uint8))
-    tensor([-1.9867,  2.4381])
-    """
-    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
-    return x.sub(MEAN).div_(STD)
 
 
 def _pair(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
@@ -544,7 +506,7 @@ def build_augmentation(
     else:
         raise ValueError(
             f"augment must be one of {sorted(AUGMENT_PRESETS)}, a dict of options "
-            f"(see cxrkit.transforms.BatchAugmentation), True, False or None; got "
+            f"(see cxrkit.training.BatchAugmentation), True, False or None; got "
             f"{augment!r}"
         )
     if flip:
@@ -555,120 +517,3 @@ def build_augmentation(
 
 def _option_names() -> set[str]:
     return set(inspect.signature(BatchAugmentation.__init__).parameters) - {"self"}
-
-
-class ImageDataset(Dataset):
-    """Decoded ``uint8`` images (and labels) as normalised float tensors.
-
-    One image at a time, for code that feeds a model directly (explanations,
-    frozen-backbone features). Training and prediction in
-    [`PneumoniaClassifier`][cxrkit.PneumoniaClassifier] use
-    [`ImageBatches`][cxrkit.transforms.ImageBatches] instead,
-    which gives the same model inputs a whole batch at a time.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, H, W), dtype uint8
-    y : ndarray of shape (n,) of int, optional
-        Encoded labels; a dummy 0 is returned when None (prediction).
-    transform : callable, optional
-        Applied to each ``(1, H, W)`` float image in [0, 1] before
-        normalisation (e.g. a
-        [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation]).
-
-    Examples
-    --------
-    >>> ds = ImageDataset(np.zeros((2, 8, 8), np.uint8))
-    >>> x, target = ds[0]
-    >>> x.shape, x.dtype, int(target)
-    (torch.Size([1, 8, 8]), torch.float32, 0)
-    """
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        y: np.ndarray | None = None,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        self.images = torch.from_numpy(np.ascontiguousarray(images))
-        self.y = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long)
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[i].unsqueeze(0)
-        if self.transform is not None:
-            x = self.transform(x.float().div_(255.0)).clamp_(0.0, 1.0)
-        target = self.y[i] if self.y is not None else torch.tensor(0)
-        return normalize(x), target
-
-
-class ImageBatches(Dataset):
-    """Decoded ``uint8`` images and labels, served a whole batch at a time.
-
-    Indexing with a list of indices (``__getitems__``, which torch's
-    ``DataLoader`` calls) gathers the batch with one tensor operation, where
-    the images lie: on the GPU when ``device`` is one, so that the decoded
-    cache crosses to the device once per ``fit`` instead of once per epoch.
-    The batches stay ``uint8`` (``(B, 1, H, W)``);
-    ``cxrkit.net.ImageClassifierNet`` turns them into model inputs.
-    Use
-    it with a ``DataLoader`` whose ``collate_fn`` is
-    ``cxrkit.net.collate_batches``.
-
-    Parameters
-    ----------
-    images : ndarray of shape (n, H, W), dtype uint8
-    y : ndarray of shape (n,) of int, optional
-        Encoded labels; zeros when None (prediction).
-    device : str or torch.device, default="cpu"
-        Where the images are kept.
-    pin_memory : bool, default=False
-        Return batches of images kept on the CPU in page-locked memory, so
-        that their copy to a GPU can run asynchronously.
-    transform : callable, optional
-        Applied to each float batch in [0, 1] (e.g. a
-        [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation], for test-time
-        augmentation); the batches
-        are then normalised float model inputs instead of ``uint8``.
-
-    Examples
-    --------
-    >>> ds = ImageBatches(np.zeros((5, 8, 8), np.uint8), np.arange(5))
-    >>> x, y = ds.__getitems__([4, 0])
-    >>> x.shape, x.dtype, y.tolist()
-    (torch.Size([2, 1, 8, 8]), torch.uint8, [4, 0])
-    """
-
-    def __init__(
-        self,
-        images: np.ndarray,
-        y: np.ndarray | None = None,
-        device: str | torch.device = "cpu",
-        pin_memory: bool = False,
-        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-    ) -> None:
-        images = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
-        self.images = images.unsqueeze(1).to(device)
-        labels = np.zeros(len(images), np.int64) if y is None else np.asarray(y)
-        self.y = torch.as_tensor(labels, dtype=torch.long).to(device)
-        self.pin_memory = pin_memory and self.images.device.type == "cpu"
-        self.transform = transform
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.__getitems__([i])
-        return x[0], y[0]
-
-    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.as_tensor(indices, dtype=torch.long, device=self.images.device)
-        x, y = self.images[index], self.y[index]
-        if self.transform is not None:
-            x = normalize(self.transform(x.float().div_(255.0)))
-        if self.pin_memory:
-            x, y = x.pin_memory(), y.pin_memory()
-        return x, y

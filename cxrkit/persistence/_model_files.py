@@ -63,17 +63,17 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 from skorch.history import History
 
-from cxrkit._training import NetSpec, build_net, resolve_device
 from cxrkit._version import __version__
-from cxrkit.checkpoint import jsonable, write_atomic
 from cxrkit.metrics import positive_label
 from cxrkit.ood import FeatureDistanceDetector
-from cxrkit.provenance import (
+from cxrkit.persistence._provenance import (
     decision_rule,
     file_sha256,
     operating_threshold,
     weights_sha256,
 )
+from cxrkit.training._checkpoint import jsonable, write_atomic
+from cxrkit.training._fit import NetSpec, build_net, resolve_device
 
 __all__ = [
     "FITTED_ATTRIBUTES",
@@ -95,10 +95,6 @@ FORMAT_VERSION = 2
 _MAGIC = "cxrkit-model"
 _DEFAULT_ESTIMATOR = "PneumoniaClassifier"  # files of format 1 name none
 _ESTIMATORS: dict[str, type[BaseEstimator]] = {}
-
-# Names that moved to cxrkit.checkpoint; still importable from here, with a
-# FutureWarning, until a later release.
-_MOVED = ("training_checkpoint", "data_fingerprint")
 
 
 @dataclass(frozen=True)
@@ -170,20 +166,6 @@ def reset_chosen_attributes(clf: BaseEstimator) -> None:
     for attribute in FITTED_ATTRIBUTES:
         if not attribute.learnt:
             setattr(clf, attribute.name, copy.deepcopy(attribute.default))
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        warnings.warn(
-            f"cxrkit.persistence.{name} moved to cxrkit.checkpoint.{name}; import "
-            "it from there (this alias will be removed in a future release)",
-            FutureWarning,
-            stacklevel=2,
-        )
-        from cxrkit import checkpoint
-
-        return getattr(checkpoint, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def model_file_class(cls: type[BaseEstimator]) -> type[BaseEstimator]:
@@ -278,7 +260,7 @@ def save_model(
         Target file; conventionally ending in ``.cxr``.
     threshold : float or OperatingPoint, optional
         Two classes: the operating threshold to record (see
-        [`operating_threshold`][cxrkit.provenance.operating_threshold]);
+        [`operating_threshold`][cxrkit.persistence.operating_threshold]);
         default: ``clf.operating_threshold_``, if any.
 
     Returns
@@ -606,7 +588,7 @@ def model_card(
         SHA-256 and what it records about when and with what it was saved.
         Without it, the SHA-256 of the weights identifies the model.
     threshold, pos_label : optional
-        As for [`decision_rule`][cxrkit.provenance.decision_rule], which
+        As for [`decision_rule`][cxrkit.persistence.decision_rule], which
         gives the card's ``threshold`` and ``positive_class``.
 
     Returns

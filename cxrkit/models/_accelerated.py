@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from skorch.hf import AccelerateMixin
 
-from cxrkit.net import ImageClassifierNet
+from cxrkit.models._net import ImageClassifierNet
 
 __all__ = ["AcceleratedImageClassifierNet", "resolve_accelerator"]
 
@@ -43,7 +43,7 @@ _INSTALL_HINT = 'pip install "cxrkit[accelerate]"'
 
 
 class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
-    """cxrkit's skorch net (``cxrkit.net.ImageClassifierNet``), through Accelerate.
+    """cxrkit's skorch net (``ImageClassifierNet``), through Accelerate.
 
     skorch's ``AccelerateMixin`` on cxrkit's net: takes every parameter of
     ``ImageClassifierNet`` plus ``accelerator`` (an ``accelerate.Accelerator``)
@@ -62,7 +62,7 @@ class AcceleratedImageClassifierNet(AccelerateMixin, ImageClassifierNet):
     >>> import numpy as np
     >>> from accelerate import Accelerator
     >>> from torch import nn
-    >>> from cxrkit.transforms import ImageBatches
+    >>> from cxrkit.images import ImageBatches
     >>> module = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
     >>> net = AcceleratedImageClassifierNet(
     ...     module, accelerator=Accelerator(cpu=True), criterion=nn.CrossEntropyLoss,

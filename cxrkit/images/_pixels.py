@@ -1,9 +1,9 @@
 """Pixel conversion: any numeric image to a grayscale ``uint8`` image, and resizing.
 
 The one place where cxrkit decides how pixel values become the 8-bit grey
-levels a model sees, for decoded files (``cxrkit.io``, ``cxrkit.dicom``)
-and for arrays passed as ``X`` alike. This module imports nothing else from
-cxrkit, so every other module can use it.
+levels a model sees, for decoded files (``cxrkit.images._reading``,
+``cxrkit.images._dicom``) and for arrays passed as ``X`` alike. This module
+imports nothing else from cxrkit, so every other module can use it.
 
 Policy:
 

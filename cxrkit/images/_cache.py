@@ -21,13 +21,13 @@ from dataclasses import dataclass, replace
 import numpy as np
 from joblib import Parallel, delayed
 
-from cxrkit.inputs import (
+from cxrkit.images._inputs import (
     check_image_array,
     is_path_like_sequence,
     reject_single_path,
 )
-from cxrkit.io import ImageReadError, list_failures, read_image
-from cxrkit.pixels import resize_square, to_grayscale_uint8
+from cxrkit.images._pixels import resize_square, to_grayscale_uint8
+from cxrkit.images._reading import ImageReadError, list_failures, read_image
 
 __all__ = [
     "DecodedImages",
@@ -108,7 +108,7 @@ class ImageCache:
             self.hits = self.misses = 0
 
 
-#: The process-wide cache used by [`load_images`][cxrkit.cache.load_images].
+#: The process-wide cache used by [`load_images`][cxrkit.images.load_images].
 image_cache = ImageCache()
 
 
@@ -164,7 +164,7 @@ class DecodedImages:
     input_shape : tuple of int, or None
         ``(H, W)`` of the images of an array ``X``; None for paths.
     preprocess : tuple of str, default=()
-        The ``cxrkit.preprocess`` steps already applied to ``pixels``.
+        The ``cxrkit.images.PREPROCESSING`` steps already applied to ``pixels``.
     skipped : tuple of str, default=()
         The paths of ``X`` left out as unreadable (``on_error="skip"``).
 
@@ -230,13 +230,14 @@ def load_images(
     ----------
     X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
         Paths are decoded (in threads) and cached; arrays are checked
-        (``cxrkit.inputs.check_image_array``) and converted with
-        ``cxrkit.pixels.to_grayscale_uint8``.
+        (``cxrkit.images._inputs.check_image_array``) and converted with
+        ``cxrkit.images.to_grayscale_uint8``.
     size : int
         Side of the square output images.
     on_error : {"raise", "skip"}
         What to do with files that cannot be read. ``"raise"`` (default)
-        raises one [`ImageReadError`][cxrkit.io.ImageReadError] listing every bad file;
+        raises one [`ImageReadError`][cxrkit.images.ImageReadError] listing
+        every bad file;
         ``"skip"`` leaves them out with one warning that lists them.
     n_jobs : int, optional
         Decoding threads; defaults to the number of CPUs.
@@ -277,14 +278,14 @@ def decode_images(
     ----------
     X : sequence of paths, ndarray of shape (n, H, W) or (n, H, W, C), or DecodedImages
         Paths are decoded (in threads) and cached; arrays are checked
-        (``cxrkit.inputs.check_image_array``) and converted with
-        ``cxrkit.pixels.to_grayscale_uint8``. A ``DecodedImages`` decoded
+        (``cxrkit.images._inputs.check_image_array``) and converted with
+        ``cxrkit.images.to_grayscale_uint8``. A ``DecodedImages`` decoded
         at ``size`` is returned with its images, as rows all kept.
     size : int
         Side of the square output images.
     on_error : {"raise", "skip"}
         What to do with files that cannot be read, as in
-        [`load_images`][cxrkit.cache.load_images].
+        [`load_images`][cxrkit.images.load_images].
     n_jobs : int, optional
         Decoding threads; defaults to the number of CPUs.
     verbose : int

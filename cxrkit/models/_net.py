@@ -1,8 +1,8 @@
 """The skorch net inside `PneumoniaClassifier` (``clf.net_``).
 
-[`ImageClassifierNet`][cxrkit.net.ImageClassifierNet] is skorch's
+[`ImageClassifierNet`][cxrkit.models._net.ImageClassifierNet] is skorch's
 ``NeuralNetClassifier`` fed with
-``uint8`` image batches ([`ImageBatches`][cxrkit.transforms.ImageBatches]). It moves a
+``uint8`` image batches ([`ImageBatches`][cxrkit.images.ImageBatches]). It moves a
 batch to the training device, turns it into floats, augments it while
 training (whole batch at once, parameters per image) and normalises it, then
 runs the model, in mixed precision if asked.
@@ -30,7 +30,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import TeeGenerator, to_tensor
 from torch.utils.data import default_collate
 
-from cxrkit.transforms import normalize
+from cxrkit.images._normalize import normalize
 
 __all__ = ["PRECISIONS", "ImageClassifierNet", "collate_batches", "data_device"]
 
@@ -42,7 +42,7 @@ PRECISIONS = ("32", "bf16", "16")
 def collate_batches(batch: Any) -> Any:
     """``DataLoader`` ``collate_fn``: pass whole batches through, stack samples.
 
-    A dataset with ``__getitems__`` ([`ImageBatches`][cxrkit.transforms.ImageBatches])
+    A dataset with ``__getitems__`` ([`ImageBatches`][cxrkit.images.ImageBatches])
     already returns the batch as a tuple of tensors; a list of samples from
     any other dataset is stacked by torch's ``default_collate``.
 
@@ -67,7 +67,7 @@ class ImageClassifierNet(NeuralNetClassifier):
     augmentation : callable or None, default=None
         Applied to float ``(B, 1, H, W)`` batches in [0, 1], on the device,
         in training steps only (e.g.
-        [`BatchAugmentation`][cxrkit.transforms.BatchAugmentation]).
+        [`BatchAugmentation`][cxrkit.training.BatchAugmentation]).
     precision : {"32", "bf16", "16"}, default="32"
         ``"bf16"``/``"16"`` run the forward passes under ``torch.autocast``
         in bfloat16/float16; ``"16"`` also scales the loss (a
@@ -84,7 +84,7 @@ class ImageClassifierNet(NeuralNetClassifier):
     --------
     >>> import numpy as np
     >>> from torch import nn
-    >>> from cxrkit.transforms import ImageBatches
+    >>> from cxrkit.images import ImageBatches
     >>> module = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
     >>> net = ImageClassifierNet(module, criterion=nn.CrossEntropyLoss,
     ...                          max_epochs=1, train_split=None, verbose=0)
@@ -137,7 +137,7 @@ class ImageClassifierNet(NeuralNetClassifier):
         """A ``uint8`` batch as the model's input, on the net's device.
 
         Floats in [0, 1], augmented when the module is in training mode,
-        normalised ([`normalize`][cxrkit.transforms.normalize]); channels-last when
+        normalised ([`normalize`][cxrkit.images.normalize]); channels-last when
         ``channels_last``. Float batches are returned as they are (on the
         device): they are taken to be model inputs already.
         """

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cxrkit.io import IMAGE_EXTENSIONS, is_dicom_file
+from cxrkit.images._reading import IMAGE_EXTENSIONS, is_dicom_file
 
 __all__ = ["find_images", "load_image_folder", "patient_groups", "patient_id"]
 

@@ -39,15 +39,16 @@ from skorch.helper import predefined_split
 from torch import nn
 from torch.utils.data import Dataset, TensorDataset, WeightedRandomSampler
 
-from cxrkit.accelerated import AcceleratedImageClassifierNet
-from cxrkit.cache import DecodedImages
-from cxrkit.callbacks import WeightAveraging, print_epoch_table
-from cxrkit.checkpoint import data_fingerprint, training_checkpoint
-from cxrkit.data import patient_id
-from cxrkit.features import backbone_features, headless
-from cxrkit.models import build_model
-from cxrkit.net import ImageClassifierNet, data_device
-from cxrkit.transforms import ImageBatches, ImageDataset, build_augmentation
+from cxrkit.images._batches import ImageBatches, ImageDataset
+from cxrkit.images._cache import DecodedImages
+from cxrkit.images._folders import patient_id
+from cxrkit.models._accelerated import AcceleratedImageClassifierNet
+from cxrkit.models._features import backbone_features, headless
+from cxrkit.models._net import ImageClassifierNet, data_device
+from cxrkit.models._registry import build_model
+from cxrkit.training._augmentation import build_augmentation
+from cxrkit.training._callbacks import WeightAveraging, print_epoch_table
+from cxrkit.training._checkpoint import data_fingerprint, training_checkpoint
 
 __all__ = [
     "LR_SCHEDULES",
@@ -313,7 +314,7 @@ def checkpoint_callbacks(
 
     Returns ``([], {})`` without a ``checkpoint_dir``; else skorch's
     ``[LoadInitState, Checkpoint]`` (see
-    [`training_checkpoint`][cxrkit.checkpoint.training_checkpoint]) and
+    [`training_checkpoint`][cxrkit.training._checkpoint.training_checkpoint]) and
     ``{"epochs": epochs left}``.
     """
     if params["checkpoint_dir"] is None:
@@ -340,8 +341,8 @@ def image_datasets(
     """The training and validation images, as the net takes them.
 
     ``uint8`` batches (``ImageBatches``), kept on ``device`` when they fit
-    there (``cxrkit.net.data_device``), which the net augments and
-    normalises; or, for the frozen-backbone features (``cxrkit.features``),
+    there (``cxrkit.models._net.data_device``), which the net augments and
+    normalises; or, for the frozen-backbone features (``cxrkit.models._features``),
     normalised images (``ImageDataset``). None for a split that is None.
     """
     where = data_device(images, device)
@@ -406,12 +407,12 @@ def build_net(
         replaced anyway (a model file), so that nothing is downloaded or read.
     accelerator : accelerate.Accelerator, optional
         Train through it (``resolve_accelerator``): the net is then a
-        ``cxrkit.accelerated.AcceleratedImageClassifierNet`` whose devices
+        ``cxrkit.models.AcceleratedImageClassifierNet`` whose devices
         the accelerator chooses (``device`` is not used).
 
     Returns
     -------
-    cxrkit.net.ImageClassifierNet
+    cxrkit.models._net.ImageClassifierNet
         A skorch ``NeuralNetClassifier`` that augments (training steps only),
         normalises and runs ``uint8`` image batches; not initialised.
 
@@ -484,7 +485,7 @@ def fit_head_on_features(
 ) -> None:
     """Train only the head of ``net``, on backbone features computed once.
 
-    See ``cxrkit.features``: the frozen backbone runs once (in eval mode,
+    See ``cxrkit.models._features``: the frozen backbone runs once (in eval mode,
     without augmentation) instead of once per epoch. A second skorch net with
     the same settings trains the head on the feature vectors; its callbacks
     are fresh clones of ``net``'s, checkpoints included, and ``fit_kwargs``

@@ -4,7 +4,7 @@ Every problem with what a user passes gets its own message, naming the input
 and the fix: a single path instead of a list, a 2-D array that is one image
 without its batch axis, channel-first images, ragged lists, NaN, sparse
 matrices, lengths that do not match. Nothing here opens a file; decoding and
-the cache of decoded images are ``cxrkit.cache``.
+the cache of decoded images are ``cxrkit.images._cache``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from scipy import sparse
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import column_or_1d
 
-from cxrkit.pixels import floats_to_uint8
+from cxrkit.images._pixels import floats_to_uint8
 
 __all__ = [
     "check_fit_inputs",

@@ -26,7 +26,7 @@ every tensor is consumed and none is missing.
 
 Input normalisation: the TensorFlow Lite models were trained on
 ``(pixel - 127) / 128``, not on ImageNet's mean and standard deviation that
-``cxrkit.transforms.MEAN`` and ``cxrkit.transforms.STD`` follow. The
+``cxrkit.images.MEAN`` and ``cxrkit.images.STD`` follow. The
 model therefore starts with a fixed ``Renormalize`` layer that turns
 cxrkit's normalisation into the weights' one, so the rest of cxrkit feeds it
 exactly as any other model.
@@ -45,7 +45,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cxrkit.transforms import MEAN, STD
+from cxrkit.images._normalize import MEAN, STD
 
 __all__ = [
     "WEIGHTS_MEAN",
@@ -252,7 +252,7 @@ def _timm_lite0() -> nn.Module:
 def efficientnet_lite0(pretrained: str | os.PathLike | None = None) -> nn.Module:
     """EfficientNet-Lite0 (timm's ``tf_efficientnet_lite0``) for cxrkit's inputs.
 
-    RGB input normalised with ``cxrkit.transforms.MEAN`` and ``STD``: the
+    RGB input normalised with ``cxrkit.images.MEAN`` and ``STD``: the
     stem is ``conv_stem.renormalize`` (a ``Renormalize`` to the weights'
     normalisation) then ``conv_stem.conv``. The head is the 1000-class
     ``classifier``. ``cxrkit.models.build_model`` turns this into a

@@ -81,7 +81,7 @@ def reuse_large_buffers(enable: bool = True) -> bool:
     Not run by the doctests, as it would change the whole test process
     (``tests/test_allocator.py`` checks it in a process of its own):
 
-    >>> from cxrkit.allocator import reuse_large_buffers
+    >>> from cxrkit.training import reuse_large_buffers
     >>> reuse_large_buffers()  # doctest: +SKIP
     True
     """

@@ -14,7 +14,7 @@ std``), ``preprocessing`` (the whole recipe in words), ``output_name``,
 ``classes`` (JSON list, in column order), ``decision_rule`` (``"argmax"`` or
 ``"threshold"``, then with ``threshold``, ``positive_class`` and
 ``positive_column``; the threshold given, else the one recorded with the
-model, as [`decision_rule`][cxrkit.provenance.decision_rule] resolves it),
+model, as [`decision_rule`][cxrkit.persistence.decision_rule] resolves it),
 ``preprocess`` (cxrkit's deterministic preprocessing steps after resizing,
 joined by ``+``, or ``"none"``; ``preprocessing`` says exactly what each
 does), ``model`` and ``cxrkit_version``; all values are strings.
@@ -46,8 +46,8 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from cxrkit._version import __version__
-from cxrkit.persistence import model_card
-from cxrkit.transforms import MEAN, STD
+from cxrkit.images._normalize import MEAN, STD
+from cxrkit.persistence._model_files import model_card
 
 # This module sits above the estimator (``PneumoniaClassifier.export_onnx``
 # imports it), so it never imports ``cxrkit.classifier``: a fitted cxrkit
@@ -110,7 +110,7 @@ def export_onnx(
         outputs probabilities). Default: the threshold of a wrapping
         threshold classifier, else the one recorded with the model
         (``clf.save(path, threshold=...)``, see
-        [`decision_rule`][cxrkit.provenance.decision_rule]), else none
+        [`decision_rule`][cxrkit.persistence.decision_rule]), else none
         (``decision_rule`` ``"argmax"``).
     pos_label : class label, optional
         The class ``threshold`` applies to; defaults to the class of the
@@ -194,10 +194,11 @@ def export_onnx(
 def onnx_metadata(
     clf: PneumoniaClassifier, *, threshold: float | None = None, pos_label: Any = None
 ) -> dict[str, str]:
-    """The ``metadata_props`` written by [`export_onnx`][cxrkit.export.export_onnx].
+    """The ``metadata_props`` that
+    [`export_onnx`][cxrkit.persistence.export_onnx] writes.
 
     The decision rule is ``clf``'s (see
-    [`decision_rule`][cxrkit.provenance.decision_rule]): ``threshold`` and
+    [`decision_rule`][cxrkit.persistence.decision_rule]): ``threshold`` and
     ``pos_label`` when given, else the threshold recorded with the model,
     else ``"argmax"``.
 
@@ -238,7 +239,7 @@ def onnx_metadata(
         metadata["preprocessing"] += (
             f" Before dividing by 255, apply cxrkit's preprocess steps "
             f"{metadata['preprocess']!r}, in this order, to the resized uint8 "
-            "image (cxrkit.preprocess.preprocess_images; "
+            "image (cxrkit.images.preprocess_images; "
             "examples/onnx_inference.py does it with numpy and Pillow): "
             + "; ".join(f"{step}: {_STEP_TEXT[step]}" for step in steps)
             + "."

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PIL import Image
 
-from cxrkit.pixels import stretch_to_uint8, to_grayscale_uint8
+from cxrkit.images._pixels import stretch_to_uint8, to_grayscale_uint8
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -61,7 +61,7 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     Returns
     -------
     ndarray of shape (Rows, Columns), dtype uint8
-        Windowed as described in the module ``cxrkit.dicom``; bone is bright.
+        Windowed as described in the module ``cxrkit.images._dicom``; bone is bright.
 
     Raises
     ------
