@@ -2,8 +2,9 @@
 
 Each subcommand has one function that declares its arguments
 (``_add_<name>_command``) and one that runs it (``_cmd_<name>``); a new
-subcommand is one more pair and one more entry in ``_COMMANDS``. No modelling
-logic lives here.
+subcommand is one more pair and one more entry in ``_COMMANDS``. An option
+that several commands take is declared once, by an ``_<name>_argument``
+function that adds it to a parser. No modelling logic lives here.
 
 Errors: what the user gave (files, folders, options, a model file) is read
 and checked first, inside ``_user_input()``; an error raised there, or an
