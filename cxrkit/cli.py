@@ -2,8 +2,9 @@
 
 Each subcommand has one function that declares its arguments
 (``_add_<name>_command``) and one that runs it (``_cmd_<name>``); a new
-subcommand is one more pair and one more entry in ``_COMMANDS``. No modelling
-logic lives here.
+subcommand is one more pair and one more entry in ``_COMMANDS``. An option
+that several commands take is declared once, by an ``_<name>_argument``
+function that adds it to a parser. No modelling logic lives here.
 
 Errors: what the user gave (files, folders, options, a model file) is read
 and checked first, inside ``_user_input()``; an error raised there, or an
@@ -128,6 +129,86 @@ def _on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"unreadable image files: stop with a list of them (raise), or leave "
         f"them out of {what} with a warning (skip) (default: raise)",
     )
+
+
+# Options that several commands share, each declared once: a command adds
+# them where its --help lists them.
+def _model_file_argument(
+    parser: argparse.ArgumentParser, help: str = "model file from train"
+) -> None:
+    """The model file a command reads (``args.model_file``)."""
+    parser.add_argument("model_file", metavar="MODEL", help=help)
+
+
+def _device_argument(parser: argparse.ArgumentParser) -> None:
+    """Where the model's weights go; the default is the API's
+    (``PneumoniaClassifier.load``, and the estimator's ``device``)."""
+    from cxrkit import PneumoniaClassifier
+
+    parser.add_argument(
+        "--device",
+        default=_default_of(PneumoniaClassifier.load, "device"),
+        help="auto, cpu or cuda (default: %(default)s)",
+    )
+
+
+#: --threshold of the commands that apply a model file's decision rule to
+#: new images as a service (serve, listen, pacs).
+_SERVICE_THRESHOLD_HELP = (
+    "two classes: call the positive class at probability >= this "
+    "(default: the threshold recorded in the model file, else 0.5)"
+)
+
+
+def _threshold_argument(
+    parser: argparse.ArgumentParser, help: str = _SERVICE_THRESHOLD_HELP
+) -> None:
+    """An operating threshold in [0, 1] (None: the model file's, if any)."""
+    parser.add_argument("--threshold", type=float, default=None, help=help)
+
+
+def _address_arguments(
+    parser: argparse.ArgumentParser, *, port: int, host_note: str = ""
+) -> None:
+    """--host and --port of a command that listens (loopback by default)."""
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help=f"address to bind (default: %(default)s, this machine only{host_note})",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=port,
+        help="port to listen on (default: %(default)s)",
+    )
+
+
+def _refuse_ood_argument(
+    parser: argparse.ArgumentParser, withheld: str, why: str
+) -> None:
+    """No call for images the model's out-of-distribution detector flags."""
+    parser.add_argument(
+        "--refuse-ood",
+        action="store_true",
+        help=f"give {withheld} for images flagged as unlike the training images "
+        f"({why})",
+    )
+
+
+def _overlay_argument(parser: argparse.ArgumentParser, verb: str, per: str) -> None:
+    """A heatmap secondary capture with each DICOM result."""
+    parser.add_argument(
+        "--overlay",
+        action="store_true",
+        help=f"also {verb} a heatmap secondary capture per {per} (the recommended "
+        "method of cxrkit explain)",
+    )
+
+
+def _csv_argument(parser: argparse.ArgumentParser) -> None:
+    """Where a command's CSV rows go (None: stdout)."""
+    parser.add_argument("--csv", default=None, help="write here (default: stdout)")
 
 
 def _shown(value: Any) -> str:
@@ -630,10 +711,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         help="save every epoch here; run the same command again to resume",
     )
     _on_error_argument(train, "training")
-    train.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
+    _threshold_argument(
+        train,
         help="record this operating threshold on P(PNEUMONIA) in the model file, "
         "chosen on validation data; evaluate, predict, explain, serve, export and "
         "PneumoniaClassifier.predict use it by default",
@@ -644,9 +723,7 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         help="train even when class folders are named like dataset splits "
         "(train, test, val, external)",
     )
-    train.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _device_argument(train)
     train.add_argument(
         "--precision",
         choices=list(PRECISIONS),
@@ -711,15 +788,13 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a model file on DATA_DIR (one subfolder per class) "
         "and write metrics.json, predictions.csv, PNG figures and report.html.",
     )
-    evaluate.add_argument("model_file", metavar="MODEL", help="written by train")
+    _model_file_argument(evaluate, help="written by train")
     evaluate.add_argument("data_dir", metavar="DATA_DIR", help="labelled images")
     evaluate.add_argument(
         "--out", default="report", help="report folder (default: %(default)s)"
     )
-    evaluate.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
+    _threshold_argument(
+        evaluate,
         help="two classes: call positive at probability >= this (default: the "
         "threshold recorded in the model file, if it is on the --pos-label class; "
         "else 0.5)",
@@ -735,9 +810,7 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
     evaluate.add_argument(
         "--seed", type=int, default=0, help="bootstrap seed (default: %(default)s)"
     )
-    evaluate.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _device_argument(evaluate)
     evaluate.set_defaults(func=_cmd_evaluate)
 
 
@@ -787,14 +860,12 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
         "ood_score and ood (True: the image looks unlike the training images, "
         "and its prediction is unreliable).",
     )
-    predict.add_argument("model_file", metavar="MODEL", help="written by train")
+    _model_file_argument(predict, help="written by train")
     predict.add_argument(
         "images", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders"
     )
-    predict.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
+    _threshold_argument(
+        predict,
         help="two classes: call the positive class (--pos-label) at probability "
         ">= this, e.g. one chosen on held-out patients (default: the threshold "
         "recorded in the model file, if it is on the --pos-label class; else the "
@@ -802,16 +873,11 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
     )
     _pos_label_argument(predict)
     _on_error_argument(predict, "the predictions")
-    predict.add_argument(
-        "--refuse-ood",
-        action="store_true",
-        help="give no call and no probabilities for images flagged as unlike the "
-        "training images (a reason column says why)",
+    _refuse_ood_argument(
+        predict, "no call and no probabilities", "a reason column says why"
     )
-    predict.add_argument("--csv", default=None, help="write here (default: stdout)")
-    predict.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _csv_argument(predict)
+    _device_argument(predict)
     predict.set_defaults(func=_cmd_predict)
 
 
@@ -830,7 +896,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             f"{sorted(explain.METHODS)}"
         )
     with _user_input():
-        clf = PneumoniaClassifier.load(args.model, device=args.device)
+        clf = PneumoniaClassifier.load(args.model_file, device=args.device)
         paths = find_images(args.images)
     paths = list(_readable(args, paths, clf.image_size))
     # a command-line target is text; match it to a class such as 1 too
@@ -887,7 +953,7 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
         description="Explain a saved model's predictions on images: one PNG "
         "overlay per image and a grid, written to --out.",
     )
-    parser.add_argument("model", metavar="MODEL", help="model file from clf.save")
+    _model_file_argument(parser, help="model file from clf.save")
     parser.add_argument(
         "images", metavar="IMAGE", nargs="+", help="image files or folders"
     )
@@ -897,9 +963,7 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
         default="heatmaps",
         help="output folder (default: %(default)s)",
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _device_argument(parser)
     parser.add_argument(
         "--method",
         default=None,
@@ -942,12 +1006,10 @@ def _add_export_command(sub: argparse._SubParsersAction) -> None:
         "axis and the preprocessing (image size, normalisation, class order, "
         'threshold) in the ONNX metadata. Needs pip install "cxrkit[onnx]".',
     )
-    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    _model_file_argument(parser)
     parser.add_argument("out", metavar="OUT.onnx", help="ONNX file to write")
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
+    _threshold_argument(
+        parser,
         help="two classes: record this operating threshold on the probability of "
         "PNEUMONIA (or 1 for 0/1 classes) in the metadata (default: the threshold "
         "recorded in the model file; without one, the metadata's decision rule "
@@ -989,26 +1051,11 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         "No authentication: it binds 127.0.0.1 unless --host says otherwise. "
         'Needs pip install "cxrkit[serve]".',
     )
-    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default: %(default)s, this machine only; any other "
-        "warns: there is no authentication)",
+    _model_file_argument(parser)
+    _address_arguments(
+        parser, port=8000, host_note="; any other warns: there is no authentication"
     )
-    parser.add_argument(
-        "--port",
-        type=int,
-        default=8000,
-        help="port to listen on (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="two classes: call the positive class at probability >= this "
-        "(default: the threshold recorded in the model file, else 0.5)",
-    )
+    _threshold_argument(parser)
     parser.add_argument(
         "--max-upload-mb",
         type=float,
@@ -1023,15 +1070,10 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
         help="keep a copy of each upload here, named by its SHA-256 (default: "
         "keep nothing)",
     )
-    parser.add_argument(
-        "--refuse-ood",
-        action="store_true",
-        help="give no call, probabilities or heatmap for images flagged as unlike "
-        "the training images (the page and the API say why)",
+    _refuse_ood_argument(
+        parser, "no call, probabilities or heatmap", "the page and the API say why"
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _device_argument(parser)
     parser.set_defaults(func=_cmd_serve)
 
 
@@ -1121,7 +1163,7 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         "(--labelled DIR, one subfolder per class: recalibration and, with "
         "--sensitivity, the operating threshold). Steps run in that order.",
     )
-    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    _model_file_argument(parser)
     parser.add_argument(
         "--out", required=True, help="adapted model file to write (e.g. site.cxr)"
     )
@@ -1175,9 +1217,7 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         help="with --labelled: also make class-conditional conformal prediction "
         "sets with this coverage per class, e.g. 0.9 (default: none)",
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _device_argument(parser)
     parser.set_defaults(func=_cmd_adapt)
 
 
@@ -1266,18 +1306,13 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         "instance is on disk first (--spool); a restart resumes. Binds 127.0.0.1 "
         'unless --host says otherwise. Needs pip install "cxrkit[pacs]".',
     )
-    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    _model_file_argument(parser)
     parser.add_argument(
         "--ae-title",
         default="CXRKIT",
         help="this node's AE title (default: %(default)s)",
     )
-    parser.add_argument(
-        "--host",
-        default="127.0.0.1",
-        help="address to bind (default: %(default)s, this machine only)",
-    )
-    parser.add_argument("--port", type=int, default=11112, help="default: %(default)s")
+    _address_arguments(parser, port=11112)
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument(
         "--send-to", metavar="AE@HOST:PORT", help="C-STORE results to this node"
@@ -1286,19 +1321,8 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         "--stow-url", metavar="URL", help="STOW-RS results to this DICOMweb root"
     )
     where.add_argument("--results-dir", metavar="DIR", help="write results here")
-    parser.add_argument(
-        "--overlay",
-        action="store_true",
-        help="also send a heatmap secondary capture per instance (the recommended "
-        "method of cxrkit explain)",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="two classes: call the positive class at probability >= this "
-        "(default: the threshold recorded in the model file, else 0.5)",
-    )
+    _overlay_argument(parser, "send", "instance")
+    _threshold_argument(parser)
     parser.add_argument(
         "--spool",
         metavar="DIR",
@@ -1354,9 +1378,7 @@ def _add_listen_command(sub: argparse._SubParsersAction) -> None:
         help="name instances in logs by UID, patient ID and accession (default: "
         "by the hash of the SOP Instance UID)",
     )
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _device_argument(parser)
     parser.set_defaults(func=_cmd_listen)
 
 
@@ -1419,7 +1441,7 @@ def _add_pacs_command(sub: argparse._SubParsersAction) -> None:
         "radiograph back (STOW-RS). Prints one CSV row per radiograph, named by "
         'the hash of its SOP Instance UID. Needs pip install "cxrkit[pacs]".',
     )
-    parser.add_argument("model_file", metavar="MODEL", help="model file from train")
+    _model_file_argument(parser)
     parser.add_argument(
         "--url",
         required=True,
@@ -1435,28 +1457,15 @@ def _add_pacs_command(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-store", action="store_true", help="predict only; store nothing back"
     )
-    parser.add_argument(
-        "--overlay",
-        action="store_true",
-        help="also store a heatmap secondary capture per radiograph (the "
-        "recommended method of cxrkit explain)",
-    )
-    parser.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="two classes: call the positive class at probability >= this "
-        "(default: the threshold recorded in the model file, else 0.5)",
-    )
+    _overlay_argument(parser, "store", "radiograph")
+    _threshold_argument(parser)
     parser.add_argument(
         "--show-identifiers",
         action="store_true",
         help="add the Study and SOP Instance UIDs to the CSV",
     )
-    parser.add_argument("--csv", default=None, help="write here (default: stdout)")
-    parser.add_argument(
-        "--device", default="auto", help="auto, cpu or cuda (default: %(default)s)"
-    )
+    _csv_argument(parser)
+    _device_argument(parser)
     parser.set_defaults(func=_cmd_pacs)
 
 

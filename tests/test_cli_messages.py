@@ -248,3 +248,44 @@ def test_help_defaults_are_the_code_defaults():
     assert evaluate.n_bootstrap == default(evaluation_report, "n_bootstrap")
     adapt = _build_parser().parse_args(["adapt", "m.cxr", "--out", "a.cxr"])
     assert adapt.method == default(calibrate, "method")
+
+
+def test_an_option_of_several_commands_reads_the_same_in_each():
+    """--device, --threshold and MODEL are declared once (``cxrkit.cli``'s
+    ``_device_argument`` and friends); --device's default is the API's."""
+    by_option: dict[str, dict[str, argparse.Action]] = {}
+    for name, _, action in _options():
+        key = action.option_strings[-1] if action.option_strings else action.dest
+        by_option.setdefault(key, {})[name] = action
+    load = inspect.signature(PneumoniaClassifier.load).parameters["device"].default
+    device = by_option["--device"].values()
+    assert len(device) >= 8
+    assert {(a.default, a.help) for a in device} == {
+        (load, "auto, cpu or cuda (default: %(default)s)")
+    }
+    threshold = by_option["--threshold"]
+    assert {(a.type, a.default) for a in threshold.values()} == {(float, None)}
+    assert len({threshold[c].help for c in ("serve", "listen", "pacs")}) == 1
+    model = by_option["model_file"]
+    assert set(model) >= {"evaluate", "predict", "explain", "export", "serve"}
+    assert {a.metavar for a in model.values()} == {"MODEL"}
+
+
+@pytest.mark.parametrize(
+    ("command", "module", "name"),
+    [("serve", "cxrkit.serve", "serve"), ("listen", "cxrkit.pacs", "Listener")],
+)
+def test_a_listening_command_defaults_to_its_api(command, module, name):
+    """The defaults of serve and listen (host, port, spool, queues, ...) are
+    those of the function they call: written once in the CLI, where the
+    parser cannot import the optional extras to read them."""
+    api = getattr(pytest.importorskip(module, reason="needs its extra"), name)
+    parameters = inspect.signature(api).parameters
+    compared = []
+    for cli_name, _, action in _options():
+        if cli_name == command and action.dest in parameters:
+            expected = parameters[action.dest].default
+            if expected is not inspect.Parameter.empty:
+                assert action.default == expected, (command, action.dest)
+                compared.append(action.dest)
+    assert {"host", "port", "device"} <= set(compared)

@@ -220,6 +220,45 @@ def test_a_recorded_threshold_decides_and_is_reported(clf, radiographs, tmp_path
     assert ReportingModel(path, threshold=0.9).assess(images)[0].threshold == 0.9
 
 
+def test_what_a_result_says_of_its_model_is_the_model_card(
+    model, clf, radiographs, tmp_path
+):
+    """The DICOM node shows the one model card: file, SHA-256, versions,
+    parameters, threshold and positive class as ``model_card`` gives them."""
+    from cxrkit.persistence import model_card
+
+    path = clf.save(tmp_path / "card.cxr", threshold=0.2)
+    loaded = PneumoniaClassifier.load(path)
+    source = pydicom.dcmread(radiographs[0])
+    image = _image(radiographs[0], clf.image_size)[None]
+    cases = [
+        (ReportingModel(path), model_card(loaded, path)),
+        (ReportingModel(path, threshold=0.9), model_card(loaded, path, threshold=0.9)),
+        (model, model_card(clf)),
+    ]
+    for reporting, card in cases:
+        identity = reporting.identity
+        assert reporting.card == card
+        assert identity.name == (card["file"] or "in-memory")
+        assert identity.sha256 == card["sha256"]
+        assert identity.architecture == card["parameters"]["model"]
+        assert identity.image_size == card["parameters"]["image_size"]
+        finding = reporting.assess(image)[0]
+        read = read_report(structured_report(source, finding, identity))
+        assert read["model_sha256"] == card["sha256"]
+        assert read["model_name"] == identity.name
+        assert read["probability_of"] == card["positive_class"]
+        # no threshold on the card: the most probable of two classes, 0.5
+        assert read["threshold"] == (card["threshold"] or 0.5)
+    saved = cases[0][1]["trained"]
+    assert saved["saved_at"] and saved["cxrkit_version"]
+    assert cases[0][0].identity.version.endswith(
+        f"; model saved {saved['saved_at']} by cxrkit {saved['cxrkit_version']}"
+    )
+    assert cases[0][1]["threshold"] == 0.2
+    assert cases[2][1]["file"] is None
+
+
 class _WithDetector(PneumoniaClassifier):
     """A classifier with the out-of-distribution interface (ood_score, is_ood)."""
 

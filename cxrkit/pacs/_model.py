@@ -1,4 +1,10 @@
-"""The model behind a DICOM node: its identity, its decision rule, its findings."""
+"""The model behind a DICOM node: its identity, its decision rule, its findings.
+
+Every fact about the model (file, SHA-256, versions, parameters, threshold,
+positive class) comes from its model card
+([`model_card`][cxrkit.persistence.model_card]); this module only says how
+a DICOM result presents them.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
-from cxrkit.persistence._provenance import decision_rule, file_sha256, weights_sha256
+from cxrkit.persistence._model_files import model_card
 
 __all__ = ["RESEARCH_ONLY", "Finding", "ModelIdentity", "ReportingModel"]
 
@@ -24,7 +30,8 @@ RESEARCH_ONLY = (
 
 @dataclass(frozen=True)
 class ModelIdentity:
-    """Which model made a result.
+    """Which model made a result: the part of the model card (see
+    [`model_card`][cxrkit.persistence.model_card]) that DICOM results carry.
 
     Attributes
     ----------
@@ -47,6 +54,25 @@ class ModelIdentity:
     sha256: str
     architecture: str
     image_size: int
+
+    @classmethod
+    def _from_card(cls, card: dict[str, Any]) -> ModelIdentity:
+        """The identity a model card gives (``persistence.model_card``)."""
+        version = f"cxrkit {__version__}"
+        if card["file"] is not None:
+            trained = card["trained"]
+            version += (
+                f"; model saved {trained['saved_at'] or 'at an unknown time'} by "
+                f"cxrkit {trained['cxrkit_version'] or '(unknown)'}"
+            )
+        parameters = card["parameters"]
+        return cls(
+            name=card["file"] or "in-memory",
+            version=version,
+            sha256=card["sha256"],
+            architecture=str(parameters.get("model")),
+            image_size=int(parameters["image_size"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -103,6 +129,10 @@ class ReportingModel:
     Attributes
     ----------
     clf : PneumoniaClassifier
+    card : dict
+        The model card (see [`model_card`][cxrkit.persistence.model_card])
+        with this decision rule: where ``identity``, the threshold and the
+        positive class come from.
     identity : ModelIdentity
     has_ood : bool
         Whether findings carry an out-of-distribution score and flag: the
@@ -130,17 +160,11 @@ class ReportingModel:
         device: str = "auto",
     ) -> None:
         from cxrkit import PneumoniaClassifier
-        from cxrkit.persistence._model_files import read_model_metadata
 
+        path = None
         if isinstance(model_or_path, (str, os.PathLike)):
             path = Path(model_or_path)
             self.clf = PneumoniaClassifier.load(path, device=device)
-            meta = read_model_metadata(path)
-            name, sha = path.name, file_sha256(path)
-            saved = (
-                f"; model saved {meta.get('saved_at', 'at an unknown time')} by "
-                f"cxrkit {meta.get('cxrkit_version', '(unknown)')}"
-            )
         else:
             self.clf = model_or_path
             if not hasattr(self.clf, "net_"):
@@ -148,22 +172,15 @@ class ReportingModel:
                     "the model is not fitted; give a fitted PneumoniaClassifier or "
                     "a model file written by clf.save(path) or `cxrkit train`"
                 )
-            name, sha, saved = "in-memory", weights_sha256(self.clf), ""
-        params = self.clf.get_params()
-        self.identity = ModelIdentity(
-            name=name,
-            version=f"cxrkit {__version__}{saved}",
-            sha256=sha,
-            architecture=str(params.get("model")),
-            image_size=int(self.clf.image_size),
-        )
+        self.card = model_card(self.clf, path, threshold=threshold)
+        self.identity = ModelIdentity._from_card(self.card)
         self.classes = np.asarray(self.clf.classes_)
-        rule = decision_rule(self.clf, threshold)
-        self._threshold, self._pos_label = rule.threshold, rule.pos_label
+        self._threshold = self.card["threshold"]
+        self._pos_label = self.card["positive_class"]
         if threshold is not None:
             self._source = "given when the model was started"
-        elif rule.threshold is not None:
-            record = self.clf.operating_threshold_
+        elif self._threshold is not None:
+            record = self.card["operating_threshold"]
             how = record.get("criterion") or record.get("source")
             self._source = "recorded with the model" + (f" ({how})" if how else "")
         else:

@@ -575,7 +575,8 @@ def model_card(
     """What is known about a fitted model, in one JSON-able dict.
 
     The one builder of these facts: the report's Model section, the
-    server's model card (``GET /model``) and the ONNX metadata each show a
+    server's model card (``GET /model``), the ONNX metadata and the DICOM
+    results of ``cxrkit.pacs`` (``ReportingModel.identity``) each show a
     part of it.
 
     Parameters

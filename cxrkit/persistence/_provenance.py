@@ -20,7 +20,8 @@ command line, the server and the ONNX export all ask it.
 [`model_card`][cxrkit.persistence.model_card] gathers what is known about a
 fitted model (what it is, what it was trained on, when, its decision rule,
 its identity) into one dict: the report's Model section, the server's
-``GET /model`` and the ONNX metadata each show a part of it.
+``GET /model``, the ONNX metadata and the DICOM results of ``cxrkit.pacs``
+each show a part of it.
 """
 
 from __future__ import annotations
