@@ -11,7 +11,7 @@ the one table of old paths.
 
 Why not a file per old path: twenty near-empty modules would bring back the
 flat layout they replace; one meta path finder
-(:class:`importlib.abc.MetaPathFinder`) and one table keep them in one place.
+(``importlib.abc.MetaPathFinder``) and one table keep them in one place.
 """
 
 from __future__ import annotations

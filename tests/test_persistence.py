@@ -454,10 +454,9 @@ def test_load_model_builds_the_class_the_file_names(tmp_path, model):
 
 
 def test_moved_checkpoint_names_warn():
+    import cxrkit.persistence
     from cxrkit.training import _checkpoint as checkpoint
 
-    with pytest.warns(
-        FutureWarning, match="cxrkit.training._checkpoint.training_checkpoint"
-    ):
-        moved = persistence_module.training_checkpoint
+    with pytest.warns(FutureWarning, match=r"moved to cxrkit\.training\._checkpoint"):
+        moved = cxrkit.persistence.training_checkpoint
     assert moved is checkpoint.training_checkpoint
