@@ -6,8 +6,9 @@ now live in subpackages named by what they hold (``cxrkit.images``,
 written against the old paths, and pickles that name classes by their old
 module (``joblib.dump`` of a fitted classifier), still load, ``import
 cxrkit.io`` gives a module that looks names up where they live now, with a
-``FutureWarning`` that says where to import them from. ``MOVED_MODULES`` is
-the one table of old paths.
+``DeprecationWarning`` that says where to import them from (Python shows
+it where a script or a test imports an old path, not where a library
+does). ``MOVED_MODULES`` is the one table of old paths.
 
 Why not a file per old path: twenty near-empty modules would bring back the
 flat layout they replace; one meta path finder
@@ -105,7 +106,7 @@ class _MovedFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
         warnings.warn(
             f"{module.__name__} moved to {homes[0]}; import from there "
             "(the old path will be removed in a future release)",
-            FutureWarning,
+            DeprecationWarning,
             stacklevel=2,
         )
 

@@ -1,12 +1,13 @@
 """The old flat module paths (cxrkit.io, cxrkit.transforms, ...) still import.
 
-They give the same objects as the new paths, with a FutureWarning that names
+They give the same objects as the new paths, with a DeprecationWarning that names
 the new one; a pickle that names a class by its old module still loads.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pickle
 import subprocess
 import sys
@@ -56,7 +57,9 @@ def test_every_moved_module_is_tested():
 @pytest.mark.parametrize("old", sorted(OLD_PUBLIC))
 def test_old_path_imports_with_a_warning_and_gives_the_same_objects(old):
     sys.modules.pop(old, None)
-    with pytest.warns(FutureWarning, match=MOVED_MODULES[old][0].replace(".", r"\.")):
+    with pytest.warns(
+        DeprecationWarning, match=MOVED_MODULES[old][0].replace(".", r"\.")
+    ):
         module = importlib.import_module(old)
     for name in OLD_PUBLIC[old]:
         new = next(
@@ -70,7 +73,7 @@ def test_old_path_imports_with_a_warning_and_gives_the_same_objects(old):
 
 def test_from_import_of_an_old_path():
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         from cxrkit.io import read_image
         from cxrkit.transforms import MEAN, BatchAugmentation
     assert read_image is cxrkit.read_image
@@ -80,7 +83,7 @@ def test_from_import_of_an_old_path():
 
 def test_unknown_name_of_an_old_path_names_the_new_one():
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         module = importlib.import_module("cxrkit.io")
     with pytest.raises(AttributeError, match=r"moved to cxrkit\.images"):
         module.no_such_name  # noqa: B018
@@ -104,8 +107,32 @@ def test_a_pickle_naming_the_old_module_loads():
     data = pickle.dumps(augmentation, protocol=0)
     old = data.replace(b"cxrkit.training._augmentation\n", b"cxrkit.transforms\n")
     assert old != data
-    with pytest.warns(FutureWarning):
+    with pytest.warns(DeprecationWarning):
         sys.modules.pop("cxrkit.transforms", None)
         loaded = pickle.loads(old)
     assert type(loaded) is cxrkit.training.BatchAugmentation
     assert loaded.options == augmentation.options
+
+
+def test_the_warning_follows_pythons_rules_for_deprecations(tmp_path):
+    # Python shows a DeprecationWarning where a script (__main__) or a test
+    # uses the old path, and hides it where an installed library does, so
+    # the users of a program built on old paths are not shown it
+    (tmp_path / "old_library.py").write_text("from cxrkit.io import read_image\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    hidden = subprocess.run(
+        [sys.executable, "-c", "import old_library"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert hidden.stderr == ""
+    shown = subprocess.run(
+        [sys.executable, "-c", "import cxrkit.io"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    assert "cxrkit.io moved to cxrkit.images" in shown.stderr
