@@ -468,3 +468,51 @@ def test_expected_calibration_error_sees_overconfidence():
     overconfident = clinical_report(y, 1 / (1 + np.exp(-4 * z)), n_bootstrap=200)
     assert calibrated.metrics["ece"].high < 0.03
     assert overconfident.metrics["ece"].low > 0.1
+
+
+def test_seed_averaged_metric_and_paired_difference():
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 60)
+    probas = {
+        f"{name}{seed}": 1 / (1 + np.exp(-(y * shift + rng.normal(0, 0.5, y.size))))
+        for name, shift in (("a", 1.0), ("b", 0.6))
+        for seed in range(3)
+    }
+    comparison = ModelComparison.from_predictions(
+        y, probas, n_bootstrap=300, random_state=0
+    )
+    a, b = ["a0", "a1", "a2"], ["b0", "b1", "b2"]
+    aucs = {k: skm.roc_auc_score(y, p) for k, p in probas.items()}
+    mean_a = comparison.mean_metric(a)
+    assert mean_a.value == pytest.approx(np.mean([aucs[k] for k in a]))
+    assert mean_a.low < mean_a.value < mean_a.high
+    diff = comparison.mean_difference(a, b)
+    expected = np.mean([aucs[x] - aucs[z] for x, z in zip(a, b)])
+    assert diff.value == pytest.approx(expected)
+    assert diff.low < diff.value < diff.high
+    # paired: the interval of the difference is narrower than the two
+    # separate intervals put together
+    mean_b = comparison.mean_metric(b)
+    assert diff.high - diff.low < (mean_a.high - mean_a.low) + (
+        mean_b.high - mean_b.low
+    )
+    same = comparison.mean_difference(a, a)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    spec = comparison.mean_metric(a, metric="specificity")
+    assert 0 <= spec.value <= 1
+
+
+def test_seed_averages_refuse_what_they_cannot_pair():
+    y = np.repeat([0, 1], 10)
+    p = np.linspace(0, 1, 20)
+    comparison = ModelComparison.from_predictions(
+        y, {"a": p, "b": p}, n_bootstrap=50, random_state=0
+    )
+    with pytest.raises(ValueError, match="must pair up"):
+        comparison.mean_difference(["a"], ["a", "b"])
+    with pytest.raises(ValueError, match=r"no model named \['c'\]"):
+        comparison.mean_metric(["c"])
+    with pytest.raises(ValueError, match="unknown metric 'auroc'"):
+        comparison.mean_metric(["a"], metric="auroc")
+    with pytest.raises(ValueError, match="names is empty"):
+        comparison.mean_metric([])

@@ -54,9 +54,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from cxrkit.metrics import select_robust_threshold
-from cxrkit.metrics._bootstrap import estimate
-from cxrkit.metrics._clinical_report import clinical_reports
+from cxrkit.metrics import ModelComparison, select_robust_threshold
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json
@@ -67,23 +65,6 @@ FLOORS = (0.95, 0.85)  # sensitivity, specificity
 def auc(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC of ``p`` for ``y == 1``; NaN when ``y`` holds one class."""
     return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
-
-
-def shared_resample_aucs(
-    y: np.ndarray, probas: dict[str, np.ndarray], n_boot: int, seed: int
-) -> tuple[dict[str, float], dict[str, np.ndarray]]:
-    """ROC AUC of each model and its bootstrap replicates, on shared resamples.
-
-    ``clinical_reports`` is the engine of ``cxrkit.metrics.ModelComparison``
-    (stratified bootstrap, replicate ``b`` of every model from the same
-    resample); its replicates are what a paired difference *averaged over
-    seeds* needs, which ``ModelComparison`` summarises per model only.
-    """
-    reports, replicates = clinical_reports(
-        y, probas, n_bootstrap=n_boot, random_state=seed
-    )
-    point = {k: r.metrics["roc_auc"].value for k, r in reports.items()}
-    return point, {k: v["roc_auc"] for k, v in replicates.items()}
 
 
 def rates(y: np.ndarray, p: np.ndarray, t: float) -> dict[str, float]:
@@ -252,11 +233,11 @@ def paired_auc_diff(a: list, b: list, n_boot: int = 1000, seed: int = 0) -> dict
     probas = {}
     for i, ((_, pa), (_, pb)) in enumerate(pairs):
         probas[f"a{i}"], probas[f"b{i}"] = pa, pb
-    point, draws = shared_resample_aucs(y, probas, n_boot, seed)
-    diff = estimate(
-        np.mean([point[f"a{i}"] - point[f"b{i}"] for i in range(len(pairs))]),
-        np.mean([draws[f"a{i}"] - draws[f"b{i}"] for i in range(len(pairs))], axis=0),
-        0.95,
+    comparison = ModelComparison.from_predictions(
+        y, probas, n_bootstrap=n_boot, random_state=seed
+    )
+    diff = comparison.mean_difference(
+        [f"a{i}" for i in range(len(pairs))], [f"b{i}" for i in range(len(pairs))]
     )
     return {"diff": diff.value, "ci95": [diff.low, diff.high]}
 
@@ -265,10 +246,10 @@ def auc_ci(items: list, n_boot: int = 1000, seed: int = 0) -> list[float]:
     """95% interval of the ROC AUC averaged over the seeds of ``items``."""
     y = items[0][1]
     probas = {str(i): p for i, (_, _, p, _) in enumerate(items)}
-    point, draws = shared_resample_aucs(y, probas, n_boot, seed)
-    mean = estimate(
-        np.mean(list(point.values())), np.mean(list(draws.values()), axis=0), 0.95
+    comparison = ModelComparison.from_predictions(
+        y, probas, n_bootstrap=n_boot, random_state=seed
     )
+    mean = comparison.mean_metric(list(probas))
     return [mean.low, mean.high]
 
 

@@ -97,6 +97,101 @@ class ModelComparison:
             for name, report in others
         }
 
+    def _checked_replicates(self, names: Sequence[str], metric: str) -> np.ndarray:
+        if self._replicates is None:
+            raise ValueError(
+                "this comparison holds reports that were not resampled together, "
+                "so it has no paired intervals; build it with "
+                "ModelComparison.from_predictions or compare_models"
+            )
+        unknown = [n for n in names if n not in self.reports]
+        if unknown:
+            raise ValueError(
+                f"no model named {unknown}; the comparison has {list(self.reports)}"
+            )
+        if metric not in self._replicates[names[0]]:
+            raise ValueError(
+                f"unknown metric {metric!r}; choose one of "
+                f"{sorted(map(str, self._replicates[names[0]]))}"
+            )
+        return np.stack([self._replicates[n][metric] for n in names])
+
+    def mean_metric(self, names: Sequence[str], metric: str = "roc_auc") -> Estimate:
+        """A metric averaged over several models, e.g. the training seeds of
+        one recipe, with its interval from the shared resamples.
+
+        Parameters
+        ----------
+        names : sequence of str
+            Models of this comparison.
+        metric : str, default="roc_auc"
+            A metric of the reports (``"roc_auc"``, ``"sensitivity"``, ...).
+
+        Returns
+        -------
+        Estimate
+
+        Examples
+        --------
+        >>> y = ["NORMAL"] * 20 + ["PNEUMONIA"] * 20
+        >>> p = np.linspace(0, 1, 40)
+        >>> comparison = ModelComparison.from_predictions(
+        ...     y, {"s0": p, "s1": p}, n_bootstrap=200, random_state=0)
+        >>> comparison.mean_metric(["s0", "s1"]).value
+        1.0
+        """
+        names = list(names)
+        if not names:
+            raise ValueError("names is empty: pass the models to average")
+        draws = self._checked_replicates(names, metric)
+        first = self.reports[names[0]]
+        value = np.mean([self.reports[n].metrics[metric].value for n in names])
+        return estimate(value, draws.mean(axis=0), first.confidence)
+
+    def mean_difference(
+        self, names: Sequence[str], others: Sequence[str], metric: str = "roc_auc"
+    ) -> Estimate:
+        """Mean of ``metric(names[i]) - metric(others[i])`` over pairs, with a
+        paired interval: e.g. two recipes, each trained with the same seeds.
+
+        Every pair is measured on the same resamples, so the interval is of
+        the difference itself, not of two separate estimates.
+
+        Parameters
+        ----------
+        names, others : sequence of str
+            Models of this comparison, paired by position (same length).
+        metric : str, default="roc_auc"
+
+        Returns
+        -------
+        Estimate
+
+        Examples
+        --------
+        >>> y = ["NORMAL"] * 20 + ["PNEUMONIA"] * 20
+        >>> p = np.linspace(0, 1, 40)
+        >>> comparison = ModelComparison.from_predictions(
+        ...     y, {"a0": p, "a1": p, "b0": p, "b1": p}, n_bootstrap=200)
+        >>> comparison.mean_difference(["a0", "a1"], ["b0", "b1"])
+        Estimate(value=0.0, low=0.0, high=0.0)
+        """
+        names, others = list(names), list(others)
+        if not names or len(names) != len(others):
+            raise ValueError(
+                f"names and others must pair up: got {len(names)} and {len(others)}"
+            )
+        a = self._checked_replicates(names, metric)
+        b = self._checked_replicates(others, metric)
+        value = np.mean(
+            [
+                self.reports[x].metrics[metric].value
+                - self.reports[z].metrics[metric].value
+                for x, z in zip(names, others)
+            ]
+        )
+        return estimate(value, (a - b).mean(axis=0), self.reports[names[0]].confidence)
+
     def to_dict(self) -> dict[str, Any]:
         """Per model: its report as a dict and the AUC difference to the first."""
         diffs = self.auc_differences()
