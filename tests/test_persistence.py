@@ -460,3 +460,21 @@ def test_moved_checkpoint_names_warn():
     with pytest.warns(FutureWarning, match=r"moved to cxrkit\.training\._checkpoint"):
         moved = cxrkit.persistence.training_checkpoint
     assert moved is checkpoint.training_checkpoint
+
+
+def test_server_and_dicom_node_take_their_model_the_same_way(
+    fitted_synthetic, tmp_path
+):
+    from cxrkit.pacs import ReportingModel
+    from cxrkit.persistence._model_files import fitted_model
+    from cxrkit.serve._model import ServedModel
+
+    path = tmp_path / "m.cxr"
+    fitted_synthetic.save(path)
+    loaded, where = fitted_model(path, "cpu", estimator_class=PneumoniaClassifier)
+    assert where == path and isinstance(loaded, PneumoniaClassifier)
+    same, none = fitted_model(fitted_synthetic)
+    assert same is fitted_synthetic and none is None
+    for wrap in (ServedModel, ReportingModel):
+        with pytest.raises(ValueError, match="the model is not fitted; give a fitted"):
+            wrap(PneumoniaClassifier())

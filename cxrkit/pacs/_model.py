@@ -8,16 +8,14 @@ a DICOM result presents them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
-from cxrkit.persistence._model_files import model_card
+from cxrkit.persistence._model_files import fitted_model, model_card
 
 __all__ = ["RESEARCH_ONLY", "Finding", "ModelIdentity", "ReportingModel"]
 
@@ -161,17 +159,9 @@ class ReportingModel:
     ) -> None:
         from cxrkit import PneumoniaClassifier
 
-        path = None
-        if isinstance(model_or_path, (str, os.PathLike)):
-            path = Path(model_or_path)
-            self.clf = PneumoniaClassifier.load(path, device=device)
-        else:
-            self.clf = model_or_path
-            if not hasattr(self.clf, "net_"):
-                raise ValueError(
-                    "the model is not fitted; give a fitted PneumoniaClassifier or "
-                    "a model file written by clf.save(path) or `cxrkit train`"
-                )
+        self.clf, path = fitted_model(
+            model_or_path, device, estimator_class=PneumoniaClassifier
+        )
         self.card = model_card(self.clf, path, threshold=threshold)
         self.identity = ModelIdentity._from_card(self.card)
         self.classes = np.asarray(self.clf.classes_)

@@ -80,6 +80,7 @@ __all__ = [
     "FORMAT_VERSION",
     "INTENDED_USE",
     "FittedAttribute",
+    "fitted_model",
     "load_model",
     "model_card",
     "model_file_class",
@@ -465,6 +466,41 @@ def _net_spec(meta: dict, n_classes: int) -> NetSpec:
     if spec.n_classes != n_classes or len(spec.class_weights) != n_classes:
         raise ValueError(f"the net is recorded for {spec.n_classes} classes")
     return spec
+
+
+def fitted_model(
+    model_or_path: Any,
+    device: str = "auto",
+    *,
+    estimator_class: type[BaseEstimator] | None = None,
+) -> tuple[BaseEstimator, Path | None]:
+    """A fitted classifier, read from a model file or as given, and the file.
+
+    What the server and the DICOM node take as their model.
+
+    Parameters
+    ----------
+    model_or_path : str, path-like or fitted estimator
+        A ``.cxr`` file (read with ``load_model``) or a fitted classifier.
+    device : str, default="auto"
+        Where a model file's weights go.
+    estimator_class : type, optional
+        As for ``load_model``.
+
+    Returns
+    -------
+    (estimator, Path or None)
+        The classifier, and the path it was read from (None when given).
+    """
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = Path(model_or_path)
+        return load_model(path, device, estimator_class=estimator_class), path
+    if not hasattr(model_or_path, "net_"):
+        raise ValueError(
+            "the model is not fitted; give a fitted PneumoniaClassifier or "
+            "a model file written by clf.save(path) or `cxrkit train`"
+        )
+    return model_or_path, None
 
 
 def load_model(

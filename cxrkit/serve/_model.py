@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import threading
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -12,7 +10,7 @@ import numpy as np
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
 from cxrkit.ood import no_detector_error
-from cxrkit.persistence._model_files import INTENDED_USE, model_card
+from cxrkit.persistence._model_files import INTENDED_USE, fitted_model, model_card
 
 __all__ = ["INTENDED_USE", "ServedModel"]
 
@@ -59,17 +57,9 @@ class ServedModel:
     ) -> None:
         from cxrkit import PneumoniaClassifier
 
-        path = None
-        if isinstance(model_or_path, (str, os.PathLike)):
-            path = Path(model_or_path)
-            self.clf = PneumoniaClassifier.load(path, device=device)
-        else:
-            self.clf = model_or_path
-            if not hasattr(self.clf, "net_"):
-                raise ValueError(
-                    "the model is not fitted; give a fitted PneumoniaClassifier or "
-                    "a model file written by clf.save(path) or `cxrkit train`"
-                )
+        self.clf, path = fitted_model(
+            model_or_path, device, estimator_class=PneumoniaClassifier
+        )
         card = model_card(self.clf, path, threshold=threshold)
         self.model_id = (
             f"in-memory-{card['sha256'][:12]}"
