@@ -1,0 +1,344 @@
+"""Label-free preprocessing against the second site's score shift (issue 25).
+
+    PYTHONPATH=. python benchmarks/experiments/site_shift_features.py \
+        --variants none crop blur1 [--seeds 0 1 2] [--cache DIR]
+
+For each deterministic preprocessing variant, applied alike to the training
+images and to the external site's, the frozen ImageNet EfficientNet-Lite0
+backbone of the ``efficientnet_lite0_frozen`` recipe computes features once
+(cached in ``--cache`` per variant). A linear head is then trained on them
+the way that recipe trains it (AdamW, lr 1e-3, weight decay 1e-4, cosine
+schedule over 30 epochs, batch 32, balanced class weights), on the same
+patient split as ``recipe.py`` (``ConfounderMatchedSplit``, split seed 0),
+and the threshold is chosen on the held-out threshold split by the
+``robust_shift`` rule (the split as acquired and under the 9 synthetic
+shifts, each shift applied before the variant's preprocessing, as the
+classifier would see it). Nothing is fitted, sampled or thresholded on the
+external site: its images are only scored.
+
+A variant name ``aug:NAME`` trains the head on the features of the training
+images and of a copy of each degraded at random by the augmentation
+``NAME`` of ``DEGRADATIONS`` (feature-level augmentation: the head cannot
+rely on what that degradation changes); prediction uses the plain images.
+
+Prints one JSON line per variant and seed: external ROC AUC, sensitivity
+and specificity at the rule's threshold, specificity at the highest
+threshold reaching sensitivity 0.95 on the external site (an oracle
+figure, for diagnosis only), and the score quantiles of both sites.
+
+For research and education; not a medical device.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageFilter
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from cxrkit import load_image_folder, load_images, patient_groups
+from cxrkit.features import backbone_features, headless
+from cxrkit.metrics import select_robust_threshold
+from cxrkit.models import build_model
+from cxrkit.preprocess import PREPROCESSING
+from cxrkit.transforms import ImageDataset
+from cxrkit.validation import SHIFTS, ConfounderMatchedSplit, shift_images
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _common import EXTERNAL, SHARED, peak_rss_mb, print_json
+
+SIZE = 224
+
+
+def _per_image(fn: Callable[[Image.Image], Image.Image]) -> Callable:
+    def apply(images: np.ndarray) -> np.ndarray:
+        return np.stack([np.asarray(fn(Image.fromarray(im))) for im in images])
+
+    return apply
+
+
+def _down_up(side: int) -> Callable:
+    return _per_image(
+        lambda im: im.resize((side, side), Image.Resampling.BILINEAR).resize(
+            im.size, Image.Resampling.BILINEAR
+        )
+    )
+
+
+def _steps(name: str) -> Callable:
+    def apply(images: np.ndarray) -> np.ndarray:
+        out = np.empty_like(images)
+        for i, image in enumerate(images):
+            out[i] = PREPROCESSING[name](image)
+        return out
+
+    return apply
+
+
+#: Deterministic variants: name -> function of a uint8 batch (n, H, W).
+VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "none": lambda x: x,
+    "crop": _steps("crop"),
+    "equalize": _steps("equalize"),
+    "stretch": _steps("stretch"),
+    "clahe": _steps("clahe"),
+    "blur1": _per_image(lambda im: im.filter(ImageFilter.GaussianBlur(1.0))),
+    "blur2": _per_image(lambda im: im.filter(ImageFilter.GaussianBlur(2.0))),
+    "down112": _down_up(112),
+    "down80": _down_up(80),
+    "median3": _per_image(lambda im: im.filter(ImageFilter.MedianFilter(3))),
+}
+
+
+def _combo(name: str) -> Callable[[np.ndarray], np.ndarray]:
+    fns = [VARIANTS[part] for part in name.split("+")]
+
+    def apply(images: np.ndarray) -> np.ndarray:
+        for fn in fns:
+            images = fn(images)
+        return images
+
+    return apply
+
+
+def _random_degrade(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image blurred, down-and-up scaled or contrast-changed at random."""
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        im = Image.fromarray(image)
+        kind = rng.integers(4)
+        if kind == 0:
+            im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 2.0))))
+        elif kind == 1:
+            side = int(rng.integers(64, 160))
+            im = im.resize((side, side), Image.Resampling.BILINEAR).resize(
+                im.size, Image.Resampling.BILINEAR
+            )
+        elif kind == 2:
+            gamma = float(np.exp(rng.uniform(-0.4, 0.4)))
+            lut = [round(255 * (v / 255) ** gamma) for v in range(256)]
+            im = im.point(lut)
+        else:
+            band = float(rng.uniform(0.0, 0.12))
+            w, h = im.size
+            dx, dy = round(w * band), round(h * band)
+            im = im.crop((dx, dy, w - dx, h - dy)).resize(
+                (w, h), Image.Resampling.BILINEAR
+            )
+        out[i] = np.asarray(im)
+    return out
+
+
+#: Random degradations for ``aug:NAME`` variants.
+DEGRADATIONS = {"mix": _random_degrade}
+
+
+def _backbone() -> nn.Module:
+    return build_model(
+        "efficientnet_lite0",
+        n_classes=2,
+        image_size=SIZE,
+        pretrained="imagenet",
+        freeze="backbone",
+    )
+
+
+def features(model: nn.Module, images: np.ndarray) -> np.ndarray:
+    with headless(model, "efficientnet_lite0") as (backbone, _):
+        return backbone_features(backbone, ImageDataset(images), batch_size=64)
+
+
+def cached_features(
+    cache: Path, key: str, model: nn.Module, make: Callable[[], np.ndarray]
+) -> np.ndarray:
+    path = cache / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    f = features(model, make())
+    np.save(path, f)
+    return f
+
+
+def train_head(
+    f: np.ndarray, y: np.ndarray, seed: int, *, epochs: int = 30
+) -> nn.Linear:
+    """The recipe's head training, on feature vectors."""
+    torch.manual_seed(seed)
+    head = nn.Linear(f.shape[1], 2)
+    counts = np.bincount(y, minlength=2)
+    weight = torch.tensor(len(y) / (2 * counts), dtype=torch.float32)
+    loss_fn = nn.CrossEntropyLoss(weight=weight)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+    ft, yt = torch.from_numpy(f), torch.from_numpy(y.astype(np.int64))
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(yt), generator=gen).split(32):
+            opt.zero_grad()
+            loss_fn(head(ft[idx]), yt[idx]).backward()
+            opt.step()
+        sched.step()
+    return head
+
+
+@torch.no_grad()
+def proba(head: nn.Linear, f: np.ndarray) -> np.ndarray:
+    return torch.softmax(head(torch.from_numpy(f)), dim=1)[:, 1].numpy()
+
+
+def spec_at_sens(y: np.ndarray, p: np.ndarray, target: float = 0.95) -> float:
+    """Specificity at the highest threshold reaching sensitivity ``target``."""
+    pos = np.sort(p[y == 1])[::-1]
+    t = pos[int(np.ceil(target * len(pos))) - 1]
+    return float((p[y == 0] < t).mean())
+
+
+def quantiles(y: np.ndarray, p: np.ndarray) -> dict:
+    return {
+        "normal_q50_q75_q90": np.round(np.quantile(p[y == 0], [0.5, 0.75, 0.9]), 3),
+        "pneumonia_q05_q10": np.round(np.quantile(p[y == 1], [0.05, 0.1]), 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["none"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--cache", default="features_cache")
+    parser.add_argument("--train", default=str(SHARED / "chest_xray" / "train"))
+    parser.add_argument("--test", default=str(EXTERNAL))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--pneumonia-fraction",
+        type=float,
+        default=1.0,
+        help="train the head on all NORMAL training images and this seeded "
+        "fraction of the PNEUMONIA ones (a cheaper screen; compare variants "
+        "at the same fraction)",
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+
+    X, y_names = load_image_folder(args.train)
+    X_test, y_test_names = load_image_folder(args.test)
+    y = (y_names == "PNEUMONIA").astype(int)
+    y_test = (y_test_names == "PNEUMONIA").astype(int)
+    split = ConfounderMatchedSplit(holdout_fraction=0.1, n_bins=5, random_state=0)
+    fit_idx, tune_idx = next(split.split(X, y_names, patient_groups(X)))
+    if args.pneumonia_fraction < 1:
+        keep = (y[fit_idx] == 0) | (
+            np.random.default_rng(0).random(len(fit_idx)) < args.pneumonia_fraction
+        )
+        fit_idx = fit_idx[keep]
+    needed = np.union1d(fit_idx, tune_idx)
+    sub = "" if args.pneumonia_fraction >= 1 else f"_p{args.pneumonia_fraction:g}"
+    train_images, _ = load_images(X, SIZE)
+    test_images, _ = load_images(X_test, SIZE)
+    model = _backbone()
+
+    for variant in args.variants:
+        start = time.perf_counter()
+        augment = None
+        base = variant
+        if variant.startswith("aug:"):
+            augment, _, base = variant[4:].partition(":")
+            base = base or "none"
+        prep = _combo(base)
+        if sub and not (cache / f"{base}_train.npy").exists():
+            f_train = np.full((len(X), 1280), np.nan, np.float32)
+            f_train[needed] = cached_features(
+                cache,
+                f"{base}_train{sub}",
+                model,
+                lambda prep=prep: prep(train_images[needed]),
+            )
+        else:
+            f_train = cached_features(
+                cache, f"{base}_train", model, lambda prep=prep: prep(train_images)
+            )
+        f_test = cached_features(
+            cache, f"{base}_test", model, lambda prep=prep: prep(test_images)
+        )
+        f_tune = {"none": f_train[tune_idx]}
+        for shift in SHIFTS:
+            f_tune[shift] = cached_features(
+                cache,
+                f"{base}_tune_{shift}",
+                model,
+                lambda s=shift, prep=prep: prep(
+                    shift_images(train_images[tune_idx], s)
+                ),
+            )
+        f_fit, y_fit = f_train[fit_idx], y[fit_idx]
+        if augment is not None:
+            f_aug = cached_features(
+                cache,
+                f"{base}_aug_{augment}{sub}",
+                model,
+                lambda prep=prep, augment=augment: prep(
+                    DEGRADATIONS[augment](
+                        train_images[fit_idx], np.random.default_rng(0)
+                    )
+                ),
+            )
+            f_fit, y_fit = np.r_[f_fit, f_aug], np.r_[y_fit, y_fit]
+        feature_seconds = time.perf_counter() - start
+        for seed in args.seeds:
+            head = train_head(f_fit, y_fit, seed)
+            probas = {
+                k: np.column_stack([1 - proba(head, v), proba(head, v)])
+                for k, v in f_tune.items()
+            }
+            point = select_robust_threshold(
+                y[tune_idx], probas, min_sensitivity=0.95, min_specificity=0.85
+            )
+            t = float(point.threshold)
+            p_test = proba(head, f_test)
+            pred = p_test >= t
+            print_json(
+                {
+                    "variant": variant,
+                    "seed": seed,
+                    "roc_auc": round(roc_auc_score(y_test, p_test), 4),
+                    "threshold": round(t, 4),
+                    "sensitivity": round(float(pred[y_test == 1].mean()), 4),
+                    "specificity": round(float((~pred)[y_test == 0].mean()), 4),
+                    "spec_at_sens95_oracle": round(spec_at_sens(y_test, p_test), 4),
+                    "n_fit": len(y_fit),
+                    "threshold_split_normal_q90_by_version": {
+                        k: round(float(np.quantile(v[y[tune_idx] == 0, 1], 0.9)), 3)
+                        for k, v in probas.items()
+                    },
+                    "threshold_split": {
+                        k: v.tolist()
+                        for k, v in quantiles(y[tune_idx], probas["none"][:, 1]).items()
+                    },
+                    "external": {
+                        k: v.tolist() for k, v in quantiles(y_test, p_test).items()
+                    },
+                    "feature_seconds": round(feature_seconds, 1),
+                    "peak_rss_mb": round(peak_rss_mb(), 1),
+                }
+            )
+            np.savez(
+                cache / f"scores_{variant.replace(':', '_')}{sub}_s{seed}.npz",
+                X_test=X_test.astype(str),
+                y_test=y_test,
+                proba_test=p_test,
+                proba_threshold=probas["none"][:, 1],
+                y_threshold=y[tune_idx],
+                threshold=t,
+            )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
