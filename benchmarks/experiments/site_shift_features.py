@@ -44,11 +44,10 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from cxrkit import load_image_folder, load_images, patient_groups
-from cxrkit.features import backbone_features, headless
+from cxrkit.images import PREPROCESSING, ImageDataset
 from cxrkit.metrics import select_robust_threshold
 from cxrkit.models import build_model
-from cxrkit.preprocess import PREPROCESSING
-from cxrkit.transforms import ImageDataset
+from cxrkit.models._features import backbone_features, headless
 from cxrkit.validation import SHIFTS, ConfounderMatchedSplit, shift_images
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
