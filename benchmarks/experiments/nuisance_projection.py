@@ -1,4 +1,4 @@
-"""Project synthetic-shift directions out of frozen Lite0 features (issue 25).
+"""Project synthetic-shift directions out of frozen Lite0 features.
 
     PYTHONPATH=. python benchmarks/experiments/nuisance_projection.py \
         --cache DIR --k 0 3 10 [--seeds 0 1 2]

@@ -1,4 +1,4 @@
-"""Label-free preprocessing against the second site's score shift (issue 25).
+"""Label-free preprocessing against the second site's score shift.
 
     PYTHONPATH=. python benchmarks/experiments/site_shift_features.py \
         --variants none crop blur1 [--seeds 0 1 2] [--cache DIR]
