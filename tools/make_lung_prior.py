@@ -1,4 +1,4 @@
-"""Build the lung-field prior that ships inside cxrkit (``cxrkit/explain/data/``).
+"""Fit cxrkit's lung-field prior (``LUNG_FIELDS``, ``cxrkit/explain/_lung_fields.py``).
 
 Usage, from the repository root::
 
@@ -15,9 +15,12 @@ train on; about 500 are adult COVID-19 cases. Masks that mark no lung
 
 Each mask is squashed to ``SIZE`` x ``SIZE`` (as cxrkit squashes images to
 its square input), area-averaged, and the masks are averaged: the value of
-a cell is the share of radiographs whose lung field covers it. Written as
-an 8-bit grayscale PNG (255 = lung in every radiograph) with its licence
-note. The same masks give the same file.
+a cell is the share of radiographs whose lung field covers it. Two smooth
+lung fields (the model of ``lung_field_prior``) are fitted to that average
+by least squares (scipy), and their parameters are printed as the
+``LUNG_FIELDS`` tuple to paste, with the fit's mean absolute difference and
+the intersection over union of the fields at >= 0.5. The package ships the
+parameters, not the masks or their average.
 """
 
 from __future__ import annotations
@@ -27,26 +30,15 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.optimize import least_squares
+
+from cxrkit.explain import _lung_fields
 
 SIZE = 32
-OUT = Path(__file__).resolve().parents[1] / "cxrkit" / "explain" / "data"
-
-NOTICE = """\
-lung_field_prior.png: the share of radiographs whose lung field covers each
-cell of a 32 x 32 grid (255 = all of them), averaged over {n} frontal chest
-X-ray lung masks of V7 Labs' COVID-19 X-ray dataset (each squashed to the
-square grid). Built by tools/make_lung_prior.py.
-
-Source: V7 Labs, COVID-19 X-ray dataset, lung segmentations
-https://github.com/v7labs/covid-19-xray-dataset
-Licence of the annotations: Creative Commons Attribution 4.0 (CC BY 4.0),
-https://creativecommons.org/licenses/by/4.0/ . This file is an adaptation
-(an average at low resolution) of those annotations.
-
-The radiographs the masks were drawn on: Kermany D. S. et al. (2018), Cell
-172(5):1122-1131, data doi:10.17632/rscbjbr9sj.2 (CC BY 4.0), and Cohen J. P.
-et al. (2020), COVID-19 image data collection, arXiv:2003.11597.
-"""
+#: Starting point and bounds of one lung field's parameters (see LUNG_FIELDS).
+START = (0.3, 0.5, 0.13, 0.3, 0.2, 0.3, 2.0, 0.1)
+LOW = (0.0, 0.0, 0.02, 0.02, 0.02, -2.0, 1.0, 0.005)
+HIGH = (1.0, 1.0, 0.5, 0.8, 0.8, 2.0, 6.0, 0.5)
 
 
 def average_mask(paths: list[Path], size: int = SIZE) -> tuple[np.ndarray, int]:
@@ -65,6 +57,23 @@ def average_mask(paths: list[Path], size: int = SIZE) -> tuple[np.ndarray, int]:
     return total / used, used
 
 
+def fit_lung_fields(share: np.ndarray) -> tuple[tuple[float, ...], ...]:
+    """The two lung fields whose map is closest to ``share`` (least squares)."""
+    size = share.shape[0]
+
+    def residual(flat: np.ndarray) -> np.ndarray:
+        _lung_fields.LUNG_FIELDS = (tuple(flat[:8]), tuple(flat[8:]))
+        return (_lung_fields.lung_field_prior(size) - share).ravel()
+
+    start = np.array(START)
+    right = start.copy()
+    right[0] = 1 - start[0]
+    fit = least_squares(
+        residual, np.concatenate([start, right]), bounds=(LOW * 2, HIGH * 2)
+    )
+    return tuple(tuple(round(float(v), 3) for v in fit.x[k : k + 8]) for k in (0, 8))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("v7", type=Path, help="a copy of v7labs/covid-19-xray-dataset")
@@ -73,12 +82,16 @@ def main(argv: list[str] | None = None) -> None:
     paths = sorted(folder.glob("*.png"))
     if not paths:
         raise SystemExit(f"no masks in {folder}")
-    prior, used = average_mask(paths)
-    OUT.mkdir(parents=True, exist_ok=True)
-    image = np.round(prior * 255).astype(np.uint8)
-    Image.fromarray(image).save(OUT / "lung_field_prior.png", optimize=True)
-    (OUT / "LUNG_FIELD_PRIOR.txt").write_text(NOTICE.format(n=f"{used:,}"))
-    print(f"{used} masks of {len(paths)} -> {OUT / 'lung_field_prior.png'}")
+    share, used = average_mask(paths)
+    fields = fit_lung_fields(share)
+    _lung_fields.LUNG_FIELDS = fields
+    prior = _lung_fields.lung_field_prior(SIZE)
+    lung, masks = prior >= 0.5, share >= 0.5
+    print(f"{used} masks of {len(paths)}")
+    print(f"LUNG_FIELDS = {fields!r}")
+    print(f"mean absolute difference {np.abs(prior - share).mean():.3f}")
+    overlap = (lung & masks).sum() / (lung | masks).sum()
+    print(f"intersection over union at >= 0.5 {overlap:.3f}")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ typical radiograph that ships with cxrkit (``lung_field_prior``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -35,16 +34,31 @@ SHORTCUT_SHARE = 0.5
 BORDER = 1 / 16
 
 
+#: Each lung field of ``lung_field_prior``: centre (x, y), half-width,
+#: half-height above and below the centre, widening towards the base,
+#: superellipse exponent and edge softness, in units of the image side.
+#: Fitted by least squares to the share of 6,396 frontal radiographs whose
+#: human-drawn lung mask covers each cell of a 32 x 32 grid (V7 Labs'
+#: COVID-19 X-ray dataset, CC BY 4.0; most of its images are Kermany et
+#: al.'s): mean absolute difference 0.07, and the fields at ``>= 0.5``
+#: overlap the masks' with intersection over union 0.83.
+#: ``tools/make_lung_prior.py`` refits them from the masks.
+LUNG_FIELDS = (
+    (0.304, 0.505, 0.134, 0.326, 0.262, 0.148, 4.944, 0.16),  # image left
+    (0.695, 0.549, 0.137, 0.365, 0.256, 0.13, 4.914, 0.156),  # image right
+)
+
+
 def lung_field_prior(size: int = 32) -> np.ndarray:
     """Where the lungs of a typical frontal chest X-ray lie, at ``size`` px.
 
-    The share of 6,396 annotated frontal radiographs whose lung field covers
-    each pixel, each image squashed to a square as cxrkit squashes its
-    inputs: the lung masks of V7 Labs' COVID-19 X-ray dataset (human
-    annotators, reviewed by V7; CC BY 4.0), drawn on the Kermany et al.
-    (2018) images and about 500 adult COVID-19 cases. Shipped as a 32 x 32
-    8-bit image (``cxrkit/explain/data``, built by
-    ``tools/make_lung_prior.py``), resized bilinearly.
+    A smooth map of two lung fields beside the mediastinum, computed from a
+    few numbers (``LUNG_FIELDS``) fitted to the share of 6,396 annotated
+    frontal radiographs whose lung field covers each pixel, each image
+    squashed to a square as cxrkit squashes its inputs: the lung masks of
+    V7 Labs' COVID-19 X-ray dataset (human annotators, reviewed by V7;
+    CC BY 4.0), drawn on the Kermany et al. (2018) images and about 500
+    adult COVID-19 cases.
 
     Parameters
     ----------
@@ -65,13 +79,16 @@ def lung_field_prior(size: int = 32) -> np.ndarray:
     """
     if not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
-    path = resources.files("cxrkit.explain") / "data" / "lung_field_prior.png"
-    with resources.as_file(path) as file, Image.open(file) as image:
-        small = np.asarray(image, dtype=np.float32) / 255
-    if size == small.shape[0]:
-        return small
-    resized = Image.fromarray(small).resize((size, size), Image.Resampling.BILINEAR)
-    return np.clip(np.asarray(resized, dtype=np.float32), 0, 1)
+    centres = (np.arange(size) + 0.5) / size
+    y, x = np.meshgrid(centres, centres, indexing="ij")
+    prior = np.zeros((size, size))
+    for cx, cy, half_width, top, bottom, widening, power, edge in LUNG_FIELDS:
+        dy = y - cy
+        half_height = np.where(dy < 0, top, bottom)
+        width = half_width * np.clip(1 + widening * dy / half_height, 0.05, None)
+        radius = np.abs((x - cx) / width) ** power + np.abs(dy / half_height) ** power
+        prior += 1 / (1 + np.exp((radius ** (1 / power) - 1) / edge))
+    return np.clip(prior, 0, 1).astype(np.float32)
 
 
 def heat_share(heatmaps: np.ndarray, masks: np.ndarray) -> np.ndarray:
