@@ -80,28 +80,14 @@ class ModelComparison:
 
     def auc_differences(self) -> dict[str, Estimate]:
         """ROC AUC of each model minus that of the first, with paired CIs."""
-        if self._replicates is None:
-            raise ValueError(
-                "this comparison holds reports that were not resampled together, "
-                "so their differences have no paired interval; build it with "
-                "ModelComparison.from_predictions or compare_models"
-            )
-        (first, ref), *others = self.reports.items()
-        base = self._replicates[first]["roc_auc"]
-        return {
-            name: estimate(
-                report.metrics["roc_auc"].value - ref.metrics["roc_auc"].value,
-                self._replicates[name]["roc_auc"] - base,
-                ref.confidence,
-            )
-            for name, report in others
-        }
+        (first, _), *others = self.reports.items()
+        return {name: self.mean_difference([name], [first]) for name, _ in others}
 
     def _checked_replicates(self, names: Sequence[str], metric: str) -> np.ndarray:
         if self._replicates is None:
             raise ValueError(
                 "this comparison holds reports that were not resampled together, "
-                "so it has no paired intervals; build it with "
+                "so their differences have no paired interval; build it with "
                 "ModelComparison.from_predictions or compare_models"
             )
         unknown = [n for n in names if n not in self.reports]
