@@ -25,16 +25,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
 
 from cxrkit import load_image_folder, patient_groups
-from cxrkit.metrics import select_robust_threshold
 from cxrkit.validation import SHIFTS, ConfounderMatchedSplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json
-from site_shift_features import proba, quantiles, spec_at_sens, train_head
+from site_shift_features import proba, threshold_and_scores, train_head
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -74,30 +72,9 @@ def main(argv: list[str] | None = None) -> None:
             for name, f in f_tune.items():
                 p = proba(head, project(f))
                 probas[name] = np.column_stack([1 - p, p])
-            point = select_robust_threshold(
-                y[tune_idx], probas, min_sensitivity=0.95, min_specificity=0.85
-            )
-            t = float(point.threshold)
             p_test = proba(head, project(f_test))
-            pred = p_test >= t
-            print_json(
-                {
-                    "k": k,
-                    "seed": seed,
-                    "roc_auc": round(roc_auc_score(y_test, p_test), 4),
-                    "threshold": round(t, 4),
-                    "sensitivity": round(float(pred[y_test == 1].mean()), 4),
-                    "specificity": round(float((~pred)[y_test == 0].mean()), 4),
-                    "spec_at_sens95_oracle": round(spec_at_sens(y_test, p_test), 4),
-                    "threshold_split_normal_q90_by_version": {
-                        name: round(float(np.quantile(v[y[tune_idx] == 0, 1], 0.9)), 3)
-                        for name, v in probas.items()
-                    },
-                    "external": {
-                        a: b.tolist() for a, b in quantiles(y_test, p_test).items()
-                    },
-                }
-            )
+            t, figures = threshold_and_scores(y[tune_idx], probas, y_test, p_test)
+            print_json({"k": k, "seed": seed, **figures})
             np.savez(
                 cache / f"scores_projection{k}_s{seed}.npz",
                 X_test=X_test.astype(str),

@@ -206,6 +206,33 @@ def quantiles(y: np.ndarray, p: np.ndarray) -> dict:
     }
 
 
+def threshold_and_scores(
+    y_tune: np.ndarray, probas: dict, y_test: np.ndarray, p_test: np.ndarray
+) -> tuple[float, dict]:
+    """The ``robust_shift`` threshold chosen on the threshold split (as
+    acquired and shifted, training images only), and the site's figures."""
+    point = select_robust_threshold(
+        y_tune, probas, min_sensitivity=0.95, min_specificity=0.85
+    )
+    t = float(point.threshold)
+    pred = p_test >= t
+    return t, {
+        "roc_auc": round(roc_auc_score(y_test, p_test), 4),
+        "threshold": round(t, 4),
+        "sensitivity": round(float(pred[y_test == 1].mean()), 4),
+        "specificity": round(float((~pred)[y_test == 0].mean()), 4),
+        "spec_at_sens95_oracle": round(spec_at_sens(y_test, p_test), 4),
+        "threshold_split_normal_q90_by_version": {
+            k: round(float(np.quantile(v[y_tune == 0, 1], 0.9)), 3)
+            for k, v in probas.items()
+        },
+        "threshold_split": {
+            k: v.tolist() for k, v in quantiles(y_tune, probas["none"][:, 1]).items()
+        },
+        "external": {k: v.tolist() for k, v in quantiles(y_test, p_test).items()},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", nargs="+", default=["none"])
@@ -297,33 +324,14 @@ def main(argv: list[str] | None = None) -> None:
                 k: np.column_stack([1 - proba(head, v), proba(head, v)])
                 for k, v in f_tune.items()
             }
-            point = select_robust_threshold(
-                y[tune_idx], probas, min_sensitivity=0.95, min_specificity=0.85
-            )
-            t = float(point.threshold)
             p_test = proba(head, f_test)
-            pred = p_test >= t
+            t, figures = threshold_and_scores(y[tune_idx], probas, y_test, p_test)
             print_json(
                 {
                     "variant": variant,
                     "seed": seed,
-                    "roc_auc": round(roc_auc_score(y_test, p_test), 4),
-                    "threshold": round(t, 4),
-                    "sensitivity": round(float(pred[y_test == 1].mean()), 4),
-                    "specificity": round(float((~pred)[y_test == 0].mean()), 4),
-                    "spec_at_sens95_oracle": round(spec_at_sens(y_test, p_test), 4),
+                    **figures,
                     "n_fit": len(y_fit),
-                    "threshold_split_normal_q90_by_version": {
-                        k: round(float(np.quantile(v[y[tune_idx] == 0, 1], 0.9)), 3)
-                        for k, v in probas.items()
-                    },
-                    "threshold_split": {
-                        k: v.tolist()
-                        for k, v in quantiles(y[tune_idx], probas["none"][:, 1]).items()
-                    },
-                    "external": {
-                        k: v.tolist() for k, v in quantiles(y_test, p_test).items()
-                    },
                     "feature_seconds": round(feature_seconds, 1),
                     "peak_rss_mb": round(peak_rss_mb(), 1),
                 }
