@@ -81,6 +81,7 @@ class ModelComparison:
     def auc_differences(self) -> dict[str, Estimate]:
         """ROC AUC of each model minus that of the first, with paired CIs."""
         (first, _), *others = self.reports.items()
+        self._checked_replicates([first], "roc_auc")  # no resamples: no pairs
         return {name: self.mean_difference([name], [first]) for name, _ in others}
 
     def _checked_replicates(self, names: Sequence[str], metric: str) -> np.ndarray:
