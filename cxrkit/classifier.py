@@ -643,10 +643,17 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         -------
         ndarray of shape (n, n_classes)
         """
+        return self._proba_of(self._model_images(X))
+
+    def _model_images(self, X: ImageInput) -> np.ndarray:
+        """``X`` checked, decoded, resized and preprocessed for the network."""
         check_is_fitted(self, "net_")
         self._validate_params()  # tta, preprocess, ... may be set after fit
         reject_sparse(X)
-        images = model_images(self, X, verbose=self.verbose).pixels
+        return model_images(self, X, verbose=self.verbose).pixels
+
+    def _proba_of(self, images: np.ndarray) -> np.ndarray:
+        """``predict_proba`` of images already resized and preprocessed."""
         proba = _fit.predict_proba(
             self.net_, images, tta=self.tta, random_state=self.random_state
         )
@@ -724,9 +731,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         detector = getattr(self, "ood_detector_", None)
         if detector is None:
             raise no_detector_error(self)
-        reject_sparse(X)
-        images = model_images(self, X, verbose=self.verbose).pixels
-        return detector.score(penultimate_features(self, images))
+        return detector.score(penultimate_features(self, self._model_images(X)))
 
     def is_ood(self, X: ImageInput) -> np.ndarray:
         """Whether each image is flagged as unlike the training images.

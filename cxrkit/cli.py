@@ -820,7 +820,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from cxrkit.images._folders import find_images
     from cxrkit.metrics import apply_threshold
     from cxrkit.ood import no_detector_error
-    from cxrkit.report import ood_columns, predict_proba, write_predictions
+    from cxrkit.report import ood_columns, predictions, write_predictions
 
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file, device=args.device)
@@ -829,14 +829,14 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         if args.refuse_ood and clf.ood_detector_ is None:
             raise no_detector_error(clf)
     paths = _readable(args, paths, clf.image_size)
-    proba = predict_proba(
+    proba, found = predictions(
         clf, paths, progress=False if getattr(args, "quiet", False) else None
     )
     predicted = apply_threshold(
         proba, rule.threshold, classes=clf.classes_, pos_label=rule.pos_label
     )
     proba, predicted, ood = ood_columns(
-        clf, paths, proba, predicted, refuse=args.refuse_ood, progress=False
+        clf, paths, proba, predicted, refuse=args.refuse_ood, found=found
     )
     write_predictions(
         args.csv or sys.stdout,

@@ -68,7 +68,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from cxrkit.images._batches import ImageBatches
 from cxrkit.images._preprocess import model_images
-from cxrkit.models._features import headless
+from cxrkit.models._features import head_inputs, headless
 from cxrkit.training._fit import default_groups
 
 __all__ = [
@@ -80,6 +80,7 @@ __all__ = [
     "fit_ood_detector",
     "no_detector_error",
     "penultimate_features",
+    "proba_and_ood_score",
     "tolerance_limit",
 ]
 
@@ -406,6 +407,71 @@ def penultimate_features(clf: Any, images: np.ndarray) -> np.ndarray:
     with headless(net.module_, clf.model):
         out = net.forward(ImageBatches(np.asarray(images)), training=False)
     return out.float().cpu().numpy()
+
+
+def proba_and_ood_score(clf: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None]:
+    """``clf.predict_proba(X)`` and ``clf.ood_score(X)`` from one forward pass.
+
+    Showing a probability with its out-of-distribution score would otherwise
+    run the network twice over the same images (and read image files twice):
+    here the features the detector scores are taken, by a forward hook on
+    the final linear layer, from the pass that computes the probabilities.
+    Both results equal those of the two methods.
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        Fitted.
+    X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+        Or a [`DecodedImages`][cxrkit.DecodedImages] of them.
+
+    Returns
+    -------
+    proba : ndarray of shape (n, n_classes)
+        As ``clf.predict_proba(X)``.
+    ood_score : ndarray of shape (n,), or None
+        As ``clf.ood_score(X)``; None when the model has no detector
+        (``ood_alarm_rate=None``), where ``ood_score`` raises.
+
+    Examples
+    --------
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(40, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="simple_cnn", image_size=32,
+    ...                           max_epochs=1, random_state=0).fit(X, y)
+    >>> proba, scores = proba_and_ood_score(clf, X[:3])
+    >>> bool(np.allclose(proba, clf.predict_proba(X[:3])))
+    True
+    >>> bool(np.allclose(scores, clf.ood_score(X[:3])))
+    True
+    """
+    images = clf._model_images(X)
+    detector = getattr(clf, "ood_detector_", None)
+    if detector is None:
+        return clf._proba_of(images), None
+    with head_inputs(clf.net_.module_, clf.model) as seen:
+        proba = clf._proba_of(images)
+    # The images as they are come first; test-time augmented copies follow.
+    features = torch.cat(seen)[: len(images)].numpy()
+    return proba, detector.score(features)
+
+
+def shares_one_pass(clf: Any) -> bool:
+    """Whether `proba_and_ood_score` stands for ``clf``'s two methods.
+
+    True for a fitted cxrkit classifier with a detector whose
+    ``predict_proba`` and ``ood_score`` are cxrkit's own (a subclass may
+    compute them otherwise); callers ask the two methods otherwise.
+    """
+    from cxrkit.classifier import PneumoniaClassifier
+
+    return (
+        isinstance(clf, PneumoniaClassifier)
+        and getattr(clf, "ood_detector_", None) is not None
+        and type(clf).predict_proba is PneumoniaClassifier.predict_proba
+        and type(clf).ood_score is PneumoniaClassifier.ood_score
+    )
 
 
 def fit_ood_detector(

@@ -10,6 +10,8 @@ never copied into the repository.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +29,25 @@ FULLRES = SHARED_DATA / "chest_xray_fullres"
 FAST = {"image_size": 32, "max_epochs": 1, "batch_size": 16, "random_state": 0}
 
 torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+class _Count:
+    n = 0
+
+
+@contextmanager
+def network_images(clf: PneumoniaClassifier) -> Iterator[_Count]:
+    """Count the images a fitted classifier's network runs on (``.n``)."""
+    count = _Count()
+
+    def seen(_module, args, _out) -> None:
+        count.n += len(args[0])
+
+    handle = clf.net_.module_.register_forward_hook(seen)
+    try:
+        yield count
+    finally:
+        handle.remove()
 
 
 @pytest.fixture(autouse=True)

@@ -11,7 +11,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
-from conftest import FAST
+from conftest import FAST, network_images
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
@@ -28,9 +28,10 @@ from cxrkit.ood import (
     NoOODDetectorError,
     fit_ood_detector,
     penultimate_features,
+    proba_and_ood_score,
     tolerance_limit,
 )
-from cxrkit.report import evaluation_report
+from cxrkit.report import evaluation_report, predictions
 
 
 @pytest.fixture(scope="module")
@@ -132,6 +133,42 @@ def test_ood_score_and_is_ood(model, data, unusual):
     assert flags.mean() <= 0.1
     assert model.is_ood(unusual).all()
     assert model.ood_score(unusual).min() > scores.max()
+
+
+@pytest.mark.parametrize("tta", [0, 2])
+def test_one_pass_gives_what_predict_proba_and_ood_score_give(model, data, tta):
+    X, _, _ = data
+    model.set_params(tta=tta)  # predict-time only; set back below
+    try:
+        with network_images(model) as apart:
+            proba, scores = model.predict_proba(X), model.ood_score(X)
+        with network_images(model) as together:
+            both = proba_and_ood_score(model, X)
+    finally:
+        model.set_params(tta=0)
+    np.testing.assert_allclose(both[0], proba, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(both[1], scores, rtol=1e-5, atol=1e-6)
+    # the images go through the network once (and each TTA copy once)
+    assert together.n == (1 + tta) * len(X)
+    assert apart.n == together.n + len(X)
+
+
+def test_one_pass_without_a_detector_gives_no_scores(data):
+    X, y, _ = data
+    clf = PneumoniaClassifier(model="cnn4", ood_alarm_rate=None, **FAST).fit(X, y)
+    proba, scores = proba_and_ood_score(clf, X[:5])
+    assert scores is None
+    np.testing.assert_allclose(proba, clf.predict_proba(X[:5]))
+
+
+def test_report_predictions_run_the_network_once_per_batch(model, data):
+    X, _, _ = data
+    with network_images(model) as passes:
+        proba, (scores, threshold) = predictions(model, X, batch_size=25)
+    assert passes.n == len(X)  # each image once
+    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(scores, model.ood_score(X), rtol=1e-5, atol=1e-6)
+    assert threshold == model.ood_detector_.threshold_
 
 
 def test_scores_use_the_preprocessed_inputs_predict_proba_sees(data):
@@ -352,6 +389,22 @@ def test_server_answers_carry_the_flag_and_can_refuse(model, data, unusual):
     assert heatmaps[0] is not None and heatmaps[1] is None
     assert refused_png.status_code == 422 and "noise.png" in refused_png.json()["error"]
     assert film_png.status_code == 200
+
+
+def test_server_runs_the_network_once_per_image(model, data):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from cxrkit.serve import create_app
+
+    X, _, _ = data
+    app = create_app(model, device="cpu")
+    with TestClient(app) as client, network_images(app.state.served.clf) as passes:
+        answer = _post(client, {"a.png": X[0], "b.png": X[1]}).json()
+    assert passes.n == 2  # probabilities and scores from the same pass
+    expected = model.ood_score(X[:2])
+    got = [p["ood_score"] for p in answer["predictions"]]
+    np.testing.assert_allclose(got, expected, atol=1e-4)
 
 
 def test_server_refusal_needs_a_detector(data):

@@ -23,7 +23,7 @@ pytest.importorskip("highdicom", reason='needs pip install "cxrkit[pacs]"')
 pytest.importorskip("dicomweb_client", reason='needs pip install "cxrkit[pacs]"')
 
 import pydicom
-from conftest import FAST
+from conftest import FAST, network_images
 from pynetdicom import AE
 from pynetdicom.sop_class import DigitalXRayImageStorageForPresentation, Verification
 
@@ -257,6 +257,17 @@ def test_what_a_result_says_of_its_model_is_the_model_card(
     )
     assert cases[0][1]["threshold"] == 0.2
     assert cases[2][1]["file"] is None
+
+
+def test_a_finding_costs_one_pass_of_the_network(model, clf, radiographs):
+    images = np.stack([_image(f, clf.image_size) for f in radiographs[:3]])
+    with network_images(clf) as seen:
+        findings = model.assess(images)
+    assert seen.n == 3  # the probability and the OOD score from one pass
+    np.testing.assert_allclose(
+        [f.ood_score for f in findings], clf.ood_score(images), rtol=1e-5
+    )
+    assert [f.ood for f in findings] == clf.is_ood(images).tolist()
 
 
 class _WithDetector(PneumoniaClassifier):

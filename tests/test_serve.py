@@ -413,7 +413,7 @@ def test_unknown_route_and_internal_errors_are_json_without_traceback(
         def broken(images):
             raise RuntimeError("secret internal detail")
 
-        app.state.served.predict_proba = broken
+        app.state.served.assess = broken
         response = c.post("/predict", files={"file": ("a.png", png(images[0]))})
         assert_clear_error(response, 500, "internal error")
         assert "secret" not in response.text

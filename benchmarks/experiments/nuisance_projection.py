@@ -26,13 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrkit import load_image_folder, patient_groups
-from cxrkit.validation import SHIFTS, ConfounderMatchedSplit
+from cxrkit.validation import SHIFTS
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json
-from site_shift_features import proba, threshold_and_scores, train_head
+from site_shift_features import proba, site_split, threshold_and_scores, train_head
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,12 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
 
-    X, y_names = load_image_folder(args.train)
-    X_test, y_test_names = load_image_folder(args.test)
-    y = (y_names == "PNEUMONIA").astype(int)
-    y_test = (y_test_names == "PNEUMONIA").astype(int)
-    split = ConfounderMatchedSplit(holdout_fraction=0.1, n_bins=5, random_state=0)
-    fit_idx, tune_idx = next(split.split(X, y_names, patient_groups(X)))
+    _, y, X_test, y_test, fit_idx, tune_idx = site_split(args.train, args.test)
     f_train = np.load(cache / "none_train.npy")
     f_test = np.load(cache / "none_test.npy")
     f_tune = {"none": f_train[tune_idx]}

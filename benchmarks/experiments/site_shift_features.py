@@ -20,6 +20,9 @@ A variant name ``aug:NAME`` trains the head on the features of the training
 images and of a copy of each degraded at random by the augmentation
 ``NAME`` of ``DEGRADATIONS`` (feature-level augmentation: the head cannot
 rely on what that degradation changes); prediction uses the plain images.
+``augn:NAME`` copies the NORMAL training images only (counter-examples to
+"less fine detail means pneumonia", which points one way).
+``--weight-decay`` changes the head's AdamW weight decay.
 
 Prints one JSON line per variant and seed: external ROC AUC, sensitivity
 and specificity at the rule's threshold, specificity at the highest
@@ -32,6 +35,7 @@ For research and education; not a medical device.
 from __future__ import annotations
 
 import argparse
+import io
 import sys
 import time
 from collections.abc import Callable
@@ -135,8 +139,46 @@ def _random_degrade(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-#: Random degradations for ``aug:NAME`` variants.
-DEGRADATIONS = {"mix": _random_degrade}
+def _random_acquisition(images: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Each image given noise, JPEG, a zoom in or out, or a blur, at random
+    strength: the acquisition changes that raise NORMAL scores most."""
+    out = np.empty_like(images)
+    for i, image in enumerate(images):
+        im = Image.fromarray(image)
+        w, h = im.size
+        kind = rng.integers(5)
+        if kind == 0:
+            noisy = image + rng.normal(0.0, rng.uniform(3.0, 10.0), image.shape)
+            im = Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+        elif kind == 1:
+            buffer = io.BytesIO()
+            im.save(buffer, format="JPEG", quality=int(rng.integers(15, 60)))
+            im = Image.open(buffer).convert("L")
+        elif kind == 2:
+            band = float(rng.uniform(0.03, 0.1))
+            dx, dy = round(w * band), round(h * band)
+            im = im.crop((dx, dy, w - dx, h - dy)).resize(
+                (w, h), Image.Resampling.BILINEAR
+            )
+        elif kind == 3:
+            scale = float(rng.uniform(0.8, 0.95))
+            small = im.resize((round(w * scale), round(h * scale)))
+            padded = np.pad(
+                np.asarray(small),
+                (((h - small.size[1]) // 2,) * 2, ((w - small.size[0]) // 2,) * 2),
+                mode="edge",
+            )
+            im = Image.fromarray(padded).resize((w, h), Image.Resampling.BILINEAR)
+        else:
+            im = im.filter(ImageFilter.GaussianBlur(float(rng.uniform(0.5, 2.0))))
+        out[i] = np.asarray(im)
+    return out
+
+
+#: Random degradations for ``aug:NAME`` (copies of every training image)
+#: and ``augn:NAME`` (copies of the NORMAL training images only: the
+#: shortcut points one way, so only that class gets the counter-examples).
+DEGRADATIONS = {"mix": _random_degrade, "acq": _random_acquisition}
 
 
 def _backbone() -> nn.Module:
@@ -165,8 +207,28 @@ def cached_features(
     return f
 
 
+def site_split(
+    train: str, test: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Training and site images with 0/1 labels (1: PNEUMONIA), and the
+    patient split of ``recipe.py`` (``ConfounderMatchedSplit``, seed 0) into
+    the images the head is fitted on and the threshold split."""
+    X, y_names = load_image_folder(train)
+    X_test, y_test_names = load_image_folder(test)
+    split = ConfounderMatchedSplit(holdout_fraction=0.1, n_bins=5, random_state=0)
+    fit_idx, tune_idx = next(split.split(X, y_names, patient_groups(X)))
+    y = (y_names == "PNEUMONIA").astype(int)
+    y_test = (y_test_names == "PNEUMONIA").astype(int)
+    return X, y, X_test, y_test, fit_idx, tune_idx
+
+
 def train_head(
-    f: np.ndarray, y: np.ndarray, seed: int, *, epochs: int = 30
+    f: np.ndarray,
+    y: np.ndarray,
+    seed: int,
+    *,
+    epochs: int = 30,
+    weight_decay: float = 1e-4,
 ) -> nn.Linear:
     """The recipe's head training, on feature vectors."""
     torch.manual_seed(seed)
@@ -174,7 +236,7 @@ def train_head(
     counts = np.bincount(y, minlength=2)
     weight = torch.tensor(len(y) / (2 * counts), dtype=torch.float32)
     loss_fn = nn.CrossEntropyLoss(weight=weight)
-    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=1e-4)
+    opt = torch.optim.AdamW(head.parameters(), lr=1e-3, weight_decay=weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
     ft, yt = torch.from_numpy(f), torch.from_numpy(y.astype(np.int64))
     gen = torch.Generator().manual_seed(seed)
@@ -242,6 +304,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test", default=str(EXTERNAL))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
+        "--weight-decay",
+        type=float,
+        default=1e-4,
+        help="AdamW weight decay of the head (the recipe's: 1e-4)",
+    )
+    parser.add_argument(
         "--pneumonia-fraction",
         type=float,
         default=1.0,
@@ -253,13 +321,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
+    wd_tag = "" if args.weight_decay == 1e-4 else f"_wd{args.weight_decay:g}"
 
-    X, y_names = load_image_folder(args.train)
-    X_test, y_test_names = load_image_folder(args.test)
-    y = (y_names == "PNEUMONIA").astype(int)
-    y_test = (y_test_names == "PNEUMONIA").astype(int)
-    split = ConfounderMatchedSplit(holdout_fraction=0.1, n_bins=5, random_state=0)
-    fit_idx, tune_idx = next(split.split(X, y_names, patient_groups(X)))
+    X, y, X_test, y_test, fit_idx, tune_idx = site_split(args.train, args.test)
     if args.pneumonia_fraction < 1:
         keep = (y[fit_idx] == 0) | (
             np.random.default_rng(0).random(len(fit_idx)) < args.pneumonia_fraction
@@ -275,8 +339,9 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         augment = None
         base = variant
-        if variant.startswith("aug:"):
-            augment, _, base = variant[4:].partition(":")
+        kind, _, rest = variant.partition(":")
+        if kind in ("aug", "augn"):
+            augment, _, base = rest.partition(":")
             base = base or "none"
         prep = _combo(base)
         if sub and not (cache / f"{base}_train.npy").exists():
@@ -306,20 +371,22 @@ def main(argv: list[str] | None = None) -> None:
             )
         f_fit, y_fit = f_train[fit_idx], y[fit_idx]
         if augment is not None:
+            copied = fit_idx if kind == "aug" else fit_idx[y[fit_idx] == 0]
+            tag = "" if kind == "aug" else "normal_"
             f_aug = cached_features(
                 cache,
-                f"{base}_aug_{augment}{sub}",
+                f"{base}_aug_{tag}{augment}{sub}",
                 model,
-                lambda prep=prep, augment=augment: prep(
+                lambda prep=prep, augment=augment, copied=copied: prep(
                     DEGRADATIONS[augment](
-                        train_images[fit_idx], np.random.default_rng(0)
+                        train_images[copied], np.random.default_rng(0)
                     )
                 ),
             )
-            f_fit, y_fit = np.r_[f_fit, f_aug], np.r_[y_fit, y_fit]
+            f_fit, y_fit = np.r_[f_fit, f_aug], np.r_[y_fit, y[copied]]
         feature_seconds = time.perf_counter() - start
         for seed in args.seeds:
-            head = train_head(f_fit, y_fit, seed)
+            head = train_head(f_fit, y_fit, seed, weight_decay=args.weight_decay)
             probas = {
                 k: np.column_stack([1 - proba(head, v), proba(head, v)])
                 for k, v in f_tune.items()
@@ -330,6 +397,7 @@ def main(argv: list[str] | None = None) -> None:
                 {
                     "variant": variant,
                     "seed": seed,
+                    "weight_decay": args.weight_decay,
                     **figures,
                     "n_fit": len(y_fit),
                     "feature_seconds": round(feature_seconds, 1),
@@ -337,7 +405,7 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
             np.savez(
-                cache / f"scores_{variant.replace(':', '_')}{sub}_s{seed}.npz",
+                cache / f"scores_{variant.replace(':', '_')}{sub}{wd_tag}_s{seed}.npz",
                 X_test=X_test.astype(str),
                 y_test=y_test,
                 proba_test=p_test,

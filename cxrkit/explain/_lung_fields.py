@@ -266,11 +266,13 @@ def evidence_outside_lungs(
         raise ValueError(f"heatmaps has shape {heatmaps.shape}; expected (n, h, w)")
     size = heatmaps.shape[1:]
     if lung_masks is None:
-        prior = np.asarray(
-            Image.fromarray(lung_field_prior()).resize(
-                size[::-1], Image.Resampling.BILINEAR
+        # Computed at the heatmaps' own size (resized only when they are not
+        # square), so the field's edge is as sharp as theirs.
+        prior = lung_field_prior(max(size))
+        if size[0] != size[1]:
+            prior = np.asarray(
+                Image.fromarray(prior).resize(size[::-1], Image.Resampling.BILINEAR)
             )
-        )
         masks = prior >= PRIOR_THRESHOLD
         area_outside = float(1 - masks.mean())
         kind = "prior"

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from cxrkit.models._registry import classifier_head
 
-__all__ = ["backbone_features", "headless"]
+__all__ = ["backbone_features", "head_inputs", "headless"]
 
 
 def _parent_and_name(root: nn.Module, dotted: str) -> tuple[nn.Module, str]:
@@ -69,6 +69,50 @@ def headless(module: nn.Module, name: str) -> Iterator[tuple[nn.Module, nn.Linea
         yield module, head
     finally:
         setattr(parent, child, head)
+
+
+@contextmanager
+def head_inputs(module: nn.Module, name: str) -> Iterator[list[torch.Tensor]]:
+    """Collect what a registry model's head receives, during forward passes.
+
+    A forward hook on the final linear layer: the features of the images
+    the model classifies, from the same pass that gives their scores (what
+    ``headless`` gives from a second pass). Each batch's head input is
+    appended to the yielded list, flattened, as float32 on the CPU. The hook
+    is removed on exit, even on error.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A model built by [`build_model`][cxrkit.models.build_model] as ``name``.
+    name : str
+        Its registry name.
+
+    Yields
+    ------
+    list of torch.Tensor
+        One ``(batch, n_features)`` tensor per forward pass, in order.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from cxrkit.models import build_model
+    >>> model = build_model("cnn4", n_classes=2).eval()
+    >>> with head_inputs(model, "cnn4") as seen:
+    ...     logits = model(torch.zeros(3, 1, 32, 32))
+    >>> len(seen), tuple(seen[0].shape), tuple(logits.shape)
+    (1, (3, 256), (3, 2))
+    """
+    seen: list[torch.Tensor] = []
+
+    def keep(_head: nn.Module, args: tuple, _out: torch.Tensor) -> None:
+        seen.append(args[0].detach().flatten(1).float().cpu())
+
+    handle = classifier_head(module, name).register_forward_hook(keep)
+    try:
+        yield seen
+    finally:
+        handle.remove()
 
 
 @torch.no_grad()

@@ -15,6 +15,7 @@ import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
+from cxrkit.ood import proba_and_ood_score, shares_one_pass
 from cxrkit.persistence._model_files import fitted_model, model_card
 
 __all__ = ["RESEARCH_ONLY", "Finding", "ModelIdentity", "ReportingModel"]
@@ -180,16 +181,24 @@ class ReportingModel:
         )
 
     # ------------------------------------------------------------ inference
-    def _ood(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    def _proba_and_ood(
+        self, images: np.ndarray
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """Probabilities and, with a detector, OOD scores and flags: one
+        forward pass for a cxrkit classifier (``proba_and_ood_score``)."""
+        if shares_one_pass(self.clf):
+            proba, scores = proba_and_ood_score(self.clf, images)
+            return proba, (scores, scores > self.clf.ood_detector_.threshold_)
+        proba = self.clf.predict_proba(images)
         if not self.has_ood:
-            return None
+            return proba, None
         try:
             scores = np.asarray(self.clf.ood_score(images), dtype=float)
             flags = np.asarray(self.clf.is_ood(images), dtype=bool)
         except AttributeError:  # the model has the methods but no fitted detector
             self.has_ood = False
-            return None
-        return scores, flags
+            return proba, None
+        return proba, (scores, flags)
 
     def assess(self, images: np.ndarray) -> list[Finding]:
         """The findings for decoded images.
@@ -204,11 +213,10 @@ class ReportingModel:
         -------
         list of Finding
         """
-        proba = self.clf.predict_proba(images)
+        proba, ood = self._proba_and_ood(images)
         called = apply_threshold(
             proba, self._threshold, classes=self.classes, pos_label=self._pos_label
         )
-        ood = self._ood(images)
         column = {c: k for k, c in enumerate(self.classes.tolist())}
         findings = []
         for i, label in enumerate(np.asarray(called).tolist()):

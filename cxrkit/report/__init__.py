@@ -17,6 +17,7 @@ from cxrkit.report._predictions import (
     ood_columns,
     ood_scores,
     predict_proba,
+    predictions,
     write_predictions,
 )
 
@@ -28,5 +29,6 @@ __all__ = [
     "ood_columns",
     "ood_scores",
     "predict_proba",
+    "predictions",
     "write_predictions",
 ]

@@ -33,8 +33,8 @@ from cxrkit.report._ood import ood_summary
 from cxrkit.report._predictions import (
     image_rows,
     ood_cells,
-    ood_scores,
     predict_proba,
+    predictions,
     write_predictions,
 )
 from cxrkit.report._provenance import (
@@ -167,8 +167,7 @@ def evaluation_report(
 
     # the one place the report asks whether X holds files (for their names)
     paths = X if is_path_like_sequence(X) else None
-    proba = predict_proba(clf, X, progress=progress)
-    found = ood_scores(clf, X, progress=progress)
+    proba, found = predictions(clf, X, progress=progress)
     report = clinical_report(
         y,
         proba,

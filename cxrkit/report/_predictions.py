@@ -66,6 +66,56 @@ def _in_batches(
     return np.concatenate(parts)
 
 
+def predictions(
+    clf: Any,
+    X: Sequence[str | os.PathLike] | np.ndarray,
+    *,
+    batch_size: int = 256,
+    progress: bool | None = None,
+) -> tuple[np.ndarray, tuple[np.ndarray, float] | None]:
+    """`predict_proba` and `ood_scores` together: one forward pass per batch.
+
+    For a cxrkit classifier with an out-of-distribution detector, each batch
+    is decoded and run through the network once
+    ([`proba_and_ood_score`][cxrkit.ood.proba_and_ood_score]); other
+    classifiers are asked for each in turn.
+
+    Parameters
+    ----------
+    clf : fitted classifier
+    X : sequence of paths, or ndarray of images
+    batch_size : int, default=256
+    progress : bool, optional
+        Show a progress bar; by default when X has more than 256 images.
+
+    Returns
+    -------
+    proba : ndarray of shape (n, n_classes)
+    found : (scores, threshold) or None
+        As [`ood_scores`][cxrkit.report.ood_scores] returns it.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyClassifier
+    >>> clf = DummyClassifier().fit(np.zeros((4, 1)), [0, 0, 0, 1])
+    >>> proba, found = predictions(clf, np.zeros((3, 1)), batch_size=2)
+    >>> proba.tolist(), found
+    ([[0.75, 0.25], [0.75, 0.25], [0.75, 0.25]], None)
+    """
+    from cxrkit.ood import proba_and_ood_score, shares_one_pass
+
+    if not shares_one_pass(clf):
+        proba = predict_proba(clf, X, batch_size=batch_size, progress=progress)
+        return proba, ood_scores(clf, X, batch_size=batch_size, progress=False)
+
+    def both(batch: Any) -> np.ndarray:  # one array per batch for _in_batches
+        proba, scores = proba_and_ood_score(clf, batch)
+        return np.column_stack([proba, scores])
+
+    joined = _in_batches(both, X, batch_size, progress, "predicting")
+    return joined[:, :-1], (joined[:, -1], clf.ood_detector_.threshold_)
+
+
 def ood_scores(
     clf: Any,
     X: Sequence[str | os.PathLike] | np.ndarray,
@@ -111,6 +161,7 @@ def ood_columns(
     *,
     refuse: bool = False,
     progress: bool | None = None,
+    found: tuple[np.ndarray, float] | str | None = "compute",
 ) -> tuple[np.ndarray, np.ndarray, dict[str, list]]:
     """The ``ood_score`` and ``ood`` columns of ``cxrkit predict``; refusals.
 
@@ -124,6 +175,10 @@ def ood_columns(
         Flagged images get no call (empty ``predicted``), no probabilities
         (NaN, written as empty cells) and a ``reason`` column says why.
     progress : bool, optional
+    found : (scores, threshold) or None, optional
+        The scores when they are already computed (as
+        [`predictions`][cxrkit.report.predictions] returns them); by default
+        (``"compute"``) they are computed here.
 
     Returns
     -------
@@ -140,7 +195,8 @@ def ood_columns(
     """
     from cxrkit.ood import no_detector_error
 
-    found = ood_scores(clf, X, progress=progress)
+    if isinstance(found, str):
+        found = ood_scores(clf, X, progress=progress)
     if found is None and refuse:
         raise no_detector_error(clf)
     columns = ood_cells(found, len(proba))

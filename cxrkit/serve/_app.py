@@ -254,9 +254,8 @@ def create_app(
         )
         infer_start = time.perf_counter()
         images = np.stack([d.image for d in decoded])
-        proba = await run_in_threadpool(served.predict_proba, images)
+        proba, checks = await run_in_threadpool(served.assess, images)
         labels = served.labels(proba)
-        checks = await run_in_threadpool(served.ood, images)
         infer_s = time.perf_counter() - infer_start
         results = []
         for d, p, label, check in zip(decoded, proba, labels.tolist(), checks):
@@ -307,12 +306,9 @@ def create_app(
                 "file, or ask for format=json",
             )
         images = np.stack([d.image for d in decoded])
-        proba = await run_in_threadpool(served.predict_proba, images)
+        proba, checks = await run_in_threadpool(served.assess, images)
         labels = served.labels(proba)
-        refused = [None] * len(decoded)
-        if served.refuse_ood:  # else the scores are not needed here
-            checks = await run_in_threadpool(served.ood, images)
-            refused = [c["refused"] for c in checks]
+        refused = [c["refused"] for c in checks]
         if format == "png" and refused[0]:
             raise ClientError(422, f"{decoded[0].filename}: {refused[0]}")
         heatmaps = await run_in_threadpool(served.explain, images, labels)

@@ -9,7 +9,7 @@ import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
-from cxrkit.ood import no_detector_error
+from cxrkit.ood import no_detector_error, proba_and_ood_score, shares_one_pass
 from cxrkit.persistence._model_files import INTENDED_USE, fitted_model, model_card
 
 __all__ = ["INTENDED_USE", "ServedModel"]
@@ -83,20 +83,25 @@ class ServedModel:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------ inference
-    def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        """Probabilities of ``(n, S, S)`` decoded images, in ``classes`` order."""
-        with self._lock:
-            return self.clf.predict_proba(images)
+    def assess(self, images: np.ndarray) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        """Probabilities of ``(n, S, S)`` decoded images, in ``classes`` order,
+        and per image ``ood_score``, the flag ``ood`` (None without a
+        detector) and ``refused`` (why no call is given, or None).
 
-    def ood(self, images: np.ndarray) -> list[dict[str, Any]]:
-        """Per image: ``ood_score`` and the flag ``ood`` (None without a
-        detector), and ``refused`` (why no call is given, or None)."""
-        if self.detector is None:
-            return [{"ood_score": None, "ood": None, "refused": None} for _ in images]
+        One forward pass gives both (``cxrkit.ood.proba_and_ood_score``).
+        """
         with self._lock:
-            scores = self.clf.ood_score(images)
+            if self.detector is None:
+                return self.clf.predict_proba(images), [
+                    {"ood_score": None, "ood": None, "refused": None} for _ in images
+                ]
+            if shares_one_pass(self.clf):
+                proba, scores = proba_and_ood_score(self.clf, images)
+            else:
+                proba = self.clf.predict_proba(images)
+                scores = self.clf.ood_score(images)
         threshold = self.detector.threshold_
-        return [
+        return proba, [
             {
                 "ood_score": round(float(s), 4),
                 "ood": bool(s > threshold),
