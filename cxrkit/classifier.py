@@ -187,7 +187,8 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
     ood_alarm_rate : float or None, default=0.05
         After training, ``fit`` fits an out-of-distribution detector on the
         network's penultimate features of the training images (one more
-        forward pass over them; see [`cxrkit.ood`][cxrkit.ood]), with its
+        forward pass over them, none with ``freeze="backbone"``; see
+        [`cxrkit.ood`][cxrkit.ood]), with its
         threshold set so that at most this share of new images like the
         training images is flagged by ``is_ood``. None fits no detector.
     random_state : int, RandomState or None, default=None
@@ -452,10 +453,19 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 resume_callbacks=resume,
                 accelerator=accelerator,
             )
+            features = None
             if self.freeze == "backbone":
-                fit_head_on_features(
+                seen = fit_head_on_features(
                     self.net_, self.model, train_ds, valid_ds, **fit_kwargs
                 )
+                if self.precision == "32" and accelerator is None:
+                    # the detector's features, as penultimate_features would
+                    # compute them (no autocast): no second backbone pass
+                    order = (
+                        train_idx if valid_idx is None else np.r_[train_idx, valid_idx]
+                    )
+                    features = np.empty_like(seen)
+                    features[order] = seen
             else:
                 self.net_.fit(train_ds, y=None, **fit_kwargs)
         self.history_ = self.net_.history
@@ -471,7 +481,12 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 None
                 if self.ood_alarm_rate is None
                 else detector_for(
-                    self, images, y_enc, groups, alarm_rate=self.ood_alarm_rate
+                    self,
+                    images,
+                    y_enc,
+                    groups,
+                    alarm_rate=self.ood_alarm_rate,
+                    features=features,
                 )
             )
         return self

@@ -546,13 +546,17 @@ def detector_for(
     *,
     alarm_rate: float,
     method: str = OOD_METHODS[0],
+    features: np.ndarray | None = None,
 ) -> FeatureDistanceDetector | None:
     """The fitted detector of ``clf`` on its decoded training images.
 
+    ``features`` are their penultimate features when the caller has them
+    already (a frozen backbone's, from ``fit``); otherwise they are computed.
     None, with a warning, when the features cannot make one (fewer than 2
     images, or non-finite features of a diverged network).
     """
-    features = penultimate_features(clf, images)
+    if features is None:
+        features = penultimate_features(clf, images)
     try:
         return FeatureDistanceDetector(method, alarm_rate=alarm_rate).fit(
             features, y_enc, groups

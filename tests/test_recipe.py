@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
@@ -21,6 +22,7 @@ from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.images import ImageDataset, patient_id
 from cxrkit.models import available_models, build_model
 from cxrkit.models._features import backbone_features, headless
+from cxrkit.ood import fit_ood_detector, penultimate_features
 from cxrkit.recipes import RECIPES, make_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,6 +131,22 @@ def test_backbone_features_match_model_output():
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_frozen_fit_detector_sees_each_image_s_own_features(synthetic):
+    # with a validation split the features come back in another order
+    X, y, _ = synthetic
+    X, y = X[:96], y[:96]
+    clf = PneumoniaClassifier(
+        model="cnn4", freeze="backbone", validation_fraction=0.25, **FAST
+    ).fit(X, y)
+    reused = clf.ood_detector_
+    recomputed = fit_ood_detector(clf, X, y).ood_detector_
+    assert recomputed.threshold_ == pytest.approx(reused.threshold_, rel=1e-4)
+    features = penultimate_features(clf, X[:8]) * 1.5
+    np.testing.assert_allclose(
+        recomputed.score(features), reused.score(features), rtol=1e-4
+    )
+
+
 def test_frozen_backbone_runs_once_per_fit(monkeypatch, synthetic):
     X, y, _ = synthetic
     X, y = X[:96], y[:96]
@@ -155,7 +173,17 @@ def test_frozen_backbone_runs_once_per_fit(monkeypatch, synthetic):
     assert sum(seen) == len(X)  # each image through the backbone once, not 4x
     seen.clear()
     clf.set_params(ood_alarm_rate=0.05).fit(X, y)
-    assert sum(seen) == 2 * len(X)  # and once more for the OOD detector
+    assert sum(seen) == len(X)  # the OOD detector reuses those features
+    # ... which are the features a second pass would give it
+    reused = clf.ood_detector_
+    seen.clear()
+    recomputed = fit_ood_detector(clf, X, y).ood_detector_
+    assert sum(seen) == len(X)
+    assert recomputed.threshold_ == pytest.approx(reused.threshold_, rel=1e-4)
+    features = penultimate_features(clf, X[:8]) * 1.5  # unlike the training ones
+    np.testing.assert_allclose(
+        recomputed.score(features), reused.score(features), rtol=1e-4
+    )
     frozen = [
         p for n, p in clf.net_.module_.named_parameters() if "classifier" not in n
     ]

@@ -11,6 +11,8 @@ Two consequences, both the usual practice for feature extraction (Keras'
 ``trainable=False`` behaves the same): the backbone runs in evaluation mode
 (batch-norm statistics are not updated), and training augmentation does not
 apply, since each image's features are computed once from the image itself.
+The same features then serve the out-of-distribution detector that ``fit``
+fits (``cxrkit.ood``), so the backbone runs over the training images once.
 """
 
 from __future__ import annotations
@@ -122,6 +124,7 @@ def backbone_features(
     *,
     batch_size: int = 64,
     device: str = "cpu",
+    channels_last: bool = False,
 ) -> np.ndarray:
     """Run a frozen backbone once over a dataset, in evaluation mode.
 
@@ -134,6 +137,12 @@ def backbone_features(
         [`ImageDataset`][cxrkit.images.ImageDataset].
     batch_size : int
     device : str
+    channels_last : bool, default=False
+        Give the backbone its input in the channels-last memory format, as
+        the classifier's net does (``ImageClassifierNet(channels_last=True)``
+        keeps its module in that format): the same arithmetic as its forward
+        pass, and faster on CPUs for EfficientNet-Lite0's convolutions than
+        the default format.
 
     Returns
     -------
@@ -154,9 +163,13 @@ def backbone_features(
     was_training = backbone.training
     backbone.eval()
     backbone.to(device)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     try:
         out = [
-            backbone(x.to(device)).flatten(1).float().cpu()
+            backbone(x.to(device).contiguous(memory_format=layout))
+            .flatten(1)
+            .float()
+            .cpu()
             for x, _ in DataLoader(dataset, batch_size=batch_size)
         ]
     finally:

@@ -482,16 +482,26 @@ def fit_head_on_features(
     train_ds: ImageDataset,
     valid_ds: ImageDataset | None,
     **fit_kwargs: Any,
-) -> None:
+) -> np.ndarray:
     """Train only the head of ``net``, on backbone features computed once.
 
     See ``cxrkit.models._features``: the frozen backbone runs once (in eval mode,
-    without augmentation) instead of once per epoch. A second skorch net with
-    the same settings trains the head on the feature vectors; its callbacks
-    are fresh clones of ``net``'s, checkpoints included, and ``fit_kwargs``
-    (``epochs`` left when resuming) reach its ``fit``.
+    without augmentation) instead of once per epoch, in the memory format the
+    net keeps its module in. A second skorch net with the same settings
+    trains the head on the feature vectors; its callbacks are fresh clones of
+    ``net``'s, checkpoints included, and ``fit_kwargs`` (``epochs`` left when
+    resuming) reach its ``fit``.
+
+    Returns
+    -------
+    ndarray of shape (n_train + n_valid, n_features)
+        The features of the training then the validation images: what the
+        out-of-distribution detector is fitted on, so that it need not run
+        the backbone over them again.
     """
     module = net.module
+    if net.channels_last:  # as initialize_module will leave it
+        module.to(memory_format=torch.channels_last)
     with headless(module, model_name) as (backbone, head):
         sets = [
             None
@@ -499,7 +509,11 @@ def fit_head_on_features(
             else TensorDataset(
                 torch.from_numpy(
                     backbone_features(
-                        backbone, ds, batch_size=net.batch_size, device=net.device
+                        backbone,
+                        ds,
+                        batch_size=net.batch_size,
+                        device=net.device,
+                        channels_last=net.channels_last,
                     )
                 ),
                 ds.y,
@@ -516,6 +530,7 @@ def fit_head_on_features(
     # The trained head is back inside ``module``; serve predictions from it.
     net.initialize()
     net.history = head_net.history
+    return torch.cat([ds.tensors[0] for ds in sets if ds is not None]).numpy()
 
 
 # ------------------------------------------------------------------- predict
