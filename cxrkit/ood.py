@@ -433,6 +433,9 @@ def proba_and_ood_score(clf: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None
         As ``clf.ood_score(X)``; None when the model has no detector
         (``ood_alarm_rate=None``), where ``ood_score`` raises.
 
+    Other classifiers, and subclasses that compute either result their own
+    way, get the two methods called in turn.
+
     Examples
     --------
     >>> from cxrkit import PneumoniaClassifier
@@ -446,23 +449,28 @@ def proba_and_ood_score(clf: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None
     >>> bool(np.allclose(scores, clf.ood_score(X[:3])))
     True
     """
+    if not shares_one_pass(clf):
+        # no detector, another classifier, or a subclass with its own
+        # methods: ask them (without a detector, predict_proba is one pass)
+        proba = clf.predict_proba(X)
+        if getattr(clf, "ood_detector_", None) is None:
+            return proba, None
+        return proba, np.asarray(clf.ood_score(X), dtype=np.float64)
     images = clf._model_images(X)
-    detector = getattr(clf, "ood_detector_", None)
-    if detector is None:
-        return clf._proba_of(images), None
     with head_inputs(clf.net_.module_, clf.model) as seen:
         proba = clf._proba_of(images)
     # The images as they are come first; test-time augmented copies follow.
     features = torch.cat(seen)[: len(images)].numpy()
-    return proba, detector.score(features)
+    return proba, clf.ood_detector_.score(features)
 
 
 def shares_one_pass(clf: Any) -> bool:
-    """Whether `proba_and_ood_score` stands for ``clf``'s two methods.
+    """Whether one forward pass gives ``clf``'s probabilities and OOD scores.
 
     True for a fitted cxrkit classifier with a detector whose
     ``predict_proba`` and ``ood_score`` are cxrkit's own (a subclass may
-    compute them otherwise); callers ask the two methods otherwise.
+    compute them otherwise); `proba_and_ood_score` asks the two methods
+    otherwise.
     """
     from cxrkit.classifier import PneumoniaClassifier
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import json
@@ -151,6 +152,20 @@ def test_one_pass_gives_what_predict_proba_and_ood_score_give(model, data, tta):
     # the images go through the network once (and each TTA copy once)
     assert together.n == (1 + tta) * len(X)
     assert apart.n == together.n + len(X)
+
+
+def test_one_pass_asks_a_subclass_that_scores_its_own_way(model, data):
+    X, _, _ = data
+
+    class Shifted(PneumoniaClassifier):
+        def ood_score(self, X):
+            return super().ood_score(X) + 1.0
+
+    clf = copy.copy(model)
+    clf.__class__ = Shifted
+    proba, scores = proba_and_ood_score(clf, X[:4])
+    np.testing.assert_allclose(scores, model.ood_score(X[:4]) + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(proba, model.predict_proba(X[:4]))
 
 
 def test_one_pass_without_a_detector_gives_no_scores(data):

@@ -102,18 +102,18 @@ def predictions(
     >>> proba.tolist(), found
     ([[0.75, 0.25], [0.75, 0.25], [0.75, 0.25]], None)
     """
-    from cxrkit.ood import proba_and_ood_score, shares_one_pass
+    from cxrkit.ood import proba_and_ood_score
 
-    if not shares_one_pass(clf):
-        proba = predict_proba(clf, X, batch_size=batch_size, progress=progress)
-        return proba, ood_scores(clf, X, batch_size=batch_size, progress=False)
+    detector = getattr(clf, "ood_detector_", None)
+    if detector is None:
+        return predict_proba(clf, X, batch_size=batch_size, progress=progress), None
 
     def both(batch: Any) -> np.ndarray:  # one array per batch for _in_batches
         proba, scores = proba_and_ood_score(clf, batch)
         return np.column_stack([proba, scores])
 
     joined = _in_batches(both, X, batch_size, progress, "predicting")
-    return joined[:, :-1], (joined[:, -1], clf.ood_detector_.threshold_)
+    return joined[:, :-1], (joined[:, -1], detector.threshold_)
 
 
 def ood_scores(

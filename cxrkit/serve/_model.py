@@ -9,7 +9,7 @@ import numpy as np
 
 from cxrkit._version import __version__
 from cxrkit.metrics import apply_threshold, positive_label
-from cxrkit.ood import no_detector_error, proba_and_ood_score, shares_one_pass
+from cxrkit.ood import no_detector_error, proba_and_ood_score
 from cxrkit.persistence._model_files import INTENDED_USE, fitted_model, model_card
 
 __all__ = ["INTENDED_USE", "ServedModel"]
@@ -95,11 +95,7 @@ class ServedModel:
                 return self.clf.predict_proba(images), [
                     {"ood_score": None, "ood": None, "refused": None} for _ in images
                 ]
-            if shares_one_pass(self.clf):
-                proba, scores = proba_and_ood_score(self.clf, images)
-            else:
-                proba = self.clf.predict_proba(images)
-                scores = self.clf.ood_score(images)
+            proba, scores = proba_and_ood_score(self.clf, images)
         threshold = self.detector.threshold_
         return proba, [
             {
