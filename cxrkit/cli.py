@@ -133,11 +133,14 @@ def _on_error_argument(parser: argparse.ArgumentParser, what: str) -> None:
 
 # Options that several commands share, each declared once: a command adds
 # them where its --help lists them.
-def _model_file_argument(
-    parser: argparse.ArgumentParser, help: str = "model file from train"
-) -> None:
-    """The model file a command reads (``args.model_file``)."""
-    parser.add_argument("model_file", metavar="MODEL", help=help)
+def _model_file_argument(parser: argparse.ArgumentParser) -> None:
+    """The model file a command reads (``args.model_file``), said the same
+    way by every command."""
+    parser.add_argument(
+        "model_file",
+        metavar="MODEL",
+        help="model file (written by cxrkit train or clf.save)",
+    )
 
 
 def _device_argument(parser: argparse.ArgumentParser) -> None:
@@ -788,7 +791,7 @@ def _add_evaluate_command(sub: argparse._SubParsersAction) -> None:
         description="Evaluate a model file on DATA_DIR (one subfolder per class) "
         "and write metrics.json, predictions.csv, PNG figures and report.html.",
     )
-    _model_file_argument(evaluate, help="written by train")
+    _model_file_argument(evaluate)
     evaluate.add_argument("data_dir", metavar="DATA_DIR", help="labelled images")
     evaluate.add_argument(
         "--out", default="report", help="report folder (default: %(default)s)"
@@ -860,7 +863,7 @@ def _add_predict_command(sub: argparse._SubParsersAction) -> None:
         "ood_score and ood (True: the image looks unlike the training images, "
         "and its prediction is unreliable).",
     )
-    _model_file_argument(predict, help="written by train")
+    _model_file_argument(predict)
     predict.add_argument(
         "images", metavar="IMAGE_OR_DIR", nargs="+", help="image files or folders"
     )
@@ -953,7 +956,7 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
         description="Explain a saved model's predictions on images: one PNG "
         "overlay per image and a grid, written to --out.",
     )
-    _model_file_argument(parser, help="model file from clf.save")
+    _model_file_argument(parser)
     parser.add_argument(
         "images", metavar="IMAGE", nargs="+", help="image files or folders"
     )

@@ -268,7 +268,9 @@ def test_an_option_of_several_commands_reads_the_same_in_each():
     assert len({threshold[c].help for c in ("serve", "listen", "pacs")}) == 1
     model = by_option["model_file"]
     assert set(model) >= {"evaluate", "predict", "explain", "export", "serve"}
-    assert {a.metavar for a in model.values()} == {"MODEL"}
+    assert {(a.metavar, a.help) for a in model.values()} == {
+        ("MODEL", "model file (written by cxrkit train or clf.save)")
+    }
 
 
 @pytest.mark.parametrize(
