@@ -667,6 +667,17 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         reject_sparse(X)
         return model_images(self, X, verbose=self.verbose).pixels
 
+    def _shares_one_pass(self) -> bool:
+        """Whether ``cxrkit.ood.proba_and_ood_score`` may take this model's
+        probabilities and OOD scores from one pass: it has a detector, and
+        both methods are this class's (a subclass may override either)."""
+        cls = type(self)
+        return (
+            getattr(self, "ood_detector_", None) is not None
+            and cls.predict_proba is PneumoniaClassifier.predict_proba
+            and cls.ood_score is PneumoniaClassifier.ood_score
+        )
+
     def _proba_of(self, images: np.ndarray) -> np.ndarray:
         """``predict_proba`` of images already resized and preprocessed."""
         proba = _fit.predict_proba(

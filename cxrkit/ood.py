@@ -470,16 +470,11 @@ def shares_one_pass(clf: Any) -> bool:
     True for a fitted cxrkit classifier with a detector whose
     ``predict_proba`` and ``ood_score`` are cxrkit's own (a subclass may
     compute them otherwise); `proba_and_ood_score` asks the two methods
-    otherwise.
+    otherwise. The classifier answers (``_shares_one_pass``): this module
+    sits below it and does not import it.
     """
-    from cxrkit.classifier import PneumoniaClassifier
-
-    return (
-        isinstance(clf, PneumoniaClassifier)
-        and getattr(clf, "ood_detector_", None) is not None
-        and type(clf).predict_proba is PneumoniaClassifier.predict_proba
-        and type(clf).ood_score is PneumoniaClassifier.ood_score
-    )
+    answer = getattr(clf, "_shares_one_pass", None)
+    return bool(answer is not None and answer())
 
 
 def fit_ood_detector(

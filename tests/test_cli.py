@@ -189,7 +189,7 @@ def test_internal_errors_show_their_traceback(model_file, small_folder, monkeypa
     def broken(*args, **kwargs):
         raise ValueError("an internal bug")
 
-    monkeypatch.setattr(cxrkit.report, "predict_proba", broken)
+    monkeypatch.setattr(cxrkit.report, "predictions", broken)
     with pytest.raises(ValueError, match="an internal bug"):  # not exit code 2
         main(["predict", str(model_file), str(small_folder)])
 

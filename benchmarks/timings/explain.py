@@ -1,14 +1,17 @@
-"""Time cxrkit's grad_cam against the grad-cam package (pytorch-grad-cam).
+"""Time cxrkit's grad_cam (or hires_cam) against the grad-cam package.
 
 Same resnet18 weights, same 64 images of 224 px (from ../shared/data, or
 synthetic when absent), the predicted class, one batch of 64. Prints one JSON
 line: both times (best of ``--repeats``), the ratio cxrkit / grad-cam (goal
 <= 1.0) and the correlation of the two sets of heatmaps (goal >= 0.99).
 
+``--method hires_cam`` compares cxrkit's ``hires_cam`` with the package's
+``HiResCAM`` the same way.
+
 The grad-cam package is only needed here, not by cxrkit::
 
     pip install grad-cam
-    python benchmarks/timings/explain.py
+    python benchmarks/timings/explain.py [--method hires_cam]
 """
 
 from __future__ import annotations
@@ -25,12 +28,12 @@ import torch
 
 from cxrkit import PneumoniaClassifier, load_image_folder, load_images
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.explain import grad_cam
+from cxrkit.explain import grad_cam, hires_cam
 from cxrkit.images import ImageDataset
 from cxrkit.models import target_layer
 
 try:
-    from pytorch_grad_cam import GradCAM
+    from pytorch_grad_cam import GradCAM, HiResCAM
 except ImportError as exc:  # pragma: no cover
     raise SystemExit(
         "this benchmark compares against the grad-cam package: pip install grad-cam"
@@ -45,6 +48,7 @@ parser = argparse.ArgumentParser()
 parser.add_argument("--n-images", type=int, default=64)
 parser.add_argument("--size", type=int, default=224)
 parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--method", choices=["grad_cam", "hires_cam"], default="grad_cam")
 args = parser.parse_args()
 warnings.simplefilter("ignore")
 torch.manual_seed(0)
@@ -70,11 +74,15 @@ clf = PneumoniaClassifier(
 ).fit(X[:16], y[:16])
 module = clf.net_.module_.eval()
 inputs = torch.stack([ImageDataset(X)[i][0] for i in range(len(X))])
-reference = GradCAM(model=module, target_layers=[target_layer(module, "resnet18")])
+ours_method, theirs_class = {
+    "grad_cam": (grad_cam, GradCAM),
+    "hires_cam": (hires_cam, HiResCAM),
+}[args.method]
+reference = theirs_class(model=module, target_layers=[target_layer(module, "resnet18")])
 
 
 def run_cxrkit() -> np.ndarray:
-    return grad_cam(clf, X, batch_size=len(X))
+    return ours_method(clf, X, batch_size=len(X))
 
 
 def run_reference() -> np.ndarray:
@@ -100,7 +108,7 @@ best = {k: min(v) for k, v in times.items()}
 print(
     json.dumps(
         {
-            "benchmark": "grad_cam resnet18",
+            "benchmark": f"{args.method} resnet18",
             "images": len(X),
             "size": args.size,
             "source": source,

@@ -1,4 +1,11 @@
-"""HiResCAM (Draelos and Carin, 2020) on Captum's ``LayerGradientXActivation``."""
+"""HiResCAM (Draelos and Carin, 2020): gradient times activation, summed.
+
+The map is Captum's ``LayerGradientXActivation`` summed over channels; it is
+computed here on the shared class-activation-map path
+(``cxrkit.explain._base.cam_attribute``) so that it runs, like Grad-CAM, on
+the copy of the model with batch norm folded into its convolutions and
+records gradients only from the explained layer on.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from captum.attr import LayerGradientXActivation
 from torch import nn
 
 from cxrkit.explain._base import (
     ImageInput,
-    PredictedClassScore,
+    cam_attribute,
     explain_batches,
     resolve_layer,
 )
@@ -31,12 +37,12 @@ def hires_cam(
 
     Grad-CAM first averages each channel's gradient over the image, then
     weights the whole channel; HiResCAM multiplies gradient and activation
-    position by position (Captum's ``LayerGradientXActivation``), sums over
-    channels and rectifies. When only linear layers (and average pooling)
-    follow ``layer``, the map is exactly each position's contribution to the
-    class score, so it cannot move evidence to where the channel happens to
-    be active for other reasons. Upsampled bilinearly and divided by the
-    maximum, like [`grad_cam`][cxrkit.explain.grad_cam].
+    position by position (what Captum's ``LayerGradientXActivation``
+    gives), sums over channels and rectifies. When only linear layers (and
+    average pooling) follow ``layer``, the map is exactly each position's
+    contribution to the class score, so it cannot move evidence to where the
+    channel happens to be active for other reasons. Upsampled bilinearly
+    and divided by the maximum, like [`grad_cam`][cxrkit.explain.grad_cam].
 
     For research and education; not a medical device.
 
@@ -73,14 +79,11 @@ def hires_cam(
     >>> hires_cam(clf, X[:2]).shape
     (2, 32, 32)
     """
-    explained = resolve_layer(clf, layer)
-
-    def attribute(
-        model: nn.Module, xb: torch.Tensor, tb: torch.Tensor | None
-    ) -> torch.Tensor:
-        forward = model if tb is not None else PredictedClassScore(model)
-        method = LayerGradientXActivation(forward, explained)
-        maps = method.attribute(xb, target=tb if tb is not None else 0)
-        return maps.sum(dim=1, keepdim=True).clamp_min(0)
-
+    attribute = cam_attribute([resolve_layer(clf, layer)], _hires_cam_map)
     return explain_batches(clf, X, target, batch_size, attribute, needs_target=False)
+
+
+def _hires_cam_map(gradients: torch.Tensor, activations: torch.Tensor) -> torch.Tensor:
+    """ReLU of gradient times activation, position by position, summed over
+    the channels."""
+    return torch.relu((gradients * activations).sum(dim=1, keepdim=True))
