@@ -91,11 +91,11 @@ class ServedModel:
         One forward pass gives both (``cxrkit.ood.proba_and_ood_score``).
         """
         with self._lock:
-            if self.detector is None:
-                return self.clf.predict_proba(images), [
-                    {"ood_score": None, "ood": None, "refused": None} for _ in images
-                ]
             proba, scores = proba_and_ood_score(self.clf, images)
+        if scores is None:  # no detector
+            return proba, [
+                {"ood_score": None, "ood": None, "refused": None} for _ in images
+            ]
         threshold = self.detector.threshold_
         return proba, [
             {
