@@ -96,6 +96,9 @@ VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "blur1": _per_image(lambda im: im.filter(ImageFilter.GaussianBlur(1.0))),
     "blur2": _per_image(lambda im: im.filter(ImageFilter.GaussianBlur(2.0))),
     "down112": _down_up(112),
+    # larger inputs for the fully convolutional backbone (upsampled 224 px)
+    "up288": _per_image(lambda im: im.resize((288, 288), Image.Resampling.BICUBIC)),
+    "up320": _per_image(lambda im: im.resize((320, 320), Image.Resampling.BICUBIC)),
     "down80": _down_up(80),
     "median3": _per_image(lambda im: im.filter(ImageFilter.MedianFilter(3))),
 }
