@@ -176,7 +176,7 @@ def test_one_pass_without_a_detector_gives_no_scores(data):
     np.testing.assert_allclose(proba, clf.predict_proba(X[:5]))
 
 
-def test_report_predictions_run_the_network_once_per_batch(model, data):
+def test_report_predictions_run_the_network_once_per_image(model, data):
     X, _, _ = data
     with network_images(model) as passes:
         proba, (scores, threshold) = predictions(model, X, batch_size=25)

@@ -131,7 +131,7 @@ def test_backbone_features_match_model_output():
     torch.testing.assert_close(logits, expected, rtol=1e-4, atol=1e-5)
 
 
-def test_frozen_fit_detector_sees_each_image_s_own_features(synthetic):
+def test_frozen_fit_detector_keeps_each_image_with_its_features(synthetic):
     # with a validation split the features come back in another order
     X, y, _ = synthetic
     X, y = X[:96], y[:96]
