@@ -44,7 +44,7 @@ from _common import EXTERNAL, SHARED, print_json
 from site_shift_features import (
     SIZE,
     _backbone,
-    proba,
+    head_scores,
     site_split,
     threshold_and_scores,
     train_head,
@@ -129,11 +129,7 @@ def main(argv: list[str] | None = None) -> None:
         f_tune.update({s: pooled(m, weights) for s, m in maps_tune.items()})
         for seed in args.seeds:
             head = train_head(f_train[fit_idx], y[fit_idx], seed)
-            probas = {
-                k: np.column_stack([1 - proba(head, v), proba(head, v)])
-                for k, v in f_tune.items()
-            }
-            p_test = proba(head, f_test)
+            probas, p_test = head_scores(head, f_tune, f_test)
             t, figures = threshold_and_scores(y[tune_idx], probas, y_test, p_test)
             print_json({"pool": name, "seed": seed, **figures})
             np.savez(

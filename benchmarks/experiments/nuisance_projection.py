@@ -31,7 +31,12 @@ from cxrkit.validation import SHIFTS
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json
-from site_shift_features import proba, site_split, threshold_and_scores, train_head
+from site_shift_features import (
+    head_scores,
+    site_split,
+    threshold_and_scores,
+    train_head,
+)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,11 +67,8 @@ def main(argv: list[str] | None = None) -> None:
 
         for seed in args.seeds:
             head = train_head(project(f_train[fit_idx]), y[fit_idx], seed)
-            probas = {}
-            for name, f in f_tune.items():
-                p = proba(head, project(f))
-                probas[name] = np.column_stack([1 - p, p])
-            p_test = proba(head, project(f_test))
+            projected = {name: project(f) for name, f in f_tune.items()}
+            probas, p_test = head_scores(head, projected, project(f_test))
             t, figures = threshold_and_scores(y[tune_idx], probas, y_test, p_test)
             print_json({"k": k, "seed": seed, **figures})
             np.savez(

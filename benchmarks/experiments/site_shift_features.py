@@ -258,6 +258,19 @@ def proba(head: nn.Linear, f: np.ndarray) -> np.ndarray:
     return torch.softmax(head(torch.from_numpy(f)), dim=1)[:, 1].numpy()
 
 
+def head_scores(
+    head: nn.Linear, f_tune: dict, f_test: np.ndarray
+) -> tuple[dict, np.ndarray]:
+    """The head's ``(n, 2)`` probabilities of each version of the threshold
+    split (what ``select_robust_threshold`` takes), and its PNEUMONIA
+    probabilities of the site's images."""
+    probas = {}
+    for name, f in f_tune.items():
+        p = proba(head, f)
+        probas[name] = np.column_stack([1 - p, p])
+    return probas, proba(head, f_test)
+
+
 def spec_at_sens(y: np.ndarray, p: np.ndarray, target: float = 0.95) -> float:
     """Specificity at the highest threshold reaching sensitivity ``target``."""
     pos = np.sort(p[y == 1])[::-1]
@@ -406,11 +419,7 @@ def main(argv: list[str] | None = None) -> None:
         feature_seconds = time.perf_counter() - start
         for seed in args.seeds:
             head = train_head(f_fit, y_fit, seed, weight_decay=args.weight_decay)
-            probas = {
-                k: np.column_stack([1 - proba(head, v), proba(head, v)])
-                for k, v in f_tune.items()
-            }
-            p_test = proba(head, f_test)
+            probas, p_test = head_scores(head, f_tune, f_test)
             t, figures = threshold_and_scores(
                 y[tune_idx],
                 probas,
