@@ -1085,6 +1085,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, load_image_folder
     from cxrkit.adaptation import (
         adapt_batchnorm,
+        adapt_head,
         adapt_prior,
         calibrate,
         conformalize,
@@ -1096,6 +1097,11 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         raise _UserError(
             "--batchnorm and --prior adapt to the site's unlabelled images: give "
             "them with --site DIR"
+        )
+    if args.head and not args.labelled:
+        raise _UserError(
+            "--head refits the final layer on a labelled sample: give it with "
+            "--labelled DIR (one subfolder per class)"
         )
     if not (unlabelled or args.labelled):
         raise _UserError(
@@ -1114,6 +1120,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         )
     if args.coverage is not None and not args.labelled:
         raise _UserError("--coverage needs a labelled sample: --labelled DIR")
+    if not args.pull > 0:
+        raise _UserError(f"--pull must be a positive number, got {args.pull}")
     if args.coverage is not None and not 0 < args.coverage < 1:
         raise _UserError(f"--coverage must be in (0, 1), got {args.coverage}")
     with _user_input():
@@ -1125,6 +1133,13 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     if args.batchnorm:
         _note(args, f"cxrkit adapt: batch-norm statistics of {len(site)} site images")
         clf = adapt_batchnorm(clf, site)
+    if args.head:  # before --prior and the calibration, which correct its outputs
+        _note(args, f"cxrkit adapt: final layer refitted on {len(X_lab)} images")
+        with warnings.catch_warnings():
+            # the calibration below chooses the site's threshold (or, without
+            # --sensitivity/--max-accuracy, the model predicts the likelier class)
+            warnings.filterwarnings("ignore", message=".*recorded operating threshold")
+            clf = adapt_head(clf, X_lab, y_lab, pull=args.pull)
     if args.prior:
         clf = adapt_prior(clf, site)
         prior = clf.adaptation_["steps"][-1]["site_prior"]
@@ -1155,7 +1170,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
 
 
 def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
-    from cxrkit.adaptation import calibrate
+    from cxrkit.adaptation import adapt_head, calibrate
 
     parser = sub.add_parser(
         "adapt",
@@ -1191,6 +1206,20 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         metavar="DIR",
         help="a labelled sample of the site (one subfolder per class) to "
         "recalibrate on; use patients you will not score afterwards",
+    )
+    parser.add_argument(
+        "--head",
+        action="store_true",
+        help="with --labelled: first refit the final layer on the sample, pulled "
+        "towards the trained one (can reorder the site's images; follow with "
+        "--sensitivity or --max-accuracy for a threshold)",
+    )
+    parser.add_argument(
+        "--pull",
+        type=float,
+        default=_default_of(adapt_head, "pull"),
+        help="with --head: how strongly the refitted layer is kept near the "
+        "trained one (default: %(default)s)",
     )
     parser.add_argument(
         "--method",

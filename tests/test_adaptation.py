@@ -15,7 +15,9 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.adaptation import (
+    _pulled_logistic,
     adapt_batchnorm,
+    adapt_head,
     adapt_prior,
     adjust_probabilities,
     calibrate,
@@ -25,6 +27,7 @@ from cxrkit.adaptation import (
     training_prior,
 )
 from cxrkit.cli import main
+from cxrkit.models._registry import classifier_head
 
 
 def _with_probabilities(clf: PneumoniaClassifier, proba: np.ndarray):
@@ -183,6 +186,23 @@ def test_temperature_scaling_undoes_overconfidence(fitted_synthetic):
     assert "95% CI" in point["source"] and "4000 images" in point["source"]
 
 
+@pytest.mark.parametrize("method", ["temperature", "platt"])
+def test_a_separated_small_sample_keeps_probabilities_off_0_and_1(
+    fitted_synthetic, method
+):
+    """Without the prior on the temperature, the maximum-likelihood fit on a
+    sample that the model already separates sends the temperature towards 0
+    and every probability to exactly 0 or 1 (and ties the images)."""
+    p1 = np.r_[np.linspace(0.05, 0.4, 12), np.linspace(0.6, 0.97, 13)]
+    y = np.array(["NORMAL"] * 12 + ["PNEUMONIA"] * 13)
+    stub = _with_probabilities(fitted_synthetic, np.column_stack([1 - p1, p1]))
+    adapted = calibrate(stub, np.zeros((1, 8, 8), np.uint8), y, method=method)
+    assert 0.05 < adapted.adaptation_["steps"][-1]["temperature"] < 1
+    after = adjust_probabilities(np.column_stack([1 - p1, p1]), adapted.adaptation_)
+    assert np.all((after > 0) & (after < 1))
+    assert np.all(np.diff(after[:, 1]) > 0)  # the order of the images is kept
+
+
 def test_platt_scaling_fits_a_bias(fitted_synthetic):
     rng = np.random.default_rng(1)
     z = rng.normal(0, 1.5, 4000)
@@ -271,6 +291,147 @@ def test_steps_compose(fitted_synthetic, synthetic):
     )
     np.testing.assert_allclose(second.predict_proba(X[:50]), by_hand, atol=1e-6)
     assert [s["step"] for s in second.adaptation_["steps"]] == ["prior", "calibrate"]
+
+
+# ------------------------------------------------------------------ head
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(4, 30),
+    pull=st.sampled_from([1e-3, 1e-2, 1.0, 100.0]),
+)
+def test_pulled_logistic_finds_the_penalised_optimum(seed, n, pull):
+    rng = np.random.default_rng(seed)
+    features = rng.normal(size=(n, 5))
+    y_idx = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+    weight, bias = rng.normal(size=(2, 5)), rng.normal(size=2)
+    w, b, before, after = _pulled_logistic(features, y_idx, weight, bias, pull)
+
+    def objective(w, b):
+        z = features @ w.T + b
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        counts = np.bincount(y_idx, minlength=2)
+        per_image = (n / (2 * counts))[y_idx] / n
+        penalty = ((w - weight) ** 2).sum() + ((b - bias) ** 2).sum()
+        return -(per_image * logp[np.arange(n), y_idx]).sum() + pull * penalty
+
+    assert after <= before + 1e-12
+    np.testing.assert_allclose(
+        [before, after], [objective(weight, bias), objective(w, b)]
+    )
+    # no small step in any direction does better: a minimum, not just a descent
+    for _ in range(10):
+        dw, db = rng.normal(size=w.shape) * 1e-3, rng.normal(size=b.shape) * 1e-3
+        assert objective(w + dw, b + db) >= objective(w, b) - 1e-7
+
+
+def _site(X, y):
+    """A second site where the model's scores mislead: inverted films."""
+    return (255 - X).astype(np.uint8), y
+
+
+def test_head_refit_changes_the_head_only_and_ranks_the_site_better(
+    fitted_synthetic, synthetic
+):
+    X, y, _ = synthetic
+    X_site, y_site = _site(X[200:], y[200:])
+    lab, rest = slice(0, 100), slice(100, 200)
+    trained = {
+        k: v.clone() for k, v in fitted_synthetic.net_.module_.state_dict().items()
+    }
+    adapted = adapt_head(fitted_synthetic, X_site[lab], y_site[lab])
+
+    module = adapted.net_.module_
+    head = classifier_head(module, "cnn4")
+    name = next(n for n, m in module.named_modules() if m is head)
+    changed = {
+        k for k, v in module.state_dict().items() if not torch.equal(v, trained[k])
+    }
+    assert changed == {f"{name}.weight", f"{name}.bias"}
+    for k, v in fitted_synthetic.net_.module_.state_dict().items():
+        assert torch.equal(v, trained[k]), k  # the original is untouched
+    step = adapted.adaptation_["steps"][-1]
+    assert step["step"] == "head" and step["n_images"] == 100
+    assert step["loss_after"] < step["loss_before"]
+    positive = y_site[rest] == "PNEUMONIA"
+    auc_before = roc_auc_score(
+        positive, fitted_synthetic.predict_proba(X_site[rest])[:, 1]
+    )
+    auc_after = roc_auc_score(positive, adapted.predict_proba(X_site[rest])[:, 1])
+    assert auc_after > auc_before + 0.02, (auc_before, auc_after)
+    # the detector reads the head's inputs, which did not change
+    assert adapted.ood_detector_ is fitted_synthetic.ood_detector_ or np.allclose(
+        adapted.ood_score(X_site[rest]), fitted_synthetic.ood_score(X_site[rest])
+    )
+
+
+def test_a_strong_pull_keeps_the_trained_head(fitted_synthetic, synthetic):
+    X, y, _ = synthetic
+    X_site, y_site = _site(X[200:300], y[200:300])
+    kept = adapt_head(fitted_synthetic, X_site, y_site, pull=1e6)
+    loose = adapt_head(fitted_synthetic, X_site, y_site, pull=1e-3)
+    before = fitted_synthetic.predict_proba(X_site)
+    assert np.abs(kept.predict_proba(X_site) - before).max() < 1e-3
+    assert np.abs(loose.predict_proba(X_site) - before).max() > 0.1
+
+
+def test_head_refit_drops_the_threshold_and_saves(
+    fitted_synthetic, synthetic, tmp_path
+):
+    X, y, _ = synthetic
+    X_site, y_site = _site(X[200:], y[200:])
+    with_threshold = copy.deepcopy(fitted_synthetic)
+    with_threshold.operating_threshold_ = {
+        "threshold": 0.3,
+        "pos_label": "PNEUMONIA",
+        "criterion": "test",
+        "source": None,
+    }
+    with pytest.warns(UserWarning, match="operating threshold .* dropped"):
+        adapted = adapt_head(with_threshold, X_site[:100], y_site[:100])
+    assert adapted.operating_threshold_ is None
+    site = calibrate(
+        adapted, X_site[:100], y_site[:100], method="platt", threshold="accuracy"
+    )
+    assert [s["step"] for s in site.adaptation_["steps"]] == ["head", "calibrate"]
+    loaded = PneumoniaClassifier.load(site.save(tmp_path / "site.cxr"))
+    np.testing.assert_allclose(
+        loaded.predict_proba(X_site[100:]), site.predict_proba(X_site[100:]), atol=1e-6
+    )
+    assert not np.allclose(
+        loaded.predict_proba(X_site[100:]),
+        calibrate(
+            fitted_synthetic,
+            X_site[:100],
+            y_site[:100],
+            method="platt",
+            threshold="accuracy",
+        ).predict_proba(X_site[100:]),
+        atol=1e-3,
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda clf, X, y: adapt_head(clf, X[:10], ["NORMAL"] * 10), "one class only"),
+        (lambda clf, X, y: adapt_head(clf, X[:10], y[:10], pull=0), "pull must be"),
+        (
+            lambda clf, X, y: adapt_head(clf, X[:10], y[:9]),
+            "gave 10 images but y has 9",
+        ),
+        (
+            lambda clf, X, y: adapt_head(
+                calibrate(clf, X[:40], y[:40]), X[:40], y[:40]
+            ),
+            "before adapt_prior and calibrate",
+        ),
+    ],
+)
+def test_head_refit_errors_name_the_fix(fitted_synthetic, synthetic, call, message):
+    X, y, _ = synthetic
+    with pytest.raises(ValueError, match=message):
+        call(fitted_synthetic, X, y)
 
 
 @pytest.mark.parametrize(
@@ -425,6 +586,16 @@ def test_cli_adapt_writes_an_adapted_model(
     assert loaded.operating_threshold_["threshold"] == 0.5
     assert "fewest expected errors" in loaded.operating_threshold_["criterion"]
 
+    code = main(
+        ["adapt", str(model), "--out", str(out), "--labelled", str(labelled)]
+        + ["--head", "--method", "platt", "--max-accuracy", "-q"]
+    )
+    assert code == 0
+    loaded = PneumoniaClassifier.load(out)
+    assert [s["step"] for s in loaded.adaptation_["steps"]] == ["head", "calibrate"]
+    assert loaded.adaptation_["steps"][0]["n_images"] == 60
+    assert loaded.operating_threshold_["threshold"] == 0.5
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -432,6 +603,8 @@ def test_cli_adapt_writes_an_adapted_model(
         ([], "nothing to do"),
         (["--prior"], "--site DIR"),
         (["--coverage", "0.9"], "--labelled DIR"),
+        (["--head"], "--head refits the final layer"),
+        (["--labelled", "x", "--head", "--pull", "0"], "--pull must be a positive"),
         (["--labelled", "x", "--max-accuracy"], "--method platt"),
         (
             [
