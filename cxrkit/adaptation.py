@@ -387,9 +387,13 @@ def adapt_head(
 
     The refitted layer gives new scores, so a recorded operating threshold
     no longer holds and is dropped (with a warning): follow with
-    [`calibrate`][cxrkit.adaptation.calibrate] and its ``sensitivity`` or
-    ``threshold="accuracy"``, which also learns the site's class mix that
-    the balanced loss leaves out. Run it before ``adapt_prior`` and
+    [`calibrate`][cxrkit.adaptation.calibrate], which also learns the
+    site's class mix that the balanced loss leaves out. On the same images,
+    use ``method="platt", threshold="accuracy"``; a ``sensitivity`` floor
+    needs *other* labelled patients: the refitted layer separates its own
+    sample, so the highest threshold that keeps the floor there is far too
+    high for new patients (on the Kermany test site, with 25 images,
+    sensitivity 0.75 on the rest of the site). Run it before ``adapt_prior`` and
     ``calibrate`` (they correct the head's outputs); after
     ``adapt_batchnorm`` is fine. The out-of-distribution detector reads the
     layer's inputs, which do not change, and is kept.

@@ -1120,6 +1120,14 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         )
     if args.coverage is not None and not args.labelled:
         raise _UserError("--coverage needs a labelled sample: --labelled DIR")
+    if args.head and args.sensitivity is not None:
+        raise _UserError(
+            "--head with --sensitivity chooses the threshold on the images the "
+            "head was refitted on, where the floor is met by construction; on new "
+            "patients sensitivity fell to 0.75 (25 images). Use --max-accuracy "
+            "with --method platt, or in Python calibrate on another labelled "
+            "sample: calibrate(adapt_head(clf, X_a, y_a), X_b, y_b, sensitivity=...)"
+        )
     if not args.pull > 0:
         raise _UserError(f"--pull must be a positive number, got {args.pull}")
     if args.coverage is not None and not 0 < args.coverage < 1:
@@ -1178,8 +1186,10 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         description="Adapt a trained model to a new site and write the adapted "
         "model file: unlabelled, with the site's images (--site DIR with "
         "--batchnorm and/or --prior); labelled, with a small labelled sample "
-        "(--labelled DIR, one subfolder per class: recalibration and, with "
-        "--sensitivity, the operating threshold). Steps run in that order.",
+        "(--labelled DIR, one subfolder per class: with --head, the final layer "
+        "refitted; recalibration and, with --sensitivity or --max-accuracy, the "
+        "operating threshold). Steps run in the order --batchnorm, --head, "
+        "--prior, recalibration.",
     )
     _model_file_argument(parser)
     parser.add_argument(
@@ -1211,8 +1221,8 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         "--head",
         action="store_true",
         help="with --labelled: first refit the final layer on the sample, pulled "
-        "towards the trained one (can reorder the site's images; follow with "
-        "--sensitivity or --max-accuracy for a threshold)",
+        "towards the trained one (can reorder the site's images); with "
+        "--method platt --max-accuracy for a threshold (not --sensitivity)",
     )
     parser.add_argument(
         "--pull",

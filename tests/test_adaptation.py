@@ -587,8 +587,10 @@ def test_cli_adapt_writes_an_adapted_model(
     assert "fewest expected errors" in loaded.operating_threshold_["criterion"]
 
     code = main(
-        ["adapt", str(model), "--out", str(out), "--labelled", str(labelled)]
-        + ["--head", "--method", "platt", "--max-accuracy", "-q"]
+        [
+            *("adapt", str(model), "--out", str(out), "--labelled", str(labelled)),
+            *("--head", "--method", "platt", "--max-accuracy", "-q"),
+        ]
     )
     assert code == 0
     loaded = PneumoniaClassifier.load(out)
@@ -604,6 +606,7 @@ def test_cli_adapt_writes_an_adapted_model(
         (["--prior"], "--site DIR"),
         (["--coverage", "0.9"], "--labelled DIR"),
         (["--head"], "--head refits the final layer"),
+        (["--labelled", "x", "--head", "--sensitivity", "0.9"], "--max-accuracy"),
         (["--labelled", "x", "--head", "--pull", "0"], "--pull must be a positive"),
         (["--labelled", "x", "--max-accuracy"], "--method platt"),
         (
