@@ -53,7 +53,7 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedGroupKFold, TunedThresholdClassifierCV
 
 from cxrkit import clear_image_cache, load_image_folder, patient_groups
-from cxrkit.adaptation import adapt_batchnorm, adapt_head, adapt_prior, calibrate
+from cxrkit.adaptation import adapt_batchnorm, adapt_prior, calibrate
 from cxrkit.metrics import clinical_report, select_robust_threshold, select_threshold
 from cxrkit.persistence import operating_threshold
 from cxrkit.recipes import RECIPES, make_classifier
@@ -103,8 +103,6 @@ def adapt_to_site(clf, site: str, steps: str, min_sensitivity: float):
             clf = adapt_batchnorm(clf, X_site)
         elif step == "prior":
             clf = adapt_prior(clf, X_site)
-        elif step == "head":
-            clf = adapt_head(clf, X_site, y_site)
         elif step == "calibrate":
             clf = calibrate(clf, X_site, y_site, sensitivity=min_sensitivity)
         else:
@@ -169,7 +167,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--site-steps",
         default="calibrate",
         help="comma-separated steps of cxrkit.adaptation for --site, in order, "
-        "from batchnorm, prior (its images), head and calibrate (its labels); "
+        "from batchnorm, prior (its images) and calibrate (its labels); "
         "default: calibrate",
     )
     args = parser.parse_args(argv)
