@@ -393,9 +393,9 @@ def adapt_head(
     needs *other* labelled patients: the refitted layer separates its own
     sample, so the highest threshold that keeps the floor there is far too
     high for new patients (on the Kermany test site, with 25 images,
-    sensitivity 0.75 on the rest of the site). Run it before ``adapt_prior`` and
-    ``calibrate`` (they correct the head's outputs); after
-    ``adapt_batchnorm`` is fine. The out-of-distribution detector reads the
+    sensitivity 0.75 on the rest of the site). Run it before
+    ``adapt_prior`` and ``calibrate`` (they correct the head's outputs);
+    after ``adapt_batchnorm`` is fine. The out-of-distribution detector reads the
     layer's inputs, which do not change, and is kept.
 
     Parameters
@@ -435,10 +435,10 @@ def adapt_head(
             f"{DEFAULT_PULL}; larger keeps the trained layer)"
         )
     state = _state(clf)
-    after = [s["step"] for s in state["steps"] if s["step"] in ("prior", "calibrate")]
-    if after:
+    later = [s["step"] for s in state["steps"] if s["step"] in ("prior", "calibrate")]
+    if later:
         raise ValueError(
-            f"the model was already adapted by {after}, which correct the head's "
+            f"the model was already adapted by {later}, which correct the head's "
             "outputs: call adapt_head on the model before adapt_prior and "
             "calibrate, then repeat them"
         )
@@ -458,7 +458,7 @@ def adapt_head(
     # what predict_proba's forward pass feeds the head
     features = penultimate_features(clf, images).astype(np.float64)
     head = classifier_head(clf.net_.module_, clf.model)
-    weight, bias, before, after_loss = _pulled_logistic(
+    weight, bias, before, after = _pulled_logistic(
         features,
         y_idx,
         head.weight.detach().double().cpu().numpy(),
@@ -470,7 +470,7 @@ def adapt_head(
         "n_images": len(y),
         "pull": float(pull),
         "loss_before": round(before, 6),
-        "loss_after": round(after_loss, 6),
+        "loss_after": round(after, 6),
     }
     out = _adapted(clf, state, step)
     new_head = classifier_head(out.net_.module_, out.model)
@@ -480,8 +480,9 @@ def adapt_head(
     if getattr(out, "operating_threshold_", None) is not None:
         warnings.warn(
             "the recorded operating threshold was chosen for the trained head's "
-            "scores and no longer holds; it is dropped: choose one at the site "
-            "with calibrate(..., sensitivity=...) or threshold='accuracy'",
+            "scores and no longer holds; it is dropped: choose one with "
+            "calibrate(..., method='platt', threshold='accuracy') on the same "
+            "sample, or with sensitivity=... on other labelled patients",
             UserWarning,
             stacklevel=2,
         )
