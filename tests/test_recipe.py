@@ -461,6 +461,21 @@ def test_site_adaptation_learning_curve(tmp_path):
         low, high = curve[12][key][1:]
         assert 0 <= low <= curve[12][key][0] <= high <= 1
 
+    # --head: the final layer refitted on each draw, then the same calibration
+    # and conformal sets on the images themselves
+    rows = bench.main(
+        [
+            *(str(tmp_path / "m.cxr"), "--site", str(site), "--skip-unlabelled"),
+            *("--n-labelled", "12", "--draws", "2", "--coverage", "0.8"),
+            *("--rule", "accuracy", "--head"),
+        ]
+    )
+    (head,) = rows
+    assert head["head"] == 0.01 and head["draws"] == 2
+    for key in ("accuracy", "roc_auc", "roc_auc_before", "coverage_NORMAL"):
+        low, high = head[key][1:]
+        assert 0 <= low <= head[key][0] <= high <= 1
+
 
 def test_protocol_selects_on_the_external_site_first(tmp_path, capsys):
     protocol = _load_benchmark("experiments/protocol.py")

@@ -226,8 +226,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 scored["labelled_images"] = len(lab)
                 if args.coverage:
                     sets = prediction_sets(
-                        conformalize(adapted, lab, y[lab], coverage=args.coverage),
-                        rest,
+                        conformalize(adapted, lab_x, y[lab], coverage=args.coverage),
+                        rest_x,
                     )
                     for i, label in enumerate(clf.classes_):
                         mine = y[rest] == label
