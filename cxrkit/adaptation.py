@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import copy
 import math
+import numbers
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -53,6 +54,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from scipy.optimize import minimize
+from scipy.special import log_softmax
+from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 from torch.utils.data import DataLoader
@@ -342,19 +345,15 @@ def _pulled_logistic(
     """
     n, d = features.shape
     k = weight.shape[0]
-    counts = np.bincount(y_idx, minlength=k).astype(np.float64)
     # "balanced" weights, as the loss of the recipes: each present class counts
     # equally, whatever the sample's mix (calibrate then learns the site's mix)
-    per_class = np.where(counts > 0, n / (np.count_nonzero(counts) * counts), 0.0)
-    sample = per_class[y_idx] / n
+    sample = compute_sample_weight("balanced", y_idx) / n
     onehot = np.eye(k)[y_idx]
     theta0 = np.concatenate([weight.ravel(), bias])
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         w, b = theta[: k * d].reshape(k, d), theta[k * d :]
-        z = features @ w.T + b
-        z = z - z.max(axis=1, keepdims=True)
-        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        logp = log_softmax(features @ w.T + b, axis=1)
         data = float(-(sample * (logp * onehot).sum(axis=1)).sum())
         g = sample[:, None] * (np.exp(logp) - onehot)
         delta = theta - theta0
@@ -429,7 +428,7 @@ def adapt_head(
     ('head', 20, True)
     """
     check_is_fitted(clf, "net_")
-    if not (np.isfinite(pull) and pull > 0):
+    if not (isinstance(pull, numbers.Real) and np.isfinite(pull) and pull > 0):
         raise ValueError(
             f"pull must be a positive number, got {pull!r} (the recommended "
             f"{DEFAULT_PULL}; larger keeps the trained layer)"
@@ -442,19 +441,9 @@ def adapt_head(
             "outputs: call adapt_head on the model before adapt_prior and "
             "calibrate, then repeat them"
         )
-    y = column_or_1d(np.asarray(y))
-    y_idx = _labels_as_indices(clf, y)
-    if len(np.unique(y_idx)) < 2:
-        raise ValueError(
-            "y holds one class only; refitting the head needs images of every "
-            "class (draw the labelled sample by patient within each class)"
-        )
+    y, y_idx = _labelled(clf, y, "refitting the head")
     images = _site_images(clf, X)
-    if len(images) != len(y):
-        raise ValueError(
-            f"X gave {len(images)} images but y has {len(y)} labels; every image "
-            "must be readable (the head cannot be refitted on skipped files)"
-        )
+    _check_count(len(images), len(y), "refitting the head")
     # what predict_proba's forward pass feeds the head
     features = penultimate_features(clf, images).astype(np.float64)
     head = classifier_head(clf.net_.module_, clf.model)
@@ -580,14 +569,8 @@ def calibrate(
     check_is_fitted(clf, "net_")
     if method not in ("temperature", "platt"):
         raise ValueError(f"method must be 'temperature' or 'platt', got {method!r}")
-    y = column_or_1d(np.asarray(y))
+    y, y_idx = _labelled(clf, y, "calibration")
     classes = clf.classes_.tolist()
-    y_idx = _labels_as_indices(clf, y)
-    if len(np.unique(y)) < 2:
-        raise ValueError(
-            "y holds one class only; calibration needs images of every class "
-            "(draw the labelled sample by patient within each class)"
-        )
     if sensitivity is not None and len(classes) != 2:
         raise ValueError("sensitivity applies to two classes only")
     if threshold not in (None, "accuracy"):
@@ -601,11 +584,7 @@ def calibrate(
                 "bias learns the site's class mix; temperature scaling has none)"
             )
     proba = clf.predict_proba(X)
-    if len(proba) != len(y):
-        raise ValueError(
-            f"X gave {len(proba)} images but y has {len(y)} labels; every image "
-            "must be readable (calibration cannot skip files)"
-        )
+    _check_count(len(proba), len(y), "calibration")
     logp = np.log(np.clip(proba, _TINY, None))
     k = len(classes)
 
@@ -617,10 +596,10 @@ def calibrate(
     # regularised targets (as in scikit-learn) also stop that, but flattened
     # this model's probabilities: expected calibration error 0.08 against
     # 0.04 with the prior, on 25 images of the Kermany test site.
-    def loss(theta: np.ndarray, prior: bool = True) -> float:
+    def loss(theta: np.ndarray) -> float:
         bias = np.zeros(k) if method == "temperature" else np.r_[0.0, theta[1:]]
         nll = _nll(logp, y_idx, float(np.exp(theta[0])), bias)
-        return nll + (0.5 * theta[0] ** 2 / len(y_idx) if prior else 0.0)
+        return nll + 0.5 * theta[0] ** 2 / len(y_idx)
 
     start = np.zeros(1 if method == "temperature" else k)
     theta = minimize(loss, start, method="L-BFGS-B").x
@@ -636,7 +615,7 @@ def calibrate(
         "n_images": len(y),
         "temperature": round(temperature, 6),
         "log_loss_before": round(_nll(logp, y_idx, 1.0, np.zeros(k)), 6),
-        "log_loss_after": round(float(loss(theta, prior=False)), 6),
+        "log_loss_after": round(_nll(logp, y_idx, temperature, new_bias), 6),
     }
     out = _adapted(clf, state, step)
     if sensitivity is None and threshold is None:
@@ -716,6 +695,29 @@ def _labels_as_indices(clf: PneumoniaClassifier, y: np.ndarray) -> np.ndarray:
     return np.array([names.index(str(v)) for v in y])
 
 
+def _labelled(
+    clf: PneumoniaClassifier, y: Any, what: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """``y`` as a 1-d array and as indices into ``clf.classes_``; a labelled
+    step (``what``) needs images of at least two classes."""
+    y = column_or_1d(np.asarray(y))
+    y_idx = _labels_as_indices(clf, y)
+    if len(np.unique(y_idx)) < 2:
+        raise ValueError(
+            f"y holds one class only; {what} needs images of every class (draw "
+            "the labelled sample by patient within each class)"
+        )
+    return y, y_idx
+
+
+def _check_count(n_images: int, n_labels: int, what: str) -> None:
+    if n_images != n_labels:
+        raise ValueError(
+            f"X gave {n_images} images but y has {n_labels} labels; every image "
+            f"must be readable ({what} cannot skip files)"
+        )
+
+
 def conformalize(
     clf: PneumoniaClassifier,
     X: ImageInput,
@@ -776,11 +778,7 @@ def conformalize(
         raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     y_idx = _labels_as_indices(clf, column_or_1d(np.asarray(y)))
     proba = clf.predict_proba(X)
-    if len(proba) != len(y_idx):
-        raise ValueError(
-            f"X gave {len(proba)} images but y has {len(y_idx)} labels; every image "
-            "must be readable"
-        )
+    _check_count(len(proba), len(y_idx), "conformal calibration")
     scores = 1.0 - proba[np.arange(len(y_idx)), y_idx]
     quantiles, counts = {}, {}
     for i, label in enumerate(clf.classes_.tolist()):

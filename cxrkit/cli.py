@@ -1144,9 +1144,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     if args.head:  # before --prior and the calibration, which correct its outputs
         _note(args, f"cxrkit adapt: final layer refitted on {len(X_lab)} images")
         with warnings.catch_warnings():
-            # the calibration below chooses the site's threshold (or, without
-            # --sensitivity/--max-accuracy, the model predicts the likelier class)
-            warnings.filterwarnings("ignore", message=".*recorded operating threshold")
+            if args.max_accuracy:  # the calibration below chooses the site's
+                warnings.filterwarnings("ignore", message=".*operating threshold")
             clf = adapt_head(clf, X_lab, y_lab, pull=args.pull)
     if args.prior:
         clf = adapt_prior(clf, site)

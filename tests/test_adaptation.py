@@ -417,6 +417,7 @@ def test_head_refit_drops_the_threshold_and_saves(
     [
         (lambda clf, X, y: adapt_head(clf, X[:10], ["NORMAL"] * 10), "one class only"),
         (lambda clf, X, y: adapt_head(clf, X[:10], y[:10], pull=0), "pull must be"),
+        (lambda clf, X, y: adapt_head(clf, X[:10], y[:10], pull="1"), "pull must be"),
         (
             lambda clf, X, y: adapt_head(clf, X[:10], y[:9]),
             "gave 10 images but y has 9",
