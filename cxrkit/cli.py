@@ -602,7 +602,7 @@ def _hint_stuck_accuracy(args: argparse.Namespace, history: Any) -> None:
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
     from cxrkit.models._net import PRECISIONS
     from cxrkit.models._registry import available_models
-    from cxrkit.recipes import RECIPES
+    from cxrkit.recipes import RECIPES, RECOMMENDED
     from cxrkit.training._augmentation import AUGMENT_PRESETS
 
     def default(dest: str) -> str:
@@ -626,7 +626,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         "--recipe",
         metavar="NAME",
         help="start from a named configuration of cxrkit.recipes.RECIPES, one "
-        f"of: {', '.join(RECIPES)} (cpu: the recommended training recipe); the "
+        f"of: {', '.join(RECIPES)} ({RECOMMENDED}: the recommended training "
+        "recipe); the "
         "options below override it",
     )
     train.add_argument(

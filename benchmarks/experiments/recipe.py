@@ -1,7 +1,7 @@
 """Train a cxrkit recipe on a folder and evaluate it on another; print one JSON line.
 
     python benchmarks/experiments/recipe.py --train DIR --test DIR \
-        [--recipe cpu] [--model ...]
+        [--recipe efficientnet_lite0_frozen] [--model ...]
 
 ``--train`` and ``--test`` are class-per-subfolder trees (NORMAL/PNEUMONIA).
 A patient pool of 10% of ``--train`` is held out and matched on acquisition
@@ -56,7 +56,7 @@ from cxrkit import clear_image_cache, load_image_folder, patient_groups
 from cxrkit.adaptation import adapt_batchnorm, adapt_prior, calibrate
 from cxrkit.metrics import clinical_report, select_robust_threshold, select_threshold
 from cxrkit.persistence import operating_threshold
-from cxrkit.recipes import RECIPES, make_classifier
+from cxrkit.recipes import RECIPES, RECOMMENDED, make_classifier
 from cxrkit.validation import SHIFTS, ConfounderMatchedSplit, shifted_predictions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train", required=True)
     parser.add_argument("--test", required=True)
-    parser.add_argument("--recipe", default="cpu", choices=sorted(RECIPES))
+    parser.add_argument("--recipe", default=RECOMMENDED, choices=sorted(RECIPES))
     parser.add_argument("--model", help="override the recipe's architecture")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--epochs", type=int)

