@@ -66,7 +66,6 @@ from cxrkit.metrics import (
     OperatingPoint,
     clinical_report,
     positive_label,
-    select_threshold,
 )
 from cxrkit.models._net import collate_batches
 from cxrkit.models._registry import classifier_head
@@ -390,8 +389,8 @@ def adapt_head(
     site's class mix that the balanced loss leaves out. On the same images,
     use ``method="platt", threshold="accuracy"``; a ``sensitivity`` floor
     needs *other* labelled patients: the refitted layer separates its own
-    sample, so the highest threshold that keeps the floor there is far too
-    high for new patients (on the Kermany test site, with 25 images,
+    sample, so a threshold set on its positive images is far too high for
+    new patients (on the Kermany test site, with 25 images,
     sensitivity 0.75 on the rest of the site). Run it before
     ``adapt_prior`` and ``calibrate`` (they correct the head's outputs);
     after ``adapt_batchnorm`` is fine. The out-of-distribution detector reads the
@@ -508,12 +507,22 @@ def calibrate(
     temperature near 1 (``log T ~ N(0, 1)``), so that a small sample the
     model already separates cannot sharpen the probabilities to exactly 0
     and 1; both keep the order of the images. With
-    ``sensitivity``, the highest threshold that reaches it on this sample
-    ([`select_threshold`][cxrkit.metrics.select_threshold]) becomes the
-    model's ``operating_threshold_``, recorded with the sample's size and
-    the bootstrap 95% intervals of the sensitivity and specificity it
-    reaches there: a floor met on 25 positive images is a loose promise,
-    and the interval says how loose. With ``threshold="accuracy"`` (two
+    ``sensitivity``, the threshold that keeps that share of *new* patients'
+    positive images, in expectation over samples, becomes the model's
+    ``operating_threshold_``: the split-conformal quantile of the sample's
+    positive images (as ``conformalize`` makes for the positive class;
+    Vovk et al. 2005), the ``ceil((n + 1) * sensitivity)``-th highest of
+    the ``n`` positive probabilities. The highest threshold that merely
+    reaches the floor on the sample
+    ([`select_threshold`][cxrkit.metrics.select_threshold]) keeps only
+    ``(n - k) / (n + 1)`` of new positives with ``k`` positives below it:
+    0.93 to 0.94 for a 0.95 floor on 25 to 100 site images, as measured.
+    Fewer than ``sensitivity / (1 - sensitivity)`` positive images (19 for
+    0.95) cannot promise the floor: the lowest positive probability is used,
+    with a warning. The threshold is recorded with the sample's size and the
+    bootstrap 95% intervals of the sensitivity and specificity it reaches on
+    the sample: a floor kept on average is still a loose promise for one
+    sample, and the interval says how loose. With ``threshold="accuracy"`` (two
     classes, ``method="platt"``), the operating threshold becomes 0.5 on the
     recalibrated probabilities: Platt scaling's bias learns the site's
     class mix from the sample, so 0.5 is the threshold with the fewest
@@ -624,9 +633,7 @@ def calibrate(
         calibrated = adjust_probabilities(proba, out.adaptation_)
         pos_label = positive_label(clf.classes_)
         if sensitivity is not None:
-            point = select_threshold(
-                y, calibrated, sensitivity=sensitivity, classes=clf.classes_
-            )
+            point = _conformal_floor(calibrated, y_idx, classes, sensitivity)
         else:
             pos = classes.index(pos_label)
             called = calibrated[:, pos] >= 0.5
@@ -657,6 +664,61 @@ def calibrate(
             ),
         )
     return out
+
+
+def _conformal_rank(n: int, coverage: float) -> int:
+    """``ceil((n + 1) * coverage)``: the rank, among ``n`` calibration images
+    of a class sorted from most to least typical of it, of the split-conformal
+    quantile that covers ``coverage`` of new images of that class in
+    expectation; above ``n``, no image of the sample does."""
+    return math.ceil((n + 1) * coverage)
+
+
+def _images_needed(coverage: float) -> int:
+    """The fewest images of a class whose quantile can give ``coverage``
+    (``_conformal_rank(n, coverage) <= n``); rounded so that 0.9 gives 9."""
+    return math.ceil(round(coverage / (1 - coverage), 9))
+
+
+def _conformal_floor(
+    proba: np.ndarray, y_idx: np.ndarray, classes: list, sensitivity: float
+) -> OperatingPoint:
+    """The threshold that keeps ``sensitivity`` of new positives in expectation.
+
+    The positive class's split-conformal quantile, as ``conformalize`` takes
+    it: the ``_conformal_rank``-th highest probability of the sample's
+    positive images.
+    """
+    if not 0 < sensitivity <= 1:
+        raise ValueError(f"sensitivity must be in (0, 1], got {sensitivity!r}")
+    pos = classes.index(positive_label(np.asarray(classes)))
+    scores = proba[:, pos]
+    positives = np.sort(scores[y_idx == pos])[::-1]  # most typical first
+    n = len(positives)
+    rank = _conformal_rank(n, sensitivity)
+    if rank > n:
+        needed = (
+            f"at least {_images_needed(sensitivity)} are needed"
+            if sensitivity < 1
+            else "no sample can"
+        )
+        warnings.warn(
+            f"{n} {classes[pos]} images cannot promise sensitivity {sensitivity:g} "
+            f"on new patients ({needed}); the threshold is their lowest "
+            f"probability, which keeps {n / (n + 1):.3f} of new ones in "
+            f"expectation: label more {classes[pos]} images or lower the floor",
+            UserWarning,
+            stacklevel=3,
+        )
+        rank = n
+    threshold = float(positives[rank - 1])
+    called = scores >= threshold
+    return OperatingPoint(
+        threshold,
+        float(np.mean(called[y_idx == pos])),
+        float(np.mean(~called[y_idx != pos])),
+        f"sensitivity >= {sensitivity:g}",
+    )
 
 
 def _carried_threshold(
@@ -783,11 +845,11 @@ def conformalize(
     quantiles, counts = {}, {}
     for i, label in enumerate(clf.classes_.tolist()):
         own = np.sort(scores[y_idx == i])
-        rank = math.ceil((len(own) + 1) * coverage)
+        rank = _conformal_rank(len(own), coverage)
         if rank > len(own):
             raise ValueError(
                 f"{len(own)} images of class {label!r} cannot give {coverage:.0%} "
-                f"coverage (at least {math.ceil(coverage / (1 - coverage))} are "
+                f"coverage (at least {_images_needed(coverage)} are "
                 "needed): add images of that class or lower the coverage"
             )
         quantiles[str(label)] = float(own[rank - 1])

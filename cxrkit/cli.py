@@ -1241,9 +1241,10 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         "--sensitivity",
         type=float,
         default=None,
-        help="with --labelled: record the highest threshold reaching this "
-        "sensitivity on the sample, with its 95%% CI (default: keep the model's "
-        "calls)",
+        help="with --labelled: record the threshold that keeps this sensitivity "
+        "for new patients on average (the split-conformal quantile of the "
+        "sample's positive images; 19 of them for 0.95), with its 95%% CI on "
+        "the sample (default: keep the model's calls)",
     )
     parser.add_argument(
         "--max-accuracy",

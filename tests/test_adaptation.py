@@ -15,6 +15,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.adaptation import (
+    _conformal_floor,
     _pulled_logistic,
     adapt_batchnorm,
     adapt_head,
@@ -27,6 +28,7 @@ from cxrkit.adaptation import (
     training_prior,
 )
 from cxrkit.cli import main
+from cxrkit.metrics import select_threshold
 from cxrkit.models._registry import classifier_head
 
 
@@ -183,7 +185,43 @@ def test_temperature_scaling_undoes_overconfidence(fitted_synthetic):
     assert point["criterion"] == "sensitivity >= 0.9"
     called = after[:, 1] >= point["threshold"]
     assert called[y == "PNEUMONIA"].mean() >= 0.9
+    # the split-conformal quantile: the ceil((n + 1) 0.9)-th highest positive
+    positives = np.sort(after[y == "PNEUMONIA", 1])[::-1]
+    rank = int(np.ceil((len(positives) + 1) * 0.9))
+    assert point["threshold"] == pytest.approx(positives[rank - 1])
     assert "95% CI" in point["source"] and "4000 images" in point["source"]
+
+
+def test_the_sensitivity_floor_holds_for_new_patients_on_average():
+    """The highest threshold that reaches the floor on the sample keeps less
+    than the floor of new positives (its k-th positive below leaves
+    (n - k) / (n + 1)); the split-conformal threshold keeps at least it.
+    Positives' probabilities uniform on (0, 1): a threshold t keeps 1 - t."""
+    rng = np.random.default_rng(0)
+    n_pos, n_neg, floor = 30, 20, 0.95
+    y_idx = np.r_[np.zeros(n_neg, int), np.ones(n_pos, int)]
+    kept_conformal, kept_in_sample = [], []
+    for _ in range(2000):
+        p1 = np.r_[rng.random(n_neg) * 0.5, rng.random(n_pos)]
+        proba = np.column_stack([1 - p1, p1])
+        point = _conformal_floor(proba, y_idx, ["NORMAL", "PNEUMONIA"], floor)
+        assert point.sensitivity >= floor  # on the sample too
+        kept_conformal.append(1 - point.threshold)
+        old = select_threshold(y_idx, p1, sensitivity=floor)
+        kept_in_sample.append(1 - old.threshold)
+    assert np.mean(kept_conformal) >= floor  # 1 - 1/31 = 0.968 expected
+    assert np.mean(kept_in_sample) < floor  # 1 - 2/31 = 0.935 expected
+
+
+def test_too_few_positives_for_the_floor_warn_and_use_the_lowest():
+    p1 = np.r_[np.linspace(0.05, 0.3, 10), np.linspace(0.4, 0.95, 15)]
+    y_idx = np.r_[np.zeros(10, int), np.ones(15, int)]
+    with pytest.warns(UserWarning, match="15 PNEUMONIA images cannot promise.*19"):
+        point = _conformal_floor(
+            np.column_stack([1 - p1, p1]), y_idx, ["NORMAL", "PNEUMONIA"], 0.95
+        )
+    assert point.threshold == pytest.approx(0.4)
+    assert point.sensitivity == 1.0 and point.specificity == 1.0
 
 
 @pytest.mark.parametrize("method", ["temperature", "platt"])

@@ -400,11 +400,18 @@ def test_recipe_benchmark_adapts_to_a_site_before_scoring(tmp_path):
     site = _kermany_tree(tmp_path / "site", n_patients=6)
     test = _kermany_tree(tmp_path / "test", n_patients=3)
     args = [*_tiny_recipe_args(train, test), "--save", str(tmp_path / "r")]
-    result = recipe.main(
-        [*args, "--site", str(site), "--site-steps", "prior,calibrate"]
-    )
+    # the default: the head refitted, then Platt scaling and the fewest errors
+    result = recipe.main([*args, "--site", str(site)])
+    assert [s["step"] for s in result["site"]["steps"]] == ["head", "calibrate"]
+    assert result["site"]["steps"][-1]["method"] == "platt"
+    assert result["site"]["threshold"]["criterion"].startswith("fewest expected")
+    assert result["threshold"] == 0.5
+    # a sensitivity floor
+    sensitivity = ["--site-rule", "sensitivity", "--site-steps", "prior,calibrate"]
+    result = recipe.main([*args, "--site", str(site), *sensitivity])
     steps = [s["step"] for s in result["site"]["steps"]]
     assert steps == ["prior", "calibrate"]
+    assert result["site"]["threshold"]["criterion"] == "sensitivity >= 0.95"
     assert result["threshold"] == pytest.approx(
         result["site"]["threshold"]["threshold"], abs=1e-4
     )
@@ -414,6 +421,8 @@ def test_recipe_benchmark_adapts_to_a_site_before_scoring(tmp_path):
     assert [s["step"] for s in saved.adaptation_["steps"]] == steps
     with pytest.raises(SystemExit, match="must end with calibrate"):
         recipe.main([*args, "--site", str(site), "--site-steps", "prior"])
+    with pytest.raises(SystemExit, match="head needs --site-rule accuracy"):
+        recipe.main([*args, "--site", str(site), "--site-rule", "sensitivity"])
 
 
 def test_external_comparison_over_seeds(tmp_path, capsys):
@@ -494,6 +503,18 @@ def test_site_adaptation_learning_curve(tmp_path):
     for key in ("accuracy", "roc_auc", "roc_auc_before", "coverage_NORMAL"):
         low, high = head[key][1:]
         assert 0 <= low <= head[key][0] <= high <= 1
+    # paired with calibrate alone on the same draws (a run without --head)
+    (alone,) = bench.main(
+        [
+            *(str(tmp_path / "m.cxr"), "--site", str(site), "--skip-unlabelled"),
+            *("--n-labelled", "12", "--draws", "2", "--rule", "accuracy"),
+        ]
+    )
+    for key in ("accuracy", "specificity", "roc_auc"):
+        gain = head[key][0] - alone[key][0]
+        assert head[f"{key}_gain"][0] == pytest.approx(gain, abs=2e-4)
+        low, high = head[f"{key}_gain_ci95"]
+        assert low - 1e-4 <= head[f"{key}_gain"][0] <= high + 1e-4
 
 
 def test_protocol_selects_on_the_external_site_first(tmp_path, capsys):
