@@ -22,8 +22,10 @@ loads like any other (the original is left unchanged):
 * [`calibrate`][cxrkit.adaptation.calibrate], labelled: temperature or
   Platt scaling on a small labelled sample of the site (Guo et al., "On
   Calibration of Modern Neural Networks", ICML 2017; Platt 1999), and an
-  operating threshold that meets a sensitivity floor on it, recorded with
-  its bootstrap confidence interval.
+  operating threshold that keeps a sensitivity floor for new patients on
+  average, recorded with its bootstrap confidence interval on the sample;
+  after ``adapt_head`` on the same sample, on the out-of-fold
+  probabilities of [`head_cross_val_proba`][cxrkit.adaptation.head_cross_val_proba].
 * [`conformalize`][cxrkit.adaptation.conformalize], labelled: class-
   conditional split conformal prediction sets with a coverage guarantee
   for each class, read by
@@ -54,13 +56,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 from scipy.optimize import minimize
-from scipy.special import log_softmax
+from scipy.special import log_softmax, softmax
+from sklearn.model_selection import StratifiedGroupKFold
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 from torch import nn
 from torch.utils.data import DataLoader
 
 from cxrkit.images._batches import ImageBatches
+from cxrkit.images._folders import patient_groups
+from cxrkit.images._inputs import is_path_like_sequence
 from cxrkit.images._preprocess import model_images
 from cxrkit.metrics import (
     OperatingPoint,
@@ -84,6 +89,7 @@ __all__ = [
     "adjust_probabilities",
     "calibrate",
     "conformalize",
+    "head_cross_val_proba",
     "prediction_sets",
     "sets_from_probabilities",
     "training_prior",
@@ -387,11 +393,14 @@ def adapt_head(
     no longer holds and is dropped (with a warning): follow with
     [`calibrate`][cxrkit.adaptation.calibrate], which also learns the
     site's class mix that the balanced loss leaves out. On the same images,
-    use ``method="platt", threshold="accuracy"``; a ``sensitivity`` floor
-    needs *other* labelled patients: the refitted layer separates its own
-    sample, so a threshold set on its positive images is far too high for
-    new patients (on the Kermany test site, with 25 images,
-    sensitivity 0.75 on the rest of the site). Run it before
+    use ``method="platt", threshold="accuracy"``. A ``sensitivity`` floor
+    must not be chosen on this model's probabilities of its own sample: the
+    refitted layer separates it, so a threshold set on its positive images
+    is far too high for new patients (on the Kermany test site, with 25
+    images, sensitivity 0.75 on the rest of the site). Choose it on the
+    out-of-fold probabilities of
+    [`head_cross_val_proba`][cxrkit.adaptation.head_cross_val_proba]
+    (``calibrate(..., proba=...)``), or on other labelled patients. Run it before
     ``adapt_prior`` and ``calibrate`` (they correct the head's outputs);
     after ``adapt_batchnorm`` is fine. The out-of-distribution detector reads the
     layer's inputs, which do not change, and is kept.
@@ -427,11 +436,7 @@ def adapt_head(
     ('head', 20, True)
     """
     check_is_fitted(clf, "net_")
-    if not (isinstance(pull, numbers.Real) and np.isfinite(pull) and pull > 0):
-        raise ValueError(
-            f"pull must be a positive number, got {pull!r} (the recommended "
-            f"{DEFAULT_PULL}; larger keeps the trained layer)"
-        )
+    _check_pull(pull)
     state = _state(clf)
     later = [s["step"] for s in state["steps"] if s["step"] in ("prior", "calibrate")]
     if later:
@@ -440,18 +445,9 @@ def adapt_head(
             "outputs: call adapt_head on the model before adapt_prior and "
             "calibrate, then repeat them"
         )
-    y, y_idx = _labelled(clf, y, "refitting the head")
-    images = _site_images(clf, X)
-    _check_count(len(images), len(y), "refitting the head")
-    # what predict_proba's forward pass feeds the head
-    features = penultimate_features(clf, images).astype(np.float64)
-    head = classifier_head(clf.net_.module_, clf.model)
+    features, y_idx, weight0, bias0 = _head_inputs(clf, X, y)
     weight, bias, before, after = _pulled_logistic(
-        features,
-        y_idx,
-        head.weight.detach().double().cpu().numpy(),
-        head.bias.detach().double().cpu().numpy(),
-        float(pull),
+        features, y_idx, weight0, bias0, float(pull)
     )
     step = {
         "step": "head",
@@ -478,6 +474,133 @@ def adapt_head(
     return out
 
 
+def _head_inputs(
+    clf: PneumoniaClassifier, X: ImageInput, y: Sequence | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the head refit needs: the features ``predict_proba``'s forward
+    pass feeds the final layer, the labels as indices, and that layer."""
+    _, y_idx = _labelled(clf, y, "refitting the head")
+    images = _site_images(clf, X)
+    _check_count(len(images), len(y_idx), "refitting the head")
+    features = penultimate_features(clf, images).astype(np.float64)
+    head = classifier_head(clf.net_.module_, clf.model)
+    return (
+        features,
+        y_idx,
+        head.weight.detach().double().cpu().numpy(),
+        head.bias.detach().double().cpu().numpy(),
+    )
+
+
+def _check_pull(pull: Any) -> None:
+    if not (isinstance(pull, numbers.Real) and np.isfinite(pull) and pull > 0):
+        raise ValueError(
+            f"pull must be a positive number, got {pull!r} (the recommended "
+            f"{DEFAULT_PULL}; larger keeps the trained layer)"
+        )
+
+
+def head_cross_val_proba(
+    clf: PneumoniaClassifier,
+    X: ImageInput,
+    y: Sequence | np.ndarray,
+    *,
+    pull: float = DEFAULT_PULL,
+    cv: int = 5,
+    groups: Sequence | np.ndarray | None = None,
+) -> np.ndarray:
+    """Out-of-fold probabilities of the head refit, for a threshold on the same sample.
+
+    ``adapt_head(clf, X, y)`` separates its own sample, so a threshold chosen
+    on its probabilities of ``X`` does not hold for new patients. Here the
+    sample is split into ``cv`` folds by patient; each fold is scored by a
+    head refitted (as ``adapt_head`` does, with the same ``pull``) on the
+    other folds only. Give the result to ``calibrate(adapt_head(clf, X, y),
+    X, y, sensitivity=..., proba=...)``: the calibration and the threshold
+    are then fitted on scores of images that their head did not see, and
+    applied to the head refitted on all of them (cross-fitting, as
+    scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` does). Each
+    fold head saw about a fifth fewer images than the final one.
+
+    Parameters
+    ----------
+    clf : PneumoniaClassifier
+        The fitted model *before* ``adapt_head`` (as given to it).
+    X : sequence of paths, or ndarray of shape (n, H, W) or (n, H, W, C)
+        The labelled sample given to ``adapt_head``.
+    y : array-like of shape (n,)
+    pull : float, default=DEFAULT_PULL
+        As in ``adapt_head``.
+    cv : int, default=5
+        Number of folds; fewer when a class has fewer patients.
+    groups : array-like of shape (n,), optional
+        Patient of each image, so that no patient is in two folds. Default:
+        [`patient_groups`][cxrkit.images.patient_groups] of ``X`` when it
+        holds paths, else one group per image.
+
+    Returns
+    -------
+    ndarray of shape (n, n_classes)
+        Probabilities of ``X`` as ``predict_proba`` of the refitted model
+        gives them before any later step, each from a head that did not see
+        its image's patient.
+
+    Examples
+    --------
+    >>> from cxrkit import PneumoniaClassifier
+    >>> from cxrkit.datasets import make_synthetic_cxr
+    >>> X, y, _ = make_synthetic_cxr(100, image_size=32, random_state=0)
+    >>> clf = PneumoniaClassifier(model="cnn4", image_size=32, max_epochs=2,
+    ...                           random_state=0).fit(X[:40], y[:40])
+    >>> oof = head_cross_val_proba(clf, X[40:], y[40:])
+    >>> site = calibrate(adapt_head(clf, X[40:], y[40:]), X[40:], y[40:],
+    ...                  sensitivity=0.9, proba=oof)
+    >>> oof.shape, site.operating_threshold_["criterion"]
+    ((60, 2), 'sensitivity >= 0.9')
+    """
+    check_is_fitted(clf, "net_")
+    _check_pull(pull)
+    if not (isinstance(cv, numbers.Integral) and cv >= 2):
+        raise ValueError(f"cv must be an integer of at least 2, got {cv!r}")
+    features, y_idx, weight0, bias0 = _head_inputs(clf, X, y)
+    if groups is None:
+        groups = patient_groups(X) if is_path_like_sequence(X) else None
+    groups = np.arange(len(y_idx)) if groups is None else np.asarray(groups)
+    _check_count(len(groups), len(y_idx), "the patient groups")
+    per_class = [len(np.unique(groups[y_idx == c])) for c in np.unique(y_idx)]
+    n_splits = min(int(cv), *per_class)
+    if n_splits < 2:
+        raise ValueError(
+            "head_cross_val_proba needs at least 2 patients of each class in the "
+            "sample: label more patients"
+        )
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=0)
+    logits = np.empty((len(y_idx), weight0.shape[0]))
+    for fit_idx, score_idx in folds.split(features, y_idx, groups):
+        weight, bias, _, _ = _pulled_logistic(
+            features[fit_idx], y_idx[fit_idx], weight0, bias0, float(pull)
+        )
+        logits[score_idx] = features[score_idx] @ weight.T + bias
+    # as predict_proba: softmax, then the model's adaptation (if any)
+    return adjust_probabilities(softmax(logits, axis=1), clf.adaptation_)
+
+
+def _sample_proba(
+    clf: PneumoniaClassifier, X: ImageInput, proba: np.ndarray | None
+) -> np.ndarray:
+    """``clf.predict_proba(X)``, or the probabilities given in its place."""
+    if proba is None:
+        return clf.predict_proba(X)
+    proba = np.asarray(proba, dtype=float)
+    if proba.ndim != 2 or proba.shape[1] != len(clf.classes_):
+        raise ValueError(
+            f"proba must have one column per class ({len(clf.classes_)}), got "
+            f"shape {proba.shape}: give predict_proba's output or "
+            "head_cross_val_proba's"
+        )
+    return proba
+
+
 def _nll(
     logp: np.ndarray, y_idx: np.ndarray, temperature: float, bias: np.ndarray
 ) -> float:
@@ -497,6 +620,7 @@ def calibrate(
     threshold: str | None = None,
     n_bootstrap: int = 2000,
     random_state: int | None = 0,
+    proba: np.ndarray | None = None,
 ) -> PneumoniaClassifier:
     """Recalibrate on a labelled site sample, and choose its operating threshold.
 
@@ -552,6 +676,11 @@ def calibrate(
     n_bootstrap : int, default=2000
         Resamples for the intervals of the recorded threshold.
     random_state : int or None, default=0
+    proba : ndarray of shape (n, n_classes), optional
+        Probabilities of ``X`` to fit on instead of ``clf.predict_proba(X)``:
+        the out-of-fold probabilities of
+        [`head_cross_val_proba`][cxrkit.adaptation.head_cross_val_proba]
+        when ``clf`` is ``adapt_head``'s model refitted on these images.
 
     Returns
     -------
@@ -592,7 +721,8 @@ def calibrate(
                 "threshold='accuracy' needs two classes and method='platt' (its "
                 "bias learns the site's class mix; temperature scaling has none)"
             )
-    proba = clf.predict_proba(X)
+    own = proba is None
+    proba = _sample_proba(clf, X, proba)
     _check_count(len(proba), len(y), "calibration")
     logp = np.log(np.clip(proba, _TINY, None))
     k = len(classes)
@@ -657,7 +787,8 @@ def calibrate(
             point,
             pos_label=pos_label,
             source=(
-                f"site calibration: {len(y)} images ({n_pos} {pos_label}); "
+                f"site calibration: {len(y)} images ({n_pos} {pos_label}"
+                f"{'' if own else ', out-of-fold probabilities'}); "
                 f"sensitivity 95% CI {_interval(report.metrics['sensitivity'])}, "
                 f"specificity 95% CI {_interval(report.metrics['specificity'])} "
                 "on that sample"
@@ -786,6 +917,7 @@ def conformalize(
     y: Sequence | np.ndarray,
     *,
     coverage: float = 0.9,
+    proba: np.ndarray | None = None,
 ) -> PneumoniaClassifier:
     """Class-conditional split conformal prediction sets, on a labelled sample.
 
@@ -817,6 +949,11 @@ def conformalize(
         will not be scored with the sets).
     y : array-like of shape (n,)
     coverage : float in (0, 1), default=0.9
+    proba : ndarray of shape (n, n_classes), optional
+        As in ``calibrate``: probabilities of ``X`` to use instead of
+        ``clf.predict_proba(X)``, e.g. out-of-fold ones after ``adapt_head``
+        on the same sample (through the later steps, as ``predict_proba``
+        applies them: ``adjust_probabilities(oof, clf.adaptation_)``).
 
     Returns
     -------
@@ -839,7 +976,7 @@ def conformalize(
     if not 0 < coverage < 1:
         raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     y_idx = _labels_as_indices(clf, column_or_1d(np.asarray(y)))
-    proba = clf.predict_proba(X)
+    proba = _sample_proba(clf, X, proba)
     _check_count(len(proba), len(y_idx), "conformal calibration")
     scores = 1.0 - proba[np.arange(len(y_idx)), y_idx]
     quantiles, counts = {}, {}

@@ -1082,6 +1082,17 @@ def _add_serve_command(sub: argparse._SubParsersAction) -> None:
 
 
 # --------------------------------------------------------------------- adapt
+def _adjusted(out_of_fold: Any, clf: Any) -> Any:
+    """Out-of-fold probabilities of the refitted head, through the model's
+    later steps (--prior, the calibration) as predict_proba applies them;
+    None without them."""
+    from cxrkit.adaptation import adjust_probabilities
+
+    if out_of_fold is None:
+        return None
+    return adjust_probabilities(out_of_fold, clf.adaptation_)
+
+
 def _cmd_adapt(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier, load_image_folder
     from cxrkit.adaptation import (
@@ -1090,6 +1101,7 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         adapt_prior,
         calibrate,
         conformalize,
+        head_cross_val_proba,
     )
     from cxrkit.images._folders import find_images
 
@@ -1121,14 +1133,6 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         )
     if args.coverage is not None and not args.labelled:
         raise _UserError("--coverage needs a labelled sample: --labelled DIR")
-    if args.head and args.sensitivity is not None:
-        raise _UserError(
-            "--head with --sensitivity chooses the threshold on the images the "
-            "head was refitted on, where the floor is met by construction; on new "
-            "patients sensitivity fell to 0.75 (25 images). Use --max-accuracy "
-            "with --method platt, or in Python calibrate on another labelled "
-            "sample: calibrate(adapt_head(clf, X_a, y_a), X_b, y_b, sensitivity=...)"
-        )
     if not args.pull > 0:
         raise _UserError(f"--pull must be a positive number, got {args.pull}")
     if args.coverage is not None and not 0 < args.coverage < 1:
@@ -1142,8 +1146,13 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     if args.batchnorm:
         _note(args, f"cxrkit adapt: batch-norm statistics of {len(site)} site images")
         clf = adapt_batchnorm(clf, site)
+    out_of_fold = None
     if args.head:  # before --prior and the calibration, which correct its outputs
         _note(args, f"cxrkit adapt: final layer refitted on {len(X_lab)} images")
+        # the refitted layer separates its own sample: the recalibration, the
+        # threshold and the sets come from scores of heads refitted without
+        # each patient
+        out_of_fold = head_cross_val_proba(clf, X_lab, y_lab, pull=args.pull)
         with warnings.catch_warnings():
             if args.max_accuracy:  # the calibration below chooses the site's
                 warnings.filterwarnings("ignore", message=".*operating threshold")
@@ -1161,12 +1170,19 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
             method=args.method,
             sensitivity=args.sensitivity,
             threshold="accuracy" if args.max_accuracy else None,
+            proba=_adjusted(out_of_fold, clf),
         )
         if clf.operating_threshold_ is not None:
             point = clf.operating_threshold_
             print(f"operating threshold {point['threshold']:.4f}: {point['source']}")
         if args.coverage is not None:
-            clf = conformalize(clf, X_lab, y_lab, coverage=args.coverage)
+            clf = conformalize(
+                clf,
+                X_lab,
+                y_lab,
+                coverage=args.coverage,
+                proba=_adjusted(out_of_fold, clf),
+            )
             print(
                 f"conformal prediction sets: {args.coverage:.0%} coverage per class, "
                 f"from {clf.conformal_['n_images']} images"
@@ -1221,8 +1237,9 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         "--head",
         action="store_true",
         help="with --labelled: first refit the final layer on the sample, pulled "
-        "towards the trained one (can reorder the site's images); with "
-        "--method platt --max-accuracy for a threshold (not --sensitivity)",
+        "towards the trained one (can reorder the site's images); the "
+        "recalibration, the threshold and --coverage then use out-of-fold "
+        "probabilities of the sample (5 folds by patient)",
     )
     parser.add_argument(
         "--pull",

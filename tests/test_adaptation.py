@@ -23,6 +23,7 @@ from cxrkit.adaptation import (
     adjust_probabilities,
     calibrate,
     conformalize,
+    head_cross_val_proba,
     prediction_sets,
     sets_from_probabilities,
     training_prior,
@@ -414,6 +415,33 @@ def test_a_strong_pull_keeps_the_trained_head(fitted_synthetic, synthetic):
     assert np.abs(loose.predict_proba(X_site) - before).max() > 0.1
 
 
+def test_out_of_fold_probabilities_come_from_heads_without_the_image(
+    fitted_synthetic, synthetic
+):
+    X, y, _ = synthetic
+    X_site, y_site = _site(X[200:300], y[200:300])
+    # a head held at the trained one: out-of-fold = the model's probabilities
+    kept = head_cross_val_proba(fitted_synthetic, X_site, y_site, pull=1e6)
+    before = fitted_synthetic.predict_proba(X_site)
+    assert np.abs(kept - before).max() < 1e-3
+    # a free head fits its own images better than the images it did not see
+    refit = adapt_head(fitted_synthetic, X_site, y_site, pull=1e-3)
+    oof = head_cross_val_proba(fitted_synthetic, X_site, y_site, pull=1e-3)
+    assert oof.shape == (100, 2)
+    np.testing.assert_allclose(oof.sum(axis=1), 1.0)
+    own = refit.predict_proba(X_site)
+    assert log_loss(y_site, own[:, 1]) < log_loss(y_site, oof[:, 1]) - 0.05
+    # calibrate fits on the probabilities given, and says so
+    site = calibrate(refit, X_site, y_site, sensitivity=0.9, proba=oof)
+    assert "out-of-fold probabilities" in site.operating_threshold_["source"]
+    in_sample = calibrate(refit, X_site, y_site, sensitivity=0.9)
+    assert site.adaptation_ != in_sample.adaptation_
+    with pytest.raises(ValueError, match="one column per class"):
+        calibrate(refit, X_site, y_site, proba=oof[:, 1])
+    with pytest.raises(ValueError, match="cv must be an integer"):
+        head_cross_val_proba(fitted_synthetic, X_site, y_site, cv=1)
+
+
 def test_head_refit_drops_the_threshold_and_saves(
     fitted_synthetic, synthetic, tmp_path
 ):
@@ -638,6 +666,19 @@ def test_cli_adapt_writes_an_adapted_model(
     assert loaded.adaptation_["steps"][0]["n_images"] == 60
     assert loaded.operating_threshold_["threshold"] == 0.5
 
+    # a floor and sets after the refit: from out-of-fold probabilities
+    code = main(
+        [
+            *("adapt", str(model), "--out", str(out), "--labelled", str(labelled)),
+            *("--head", "--sensitivity", "0.9", "--coverage", "0.8", "-q"),
+        ]
+    )
+    assert code == 0
+    loaded = PneumoniaClassifier.load(out)
+    assert [s["step"] for s in loaded.adaptation_["steps"]] == ["head", "calibrate"]
+    assert "out-of-fold probabilities" in loaded.operating_threshold_["source"]
+    assert loaded.conformal_["coverage"] == 0.8
+
 
 @pytest.mark.parametrize(
     ("extra", "message"),
@@ -646,7 +687,6 @@ def test_cli_adapt_writes_an_adapted_model(
         (["--prior"], "--site DIR"),
         (["--coverage", "0.9"], "--labelled DIR"),
         (["--head"], "--head refits the final layer"),
-        (["--labelled", "x", "--head", "--sensitivity", "0.9"], "--max-accuracy"),
         (["--labelled", "x", "--head", "--pull", "0"], "--pull must be a positive"),
         (["--labelled", "x", "--max-accuracy"], "--method platt"),
         (

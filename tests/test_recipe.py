@@ -405,6 +405,7 @@ def test_recipe_benchmark_adapts_to_a_site_before_scoring(tmp_path):
     assert [s["step"] for s in result["site"]["steps"]] == ["head", "calibrate"]
     assert result["site"]["steps"][-1]["method"] == "platt"
     assert result["site"]["threshold"]["criterion"].startswith("fewest expected")
+    assert "out-of-fold probabilities" in result["site"]["threshold"]["source"]
     assert result["threshold"] == 0.5
     # a sensitivity floor
     sensitivity = ["--site-rule", "sensitivity", "--site-steps", "prior,calibrate"]
@@ -421,8 +422,10 @@ def test_recipe_benchmark_adapts_to_a_site_before_scoring(tmp_path):
     assert [s["step"] for s in saved.adaptation_["steps"]] == steps
     with pytest.raises(SystemExit, match="must end with calibrate"):
         recipe.main([*args, "--site", str(site), "--site-steps", "prior"])
-    with pytest.raises(SystemExit, match="head needs --site-rule accuracy"):
-        recipe.main([*args, "--site", str(site), "--site-rule", "sensitivity"])
+    # a floor after the head refit: on the site's out-of-fold probabilities
+    result = recipe.main([*args, "--site", str(site), "--site-rule", "sensitivity"])
+    assert [s["step"] for s in result["site"]["steps"]] == ["head", "calibrate"]
+    assert "out-of-fold probabilities" in result["site"]["threshold"]["source"]
 
 
 def test_external_comparison_over_seeds(tmp_path, capsys):

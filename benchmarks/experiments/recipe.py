@@ -29,9 +29,9 @@ near the trained one, then Platt scaling and the threshold with the fewest
 expected errors there, ``--site-rule accuracy``, the best-measured
 workflow of the docs' *Adapting to a new site* page; ``--site-rule
 sensitivity``: temperature scaling and the threshold that keeps
-``--min-sensitivity`` of new positives on average, which cannot follow
-``head``), and the figures
-on ``--test`` are then at the site's threshold.
+``--min-sensitivity`` of new positives on average; after ``head``, both
+on out-of-fold probabilities of the site's images), and the figures on
+``--test`` are then at the site's threshold.
 ``--subtypes`` trains the three-class NORMAL / BACTERIA / VIRUS problem
 instead (argmax, no threshold).
 
@@ -58,7 +58,14 @@ from sklearn.metrics import (
 from sklearn.model_selection import StratifiedGroupKFold, TunedThresholdClassifierCV
 
 from cxrkit import clear_image_cache, load_image_folder, patient_groups
-from cxrkit.adaptation import adapt_batchnorm, adapt_head, adapt_prior, calibrate
+from cxrkit.adaptation import (
+    adapt_batchnorm,
+    adapt_head,
+    adapt_prior,
+    adjust_probabilities,
+    calibrate,
+    head_cross_val_proba,
+)
 from cxrkit.metrics import clinical_report, select_robust_threshold, select_threshold
 from cxrkit.persistence import operating_threshold
 from cxrkit.recipes import RECIPES, RECOMMENDED, make_classifier
@@ -103,26 +110,22 @@ def bootstrap_ci(
 def adapt_to_site(clf, site: str, steps: str, rule: str, min_sensitivity: float):
     """The workflow of the docs' *Adapting to a new site* page, on a labelled folder."""
     X_site, y_site = load_image_folder(site)
-    steps = steps.split(",")
-    if rule == "sensitivity" and "head" in steps:
-        # the refitted layer separates its own images: a floor chosen on them
-        # fails on new patients (docs: "Refitting the head")
-        raise SystemExit(
-            "--site-steps head needs --site-rule accuracy: a sensitivity floor "
-            "chosen on the images the head was refitted on does not hold on new "
-            "patients"
-        )
-    for step in steps:
+    oof = None  # after head: out-of-fold probabilities of the site's images
+    for step in steps.split(","):
         if step == "batchnorm":
             clf = adapt_batchnorm(clf, X_site)
         elif step == "prior":
             clf = adapt_prior(clf, X_site)
         elif step == "head":
+            oof = head_cross_val_proba(clf, X_site, y_site)
             clf = adapt_head(clf, X_site, y_site)
-        elif step == "calibrate" and rule == "accuracy":
-            clf = calibrate(clf, X_site, y_site, method="platt", threshold="accuracy")
         elif step == "calibrate":
-            clf = calibrate(clf, X_site, y_site, sensitivity=min_sensitivity)
+            proba = None if oof is None else adjust_probabilities(oof, clf.adaptation_)
+            if rule == "accuracy":
+                kwargs = {"method": "platt", "threshold": "accuracy"}
+            else:
+                kwargs = {"sensitivity": min_sensitivity}
+            clf = calibrate(clf, X_site, y_site, proba=proba, **kwargs)
         else:
             raise SystemExit(f"unknown --site-steps step {step!r}")
     if clf.operating_threshold_ is None or "site" not in str(

@@ -24,7 +24,9 @@ threshold its rule chose on training patients), one JSON line per setting:
 ``--unlabelled-first batchnorm|prior|none`` applies that unlabelled step
 before the labelled curve. ``--head`` refits the final layer on each draw
 first (``adapt_head(clf, X_lab, y_lab, pull=--pull)``, then the same
-``calibrate`` on the same images); the network then runs on every draw
+``calibrate`` on the same images, on their out-of-fold probabilities,
+``head_cross_val_proba``, as are the ``--coverage`` sets); the network then
+runs on every draw
 (``roc_auc_before`` is the unadapted model's on the same rest). It also
 runs ``calibrate`` alone on the same draw, and reports the paired
 differences (``*_gain``: with the refit minus without) with a bootstrap
@@ -55,6 +57,7 @@ from cxrkit.adaptation import (
     adapt_prior,
     calibrate,
     conformalize,
+    head_cross_val_proba,
     prediction_sets,
 )
 from cxrkit.metrics import clinical_report
@@ -88,12 +91,15 @@ def _scores(y: np.ndarray, proba: np.ndarray, clf: PneumoniaClassifier) -> dict:
 
 
 def _calibrated(
-    clf: PneumoniaClassifier, X, y: np.ndarray, args
+    clf: PneumoniaClassifier, X, y: np.ndarray, args, proba=None
 ) -> PneumoniaClassifier:
-    """``calibrate`` by ``--rule``: the fewest expected errors, or the floor."""
+    """``calibrate`` by ``--rule``: the fewest expected errors, or the floor;
+    on ``proba`` (out-of-fold probabilities) where given."""
     if args.rule == "accuracy":
-        return calibrate(clf, X, y, method="platt", threshold="accuracy")
-    return calibrate(clf, X, y, sensitivity=args.sensitivity, n_bootstrap=0)
+        return calibrate(clf, X, y, method="platt", threshold="accuracy", proba=proba)
+    return calibrate(
+        clf, X, y, sensitivity=args.sensitivity, n_bootstrap=0, proba=proba
+    )
 
 
 def _mean_interval(values: np.ndarray, seed: int, n: int = 2000) -> list[float]:
@@ -223,11 +229,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 rest = np.setdiff1d(everything, lab)
                 # cached: indices into the site; with --head, the refitted
                 # network runs on the images themselves
-                model, lab_x, rest_x = cached, lab, rest
+                model, lab_x, rest_x, oof = cached, lab, rest, None
                 if args.head:
                     model = adapt_head(start, X[lab], y[lab], pull=args.pull)
                     lab_x, rest_x = X[lab], X[rest]
-                adapted = _calibrated(model, lab_x, y[lab], args)
+                    # calibrate on the refitted sample's out-of-fold scores
+                    oof = head_cross_val_proba(start, X[lab], y[lab], pull=args.pull)
+                adapted = _calibrated(model, lab_x, y[lab], args, oof)
                 scored = _scores(y[rest], adapted.predict_proba(rest_x), adapted)
                 if args.head:  # the same draw without the refit: paired
                     alone = _calibrated(cached, lab, y[lab], args)
@@ -241,7 +249,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 scored["labelled_images"] = len(lab)
                 if args.coverage:
                     sets = prediction_sets(
-                        conformalize(adapted, lab_x, y[lab], coverage=args.coverage),
+                        conformalize(
+                            adapted,
+                            lab_x,
+                            y[lab],
+                            coverage=args.coverage,
+                            proba=None
+                            if oof is None
+                            else adjust_probabilities(oof, adapted.adaptation_),
+                        ),
                         rest_x,
                     )
                     for i, label in enumerate(clf.classes_):
