@@ -65,7 +65,6 @@ from torch.utils.data import DataLoader
 
 from cxrkit.images._batches import ImageBatches
 from cxrkit.images._folders import patient_groups
-from cxrkit.images._inputs import is_path_like_sequence
 from cxrkit.images._preprocess import model_images
 from cxrkit.metrics import (
     OperatingPoint,
@@ -445,7 +444,7 @@ def adapt_head(
             "outputs: call adapt_head on the model before adapt_prior and "
             "calibrate, then repeat them"
         )
-    features, y_idx, weight0, bias0 = _head_inputs(clf, X, y)
+    features, y_idx, weight0, bias0, _ = _head_inputs(clf, X, y)
     weight, bias, before, after = _pulled_logistic(
         features, y_idx, weight0, bias0, float(pull)
     )
@@ -465,8 +464,8 @@ def adapt_head(
         warnings.warn(
             "the recorded operating threshold was chosen for the trained head's "
             "scores and no longer holds; it is dropped: choose one with "
-            "calibrate(..., method='platt', threshold='accuracy') on the same "
-            "sample, or with sensitivity=... on other labelled patients",
+            "calibrate on the same sample, given its out-of-fold probabilities "
+            "(proba=head_cross_val_proba(clf, X, y))",
             UserWarning,
             stacklevel=2,
         )
@@ -476,19 +475,21 @@ def adapt_head(
 
 def _head_inputs(
     clf: PneumoniaClassifier, X: ImageInput, y: Sequence | np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple | None]:
     """What the head refit needs: the features ``predict_proba``'s forward
-    pass feeds the final layer, the labels as indices, and that layer."""
+    pass feeds the final layer, the labels as indices, that layer, and the
+    paths of ``X`` (None for an array)."""
     _, y_idx = _labelled(clf, y, "refitting the head")
-    images = _site_images(clf, X)
-    _check_count(len(images), len(y_idx), "refitting the head")
-    features = penultimate_features(clf, images).astype(np.float64)
+    decoded = model_images(clf, X, verbose=clf.verbose)
+    _check_count(len(decoded.pixels), len(y_idx), "refitting the head")
+    features = penultimate_features(clf, decoded.pixels).astype(np.float64)
     head = classifier_head(clf.net_.module_, clf.model)
     return (
         features,
         y_idx,
         head.weight.detach().double().cpu().numpy(),
         head.bias.detach().double().cpu().numpy(),
+        decoded.paths,
     )
 
 
@@ -562,9 +563,9 @@ def head_cross_val_proba(
     _check_pull(pull)
     if not (isinstance(cv, numbers.Integral) and cv >= 2):
         raise ValueError(f"cv must be an integer of at least 2, got {cv!r}")
-    features, y_idx, weight0, bias0 = _head_inputs(clf, X, y)
-    if groups is None:
-        groups = patient_groups(X) if is_path_like_sequence(X) else None
+    features, y_idx, weight0, bias0, paths = _head_inputs(clf, X, y)
+    if groups is None and paths is not None:
+        groups = patient_groups(paths)
     groups = np.arange(len(y_idx)) if groups is None else np.asarray(groups)
     _check_count(len(groups), len(y_idx), "the patient groups")
     per_class = [len(np.unique(groups[y_idx == c])) for c in np.unique(y_idx)]
