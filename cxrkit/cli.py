@@ -1154,7 +1154,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
         # each patient
         out_of_fold = head_cross_val_proba(clf, X_lab, y_lab, pull=args.pull)
         with warnings.catch_warnings():
-            if args.max_accuracy:  # the calibration below chooses the site's
+            if args.max_accuracy or args.sensitivity is not None:
+                # the calibration below records the site's threshold
                 warnings.filterwarnings("ignore", message=".*operating threshold")
             clf = adapt_head(clf, X_lab, y_lab, pull=args.pull)
     if args.prior:
