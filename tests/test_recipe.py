@@ -20,10 +20,12 @@ import cxrkit.training._fit as training_module
 from cxrkit import PneumoniaClassifier, load_image_folder
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.images import ImageDataset, patient_id
+from cxrkit.metrics import select_robust_threshold
 from cxrkit.models import available_models, build_model
 from cxrkit.models._features import backbone_features, headless
 from cxrkit.ood import fit_ood_detector, penultimate_features
 from cxrkit.recipes import RECIPES, RECOMMENDED, make_classifier
+from cxrkit.validation import shifted_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,6 +248,23 @@ def _tiny_recipe_args(train: Path, test: Path) -> list[str]:
     ]
 
 
+def test_recipe_benchmark_says_what_model_keeps_of_the_recipe(tmp_path):
+    recipe = _load_benchmark("experiments/recipe.py")
+    train = _kermany_tree(tmp_path / "train", n_patients=12)
+    test = _kermany_tree(tmp_path / "test", n_patients=3)
+    args = _tiny_recipe_args(train, test)
+    del args[args.index("--recipe") : args.index("--recipe") + 2]  # RECOMMENDED
+    with (
+        pytest.warns(UserWarning, match="keeps the 'efficientnet_lite0_frozen'"),
+        pytest.raises(ValueError, match="'pretrained' parameter"),
+    ):
+        recipe.main(args)
+    # the way out the warning names
+    result = recipe.main([*args, "--set", "pretrained=null", "freeze=null"])
+    assert result["params"]["model"] == "simple_cnn"
+    assert result["params"]["pretrained"] is None
+
+
 def test_recipe_benchmark_prints_metrics_for_any_folder(tmp_path, capsys):
     recipe = _load_benchmark("experiments/recipe.py")
     train = _kermany_tree(tmp_path / "train", n_patients=12)
@@ -457,6 +476,26 @@ def test_external_comparison_over_seeds(tmp_path, capsys):
     assert summary["b"]["seed_ensemble"]["roc_auc"][0] == pytest.approx(
         roc_auc_score(y, mean_p), abs=1e-4
     )
+    # an ensemble's threshold: the recipe's rule on the ensemble's own
+    # predictions of the threshold split, not the mean of the members'
+    tune = np.load(runs / "a_s0.npz")
+    shifted = [
+        shifted_predictions(
+            PneumoniaClassifier.load(runs / f"{n}_s0.cxr"), tune["X_threshold"]
+        )
+        for n in ("a", "b")
+    ]
+    point = select_robust_threshold(
+        tune["y_threshold"],
+        {v: (shifted[0][v] + shifted[1][v]) / 2 for v in shifted[0]},
+        classes=["NORMAL", "PNEUMONIA"],
+    )
+    assert per_seed[("a+b", 0)]["threshold"] == pytest.approx(point.threshold, abs=1e-4)
+    (runs / "b_s1.cxr").unlink()
+    with pytest.raises(SystemExit, match=r"b_s1\.cxr: an ensemble's threshold"):
+        external.main(
+            [*map(str, runs.glob("*_s1.npz")), "--baseline", "a", "--ensemble", "a+b"]
+        )
 
 
 def test_site_adaptation_learning_curve(tmp_path):

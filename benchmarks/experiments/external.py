@@ -12,7 +12,16 @@ the ROC AUC difference to ``--baseline`` of the same seed with a *paired*
 interval (``cxrkit.metrics.ModelComparison``: both on the same resamples).
 Then one line per recipe: the mean over seeds and the seed spread (min and
 max), and the seed ensemble (mean probability over the seeds) as a recipe of
-its own (``NAME+ens``). Ensembles of two recipes: ``--ensemble A+B``.
+its own (``seed_ensemble``). Ensembles of two recipes: ``--ensemble A+B``,
+the mean probability of the two runs of each seed.
+
+An ensemble's threshold (a seed ensemble's too) is the one the recipes'
+default rule (``robust_shift`` of ``recipe.py``) chooses for the ensemble
+itself: on the members' mean probability of the same held-out training
+patients (the ``X_threshold`` of their ``.npz``), as acquired and under
+``cxrkit.validation.SHIFTS``, with ``--min-sensitivity`` and
+``--min-specificity``. That needs each member's ``.cxr``; the mean of the
+members' own thresholds is not a threshold either of them chose.
 
 The site's figures were used for choices, so they are not an independent
 claim; the held-out part of the test split is.
@@ -31,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit import PneumoniaClassifier
-from cxrkit.metrics import ModelComparison, clinical_report
+from cxrkit.metrics import ModelComparison, clinical_report, select_robust_threshold
+from cxrkit.validation import shifted_predictions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json
@@ -65,8 +75,55 @@ def load_runs(paths: list[str]) -> tuple[np.ndarray, dict[str, dict[int, dict]]]
         runs[match["name"]][int(match["seed"])] = {
             "p": data["proba_test"][order, classes.index("PNEUMONIA")],
             "threshold": _threshold(path, data),
+            "paths": [path],  # the runs whose mean it is
         }
     return y_ref, runs
+
+
+def _shifted(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """A run's threshold split: paths, labels, and its model's predictions of
+    them as acquired and under every shift."""
+    data = np.load(path)
+    model_file = path.with_suffix(".cxr")
+    if not model_file.exists():
+        raise SystemExit(
+            f"{model_file}: an ensemble's threshold needs each member's model "
+            "file; save the run with recipe.py --save"
+        )
+    model = PneumoniaClassifier.load(model_file, device="cpu")
+    if list(model.classes_) != ["NORMAL", "PNEUMONIA"]:
+        raise SystemExit(f"{model_file}: classes {list(model.classes_)}")
+    X = data["X_threshold"]
+    return X, data["y_threshold"], shifted_predictions(model, X)
+
+
+def ensemble_threshold(
+    paths: list[Path], min_sensitivity: float, min_specificity: float, cache: dict
+) -> float:
+    """The robust-shift rule on the members' mean probability of their
+    threshold split (as acquired and under every shift), as ``recipe.py``
+    chooses a single recipe's threshold. ``cache`` keeps each member's
+    predictions for the other ensembles it is in."""
+    for path in paths:
+        if path not in cache:
+            cache[path] = _shifted(path)
+    members = [cache[path] for path in paths]
+    X, y, _ = members[0]
+    for path, (X_other, _, _) in zip(paths[1:], members[1:]):
+        if not np.array_equal(X_other, X):
+            raise SystemExit(f"{path}: another threshold split than {paths[0]}")
+    mean = {
+        version: np.mean([shifted[version] for _, _, shifted in members], axis=0)
+        for version in members[0][2]
+    }
+    point = select_robust_threshold(
+        y,
+        mean,
+        min_sensitivity=min_sensitivity,
+        min_specificity=min_specificity,
+        classes=["NORMAL", "PNEUMONIA"],
+    )
+    return float(point.threshold)
 
 
 def _figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict:
@@ -89,18 +146,37 @@ def main(argv: list[str] | None = None) -> list[dict]:
         metavar="A+B",
         help="also score the mean probability of these recipes, seed by seed",
     )
+    parser.add_argument(
+        "--min-sensitivity",
+        type=float,
+        default=0.95,
+        help="the ensemble rule's floor (recipe.py's default)",
+    )
+    parser.add_argument(
+        "--min-specificity",
+        type=float,
+        default=0.85,
+        help="the ensemble rule's floor (recipe.py's default)",
+    )
     parser.add_argument("--markdown", action="store_true", help="also print a table")
     args = parser.parse_args(argv)
     y, runs = load_runs(args.runs)
     if args.baseline not in runs:
         raise SystemExit(f"no runs of the baseline {args.baseline!r}: {sorted(runs)}")
+    cache: dict = {}  # each run's predictions of its threshold split
     for combo in args.ensemble:
         parts = combo.split("+")
         seeds = set.intersection(*(set(runs[n]) for n in parts))
         runs[combo] = {
             s: {
                 "p": np.mean([runs[n][s]["p"] for n in parts], axis=0),
-                "threshold": float(np.mean([runs[n][s]["threshold"] for n in parts])),
+                "paths": [runs[n][s]["paths"][0] for n in parts],
+                "threshold": ensemble_threshold(
+                    [runs[n][s]["paths"][0] for n in parts],
+                    args.min_sensitivity,
+                    args.min_specificity,
+                    cache,
+                ),
             }
             for s in sorted(seeds)
         }
@@ -136,7 +212,12 @@ def main(argv: list[str] | None = None) -> list[dict]:
             }
         if len(by_seed) > 1:
             mean_p = np.mean([r["p"] for r in by_seed.values()], axis=0)
-            mean_t = float(np.mean([r["threshold"] for r in by_seed.values()]))
+            mean_t = ensemble_threshold(
+                [path for r in by_seed.values() for path in r["paths"]],
+                args.min_sensitivity,
+                args.min_specificity,
+                cache,
+            )
             summary["seed_ensemble"] = _figures(y, mean_p, mean_t)
         rows.append(summary)
         print_json(summary)

@@ -208,6 +208,18 @@ def main(argv: list[str] | None = None) -> dict:
     overrides: dict = {"random_state": args.seed}
     if args.model:
         overrides["model"] = args.model
+        kept = {
+            key: RECIPES[args.recipe][key]
+            for key in ("pretrained", "freeze")
+            if RECIPES[args.recipe].get(key) is not None
+        }
+        if kept and args.model != RECIPES[args.recipe]["model"]:
+            warnings.warn(
+                f"--model {args.model} keeps the {args.recipe!r} recipe's "
+                f"{kept}; for a model trained from scratch, pass --recipe cpu, "
+                "or --set pretrained=null freeze=null",
+                stacklevel=1,
+            )
     if args.image_size:
         overrides["image_size"] = args.image_size
     if args.epochs:
