@@ -1,4 +1,4 @@
-"""What the benchmark scripts share: where things are, peak memory, JSON output.
+"""What the benchmark scripts share: paths, peak memory, JSON output, saved runs.
 
 Every script in ``timings/``, ``experiments/`` and ``tools/`` runs as
 ``python benchmarks/FOLDER/NAME.py`` from the repository root; it puts this
@@ -55,3 +55,27 @@ def print_json(obj: Any, *, file: TextIO | None = None, **kwargs: Any) -> None:
         Passed to ``json.dumps`` (``indent``, ``default``).
     """
     print(json.dumps(obj, **kwargs), file=file or sys.stdout, flush=True)
+
+
+def run_threshold(npz: Path, data: Any) -> float:
+    """The operating threshold of a ``recipe.py --save`` run.
+
+    Parameters
+    ----------
+    npz : Path
+        The run's ``.npz``; its ``.cxr`` lies beside it.
+    data : NpzFile
+        ``np.load(npz)``.
+
+    Returns
+    -------
+    float
+        The ``threshold`` the ``.npz`` records, or (runs saved before it
+        recorded one) the model file's ``operating_threshold_``.
+    """
+    if "threshold" in data:
+        return float(data["threshold"])
+    from cxrkit import PneumoniaClassifier
+
+    model = PneumoniaClassifier.load(Path(npz).with_suffix(".cxr"), device="cpu")
+    return float(model.operating_threshold_["threshold"])

@@ -25,7 +25,7 @@ from cxrkit.models import available_models, build_model
 from cxrkit.models._features import backbone_features, headless
 from cxrkit.ood import fit_ood_detector, penultimate_features
 from cxrkit.recipes import RECIPES, RECOMMENDED, make_classifier
-from cxrkit.validation import shifted_predictions
+from cxrkit.validation import SHIFTS, shifted_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -456,9 +456,8 @@ def test_external_comparison_over_seeds(tmp_path, capsys):
     for name, seed in (("a", 0), ("a", 1), ("b", 0), ("b", 1)):
         save = ["--seed", str(seed), "--save", str(runs / f"{name}_s{seed}")]
         recipe.main([*_tiny_recipe_args(train, test), *save])
-    rows = external.main(
-        [*map(str, sorted(runs.glob("*.npz"))), "--baseline", "a", "--ensemble", "a+b"]
-    )
+    flags = ["--baseline", "a", "--ensemble", "a+b", "--shifts"]
+    rows = external.main([*map(str, sorted(runs.glob("*.npz"))), *flags])
     per_seed = {(r["recipe"], r["seed"]): r for r in rows if "seed" in r}
     summary = {r["recipe"]: r for r in rows if "seeds" in r}
     assert set(summary) == {"a", "b", "a+b"}
@@ -491,6 +490,16 @@ def test_external_comparison_over_seeds(tmp_path, capsys):
         classes=["NORMAL", "PNEUMONIA"],
     )
     assert per_seed[("a+b", 0)]["threshold"] == pytest.approx(point.threshold, abs=1e-4)
+    # --shifts: the synthetic protocol on each run's threshold split
+    aucs = per_seed[("a", 0)]["threshold_split_auc"]
+    assert set(aucs) == {"none", "worst", *SHIFTS}
+    assert aucs["worst"] == min(v for k, v in aucs.items() if k != "worst")
+    assert aucs["none"] == pytest.approx(
+        roc_auc_score(
+            tune["y_threshold"] == "PNEUMONIA", tune["proba_threshold"][:, 1]
+        ),
+        abs=1e-4,
+    )
     (runs / "b_s1.cxr").unlink()
     with pytest.raises(SystemExit, match=r"b_s1\.cxr: an ensemble's threshold"):
         external.main(

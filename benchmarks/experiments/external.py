@@ -23,6 +23,10 @@ patients (the ``X_threshold`` of their ``.npz``), as acquired and under
 ``--min-specificity``. That needs each member's ``.cxr``; the mean of the
 members' own thresholds is not a threshold either of them chose.
 
+``--shifts`` adds the synthetic protocol beside the site: each run's ROC
+AUC on its threshold split (held-out training patients) as acquired and
+under each shift, and the worst of them.
+
 The site's figures were used for choices, so they are not an independent
 claim; the held-out part of the test split is.
 
@@ -38,22 +42,16 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.metrics import ModelComparison, clinical_report, select_robust_threshold
 from cxrkit.validation import shifted_predictions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_json
+from _common import print_json, run_threshold
 
 _RUN = re.compile(r"(?P<name>.+)_s(?P<seed>\d+)$")
-
-
-def _threshold(npz: Path, data: np.lib.npyio.NpzFile) -> float:
-    if "threshold" in data:
-        return float(data["threshold"])
-    model = PneumoniaClassifier.load(npz.with_suffix(".cxr"), device="cpu")
-    return float(model.operating_threshold_["threshold"])
 
 
 def load_runs(paths: list[str]) -> tuple[np.ndarray, dict[str, dict[int, dict]]]:
@@ -74,7 +72,7 @@ def load_runs(paths: list[str]) -> tuple[np.ndarray, dict[str, dict[int, dict]]]
             raise SystemExit(f"{path}: tested on other images than the first run")
         runs[match["name"]][int(match["seed"])] = {
             "p": data["proba_test"][order, classes.index("PNEUMONIA")],
-            "threshold": _threshold(path, data),
+            "threshold": run_threshold(path, data),
             "paths": [path],  # the runs whose mean it is
         }
     return y_ref, runs
@@ -97,6 +95,33 @@ def _shifted(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]
     return X, data["y_threshold"], shifted_predictions(model, X)
 
 
+def ensemble_member(path: Path, cache: dict) -> tuple:
+    """``_shifted(path)``, computed once per run."""
+    if path not in cache:
+        cache[path] = _shifted(path)
+    return cache[path]
+
+
+def _shift_aucs(members: list[tuple]) -> dict[str, float]:
+    """ROC AUC of the members' mean probability on their threshold split,
+    as acquired and under each shift, and the worst of them."""
+    _, y, _ = members[0]
+    positive = np.asarray(y) == "PNEUMONIA"
+    aucs = {
+        version: round(
+            float(
+                roc_auc_score(
+                    positive,
+                    np.mean([shifted[version][:, 1] for *_, shifted in members], 0),
+                )
+            ),
+            4,
+        )
+        for version in members[0][2]
+    }
+    return {**aucs, "worst": min(aucs.values())}
+
+
 def ensemble_threshold(
     paths: list[Path], min_sensitivity: float, min_specificity: float, cache: dict
 ) -> float:
@@ -104,10 +129,7 @@ def ensemble_threshold(
     threshold split (as acquired and under every shift), as ``recipe.py``
     chooses a single recipe's threshold. ``cache`` keeps each member's
     predictions for the other ensembles it is in."""
-    for path in paths:
-        if path not in cache:
-            cache[path] = _shifted(path)
-    members = [cache[path] for path in paths]
+    members = [ensemble_member(path, cache) for path in paths]
     X, y, _ = members[0]
     for path, (X_other, _, _) in zip(paths[1:], members[1:]):
         if not np.array_equal(X_other, X):
@@ -158,6 +180,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         default=0.85,
         help="the ensemble rule's floor (recipe.py's default)",
     )
+    parser.add_argument(
+        "--shifts",
+        action="store_true",
+        help="also the synthetic protocol beside the site: each run's ROC AUC "
+        "on its threshold split as acquired and under every shift (needs the "
+        ".cxr files)",
+    )
     parser.add_argument("--markdown", action="store_true", help="also print a table")
     args = parser.parse_args(argv)
     y, runs = load_runs(args.runs)
@@ -199,6 +228,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     round(diff.low, 4),
                     round(diff.high, 4),
                 ]
+            if args.shifts:
+                row["threshold_split_auc"] = _shift_aucs(
+                    [ensemble_member(path, cache) for path in run["paths"]]
+                )
             per_seed.append(row)
             rows.append(row)
             print_json(row)

@@ -7,7 +7,11 @@ with ``X_test``, ``y_test`` and ``proba_test``; the runs are aligned by path
 and compared with ``cxrkit.metrics.ModelComparison`` (one shared matrix of
 stratified bootstrap resamples, 2,000 by default): prints one JSON line with
 each run's ROC AUC and its difference to the first, with a paired 95%
-interval.
+interval. When every run has a threshold (the rule's: the ``.npz`` records
+it, or the ``.cxr`` beside it for runs saved before), also
+sensitivity, specificity and accuracy at each run's own threshold and
+their paired differences to the first (its calls at its threshold, on the
+same resamples).
 
 For research and education; not a medical device.
 """
@@ -23,7 +27,7 @@ import numpy as np
 from cxrkit.metrics import ModelComparison
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_json
+from _common import print_json, run_threshold
 
 
 def positive_scores(run: np.lib.npyio.NpzFile) -> np.ndarray:
@@ -62,6 +66,33 @@ def main(argv: list[str] | None = None) -> dict:
         }
         for name, report in comparison.reports.items()
     }
+    thresholds = [
+        run_threshold(Path(path), run)
+        if "threshold" in run or Path(path).with_suffix(".cxr").exists()
+        else None
+        for path, run in zip(args.runs, runs)
+    ]
+    if None not in thresholds:
+        calls = {  # each run's calls at its own threshold, compared at 0.5
+            name: (p >= t).astype(float)
+            for (name, p), t in zip(probas.items(), thresholds)
+        }
+        at_threshold = ModelComparison.from_predictions(
+            y.astype(int), calls, n_bootstrap=args.n_bootstrap, random_state=0
+        )
+        first = next(iter(calls))
+        for name, threshold in zip(calls, thresholds):
+            row = result[name]
+            row["threshold"] = round(threshold, 4)
+            for metric in ("sensitivity", "specificity", "accuracy"):
+                row[metric] = round(at_threshold.reports[name].metrics[metric].value, 4)
+                if name != first:
+                    diff = at_threshold.mean_difference([name], [first], metric)
+                    row[f"{metric}_minus_first"] = [
+                        round(diff.value, 4),
+                        round(diff.low, 4),
+                        round(diff.high, 4),
+                    ]
     print_json(result)
     return result
 
