@@ -89,7 +89,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # site's patients (docs: "Training recipe", "Results at a second site").
     # Label smoothing 0.1 (the "cpu" recipe's value, not tuned) keeps the
     # head's probabilities off 0 and 1; at the second site the threshold
-    # rule then kept more NORMAL films at the same sensitivity.
+    # rule then kept more NORMAL films and as many PNEUMONIA films.
     "efficientnet_lite0_frozen": {
         "model": "efficientnet_lite0",
         "pretrained": "imagenet",

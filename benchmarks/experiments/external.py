@@ -107,18 +107,10 @@ def _shift_aucs(members: list[tuple]) -> dict[str, float]:
     as acquired and under each shift, and the worst of them."""
     _, y, _ = members[0]
     positive = np.asarray(y) == "PNEUMONIA"
-    aucs = {
-        version: round(
-            float(
-                roc_auc_score(
-                    positive,
-                    np.mean([shifted[version][:, 1] for *_, shifted in members], 0),
-                )
-            ),
-            4,
-        )
-        for version in members[0][2]
-    }
+    aucs = {}
+    for version in members[0][2]:
+        p = np.mean([shifted[version][:, 1] for *_, shifted in members], axis=0)
+        aucs[version] = round(float(roc_auc_score(positive, p)), 4)
     return {**aucs, "worst": min(aucs.values())}
 
 
