@@ -1240,7 +1240,9 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         help="with --labelled: first refit the final layer on the sample, pulled "
         "towards the trained one (can reorder the site's images); the "
         "recalibration, the threshold and --coverage then use out-of-fold "
-        "probabilities of the sample (5 folds by patient)",
+        "probabilities of the sample (5 folds by patient). Measured with the "
+        "recommended recipe, it paid with 100 labelled images and cost "
+        "accuracy with 25",
     )
     parser.add_argument(
         "--pull",
