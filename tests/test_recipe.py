@@ -501,7 +501,7 @@ def test_external_comparison_over_seeds(tmp_path, capsys):
         abs=1e-4,
     )
     (runs / "b_s1.cxr").unlink()
-    with pytest.raises(SystemExit, match=r"b_s1\.cxr: an ensemble's threshold"):
+    with pytest.raises(SystemExit, match=r"b_s1\.npz: an ensemble's threshold"):
         external.main(
             [*map(str, runs.glob("*_s1.npz")), "--baseline", "a", "--ensemble", "a+b"]
         )

@@ -78,27 +78,25 @@ def load_runs(paths: list[str]) -> tuple[np.ndarray, dict[str, dict[int, dict]]]
     return y_ref, runs
 
 
-def _shifted(path: Path) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+def threshold_split(
+    path: Path, cache: dict
+) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
     """A run's threshold split: paths, labels, and its model's predictions of
-    them as acquired and under every shift."""
+    them as acquired and under every shift; computed once per run (``cache``)."""
+    if path in cache:
+        return cache[path]
     data = np.load(path)
     model_file = path.with_suffix(".cxr")
-    if not model_file.exists():
+    if "X_threshold" not in data or not model_file.exists():
         raise SystemExit(
-            f"{model_file}: an ensemble's threshold needs each member's model "
-            "file; save the run with recipe.py --save"
+            f"{path}: an ensemble's threshold and --shifts need the run's "
+            "threshold split and model file; save the run with recipe.py --save"
         )
     model = PneumoniaClassifier.load(model_file, device="cpu")
     if list(model.classes_) != ["NORMAL", "PNEUMONIA"]:
         raise SystemExit(f"{model_file}: classes {list(model.classes_)}")
     X = data["X_threshold"]
-    return X, data["y_threshold"], shifted_predictions(model, X)
-
-
-def ensemble_member(path: Path, cache: dict) -> tuple:
-    """``_shifted(path)``, computed once per run."""
-    if path not in cache:
-        cache[path] = _shifted(path)
+    cache[path] = X, data["y_threshold"], shifted_predictions(model, X)
     return cache[path]
 
 
@@ -121,7 +119,7 @@ def ensemble_threshold(
     threshold split (as acquired and under every shift), as ``recipe.py``
     chooses a single recipe's threshold. ``cache`` keeps each member's
     predictions for the other ensembles it is in."""
-    members = [ensemble_member(path, cache) for path in paths]
+    members = [threshold_split(path, cache) for path in paths]
     X, y, _ = members[0]
     for path, (X_other, _, _) in zip(paths[1:], members[1:]):
         if not np.array_equal(X_other, X):
@@ -222,7 +220,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 ]
             if args.shifts:
                 row["threshold_split_auc"] = _shift_aucs(
-                    [ensemble_member(path, cache) for path in run["paths"]]
+                    [threshold_split(path, cache) for path in run["paths"]]
                 )
             per_seed.append(row)
             rows.append(row)
