@@ -132,6 +132,13 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Learning-rate schedule over ``max_epochs``.
     label_smoothing : float, default=0.0
         Label smoothing of the cross-entropy loss.
+    mixup : float or None, default=None
+        Mixup while training: each batch is mixed with a shuffled copy of
+        itself, inputs and loss alike, by a weight drawn from
+        ``Beta(mixup, mixup)`` per batch (0.2-0.4 are usual). With
+        ``freeze="backbone"`` the backbone's feature vectors are mixed
+        (mixup at the last layer), so head epochs still cost next to
+        nothing. None or 0: no mixup.
     ema_decay : float or None, default=None
         Keep an exponential moving average of the weights over training
         steps with this decay (e.g. 0.99, about the last 100 steps) and use
@@ -285,6 +292,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         "max_epochs": [Interval(Integral, 1, None, closed="left")],
         "lr_schedule": [None, StrOptions(set(LR_SCHEDULES))],
         "label_smoothing": [Interval(Real, 0, 1, closed="left")],
+        "mixup": [None, Interval(Real, 0, None, closed="left")],
         "ema_decay": [None, Interval(Real, 0, 1, closed="neither")],
         "tta": [Interval(Integral, 0, None, closed="left")],
         "validation_fraction": [None, Interval(Real, 0, 0.5, closed="left")],
@@ -321,6 +329,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         max_epochs: int = 10,
         lr_schedule: str | None = "cosine",
         label_smoothing: float = 0.0,
+        mixup: float | None = None,
         ema_decay: float | None = None,
         tta: int = 0,
         validation_fraction: float | None = 0.1,
@@ -349,6 +358,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         self.max_epochs = max_epochs
         self.lr_schedule = lr_schedule
         self.label_smoothing = label_smoothing
+        self.mixup = mixup
         self.ema_decay = ema_decay
         self.tta = tta
         self.validation_fraction = validation_fraction

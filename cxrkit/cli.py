@@ -447,6 +447,7 @@ TRAIN_PARAMETERS = {
     "lr": "lr",
     "lr_schedule": "lr_schedule",
     "label_smoothing": "label_smoothing",
+    "mixup": "mixup",
     "batch_size": "batch_size",
     "epochs": "max_epochs",
     "validation_fraction": "validation_fraction",
@@ -683,6 +684,13 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         type=float,
         metavar="EPS",
         help=f"label smoothing of the loss {default('label_smoothing')}",
+    )
+    train.add_argument(
+        "--mixup",
+        type=float,
+        metavar="ALPHA",
+        help="mix training batches by a weight drawn from Beta(ALPHA, ALPHA); "
+        f"0: no mixup {default('mixup')}",
     )
     train.add_argument(
         "--batch-size",

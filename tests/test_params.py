@@ -46,6 +46,8 @@ BAD = {
     "lr_schedule": ({"lr_schedule": "linear"}, "lr_schedule"),
     "label_smoothing": ({"label_smoothing": 1.5}, "label_smoothing"),
     "label_smoothing one": ({"label_smoothing": 1.0}, "label_smoothing"),
+    "mixup": ({"mixup": -0.2}, "mixup"),
+    "mixup type": ({"mixup": "yes"}, "mixup"),
     "ema_decay": ({"ema_decay": 1.0}, "ema_decay"),
     "tta": ({"tta": -1}, "tta"),
     "validation_fraction": ({"validation_fraction": 0.9}, "validation_fraction"),

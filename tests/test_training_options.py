@@ -1,9 +1,11 @@
-"""Class-balanced sampling, weight averaging (EMA) and test-time augmentation.
+"""Class-balanced sampling, weight averaging (EMA), mixup and test-time augmentation.
 
 The augmentation itself is tested in test_transforms.py.
 """
 
 from __future__ import annotations
+
+import copy
 
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from skorch.callbacks import Callback
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.models._net import ImageClassifierNet
 from cxrkit.training import WeightAveraging
 from cxrkit.training._fit import sampling
 
@@ -93,6 +96,106 @@ def test_ema_changes_the_fitted_model(small, fast):
     assert not np.allclose(plain, averaged)
 
 
+class _RecordSteps(Callback):
+    """Keep each training step's labels and loss."""
+
+    def initialize(self):
+        self.steps_ = []
+        return self
+
+    def on_batch_end(self, net, batch=None, training=False, **kwargs):
+        if training:
+            self.steps_.append((batch[1].clone(), kwargs["loss"].detach().clone()))
+
+
+@pytest.mark.parametrize("weight", [None, torch.tensor([3.0, 1.0])])
+def test_mixup_mixes_inputs_and_weighs_the_loss(weight):
+    # Float inputs (a frozen backbone's features) reach the module as they
+    # are, so each step's loss can be recomputed by hand from the recorded mix.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(32, 3)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    record = _RecordSteps()
+    torch.manual_seed(0)
+    net = ImageClassifierNet(
+        torch.nn.Sequential(torch.nn.Linear(3, 2)),
+        criterion=torch.nn.CrossEntropyLoss,
+        criterion__weight=weight,
+        criterion__label_smoothing=0.1,
+        mixup=0.4,
+        max_epochs=1,
+        batch_size=8,
+        lr=0.1,
+        train_split=None,
+        iterator_train__shuffle=False,
+        callbacks=[record],
+        verbose=0,
+    ).initialize()
+    seen, forward = [], net.infer
+
+    def spy(x, **kw):  # the module before the step, then the mix it drew
+        module = copy.deepcopy(net.module_)
+        out = forward(x, **kw)
+        seen.append((module, *net.mixing_))
+        return out
+
+    net.infer = spy
+    net.partial_fit(X, y)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=0.1)
+    assert len(seen) == len(record.steps_) == 4
+    for i, ((yb, loss), (module, lam, order)) in enumerate(
+        zip(record.steps_, seen, strict=True)
+    ):
+        assert 0 < lam < 1 and sorted(order.tolist()) == list(range(8))
+        xb = torch.from_numpy(X[8 * i : 8 * (i + 1)])
+        with torch.no_grad():
+            out = module(lam * xb + (1 - lam) * xb[order])
+            unmixed = loss_fn(module(xb), yb)
+        expected = lam * loss_fn(out, yb) + (1 - lam) * loss_fn(out, yb[order])
+        torch.testing.assert_close(loss, expected)
+        assert not torch.isclose(loss, unmixed)
+    assert len({lam for _, lam, _ in seen}) == 4  # a new weight per batch
+    # predictions are not mixed
+    net.infer = forward
+    with torch.no_grad():
+        expected = torch.softmax(net.module_(torch.from_numpy(X)), 1).numpy()
+    np.testing.assert_allclose(net.predict_proba(X), expected, rtol=1e-5)
+
+
+def test_mixup_trains_images_and_frozen_features(small, fast):
+    X, y, _ = small
+    for params in ({"model": "simple_cnn"}, {"model": "cnn4", "freeze": "backbone"}):
+        plain = PneumoniaClassifier(**params, **fast).fit(X, y)
+        mixed = PneumoniaClassifier(**params, mixup=0.4, **fast).fit(X, y)
+        again = PneumoniaClassifier(**params, mixup=0.4, **fast).fit(X, y)
+        np.testing.assert_allclose(mixed.predict_proba(X), again.predict_proba(X))
+        assert not np.allclose(mixed.predict_proba(X), plain.predict_proba(X))
+        assert mixed.net_.mixup == 0.4
+
+
+def test_image_mixup_mixes_normalised_images_in_training_only():
+    # normalisation is affine, so mixing the normalised images mixes the images
+    net = ImageClassifierNet(
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 2)),
+        criterion=torch.nn.CrossEntropyLoss,
+        mixup=1.0,
+        train_split=None,
+        verbose=0,
+    ).initialize()
+    images = torch.randint(0, 256, (4, 1, 4, 4), dtype=torch.uint8)
+    inputs = []
+    net.module_.register_forward_pre_hook(lambda m, a: inputs.append(a[0]))
+    net.module_.train()
+    net.infer(images)
+    lam, order = net.mixing_
+    assert sorted(order.tolist()) == [0, 1, 2, 3]
+    net.module_.eval()
+    plain = net.model_input(images)
+    torch.testing.assert_close(inputs[0], lam * plain + (1 - lam) * plain[order])
+    net.infer(images)
+    torch.testing.assert_close(inputs[1], plain)
+
+
 def test_tta_is_repeatable_and_averages_copies(small, fast):
     X, y, _ = small
     clf = PneumoniaClassifier(model="simple_cnn", **fast).fit(X, y)
@@ -109,8 +212,9 @@ def test_tta_is_repeatable_and_averages_copies(small, fast):
 def test_options_survive_save_and_load(small, fast, tmp_path):
     X, y, _ = small
     clf = PneumoniaClassifier(
-        model="simple_cnn", sampler="balanced", ema_decay=0.9, tta=2, **fast
+        model="simple_cnn", sampler="balanced", ema_decay=0.9, tta=2, mixup=0.3, **fast
     ).fit(X, y)
     same = PneumoniaClassifier.load(clf.save(tmp_path / "m.cxr"))
     assert (same.sampler, same.ema_decay, same.tta) == ("balanced", 0.9, 2)
+    assert same.mixup == same.net_.mixup == 0.3
     np.testing.assert_allclose(same.predict_proba(X), clf.predict_proba(X), atol=1e-6)

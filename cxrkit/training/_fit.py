@@ -421,9 +421,9 @@ def build_net(
     >>> params = {"model": "simple_cnn", "image_size": 32, "pretrained": None,
     ...           "freeze": None, "augment": "light", "flip": False,
     ...           "precision": "32", "lr": 1e-3, "weight_decay": 0.0,
-    ...           "label_smoothing": 0.0, "max_epochs": 1, "batch_size": 8,
-    ...           "sampler": None, "lr_schedule": None, "ema_decay": None,
-    ...           "early_stopping": None, "verbose": 0}
+    ...           "label_smoothing": 0.0, "mixup": None, "max_epochs": 1,
+    ...           "batch_size": 8, "sampler": None, "lr_schedule": None,
+    ...           "ema_decay": None, "early_stopping": None, "verbose": 0}
     >>> net = build_net(params, NetSpec(2, (1.0, 1.0)), device="cpu").initialize()
     >>> net.predict_proba(ImageBatches(np.zeros((3, 32, 32), np.uint8))).shape
     (3, 2)
@@ -453,6 +453,7 @@ def build_net(
         criterion=nn.CrossEntropyLoss,
         criterion__weight=torch.as_tensor(spec.class_weights, dtype=torch.float32),
         criterion__label_smoothing=params["label_smoothing"],
+        mixup=params["mixup"],
         optimizer=torch.optim.AdamW,
         optimizer__fused=True,  # one kernel per step: several times faster
         optimizer__weight_decay=params["weight_decay"],
