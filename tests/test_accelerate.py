@@ -48,11 +48,12 @@ def _params(**extra) -> dict:
     return {**base, **extra}
 
 
-def test_accelerated_fit_trains_the_plain_estimators_model(small):
+@pytest.mark.parametrize("mixup", [None, 0.4])
+def test_accelerated_fit_trains_the_plain_estimators_model(small, mixup):
     X, y, _ = small
-    plain = PneumoniaClassifier(**_params()).fit(X, y)
+    plain = PneumoniaClassifier(**_params(mixup=mixup)).fit(X, y)
     accelerated = PneumoniaClassifier(
-        **_params(accelerator=accelerate.Accelerator(cpu=True))
+        **_params(mixup=mixup, accelerator=accelerate.Accelerator(cpu=True))
     ).fit(X, y)
     assert isinstance(accelerated.net_, AcceleratedImageClassifierNet)
     assert isinstance(clone(accelerated).accelerator, accelerate.Accelerator)
@@ -65,6 +66,9 @@ def test_accelerated_fit_trains_the_plain_estimators_model(small):
     np.testing.assert_array_equal(accelerated.predict(X), plain.predict(X))
     train_loss = [e["train_loss"] for e in accelerated.history_]
     np.testing.assert_allclose(train_loss, [e["train_loss"] for e in plain.history_])
+    if mixup:  # the accelerated steps mixed: not the model trained without
+        unmixed = PneumoniaClassifier(**_params()).fit(X, y)
+        assert not np.allclose(accelerated.predict_proba(X), unmixed.predict_proba(X))
 
 
 @pytest.mark.parametrize("verbose", [0, 1])
