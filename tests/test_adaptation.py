@@ -13,7 +13,7 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 from sklearn.metrics import log_loss, roc_auc_score
 
-from cxrkit import PneumoniaClassifier
+from cxrkit import PneumoniaClassifier, cli
 from cxrkit.adaptation import (
     _conformal_floor,
     _pulled_logistic,
@@ -596,7 +596,7 @@ def _write_folder(root, X, y):
 
 
 def test_cli_adapt_writes_an_adapted_model(
-    fitted_synthetic, synthetic, tmp_path, capsys
+    fitted_synthetic, synthetic, tmp_path, capsys, monkeypatch
 ):
     X, y, _ = synthetic
     model = fitted_synthetic.save(tmp_path / "model.cxr")
@@ -665,6 +665,20 @@ def test_cli_adapt_writes_an_adapted_model(
     assert [s["step"] for s in loaded.adaptation_["steps"]] == ["head", "calibrate"]
     assert loaded.adaptation_["steps"][0]["n_images"] == 60
     assert loaded.operating_threshold_["threshold"] == 0.5
+    # 60 < 100 labelled images: a hint on stderr even with -q, and only then
+    hint = capsys.readouterr().err
+    assert "--head with 60 labelled images" in hint and "leaving out --head" in hint
+    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 60)
+    assert (
+        main(
+            [
+                *("adapt", str(model), "--out", str(out), "--labelled", str(labelled)),
+                *("--head", "--method", "platt", "--max-accuracy", "-q"),
+            ]
+        )
+        == 0
+    )
+    assert "--head with" not in capsys.readouterr().err
 
     # a floor and sets after the refit: from out-of-fold probabilities
     code = main(
