@@ -1101,10 +1101,12 @@ def _adjusted(out_of_fold: Any, clf: Any) -> Any:
     return adjust_probabilities(out_of_fold, clf.adaptation_)
 
 
-#: Below this many labelled images ``adapt --head`` hints to leave the refit
-#: out: measured with the recommended recipe on the second site (docs:
-#: "Adapting to a new site", "Refitting the head"), the refit did not raise
-#: accuracy with 25 or 50 images and did with 100.
+#: Below this many labelled images ``adapt --head`` without ``--sensitivity``
+#: hints to leave the refit out: measured with the recommended recipe on the
+#: second site (docs: "Adapting to a new site", "Refitting the head"), with
+#: the fewest-errors threshold the refit did not raise accuracy with 25 or
+#: 50 images and did with 100; with a sensitivity floor it raised
+#: specificity at the same sensitivity with 50 and 100.
 HEAD_REFIT_MIN_IMAGES = 100
 
 
@@ -1164,14 +1166,15 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     out_of_fold = None
     if args.head:  # before --prior and the calibration, which correct its outputs
         _note(args, f"cxrkit adapt: final layer refitted on {len(X_lab)} images")
-        if len(X_lab) < HEAD_REFIT_MIN_IMAGES:
+        if args.sensitivity is None and len(X_lab) < HEAD_REFIT_MIN_IMAGES:
             _note(
                 args,
                 f"cxrkit adapt: hint: --head with {len(X_lab)} labelled images; "
                 "with the recommended recipe at a second site the refit raised "
                 f"accuracy only from {HEAD_REFIT_MIN_IMAGES} images, and "
-                "recalibration alone did as well below that: consider leaving "
-                "out --head",
+                "recalibration alone did as well below that (with a "
+                "--sensitivity floor it paid from 50): consider leaving out "
+                "--head",
                 always=True,
             )
         # the refitted layer separates its own sample: the recalibration, the
@@ -1266,8 +1269,9 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         "towards the trained one (can reorder the site's images); the "
         "recalibration, the threshold and --coverage then use out-of-fold "
         "probabilities of the sample (5 folds by patient). Measured with the "
-        "recommended recipe, it paid with 100 labelled images and not with 25 "
-        "or 50: leave it out below 100",
+        "recommended recipe: with --max-accuracy it paid with 100 labelled "
+        "images and not with 25 or 50 (leave it out below 100); with "
+        "--sensitivity it paid with 50 and 100",
     )
     parser.add_argument(
         "--pull",

@@ -679,6 +679,7 @@ def test_cli_adapt_writes_an_adapted_model(
         == 0
     )
     assert "--head with" not in capsys.readouterr().err
+    monkeypatch.undo()
 
     # a floor and sets after the refit: from out-of-fold probabilities
     code = main(
@@ -688,6 +689,7 @@ def test_cli_adapt_writes_an_adapted_model(
         ]
     )
     assert code == 0
+    assert "--head with" not in capsys.readouterr().err  # a floor: the refit paid
     loaded = PneumoniaClassifier.load(out)
     assert [s["step"] for s in loaded.adaptation_["steps"]] == ["head", "calibrate"]
     assert "out-of-fold probabilities" in loaded.operating_threshold_["source"]
