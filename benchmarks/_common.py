@@ -57,7 +57,7 @@ def print_json(obj: Any, *, file: TextIO | None = None, **kwargs: Any) -> None:
     print(json.dumps(obj, **kwargs), file=file or sys.stdout, flush=True)
 
 
-def run_threshold(npz: Path, data: Any) -> float:
+def run_threshold(npz: Path, data: Any, *, required: bool = True) -> float | None:
     """The operating threshold of a ``recipe.py --save`` run.
 
     Parameters
@@ -66,16 +66,27 @@ def run_threshold(npz: Path, data: Any) -> float:
         The run's ``.npz``; its ``.cxr`` lies beside it.
     data : NpzFile
         ``np.load(npz)``.
+    required : bool, default=True
+        A run with neither (a ``site_shift_features.py`` run): exit with a
+        message naming the file; False: return None.
 
     Returns
     -------
-    float
+    float or None
         The ``threshold`` the ``.npz`` records, or (runs saved before it
         recorded one) the model file's ``operating_threshold_``.
     """
     if "threshold" in data:
         return float(data["threshold"])
+    model_file = Path(npz).with_suffix(".cxr")
+    if not model_file.exists():
+        if required:
+            raise SystemExit(
+                f"{npz}: records no threshold and has no model file beside it; "
+                "save the run with recipe.py --save"
+            )
+        return None
     from cxrkit import PneumoniaClassifier
 
-    model = PneumoniaClassifier.load(Path(npz).with_suffix(".cxr"), device="cpu")
+    model = PneumoniaClassifier.load(model_file, device="cpu")
     return float(model.operating_threshold_["threshold"])

@@ -500,7 +500,32 @@ def test_external_comparison_over_seeds(tmp_path, capsys):
         ),
         abs=1e-4,
     )
+    # paired_auc.py: each run's calls at its own threshold, paired
+    paired = _load_benchmark("experiments/paired_auc.py")
+    result = paired.main([str(runs / "a_s0.npz"), str(runs / "b_s0.npz")])
+    b = np.load(runs / "b_s0.npz")
+    called = b["proba_test"][:, 1] >= per_seed[("b", 0)]["threshold"]
+    sick = b["y_test"] == "PNEUMONIA"
+    assert result["b_s0"]["threshold"] == per_seed[("b", 0)]["threshold"]
+    assert result["b_s0"]["sensitivity"] == pytest.approx(called[sick].mean(), abs=1e-4)
+    assert result["b_s0"]["specificity"] == pytest.approx(
+        (~called[~sick]).mean(), abs=1e-4
+    )
+    difference = result["b_s0"]["specificity_minus_first"][0]
+    assert difference == pytest.approx(
+        result["b_s0"]["specificity"] - result["a_s0"]["specificity"], abs=2e-4
+    )
     (runs / "b_s1.cxr").unlink()
+    # a run without a threshold: AUCs only in paired_auc.py, a message in external.py
+    with np.load(runs / "b_s1.npz") as run:
+        np.savez(
+            runs / "c_s1.npz", **{k: run[k] for k in run.files if k != "threshold"}
+        )
+    no_threshold = paired.main([str(runs / "a_s1.npz"), str(runs / "c_s1.npz")])
+    assert "c_s1" in no_threshold and "sensitivity" not in no_threshold["c_s1"]
+    with pytest.raises(SystemExit, match=r"c_s1\.npz: records no threshold"):
+        external.main([str(runs / "c_s1.npz"), "--baseline", "c"])
+    (runs / "c_s1.npz").unlink()
     with pytest.raises(SystemExit, match=r"b_s1\.npz: an ensemble's threshold"):
         external.main(
             [*map(str, runs.glob("*_s1.npz")), "--baseline", "a", "--ensemble", "a+b"]

@@ -67,9 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         for name, report in comparison.reports.items()
     }
     thresholds = [
-        run_threshold(Path(path), run)
-        if "threshold" in run or Path(path).with_suffix(".cxr").exists()
-        else None
+        run_threshold(Path(path), run, required=False)
         for path, run in zip(args.runs, runs)
     ]
     if None not in thresholds:
