@@ -16,7 +16,7 @@ trains on all 5,216 Kermany training images in minutes on 2 CPU cores.
 ``"cpu"`` is 10 epochs of a ResNet-18 from scratch at 112 px with histogram
 equalisation, chosen earlier by synthetic shifts of the training images,
 which did not predict the second site; it needs no ImageNet weights and
-its heatmaps cost about a sixth as much. Most other entries express the
+its heatmaps cost about 40% as much. Most other entries express the
 recipes of five widely copied reference projects in cxrkit terms (see
 *Reference recipes*); they are there for comparison, not because they are
 good.

@@ -1,14 +1,15 @@
-"""cxrkit.explain._inference_model: batch norm folded into the convs, for the
+"""cxrkit.models._inference_model: batch norm folded into the convs, for the
 many forward passes of occlusion; same outputs, the model left alone."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from timm.layers import BatchNormAct2d, StdConv2d
 from torch import nn
 
-from cxrkit.explain._inference_model import inference_model
 from cxrkit.models import build_model
+from cxrkit.models._inference_model import inference_model
 
 
 def _trained_statistics(model: nn.Module) -> nn.Module:
@@ -42,6 +43,45 @@ def test_folded_model_gives_the_same_logits(name):
     for key, value in model.state_dict().items():
         assert torch.equal(value, before[key]), key
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+
+
+def test_timm_efficientnet_folds_its_same_padded_convs_and_norm_activations():
+    # the recommended recipe's backbone: Conv2dSame + BatchNormAct2d pairs,
+    # which fx's default tracer can neither trace nor see as pairs
+    torch.manual_seed(0)
+    model = _trained_statistics(
+        build_model("efficientnet_lite0", n_classes=2, image_size=64)
+    )
+    n_norms = sum(isinstance(m, BatchNormAct2d) for m in model.modules())
+    folded = inference_model(model)
+    assert folded is not model
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    # each folded norm keeps its activation, under the same name
+    assert isinstance(folded.bn1, nn.Sequential)
+    assert isinstance(folded.bn1[1], type(model.bn1.act))
+    assert n_norms == 49
+    # ReLU6 now overwrites the folded conv's output; the model's own does not
+    assert folded.bn1[1].inplace and not model.bn1.act.inplace
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-4)
+    # and gradients through the in-place activations are those of the model
+    # (the CAMs take them on the folded copy)
+    grads = []
+    for net in (model, folded):
+        xg = x.clone().requires_grad_()
+        net(xg)[:, 1].sum().backward()
+        grads.append(xg.grad)
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+
+
+def test_a_conv_that_changes_its_weight_is_not_folded():
+    # timm's weight-standardised conv normalises its weight in forward: a
+    # batch norm folded into that weight would be undone
+    model = _trained_statistics(
+        nn.Sequential(StdConv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
+    )
+    assert inference_model(model) is model
 
 
 def test_nothing_to_fold_returns_the_model_itself():

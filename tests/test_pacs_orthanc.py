@@ -43,14 +43,29 @@ from cxrkit.pacs import (
 )
 from cxrkit.pacs._orthanc import find_orthanc, free_port
 
+
+def _dcmtk(tool: str) -> str | None:
+    """DCMTK's ``tool``, not pynetdicom's console script of the same name
+    (pynetdicom installs ``storescu`` and ``echoscu`` too, with other
+    options), which an activated virtual environment puts first on PATH."""
+    scripts = Path(sys.executable).parent.resolve()
+    path = os.pathsep.join(
+        p
+        for p in os.environ.get("PATH", "").split(os.pathsep)
+        if p and Path(p).resolve() != scripts
+    )
+    return shutil.which(tool, path=path)
+
+
 _BINARY, _PLUGIN = find_orthanc()
+STORESCU, ECHOSCU = _dcmtk("storescu"), _dcmtk("echoscu")
 _MISSING = [
     what
     for what, found in (
         ("Orthanc (apt-get install orthanc)", _BINARY),
         ("the Orthanc DICOMweb plugin (apt-get install orthanc-dicomweb)", _PLUGIN),
-        ("DCMTK's storescu (apt-get install dcmtk)", shutil.which("storescu")),
-        ("DCMTK's echoscu (apt-get install dcmtk)", shutil.which("echoscu")),
+        ("DCMTK's storescu (apt-get install dcmtk)", STORESCU),
+        ("DCMTK's echoscu (apt-get install dcmtk)", ECHOSCU),
     )
     if not found
 ]
@@ -151,7 +166,7 @@ def _storescu_env() -> dict[str, str]:
 
 def _storescu(node: DicomNode, files, *, verbose: bool = False, **popen):
     # --no-halt: go on after a refused instance, as a modality's queue does
-    command = ["storescu", "--no-halt", "-aet", MODALITY_AE, "-aec", node.ae_title]
+    command = [STORESCU, "--no-halt", "-aet", MODALITY_AE, "-aec", node.ae_title]
     if verbose:
         command.append("-v")
     command += [node.host, str(node.port), *map(str, files)]
@@ -211,7 +226,7 @@ def listener(model_file, orthanc, listener_port, tmp_path_factory):
 def test_echoscu_gets_an_answer(listener):
     host, port = listener.address
     result = subprocess.run(
-        ["echoscu", "-aet", MODALITY_AE, "-aec", LISTENER_AE, host, str(port)],
+        [ECHOSCU, "-aet", MODALITY_AE, "-aec", LISTENER_AE, host, str(port)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -222,7 +237,7 @@ def test_echoscu_gets_an_answer(listener):
 def test_an_ae_title_not_allowed_is_rejected(listener):
     host, port = listener.address
     result = subprocess.run(
-        ["echoscu", "-aet", "INTRUDER", "-aec", LISTENER_AE, host, str(port)],
+        [ECHOSCU, "-aet", "INTRUDER", "-aec", LISTENER_AE, host, str(port)],
         capture_output=True,
         text=True,
         timeout=30,
@@ -335,7 +350,7 @@ def _start_cli_listener(model_file, orthanc, port, spool, log_path):
         if process.poll() is not None:
             raise AssertionError(log_path.read_text())
         echo = subprocess.run(
-            ["echoscu", "-to", "2", "-aec", LISTENER_AE, "127.0.0.1", str(port)],
+            [ECHOSCU, "-to", "2", "-aec", LISTENER_AE, "127.0.0.1", str(port)],
             capture_output=True,
             timeout=30,
         )

@@ -373,6 +373,15 @@ def main(argv: list[str] | None = None) -> None:
         help="the threshold rule's specificity floor (the recipe's: 0.85)",
     )
     parser.add_argument(
+        "--heads",
+        type=int,
+        default=1,
+        metavar="K",
+        help="average the probabilities of K heads, trained with seeds SEED, "
+        "SEED + 1000, ... on the same features (a seed ensemble of heads; "
+        "default 1)",
+    )
+    parser.add_argument(
         "--pneumonia-fraction",
         type=float,
         default=1.0,
@@ -391,6 +400,8 @@ def main(argv: list[str] | None = None) -> None:
         wd_tag += f"_ls{args.label_smoothing:g}"
     if args.mixup:
         wd_tag += f"_mixup{args.mixup:g}"
+    if args.heads > 1:
+        wd_tag += f"_heads{args.heads}"
 
     X, y, X_test, y_test, fit_idx, tune_idx = site_split(args.train, args.test)
     if args.pneumonia_fraction < 1:
@@ -455,15 +466,25 @@ def main(argv: list[str] | None = None) -> None:
             f_fit, y_fit = np.r_[f_fit, f_aug], np.r_[y_fit, y[copied]]
         feature_seconds = time.perf_counter() - start
         for seed in args.seeds:
-            head = train_head(
-                f_fit,
-                y_fit,
-                seed,
-                weight_decay=args.weight_decay,
-                label_smoothing=args.label_smoothing,
-                mixup=args.mixup,
-            )
-            probas, p_test = head_scores(head, f_tune, f_test)
+            scored = [
+                head_scores(
+                    train_head(
+                        f_fit,
+                        y_fit,
+                        seed + 1000 * k,
+                        weight_decay=args.weight_decay,
+                        label_smoothing=args.label_smoothing,
+                        mixup=args.mixup,
+                    ),
+                    f_tune,
+                    f_test,
+                )
+                for k in range(args.heads)
+            ]
+            probas = {
+                name: np.mean([s[0][name] for s in scored], axis=0) for name in f_tune
+            }
+            p_test = np.mean([s[1] for s in scored], axis=0)
             t, figures = threshold_and_scores(
                 y[tune_idx],
                 probas,
@@ -478,6 +499,7 @@ def main(argv: list[str] | None = None) -> None:
                     "weight_decay": args.weight_decay,
                     "label_smoothing": args.label_smoothing,
                     "mixup": args.mixup,
+                    "heads": args.heads,
                     "min_specificity": args.min_specificity,
                     **figures,
                     "n_fit": len(y_fit),

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrkit.explain._base import ImageInput, explain_batches, smoothed
-from cxrkit.explain._inference_model import inference_model
 from cxrkit.explain._occlusion import fill_baseline, patch_grid
+from cxrkit.models._inference_model import inference_model
 
 __all__ = ["adaptive_occlusion"]
 

@@ -21,10 +21,10 @@ from captum.attr import LayerAttribution
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
-from cxrkit.explain._inference_model import inference_model
 from cxrkit.images._cache import DecodedImages
 from cxrkit.images._normalize import normalize
 from cxrkit.images._preprocess import model_images
+from cxrkit.models._inference_model import inference_model
 from cxrkit.models._registry import target_layer
 
 _CAPTUM_NOTICES = r"(?s).*(did not already require gradients|Setting backward hooks)"

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from cxrkit.models._inference_model import folded_copy
 from cxrkit.models._registry import classifier_head
 
 __all__ = ["backbone_features", "head_inputs", "headless"]
@@ -128,6 +129,11 @@ def backbone_features(
 ) -> np.ndarray:
     """Run a frozen backbone once over a dataset, in evaluation mode.
 
+    Batch norm is folded into the convolutions for the pass (a copy of the
+    backbone; the backbone itself is left as it was): the same features up
+    to float rounding, and for EfficientNet-Lite0 about twice as fast on a
+    2-core CPU.
+
     Parameters
     ----------
     backbone : torch.nn.Module
@@ -163,10 +169,14 @@ def backbone_features(
     was_training = backbone.training
     backbone.eval()
     backbone.to(device)
+    # batch norm folded into the convs: the same features up to float
+    # rounding, from a copy made for this pass only (not kept: the backbone
+    # is headless here, and heatmaps fold the whole model)
+    folded = folded_copy(backbone)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     try:
         out = [
-            backbone(x.to(device).contiguous(memory_format=layout))
+            folded(x.to(device).contiguous(memory_format=layout))
             .flatten(1)
             .float()
             .cpu()
