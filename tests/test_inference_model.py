@@ -1,15 +1,24 @@
 """cxrkit.models._inference_model: batch norm folded into the convs, for the
-many forward passes of occlusion; same outputs, the model left alone."""
+many forward passes of occlusion, frozen-backbone features and predictions;
+same outputs, the model left alone."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from timm.layers import BatchNormAct2d, StdConv2d
 from torch import nn
 
+from cxrkit import PneumoniaClassifier
+from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.models import build_model
-from cxrkit.models._inference_model import inference_model
+from cxrkit.models._inference_model import (
+    _CACHE,
+    copy_is_watched_alike,
+    inference_model,
+)
+from cxrkit.models._registry import classifier_head
 
 
 def _trained_statistics(model: nn.Module) -> nn.Module:
@@ -106,3 +115,92 @@ def test_copy_is_reused_until_the_weights_change():
         refolded = inference_model(model)
         assert refolded is not folded
         torch.testing.assert_close(refolded(x), model(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    X, y, _ = make_synthetic_cxr(24, image_size=32, random_state=0)
+    clf = PneumoniaClassifier(
+        model="cnn4",
+        image_size=32,
+        max_epochs=1,
+        batch_size=8,
+        validation_fraction=None,
+        random_state=0,
+    ).fit(X, y)
+    return clf, X
+
+
+def test_predict_proba_runs_the_folded_copy_with_the_same_probabilities(small_fit):
+    clf, X = small_fit
+    module = clf.net_.module_
+    _CACHE.pop(module, None)
+    proba = clf.predict_proba(X)
+    assert module in _CACHE  # the prediction folded the module
+    folded = inference_model(module)
+    assert folded is not module
+    with torch.no_grad():
+        inputs = clf.net_.model_input(torch.from_numpy(clf._model_images(X))[:, None])
+        expected = torch.softmax(module.eval()(inputs), dim=1).numpy()
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    # the module itself keeps its norms
+    assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
+
+
+def test_a_hook_on_the_head_sees_predictions_made_on_the_folded_copy(small_fit):
+    # the out-of-distribution score hooks the head during predict_proba; the
+    # copy was folded before the hook existed, and shares the head
+    clf, X = small_fit
+    clf.predict_proba(X[:4])  # the copy exists now
+    seen = []
+    head = classifier_head(clf.net_.module_, clf.model)
+    assert head in list(inference_model(clf.net_.module_).modules())
+    handle = head.register_forward_hook(lambda m, args, out: seen.append(out))
+    try:
+        proba = clf.predict_proba(X[:5])
+    finally:
+        handle.remove()
+    assert sum(len(out) for out in seen) == 5
+    scores = torch.cat(seen).float()
+    np.testing.assert_allclose(torch.softmax(scores, 1).numpy(), proba, atol=1e-6)
+
+
+def test_predictions_follow_the_weights_when_they_change():
+    X, y, _ = make_synthetic_cxr(24, image_size=32, random_state=1)
+    clf = PneumoniaClassifier(
+        model="cnn4",
+        image_size=32,
+        max_epochs=1,
+        batch_size=8,
+        validation_fraction=None,
+        random_state=0,
+    ).fit(X, y)
+    before = clf.predict_proba(X)
+    folded = inference_model(clf.net_.module_)
+    with torch.no_grad():  # in place, as an optimizer step changes them
+        for p in clf.net_.module_.parameters():
+            p.mul_(1.5)
+    after = clf.predict_proba(X)
+    assert inference_model(clf.net_.module_) is not folded
+    assert not np.allclose(before, after)
+    module = clf.net_.module_.eval()
+    with torch.no_grad():
+        inputs = clf.net_.model_input(torch.from_numpy(clf._model_images(X))[:, None])
+        expected = torch.softmax(module(inputs), dim=1).numpy()
+    np.testing.assert_allclose(after, expected, atol=1e-5)
+
+
+def test_a_hook_the_copy_would_miss_makes_predictions_run_the_module(small_fit):
+    # a hook on the model itself (or a block, or a conv) is not on the
+    # folded copy: predictions then run the module, and the hook sees them
+    clf, X = small_fit
+    module = clf.net_.module_
+    seen = []
+    handle = module.register_forward_hook(lambda m, args, out: seen.append(len(out)))
+    try:
+        assert not copy_is_watched_alike(module)
+        clf.predict_proba(X[:6])
+    finally:
+        handle.remove()
+    assert sum(seen) == 6
+    assert copy_is_watched_alike(module)

@@ -181,8 +181,11 @@ def test_report_predictions_run_the_network_once_per_image(model, data):
     with network_images(model) as passes:
         proba, (scores, threshold) = predictions(model, X, batch_size=25)
     assert passes.n == len(X)  # each image once
-    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(scores, model.ood_score(X), rtol=1e-5, atol=1e-6)
+    # the counting hook on the network makes these predictions run the
+    # module itself, not its copy with batch norm folded into the convs that
+    # predictions run otherwise: the same up to float rounding
+    np.testing.assert_allclose(proba, model.predict_proba(X), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, model.ood_score(X), rtol=1e-4, atol=1e-5)
     assert threshold == model.ood_detector_.threshold_
 
 

@@ -19,7 +19,7 @@ import torch
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
-__all__ = ["folded_copy", "inference_model"]
+__all__ = ["copy_is_watched_alike", "folded_copy", "inference_model"]
 
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -83,7 +83,9 @@ def _after_norm(norm: nn.Module) -> nn.Module:
     if type(act) in _INPLACE_SAFE and not act.inplace:
         act = copy.copy(act)
         act.inplace = True
-    return nn.Sequential(norm.drop, act)
+    after = nn.Sequential(norm.drop, act)
+    after.training = False  # not .eval(): the dropout may be the model's own
+    return after
 
 
 def _conv_norm_pairs(model: nn.Module) -> list[tuple[str, str]]:
@@ -173,18 +175,47 @@ def inference_model(model: nn.Module, keep: Sequence[nn.Module] = ()) -> nn.Modu
     normalising), so hooks on other modules, looked up by
     name, still see the same outputs. A conv in ``keep`` (a layer whose own
     output is explained) keeps its norm. The copy shares every tensor with
-    ``model`` but the folded convs' weights, and is kept (weakly keyed on
-    ``model``) until ``model``'s parameters or buffers change: the next
-    heatmap of the same model does not fold again.
+    ``model`` but the folded convs' weights, and every module that has no
+    modules inside and is not folded (its head among them: hooks on those
+    see the copy's passes); the copy is in eval mode but for those, which
+    keep ``model``'s mode, so call it with ``model`` in eval mode. It is
+    kept (weakly keyed on ``model``, one per ``keep``) until ``model``'s
+    parameters or buffers change: the next heatmap or prediction of the
+    same model does not fold again.
     """
-    key = (_fingerprint(model), frozenset(id(module) for module in keep))
+    fingerprint = _fingerprint(model)
+    kept = frozenset(id(module) for module in keep)
     cached = _CACHE.get(model)
-    if cached is not None and cached[0] == key:
-        return model if cached[1] is None else cached[1]
-    folded = _fold(model, keep)
-    # the value must not refer to the key, or the key is never released
-    _CACHE[model] = (key, None if folded is model else folded)
-    return folded
+    if cached is None or cached[0] != fingerprint:
+        cached = _CACHE[model] = (fingerprint, {})
+    if kept not in cached[1]:
+        folded = _fold(model, keep)
+        # the value must not refer to the key, or the key is never released
+        cached[1][kept] = None if folded is model else folded
+    folded = cached[1][kept]
+    return model if folded is None else folded
+
+
+def copy_is_watched_alike(model: nn.Module) -> bool:
+    """Whether every hook on ``model`` would also see passes of its folded
+    copy: hooks only on modules that the copy shares (those with no modules
+    inside, other than convs and norms). A hook on the model itself, a
+    block or a conv (a user's, or a test's that counts the images the
+    network sees) is not on the copy: run ``model`` itself then."""
+    for module in model.modules():
+        hooked = (
+            module._forward_hooks
+            or module._forward_pre_hooks
+            or module._backward_hooks
+            or module._backward_pre_hooks
+        )
+        if hooked and (
+            next(module.children(), None) is not None
+            or _is_conv(module)
+            or _is_norm(module)
+        ):
+            return False
+    return True
 
 
 def folded_copy(model: nn.Module) -> nn.Module:
@@ -204,9 +235,22 @@ def _fold(model: nn.Module, keep: Sequence[nn.Module]) -> nn.Module:
     ]
     if not pairs:
         return model
-    # copy the modules, not their tensors: the folded convs get new ones
+    # copy the modules, not their tensors: the folded convs get new ones;
+    # and not the modules that the fold leaves alone and that have no
+    # modules inside (the head, activations, pooling): a hook on one of them,
+    # such as the one the out-of-distribution score puts on the head, then
+    # sees the copy's passes too
+    folding = {id(names[name]) for pair in pairs for name in pair}
     shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
-    folded = copy.deepcopy(model, memo=shared).eval()
+    shared.update(
+        (id(module), module)
+        for module in model.modules()
+        if id(module) not in folding and next(module.children(), None) is None
+    )
+    folded = copy.deepcopy(model, memo=shared)
+    for module in folded.modules():  # the shared ones keep the model's mode
+        if id(module) not in shared:
+            module.training = False
     for conv_name, norm_name in pairs:
         conv = folded.get_submodule(conv_name)
         norm = folded.get_submodule(norm_name)

@@ -15,7 +15,9 @@ module's ``training`` flag says whether to augment: validation and prediction
 never are. (A module wrapper would change ``net_.module_``, which
 explanations, feature extraction and model files use as the bare model.)
 Float batches (normalised inputs, or features of a frozen backbone) pass
-through unchanged.
+through unchanged. Predictions (skorch's ``evaluation_step``) run a copy of
+the module with batch norm folded into its convolutions, made once per set
+of weights; training and validation steps run the module itself.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from skorch.utils import TeeGenerator, to_tensor
 from torch.utils.data import default_collate
 
 from cxrkit.images._normalize import normalize
+from cxrkit.models._inference_model import copy_is_watched_alike, inference_model
 
 __all__ = ["PRECISIONS", "ImageClassifierNet", "collate_batches", "data_device"]
 
@@ -164,6 +167,13 @@ class ImageClassifierNet(NeuralNetClassifier):
         return x
 
     def infer(self, x: Any, **fit_params: Any) -> torch.Tensor:
+        return self._infer(self.module_, x, **fit_params)
+
+    def _infer(
+        self, module: torch.nn.Module, x: Any, **fit_params: Any
+    ) -> torch.Tensor:
+        """``infer`` with ``module`` run in place of ``module_`` (the same
+        function: ``module_`` itself, or its folded copy for prediction)."""
         if isinstance(x, torch.Tensor):
             x = self.model_input(x)
             if self.mixup and self.module_.training:
@@ -172,9 +182,30 @@ class ImageClassifierNet(NeuralNetClassifier):
         dtype = self._autocast_dtype()
         device_type = self.compute_device().type
         with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None):
-            out = super().infer(x, **fit_params)
+            if module is self.module_ or not isinstance(x, torch.Tensor):
+                out = super().infer(x, **fit_params)
+            else:
+                out = module(x, **fit_params)
         # The loss and the probabilities in float32, whatever the autocast.
         return out.float() if dtype is not None else out
+
+    def evaluation_step(self, batch: Any, training: bool = False) -> Any:
+        """skorch's prediction step (``predict_proba``, ``forward``), run on
+        a copy of the module with batch norm folded into its convolutions
+        (``cxrkit.models._inference_model.inference_model``): the same
+        outputs up to float rounding, and for EfficientNet-Lite0 about twice
+        as fast on a CPU. The copy is made once per set of weights.
+        Training steps and validation keep the module itself, and so does a
+        prediction while a hook that the copy would not call is registered
+        on the module (on the module itself, a block or a conv).
+        """
+        if training or not copy_is_watched_alike(self.module_):
+            return super().evaluation_step(batch, training=training)
+        self.check_is_fitted()
+        Xi, _ = unpack_data(batch)
+        with torch.no_grad():
+            self._set_training(False)
+            return self._infer(inference_model(self.module_), Xi)
 
     # -------------------------------------------------------------- mixup
     # Why two hooks and not a train step of our own: skorch's training step,
