@@ -117,9 +117,8 @@ def test_copy_is_reused_until_the_weights_change():
         torch.testing.assert_close(refolded(x), model(x), rtol=1e-4, atol=1e-4)
 
 
-@pytest.fixture(scope="module")
-def small_fit():
-    X, y, _ = make_synthetic_cxr(24, image_size=32, random_state=0)
+def _small_fit(random_state: int) -> tuple[PneumoniaClassifier, np.ndarray]:
+    X, y, _ = make_synthetic_cxr(24, image_size=32, random_state=random_state)
     clf = PneumoniaClassifier(
         model="cnn4",
         image_size=32,
@@ -131,18 +130,27 @@ def small_fit():
     return clf, X
 
 
+def _module_proba(clf: PneumoniaClassifier, X: np.ndarray) -> np.ndarray:
+    """Probabilities from the classifier's module itself, not its copy."""
+    module = clf.net_.module_.eval()
+    with torch.no_grad():
+        inputs = clf.net_.model_input(torch.from_numpy(clf._model_images(X))[:, None])
+        return torch.softmax(module(inputs), dim=1).numpy()
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    return _small_fit(0)
+
+
 def test_predict_proba_runs_the_folded_copy_with_the_same_probabilities(small_fit):
     clf, X = small_fit
     module = clf.net_.module_
     _CACHE.pop(module, None)
     proba = clf.predict_proba(X)
     assert module in _CACHE  # the prediction folded the module
-    folded = inference_model(module)
-    assert folded is not module
-    with torch.no_grad():
-        inputs = clf.net_.model_input(torch.from_numpy(clf._model_images(X))[:, None])
-        expected = torch.softmax(module.eval()(inputs), dim=1).numpy()
-    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    assert inference_model(module) is not module
+    np.testing.assert_allclose(proba, _module_proba(clf, X), atol=1e-5)
     # the module itself keeps its norms
     assert any(isinstance(m, nn.BatchNorm2d) for m in module.modules())
 
@@ -166,15 +174,7 @@ def test_a_hook_on_the_head_sees_predictions_made_on_the_folded_copy(small_fit):
 
 
 def test_predictions_follow_the_weights_when_they_change():
-    X, y, _ = make_synthetic_cxr(24, image_size=32, random_state=1)
-    clf = PneumoniaClassifier(
-        model="cnn4",
-        image_size=32,
-        max_epochs=1,
-        batch_size=8,
-        validation_fraction=None,
-        random_state=0,
-    ).fit(X, y)
+    clf, X = _small_fit(1)
     before = clf.predict_proba(X)
     folded = inference_model(clf.net_.module_)
     with torch.no_grad():  # in place, as an optimizer step changes them
@@ -183,11 +183,7 @@ def test_predictions_follow_the_weights_when_they_change():
     after = clf.predict_proba(X)
     assert inference_model(clf.net_.module_) is not folded
     assert not np.allclose(before, after)
-    module = clf.net_.module_.eval()
-    with torch.no_grad():
-        inputs = clf.net_.model_input(torch.from_numpy(clf._model_images(X))[:, None])
-        expected = torch.softmax(module(inputs), dim=1).numpy()
-    np.testing.assert_allclose(after, expected, atol=1e-5)
+    np.testing.assert_allclose(after, _module_proba(clf, X), atol=1e-5)
 
 
 def test_a_hook_the_copy_would_miss_makes_predictions_run_the_module(small_fit):
