@@ -24,7 +24,8 @@ rely on what that degradation changes); prediction uses the plain images.
 "less fine detail means pneumonia", which points one way).
 ``--weight-decay`` changes the head's AdamW weight decay,
 ``--label-smoothing`` and ``--mixup`` its loss (mixup of the feature
-vectors), and ``--min-specificity`` the rule's specificity floor.
+vectors), ``--heads K`` averages K heads of different seeds (a seed
+ensemble), and ``--min-specificity`` sets the rule's specificity floor.
 
 Prints one JSON line per variant and seed: external ROC AUC, sensitivity
 and specificity at the rule's threshold, specificity at the highest
