@@ -45,16 +45,18 @@ from cxrkit.pacs._orthanc import find_orthanc, free_port
 
 
 def _dcmtk(tool: str) -> str | None:
-    """DCMTK's ``tool``, not pynetdicom's console script of the same name
-    (pynetdicom installs ``storescu`` and ``echoscu`` too, with other
-    options), which an activated virtual environment puts first on PATH."""
-    scripts = Path(sys.executable).parent.resolve()
-    path = os.pathsep.join(
-        p
-        for p in os.environ.get("PATH", "").split(os.pathsep)
-        if p and Path(p).resolve() != scripts
-    )
-    return shutil.which(tool, path=path)
+    """DCMTK's ``tool``: the first on PATH that is not a script. pynetdicom
+    installs Python console scripts named ``storescu`` and ``echoscu`` too,
+    with other options, and a virtual environment whose scripts come first
+    on PATH (an activated one, this one or another) would answer with them."""
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        found = shutil.which(tool, path=folder) if folder else None
+        if found is None:
+            continue
+        with open(found, "rb") as file:
+            if file.read(2) != b"#!":
+                return found
+    return None
 
 
 _BINARY, _PLUGIN = find_orthanc()
