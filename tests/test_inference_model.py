@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import FAST
 from timm.layers import BatchNormAct2d, StdConv2d
 from torch import nn
 
@@ -119,15 +120,8 @@ def test_copy_is_reused_until_the_weights_change():
 
 def _small_fit(random_state: int) -> tuple[PneumoniaClassifier, np.ndarray]:
     X, y, _ = make_synthetic_cxr(24, image_size=32, random_state=random_state)
-    clf = PneumoniaClassifier(
-        model="cnn4",
-        image_size=32,
-        max_epochs=1,
-        batch_size=8,
-        validation_fraction=None,
-        random_state=0,
-    ).fit(X, y)
-    return clf, X
+    settings = {**FAST, "batch_size": 8, "validation_fraction": None}
+    return PneumoniaClassifier(model="cnn4", **settings).fit(X, y), X
 
 
 def _module_proba(clf: PneumoniaClassifier, X: np.ndarray) -> np.ndarray:

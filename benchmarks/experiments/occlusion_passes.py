@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cxrkit import PneumoniaClassifier
+from cxrkit import PneumoniaClassifier, load_image_folder
 from cxrkit.explain import adaptive_occlusion, occlusion
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,11 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
 
     clf = PneumoniaClassifier.load(args.model)
+    X, y = load_image_folder(args.data)
     half = args.images // 2
     paths = [
         path
         for label in ("PNEUMONIA", "NORMAL")
-        for path in sorted((Path(args.data) / label).iterdir())[::10][:half]
+        for path in sorted(X[y == label])[::10][:half]
     ]
     exact = occlusion(clf, paths)
     for setting in args.settings:
