@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAST
-from timm.layers import BatchNormAct2d, StdConv2d
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from timm.layers import BatchNormAct2d, Conv2dSame, StdConv2d
 from torch import nn
 
 from cxrkit import PneumoniaClassifier
@@ -16,6 +18,7 @@ from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.models import build_model
 from cxrkit.models._inference_model import (
     _CACHE,
+    _SameConv,
     copy_is_watched_alike,
     inference_model,
 )
@@ -83,6 +86,35 @@ def test_timm_efficientnet_folds_its_same_padded_convs_and_norm_activations():
         net(xg)[:, 1].sum().backward()
         grads.append(xg.grad)
     torch.testing.assert_close(grads[1], grads[0], rtol=1e-3, atol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    height=st.integers(3, 19),
+    width=st.integers(3, 19),
+    kernel=st.integers(1, 5),
+    stride=st.integers(1, 3),
+    dilation=st.integers(1, 2),
+    groups=st.sampled_from([1, 2]),
+)
+def test_a_folded_same_padded_conv_pads_like_tensorflow_at_any_size(
+    height, width, kernel, stride, dilation, groups
+):
+    # timm's Conv2dSame pads p // 2 before and the rest after, p from the
+    # input's size; the folded conv pads inside the convolution, with a zero
+    # first kernel row (column) where p is odd: the same output at every
+    # size, odd and even, strided or dilated
+    torch.manual_seed(0)
+    conv = Conv2dSame(2, 4, kernel, stride=stride, dilation=dilation, groups=groups)
+    model = _trained_statistics(nn.Sequential(conv, nn.BatchNorm2d(4)))
+    folded = inference_model(model)
+    assert isinstance(folded[0], _SameConv)
+    x = torch.randn(2, 2, height, width)
+    with torch.no_grad():
+        expected = model(x)
+        got = folded(x)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_a_conv_that_changes_its_weight_is_not_folded():

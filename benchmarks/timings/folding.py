@@ -1,4 +1,4 @@
-"""What folding batch norm into the convs buys the recommended recipe's heatmap.
+"""What folding, padding in the conv and crops buy the recipe's heatmap.
 
     python benchmarks/timings/folding.py [--model FILE.cxr] [--repeats 5]
 
@@ -6,16 +6,22 @@ The recommended recipe's model (EfficientNet-Lite0 at 224 px, timm's
 ``Conv2dSame`` and ``BatchNormAct2d`` layers; fitted for one epoch on 8
 synthetic images unless ``--model`` names a saved one: the timing does not
 depend on the weights) runs ``cxrkit.explain.adaptive_occlusion`` on one
-image and a forward pass of 41 inputs (one of its passes) in three ways:
+image and a forward pass of 41 inputs (one of its passes) in five ways,
+each adding one change to the one before:
 
 * ``unfolded``: the model as trained (what cxrkit ran before it could fold
-  timm's layers);
+  timm's layers), every patch through the whole network;
 * ``folded``: batch norm folded into the convs, activations as they were;
 * ``folded_inplace``: the same with the activations overwriting the folded
-  convs' outputs (what cxrkit runs now).
+  convs' outputs;
+* ``same_in_conv``: the folded ``Conv2dSame`` layers pad inside the
+  convolution instead of copying their input with ``F.pad``;
+* ``crops``: each patch's first layers run on a crop around it (what cxrkit
+  runs now; the forward pass of 41 whole inputs is that of
+  ``same_in_conv``).
 
-Calls alternate between the three, best of ``--repeats`` after a warm-up, so
-that a change of the machine's load hits all alike. Prints one JSON line:
+Calls alternate between the settings, best of ``--repeats`` after a warm-up,
+so that a change of the machine's load hits all alike. Prints one JSON line:
 the seconds, their ratios to ``unfolded``, and the largest difference of the
 logits and of the heatmaps from ``unfolded``'s.
 
@@ -34,24 +40,44 @@ from unittest import mock
 
 import numpy as np
 import torch
+from timm.layers import conv2d_same
 
 from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
-from cxrkit.explain import adaptive_occlusion
+from cxrkit.explain import _incremental, adaptive_occlusion
 from cxrkit.models import _inference_model
 from cxrkit.recipes import RECOMMENDED, make_classifier
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import print_json
 
-#: the three settings, as patches of cxrkit's folding (cxrkit has no switch
-#: for them: the folded copy is what it always runs)
-SETTINGS = {
+
+def _padding_by_copy(self, x):  # timm's Conv2dSame.forward
+    return conv2d_same(
+        x, self.weight, self.bias, self.stride, (0, 0), self.dilation, self.groups
+    )
+
+
+#: what each setting leaves out, as patches of cxrkit (which has no switch
+#: for them: it always runs the last setting)
+LEFT_OUT = {
     "unfolded": lambda: mock.patch.object(
         _inference_model, "_conv_norm_pairs", lambda model: []
     ),
-    "folded": lambda: mock.patch.object(_inference_model, "_INPLACE_SAFE", ()),
-    "folded_inplace": contextlib.nullcontext,
+    "inplace": lambda: mock.patch.object(_inference_model, "_INPLACE_SAFE", ()),
+    "same_in_conv": lambda: mock.patch.object(
+        _inference_model._SameConv, "forward", _padding_by_copy
+    ),
+    "crops": lambda: mock.patch.object(
+        _incremental, "_efficientnet_split", lambda model: None
+    ),
+}
+SETTINGS = {
+    "unfolded": ["unfolded", "crops"],
+    "folded": ["inplace", "same_in_conv", "crops"],
+    "folded_inplace": ["same_in_conv", "crops"],
+    "same_in_conv": ["crops"],
+    "crops": [],
 }
 
 
@@ -75,7 +101,9 @@ def main(argv: list[str] | None = None) -> None:
 
     def run(setting: str) -> tuple[float, float, torch.Tensor, np.ndarray]:
         _inference_model._CACHE.clear()  # fold afresh under this setting
-        with SETTINGS[setting](), torch.no_grad():
+        with contextlib.ExitStack() as stack, torch.no_grad():
+            for left_out in SETTINGS[setting]:
+                stack.enter_context(LEFT_OUT[left_out]())
             model = _inference_model.inference_model(module)
             start = time.perf_counter()
             logits = model(inputs)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrkit.explain._base import ImageInput, explain_batches, smoothed
+from cxrkit.explain._incremental import PatchScorer
 from cxrkit.explain._occlusion import fill_baseline, patch_grid
 from cxrkit.models._inference_model import inference_model
 
@@ -63,7 +64,10 @@ def adaptive_occlusion(
 
     Written here rather than with Captum's ``Occlusion``, which evaluates
     every position of a regular grid: which positions to evaluate depends,
-    per image, on the coarse result.
+    per image, on the coarse result. For a timm EfficientNet (the
+    recommended recipe's) the first layers of each occluded copy run only
+    on a crop around its patch, pasted into the clean image's features: the
+    same drops in about 40% of the time at 224 px.
 
     For research and education; not a medical device.
 
@@ -143,15 +147,17 @@ def adaptive_occlusion(
         )
         masks = hidden.to(xb.device)
         model = inference_model(model)
+        per_pass = max(1, PASS_PIXELS // xb[0].numel())
+        scorer = PatchScorer(model, masks, fill_with, starts.tolist(), window, per_pass)
         with torch.no_grad():
             xb = xb.detach()
             maps = []
-            # images in groups whose clean and coarse inputs fit one pass
-            group = max(1, PASS_PIXELS // (xb[0].numel() * (len(grid.first) + 1)))
+            # images in groups whose coarse inputs fit one pass
+            group = max(1, per_pass // len(grid.first))
             for start in range(0, len(xb), group):
                 x = xb[start : start + group]
                 t = None if tb is None else tb[start : start + group]
-                drops = _drops(model, x, t, masks, fill_with, grid, refine, peaks)
+                drops = _drops(scorer, x, t, grid, refine, peaks)
                 maps.append(_spread(drops, box.to(xb), stride, size))
             return torch.cat(maps).clamp_min(0)
 
@@ -191,23 +197,14 @@ class _Grid:
         )[:, 0]
 
 
-def _scores(
-    model: nn.Module, inputs: torch.Tensor, classes: torch.Tensor
-) -> torch.Tensor:
-    """The logit of ``classes[i]`` for each input, in passes of PASS_PIXELS."""
-    per_pass = max(1, PASS_PIXELS // inputs[0].numel())
-    logits = torch.cat(
-        [model(inputs[i : i + per_pass]) for i in range(0, len(inputs), per_pass)]
-    )
-    return logits if classes is None else logits.gather(1, classes[:, None])[:, 0]
+def _class_scores(logits: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+    return logits.gather(1, classes[:, None])[:, 0]
 
 
 def _drops(
-    model: nn.Module,
+    scorer: PatchScorer,
     x: torch.Tensor,
     targets: torch.Tensor | None,
-    masks: torch.Tensor,
-    fill_with: torch.Tensor,
     grid: _Grid,
     refine: int,
     peaks: int,
@@ -216,18 +213,13 @@ def _drops(
     and around the interpolated peak, interpolated elsewhere."""
     b, n, m = len(x), grid.n, len(grid.axis)
     first = grid.first.to(x.device)
-    hidden = torch.where(masks[first][None], fill_with, x[:, None])
-    inputs = torch.cat([x[:, None], hidden], dim=1).flatten(0, 1)
+    logits = scorer.clean(x)
     if targets is None:  # the predicted class of each clean image
-        logits = _scores(model, inputs, None).reshape(b, 1 + len(first), -1)
-        targets = logits[:, 0].argmax(dim=1)
-        scores = logits.gather(2, targets[:, None, None].expand(-1, 1 + len(first), 1))
-        scores = scores[..., 0]
-    else:
-        repeated = targets.repeat_interleave(1 + len(first))
-        scores = _scores(model, inputs, repeated).reshape(b, 1 + len(first))
-    clean = scores[:, :1]
-    coarse_drops = (clean - scores[:, 1:]).reshape(b, m, m)
+        targets = logits.argmax(dim=1)
+    clean = _class_scores(logits, targets)
+    image = torch.arange(b, device=x.device).repeat_interleave(len(first))
+    scores = _class_scores(scorer.hidden(image, first.repeat(b)), targets[image])
+    coarse_drops = (clean[:, None] - scores.reshape(b, -1)).reshape(b, m, m)
     drops = grid.interpolate(coarse_drops)
     known = torch.zeros(b, n * n, dtype=torch.bool, device=x.device)
     known[:, first] = True
@@ -248,10 +240,8 @@ def _drops(
     near &= ~known
     image, position = near.nonzero(as_tuple=True)
     if len(image):
-        inputs = torch.where(masks[position], fill_with, x[image])
-        exact[image, position] = clean[image, 0] - _scores(
-            model, inputs, targets[image]
-        )
+        scores = _class_scores(scorer.hidden(image, position), targets[image])
+        exact[image, position] = clean[image] - scores
     return exact.reshape(b, n, n)
 
 

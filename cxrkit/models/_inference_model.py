@@ -12,10 +12,12 @@ from one operation instead of two.
 from __future__ import annotations
 
 import copy
+import math
 import weakref
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_weights
 
@@ -34,11 +36,60 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _SAME_CONVS: tuple[type, ...] = ()
 _NORM_ACTS: tuple[type, ...] = ()
 try:
-    from timm.layers import BatchNormAct2d, Conv2dSame
+    from timm.layers import BatchNormAct2d, Conv2dSame, conv2d_same
 
     _SAME_CONVS, _NORM_ACTS = (Conv2dSame,), (BatchNormAct2d,)
 except ImportError:  # timm is a dependency; without it nothing of timm runs
     pass
+
+
+def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
+    """TensorFlow's "SAME" padding of one axis, in all (timm's formula)."""
+    return max(
+        (math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0
+    )
+
+
+class _SameConv(nn.Conv2d):
+    """A folded ``Conv2dSame``: TensorFlow's "SAME" padding done inside the
+    convolution instead of by a copy of the input.
+
+    ``Conv2dSame`` pads its input with ``F.pad`` first: ``p`` pixels along
+    each axis, ``p // 2`` before and the rest after. That copy (a freshly
+    allocated tensor as large as the input) cost about a fifth of a forward
+    pass of the recommended recipe's EfficientNet-Lite0 at 224 px on a CPU,
+    mostly in its stride-2 convs at 112 px (``benchmarks/timings/folding.py``).
+    A convolution pads both sides alike, so where ``p`` is odd the kernel gains
+    a zero first row (column) and both sides are padded by ``p - p // 2``: each
+    output then reads the same input pixels with the same weights (the extra
+    tap reads one pixel more, times zero). Written here because neither torch
+    (``padding="same"`` refuses strides) nor timm (static "SAME" padding for
+    stride 1 only) does it. With a dilation and an odd ``p`` it falls back to
+    timm's padding: a zero tap would then shift by the dilation, not by one.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = [
+            _same_padding(n, k, s, d)
+            for n, k, s, d in zip(
+                x.shape[-2:], self.kernel_size, self.stride, self.dilation
+            )
+        ]
+        odd = (pads[0] % 2, pads[1] % 2)
+        if any(odd) and self.dilation != (1, 1):
+            return conv2d_same(
+                x, self.weight, self.bias, self.stride, (0, 0), self.dilation,
+                self.groups,
+            )  # fmt: skip
+        weight = self._weights.get(odd)
+        if weight is None:  # at most 4: one per parity of the two paddings
+            weight = F.pad(self.weight, (odd[1], 0, odd[0], 0))
+            weight = weight.contiguous(memory_format=torch.channels_last)
+            self._weights[odd] = weight
+        padding = (pads[0] - pads[0] // 2, pads[1] - pads[1] // 2)
+        return F.conv2d(
+            x, weight, self.bias, self.stride, padding, self.dilation, self.groups
+        )
 
 
 def _is_conv(m: nn.Module) -> bool:
@@ -139,6 +190,9 @@ def _folded_conv(conv: nn.Module, norm: nn.Module) -> nn.Module:
             norm.bias,
         )
     new = copy.copy(conv)
+    if type(conv) in _SAME_CONVS:
+        new.__class__ = _SameConv  # same attributes, padding done in the conv
+        new._weights = {}
     new._parameters = {
         "weight": nn.Parameter(
             weight.detach().contiguous(memory_format=torch.channels_last),
