@@ -88,6 +88,9 @@ def _grow(
 
 
 def _efficientnet_split(model: nn.Module) -> _Split | None:
+    """timm's EfficientNet split after its stem and the blocks that keep
+    the stride at most ``_MAX_STRIDE`` and hold only local layers; None for
+    any other network."""
     try:
         from timm.models._efficientnet_blocks import (
             DepthwiseSeparableConv,
@@ -208,10 +211,8 @@ class PatchScorer:
         """Logits of ``clean``'s image ``image[i]`` with patch ``position[i]``
         hidden, for each ``i``."""
         if self.crops is None:
-            inputs = torch.where(
-                self.masks[position], self.fill_with, self.x[image]
-            )  # fmt: skip
-            return self._passes(self.model, inputs)
+            hidden = torch.where(self.masks[position], self.fill_with, self.x[image])
+            return self._passes(self.model, hidden)
         return torch.cat(
             [
                 self._hidden_pass(
