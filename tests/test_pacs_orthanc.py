@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -41,26 +40,10 @@ from cxrkit.pacs import (
     process_dicomweb,
     read_report,
 )
-from cxrkit.pacs._orthanc import find_orthanc, free_port
-
-
-def _dcmtk(tool: str) -> str | None:
-    """DCMTK's ``tool``: the first on PATH that is not a script. pynetdicom
-    installs Python console scripts named ``storescu`` and ``echoscu`` too,
-    with other options, and a virtual environment whose scripts come first
-    on PATH (an activated one, this one or another) would answer with them."""
-    for folder in os.environ.get("PATH", "").split(os.pathsep):
-        found = shutil.which(tool, path=folder) if folder else None
-        if found is None:
-            continue
-        with open(found, "rb") as file:
-            if file.read(2) != b"#!":
-                return found
-    return None
-
+from cxrkit.pacs._orthanc import find_dcmtk, find_orthanc, free_port
 
 _BINARY, _PLUGIN = find_orthanc()
-STORESCU, ECHOSCU = _dcmtk("storescu"), _dcmtk("echoscu")
+STORESCU, ECHOSCU = find_dcmtk("storescu"), find_dcmtk("echoscu")
 _MISSING = [
     what
     for what, found in (

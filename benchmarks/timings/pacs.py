@@ -41,7 +41,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -65,9 +64,13 @@ from cxrkit.pacs import (
     image_to_dicom,
     structured_report,
 )
+from cxrkit.pacs._orthanc import find_dcmtk
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import SHARED
+
+#: DCMTK's storescu as the modality (not pynetdicom's script of that name)
+STORESCU = find_dcmtk("storescu")
 
 FULLRES = SHARED / "chest_xray_fullres"
 
@@ -151,7 +154,7 @@ def _run(clf, files, orthanc, folder: Path, *, overlay: bool) -> dict:
         clf, destination, port=0, spool=folder / "spool", overlay=overlay
     ) as listener:
         host, port = listener.address
-        command = ["storescu", "-aec", "CXRKIT", host, str(port)]
+        command = [STORESCU, "-aec", "CXRKIT", host, str(port)]
         start = time.perf_counter()
         sent = subprocess.run(
             [*command, *map(str, files)],
@@ -195,7 +198,7 @@ def _one_at_a_time(clf, files, orthanc, folder: Path, *, n: int = 10) -> dict:
         for k, path in enumerate(files[:n]):
             start = time.perf_counter()
             subprocess.run(
-                ["storescu", "-aec", "CXRKIT", host, str(port), str(path)],
+                [STORESCU, "-aec", "CXRKIT", host, str(port), str(path)],
                 capture_output=True,
                 check=True,
                 env={**os.environ, "TCP_NODELAY": "1"},
@@ -220,8 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         "--overlay", action="store_true", help="also a run with heatmap captures"
     )
     args = parser.parse_args(argv)
-    if shutil.which("storescu") is None:
-        raise SystemExit("needs DCMTK's storescu: apt-get install dcmtk")
+    if STORESCU is None:
+        raise SystemExit(
+            "needs DCMTK's storescu (pynetdicom's script of that name has other "
+            "options): apt-get install dcmtk"
+        )
     out: dict = {
         "machine": {
             "cpus": os.cpu_count(),

@@ -25,7 +25,7 @@ from typing import Any
 
 from cxrkit.pacs._destinations import DicomNode
 
-__all__ = ["LocalOrthanc", "find_orthanc", "free_port"]
+__all__ = ["LocalOrthanc", "find_dcmtk", "find_orthanc", "free_port"]
 
 _PLUGIN_GLOBS = (
     "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
@@ -51,6 +51,24 @@ def find_orthanc() -> tuple[str | None, str | None]:
         if found:
             return binary, found[0]
     return binary, None
+
+
+def find_dcmtk(tool: str) -> str | None:
+    """DCMTK's ``tool`` (``storescu``, ``echoscu``): the first on PATH that
+    is not a script, or None.
+
+    pynetdicom installs Python console scripts of the same names, with
+    other options, and a virtual environment whose scripts come first on
+    PATH (an activated one, or cxrkit's own) would answer with them.
+    """
+    for folder in os.environ.get("PATH", "").split(os.pathsep):
+        found = shutil.which(tool, path=folder) if folder else None
+        if found is None:
+            continue
+        with open(found, "rb") as file:
+            if file.read(2) != b"#!":
+                return found
+    return None
 
 
 class LocalOrthanc:
