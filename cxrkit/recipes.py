@@ -12,11 +12,11 @@ patients, the part of the official Kermany test split in
 ``chest_xray/external``: there it ranked the images at least as well as
 ``"cpu"`` and kept more of the NORMAL films at a threshold chosen without
 the site (docs page *Training recipe*, "Results at a second site"). It
-trains on all 5,216 Kermany training images in about 90 s on 2 CPU cores.
+trains on all 5,216 Kermany training images in about 73 s on 2 CPU cores.
 ``"cpu"`` is 10 epochs of a ResNet-18 from scratch at 112 px with histogram
 equalisation, chosen earlier by synthetic shifts of the training images,
 which did not predict the second site; it needs no ImageNet weights and
-its heatmaps cost about 40% as much. Most other entries express the
+its heatmaps cost about as much. Most other entries express the
 recipes of five widely copied reference projects in cxrkit terms (see
 *Reference recipes*); they are there for comparison, not because they are
 good.

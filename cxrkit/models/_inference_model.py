@@ -12,7 +12,6 @@ from one operation instead of two.
 from __future__ import annotations
 
 import copy
-import math
 import weakref
 from collections.abc import Sequence
 
@@ -36,18 +35,11 @@ _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 _SAME_CONVS: tuple[type, ...] = ()
 _NORM_ACTS: tuple[type, ...] = ()
 try:
-    from timm.layers import BatchNormAct2d, Conv2dSame, conv2d_same
+    from timm.layers import BatchNormAct2d, Conv2dSame, conv2d_same, get_same_padding
 
     _SAME_CONVS, _NORM_ACTS = (Conv2dSame,), (BatchNormAct2d,)
 except ImportError:  # timm is a dependency; without it nothing of timm runs
     pass
-
-
-def _same_padding(size: int, kernel: int, stride: int, dilation: int) -> int:
-    """TensorFlow's "SAME" padding of one axis, in all (timm's formula)."""
-    return max(
-        (math.ceil(size / stride) - 1) * stride + (kernel - 1) * dilation + 1 - size, 0
-    )
 
 
 class _SameConv(nn.Conv2d):
@@ -70,7 +62,7 @@ class _SameConv(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pads = [
-            _same_padding(n, k, s, d)
+            get_same_padding(n, k, s, d)  # timm's: p for an axis of n pixels
             for n, k, s, d in zip(
                 x.shape[-2:], self.kernel_size, self.stride, self.dilation
             )
