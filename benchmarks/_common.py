@@ -13,10 +13,13 @@ For research and education; not a medical device.
 from __future__ import annotations
 
 import json
+import os
 import resource
 import sys
 from pathlib import Path
 from typing import Any, TextIO
+
+import numpy as np
 
 #: The repository root (the folder that holds ``benchmarks/`` and ``cxrkit/``).
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,6 +58,19 @@ def print_json(obj: Any, *, file: TextIO | None = None, **kwargs: Any) -> None:
         Passed to ``json.dumps`` (``indent``, ``default``).
     """
     print(json.dumps(obj, **kwargs), file=file or sys.stdout, flush=True)
+
+
+def test_images(data: Any) -> np.ndarray:
+    """A saved run's test images (``X_test``) as absolute paths.
+
+    ``recipe.py`` records the paths as it was given them, so runs saved from
+    different folders (``../shared/data/...`` and ``/work/shared/data/...``)
+    name the same image differently; relative ones are taken from the
+    current folder, as a run saved there would have them.
+    """
+    return np.array(
+        [os.path.abspath(p) for p in np.asarray(data["X_test"]).astype(str)]
+    )
 
 
 def run_threshold(npz: Path, data: Any, *, required: bool = True) -> float | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -529,6 +530,21 @@ def test_external_comparison_over_seeds(tmp_path, capsys):
     assert difference == pytest.approx(
         result["b_s0"]["specificity"] - result["a_s0"]["specificity"], abs=2e-4
     )
+    # runs saved from another folder name the same images by relative
+    # paths: they pair all the same; runs of other images are refused
+    with np.load(runs / "b_s0.npz") as run:
+        saved = {k: run[k] for k in run.files}
+    relative = [os.path.relpath(p) for p in saved["X_test"].astype(str)]
+    np.savez(runs / "rel_s0.npz", **{**saved, "X_test": np.array(relative)})
+    moved = paired.main([str(runs / "a_s0.npz"), str(runs / "rel_s0.npz")])
+    assert moved["rel_s0"]["roc_auc"] == result["b_s0"]["roc_auc"]
+    others = saved["X_test"].astype(str)
+    others[0] = others[0] + ".other.png"
+    np.savez(runs / "oth_s0.npz", **{**saved, "X_test": others})
+    with pytest.raises(SystemExit, match=r"oth_s0\.npz: tested on other images"):
+        paired.main([str(runs / "a_s0.npz"), str(runs / "oth_s0.npz")])
+    for name in ("rel_s0", "oth_s0"):
+        (runs / f"{name}.npz").unlink()
     (runs / "b_s1.cxr").unlink()
     # a run without a threshold: AUCs only in paired_auc.py, a message in external.py
     with np.load(runs / "b_s1.npz") as run:

@@ -49,7 +49,7 @@ from cxrkit.metrics import ModelComparison, clinical_report, select_robust_thres
 from cxrkit.validation import shifted_predictions
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_json, run_threshold
+from _common import print_json, run_threshold, test_images
 
 _RUN = re.compile(r"(?P<name>.+)_s(?P<seed>\d+)$")
 
@@ -65,10 +65,11 @@ def load_runs(paths: list[str]) -> tuple[np.ndarray, dict[str, dict[int, dict]]]
         data = np.load(path)
         classes = list(data["classes"])
         y = (data["y_test"] == "PNEUMONIA").astype(int)
-        order = np.argsort(data["X_test"])
+        images = test_images(data)
+        order = np.argsort(images)
         if y_ref is None:
-            y_ref, x_ref = y[order], data["X_test"][order]
-        elif not np.array_equal(data["X_test"][order], x_ref):
+            y_ref, x_ref = y[order], images[order]
+        elif not np.array_equal(images[order], x_ref):
             raise SystemExit(f"{path}: tested on other images than the first run")
         runs[match["name"]][int(match["seed"])] = {
             "p": data["proba_test"][order, classes.index("PNEUMONIA")],

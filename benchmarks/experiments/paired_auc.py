@@ -3,8 +3,9 @@
     python benchmarks/experiments/paired_auc.py BASE.npz OTHER.npz [...]
 
 Each file is a ``recipe.py --save`` (or ``site_shift_features.py``) ``.npz``
-with ``X_test``, ``y_test`` and ``proba_test``; the runs are aligned by path
-and compared with ``cxrkit.metrics.ModelComparison`` (one shared matrix of
+with ``X_test``, ``y_test`` and ``proba_test``; the runs are aligned by
+path (made absolute, so runs saved from different folders pair) and
+compared with ``cxrkit.metrics.ModelComparison`` (one shared matrix of
 stratified bootstrap resamples, 2,000 by default): prints one JSON line with
 each run's ROC AUC and its difference to the first, with a paired 95%
 interval. When every run has a threshold (the rule's: the ``.npz`` records
@@ -27,7 +28,7 @@ import numpy as np
 from cxrkit.metrics import ModelComparison
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _common import print_json, run_threshold
+from _common import print_json, run_threshold, test_images
 
 
 def positive_scores(run: np.lib.npyio.NpzFile) -> np.ndarray:
@@ -41,13 +42,20 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n-bootstrap", type=int, default=2000)
     args = parser.parse_args(argv)
     runs = [np.load(path) for path in args.runs]
-    order = np.argsort(runs[0]["X_test"].astype(str))
-    paths = runs[0]["X_test"].astype(str)[order]
+    first = test_images(runs[0])
+    order = np.argsort(first)
+    paths = first[order]
     y = np.asarray(runs[0]["y_test"])[order]
     y = (y.astype(str) == "PNEUMONIA") | (y.astype(str) == "1")
     probas = {}
     for path, run in zip(args.runs, runs):
-        by_path = dict(zip(run["X_test"].astype(str), positive_scores(run)))
+        by_path = dict(zip(test_images(run), positive_scores(run)))
+        if sorted(by_path) != list(paths):
+            raise SystemExit(
+                f"{path}: tested on other images than {args.runs[0]} "
+                f"({len(set(by_path) ^ set(paths))} differ); pair runs of one "
+                "test folder"
+            )
         probas[Path(path).stem] = np.array([by_path[p] for p in paths])
     comparison = ModelComparison.from_predictions(
         y.astype(int), probas, n_bootstrap=args.n_bootstrap, random_state=0
