@@ -136,9 +136,9 @@ def adapt_batchnorm(
     """Re-estimate batch-normalisation statistics on a site's images (AdaBN).
 
     The network's weights stay; the running mean and variance of every
-    batch-norm layer become those of the site's images (a cumulative
-    average over batches), so that the features the classifier reads are
-    normalised for the new scanners and protocols. No labels are needed.
+    batch-norm layer become those of the site's images (over all of them,
+    each image counting once), so that the features the classifier reads
+    are normalised for the new scanners and protocols. No labels are needed.
 
     Parameters
     ----------
@@ -154,7 +154,8 @@ def adapt_batchnorm(
     -------
     PneumoniaClassifier
         A copy with the site's statistics; ``adaptation_["steps"]`` records
-        the step.
+        the step. A recorded operating threshold, chosen for the old scores,
+        is dropped with a warning, as is the out-of-distribution detector.
 
     Examples
     --------
@@ -190,25 +191,59 @@ def adapt_batchnorm(
             "unadapted network and no longer matches them; it is dropped: fit a "
             "new one on the training images with cxrkit.ood.fit_ood_detector",
             UserWarning,
-            stacklevel=2,
+            stacklevel=3,  # past torch.no_grad's wrapper
         )
         out.ood_detector_ = None
-    momenta = [m.momentum for m in layers]
-    module.eval()  # dropout off; only the batch-norm layers collect statistics
+    if getattr(out, "operating_threshold_", None) is not None:
+        warnings.warn(
+            "the recorded operating threshold was chosen for the unadapted "
+            "network's scores and no longer holds; it is dropped: choose one "
+            "on labelled site images with calibrate (sensitivity= or "
+            "threshold='accuracy')",
+            UserWarning,
+            stacklevel=3,  # past torch.no_grad's wrapper
+        )
+        out.operating_threshold_ = None
+    # Each layer's statistics are summed over every image of the site (count,
+    # sum and sum of squares per channel), so that each image counts once.
+    # torch's own cumulative average (momentum=None) averages per-batch means
+    # and variances: a last batch of one image weighed as much as a full one,
+    # and the spread between batches was lost.
+    sums: dict[nn.Module, list] = {}
+
+    def accumulate(layer: nn.Module, inputs: tuple) -> None:
+        x = inputs[0].detach().double()
+        dims = [0, *range(2, x.ndim)]
+        total = sums.setdefault(layer, [0, 0.0, 0.0])
+        total[0] += x.numel() // x.shape[1]
+        total[1] = total[1] + x.sum(dims)
+        total[2] = total[2] + (x * x).sum(dims)
+
+    module.eval()  # dropout off; only the batch-norm layers normalise by batch
+    hooks = [m.register_forward_pre_hook(accumulate) for m in layers]
     try:
         for m in layers:
-            m.reset_running_stats()
-            m.momentum = None  # a cumulative average over the site's batches
             m.train()
+        # In a shuffled order (seeded), so that a folder read class by class
+        # does not give batches of one class to the layers' batch statistics.
+        order = np.random.default_rng(0).permutation(len(images))
         loader = DataLoader(
-            ImageBatches(images), batch_size=batch_size, collate_fn=collate_batches
+            ImageBatches(images[order]),
+            batch_size=batch_size,
+            collate_fn=collate_batches,
         )
         for x, _ in loader:
             module(net.model_input(x))
     finally:
-        for m, momentum in zip(layers, momenta):
-            m.momentum = momentum
+        for hook in hooks:
+            hook.remove()
         module.eval()
+    for m in layers:
+        count, total, squares = sums[m]
+        mean = total / count
+        variance = (squares / count - mean * mean).clamp(min=0)
+        m.running_mean.copy_(mean)
+        m.running_var.copy_(variance * count / max(count - 1, 1))  # unbiased, as torch
     return out
 
 
@@ -284,6 +319,9 @@ def adapt_prior(
     -------
     PneumoniaClassifier
         A copy whose ``adaptation_["steps"]`` records the estimated prior.
+        A recorded operating threshold is moved with the probabilities, so
+        that every image keeps its call: under label shift each class's
+        scores stay as they were, and so do its sensitivity and specificity.
 
     Examples
     --------
@@ -318,9 +356,8 @@ def adapt_prior(
         if moved < tol:
             break
     state = _state(clf)
-    state["bias"] = (
-        np.asarray(state["bias"]) + np.log(np.clip(prior, _TINY, None) / start)
-    ).tolist()
+    shift = np.log(np.clip(prior, _TINY, None) / start)
+    state["bias"] = (np.asarray(state["bias"]) + shift).tolist()
     names = [str(c) for c in clf.classes_]
     step = {
         "step": "prior",
@@ -329,7 +366,14 @@ def adapt_prior(
         "model_prior": dict(zip(names, np.round(start, 6).tolist())),
         "iterations": iterations,
     }
-    return _adapted(clf, state, step)
+    out = _adapted(clf, state, step)
+    # A change of class mix leaves each class's scores as they were (label
+    # shift), so a recorded threshold keeps its sensitivity and specificity
+    # if every image keeps its call: it is moved with the probabilities.
+    out.operating_threshold_ = _carried_threshold(
+        clf, 1.0, shift, through="the site's class prior"
+    )
+    return out
 
 
 def _pulled_logistic(
@@ -567,7 +611,9 @@ def head_cross_val_proba(
     if groups is None and paths is not None:
         groups = patient_groups(paths)
     groups = np.arange(len(y_idx)) if groups is None else np.asarray(groups)
-    _check_count(len(groups), len(y_idx), "the patient groups")
+    _check_count(
+        len(groups), len(y_idx), "the patient groups", "groups has {n} entries"
+    )
     per_class = [len(np.unique(groups[y_idx == c])) for c in np.unique(y_idx)]
     n_splits = min(int(cv), *per_class)
     if n_splits < 2:
@@ -598,6 +644,13 @@ def _sample_proba(
             f"proba must have one column per class ({len(clf.classes_)}), got "
             f"shape {proba.shape}: give predict_proba's output or "
             "head_cross_val_proba's"
+        )
+    if proba.size and (
+        not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1
+    ):
+        raise ValueError(
+            "proba must hold probabilities in [0, 1], without NaN: give "
+            "predict_proba's output or head_cross_val_proba's"
         )
     return proba
 
@@ -724,7 +777,12 @@ def calibrate(
             )
     own = proba is None
     proba = _sample_proba(clf, X, proba)
-    _check_count(len(proba), len(y), "calibration")
+    _check_count(
+        len(proba),
+        len(y),
+        "calibration",
+        "X gave {n} images" if own else "proba has {n} rows",
+    )
     logp = np.log(np.clip(proba, _TINY, None))
     k = len(classes)
 
@@ -761,7 +819,12 @@ def calibrate(
     if sensitivity is None and threshold is None:
         out.operating_threshold_ = _carried_threshold(clf, temperature, new_bias)
     else:
-        calibrated = adjust_probabilities(proba, out.adaptation_)
+        # proba is the model as it stood (earlier steps included), so only
+        # this step's map is applied to it: the probabilities predict_proba
+        # of the adapted model gives
+        calibrated = adjust_probabilities(
+            proba, {"temperature": temperature, "bias": new_bias.tolist()}
+        )
         pos_label = positive_label(clf.classes_)
         if sensitivity is not None:
             point = _conformal_floor(calibrated, y_idx, classes, sensitivity)
@@ -843,7 +906,10 @@ def _conformal_floor(
             stacklevel=3,
         )
         rank = n
-    threshold = float(positives[rank - 1])
+    # A hair below the boundary image's probability: the adapted model
+    # computes it by one composed map, here it came through two, and the
+    # last bits may differ; the boundary image must keep its call.
+    threshold = float(positives[rank - 1]) * (1 - 1e-9)
     called = scores >= threshold
     return OperatingPoint(
         threshold,
@@ -854,7 +920,10 @@ def _conformal_floor(
 
 
 def _carried_threshold(
-    clf: PneumoniaClassifier, temperature: float, bias: np.ndarray
+    clf: PneumoniaClassifier,
+    temperature: float,
+    bias: np.ndarray,
+    through: str = "site calibration",
 ) -> dict[str, Any] | None:
     """The model's recorded threshold, moved through one more calibration map
     (``log p / temperature + bias``) so that every image keeps its call."""
@@ -869,7 +938,7 @@ def _carried_threshold(
     carried["threshold"] = float(1 / (1 + np.exp(-logit)))
     carried["source"] = (
         f"{record.get('source') or 'recorded threshold'}; carried through "
-        "site calibration (same calls)"
+        f"{through} (same calls)"
     )
     return carried
 
@@ -904,11 +973,14 @@ def _labelled(
     return y, y_idx
 
 
-def _check_count(n_images: int, n_labels: int, what: str) -> None:
+def _check_count(
+    n_images: int, n_labels: int, what: str, counted: str = "X gave {n} images"
+) -> None:
+    """Refuse ``n_images != n_labels``, naming what gave ``n_images``."""
     if n_images != n_labels:
         raise ValueError(
-            f"X gave {n_images} images but y has {n_labels} labels; every image "
-            f"must be readable ({what} cannot skip files)"
+            f"{counted.format(n=n_images)} but y has {n_labels} labels; every "
+            f"image must be readable ({what} cannot skip files)"
         )
 
 
@@ -977,8 +1049,14 @@ def conformalize(
     if not 0 < coverage < 1:
         raise ValueError(f"coverage must be in (0, 1), got {coverage!r}")
     y_idx = _labels_as_indices(clf, column_or_1d(np.asarray(y)))
+    own = proba is None
     proba = _sample_proba(clf, X, proba)
-    _check_count(len(proba), len(y_idx), "conformal calibration")
+    _check_count(
+        len(proba),
+        len(y_idx),
+        "conformal calibration",
+        "X gave {n} images" if own else "proba has {n} rows",
+    )
     scores = 1.0 - proba[np.arange(len(y_idx)), y_idx]
     quantiles, counts = {}, {}
     for i, label in enumerate(clf.classes_.tolist()):

@@ -816,7 +816,9 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
             ) from None
 
     # ---------------------------------------------------------- model files
-    def save(self, path: str | os.PathLike, *, threshold: Any = None) -> os.PathLike:
+    def save(
+        self, path: str | os.PathLike, *, threshold: Any = None, pos_label: Any = None
+    ) -> os.PathLike:
         """Write the fitted model to ``path``, without pickle.
 
         See [`cxrkit.persistence`][cxrkit.persistence] for what the file
@@ -832,6 +834,9 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
             sensitivity=0.95)``), recorded in the file as
             ``operating_threshold_``. Default: the model's own
             ``operating_threshold_`` (None after ``fit``).
+        pos_label : class label, optional
+            The class ``threshold`` applies to: by default ``"PNEUMONIA"``
+            when it is a class, 1 for 0/1 labels; other classes need it.
 
         Examples
         --------
@@ -847,7 +852,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         >>> bool(np.allclose(same.predict_proba(X), clf.predict_proba(X)))
         True
         """
-        return save_model(self, path, threshold=threshold)
+        return save_model(self, path, threshold=threshold, pos_label=pos_label)
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> PneumoniaClassifier:

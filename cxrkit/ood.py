@@ -533,10 +533,18 @@ def fit_ood_detector(
     decoded = model_images(clf, X)
     images = decoded.pixels
     groups = default_groups(decoded) if groups is None else np.asarray(groups)
+    for name, values in (("y", y), ("groups", groups)):
+        if values is not None and len(values) != len(images):
+            raise ValueError(
+                f"X gave {len(images)} images but {name} has {len(values)} "
+                f"entries: give one {'label' if name == 'y' else 'patient'} per image"
+            )
     if y is not None:
         _, y = np.unique(np.asarray(y), return_inverse=True)
+    # Asked for explicitly, so a detector that cannot be fitted is an error
+    # (in fit it is a warning), and the model keeps the detector it had.
     clf.ood_detector_ = detector_for(
-        clf, images, y, groups, alarm_rate=alarm_rate, method=method
+        clf, images, y, groups, alarm_rate=alarm_rate, method=method, strict=True
     )
     return clf
 
@@ -550,13 +558,15 @@ def detector_for(
     alarm_rate: float,
     method: str = OOD_METHODS[0],
     features: np.ndarray | None = None,
+    strict: bool = False,
 ) -> FeatureDistanceDetector | None:
     """The fitted detector of ``clf`` on its decoded training images.
 
     ``features`` are their penultimate features when the caller has them
     already (a frozen backbone's, from ``fit``); otherwise they are computed.
     None, with a warning, when the features cannot make one (fewer than 2
-    images, or non-finite features of a diverged network).
+    images, or non-finite features of a diverged network); with ``strict``,
+    the ``ValueError`` instead.
     """
     if features is None:
         features = penultimate_features(clf, images)
@@ -565,6 +575,8 @@ def detector_for(
             features, y_enc, groups
         )
     except ValueError as exc:
+        if strict:
+            raise ValueError(f"no out-of-distribution detector fitted: {exc}") from None
         warnings.warn(
             f"no out-of-distribution detector fitted ({exc}); ood_score and is_ood "
             "will raise",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import types
+import warnings
 
 import numpy as np
 import pytest
@@ -117,6 +119,40 @@ def test_batchnorm_statistics_become_the_sites(fitted_synthetic, synthetic):
     )
 
 
+def test_batchnorm_statistics_weigh_every_image_once(fitted_synthetic, synthetic):
+    """Not every batch: a last batch of one image counts as one image, and the
+    spread between batches is part of the variance."""
+    X, _, _ = synthetic
+    # two very different halves, as a folder read class by class gives them
+    site = np.concatenate([X[:33] // 4, X[33:65]]).astype(np.uint8)
+    stats = {}
+    for batch_size in (64, 13, 65):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the OOD detector is dropped
+            adapted = adapt_batchnorm(fitted_synthetic, site, batch_size=batch_size)
+        first_bn = next(
+            m
+            for m in adapted.net_.module_.modules()
+            if isinstance(m, torch.nn.BatchNorm2d)
+        )
+        stats[batch_size] = (first_bn.running_mean, first_bn.running_var)
+    # the first layer's input does not depend on other batch-norm layers
+    seen = []
+    hook = first_bn.register_forward_hook(lambda m, inp, out: seen.append(inp[0]))
+    with torch.no_grad():
+        from cxrkit.images import ImageBatches
+
+        x, _ = ImageBatches(site).__getitems__(list(range(len(site))))
+        adapted.net_.module_.eval()(adapted.net_.model_input(x))
+    hook.remove()
+    expected_var = seen[0].transpose(0, 1).flatten(1).var(dim=1)  # unbiased
+    for mean, var in stats.values():
+        torch.testing.assert_close(
+            mean, seen[0].mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5
+        )
+        torch.testing.assert_close(var, expected_var, rtol=1e-4, atol=1e-5)
+
+
 def test_batchnorm_needs_batchnorm_layers(synthetic, fast):
     X, y, _ = synthetic
     clf = PneumoniaClassifier(model="simple_cnn", **fast).fit(X[:40], y[:40])
@@ -151,6 +187,49 @@ def test_em_recovers_the_site_prior(fitted_synthetic, site_prior):
     # matches the site's share of positives
     corrected = adjust_probabilities(proba, adapted.adaptation_)
     assert abs(corrected[:, 1].mean() - positive.mean()) < 0.015
+
+
+def test_a_recorded_threshold_keeps_its_calls_through_the_prior(fitted_synthetic):
+    """Label shift leaves each class's scores, so the sensitivity a recorded
+    threshold promised holds if every image keeps its call."""
+    from cxrkit.persistence import operating_threshold
+
+    start = training_prior(fitted_synthetic)
+    proba, _ = _label_shifted_probabilities(start, 0.8, 2000)
+    stub = copy.deepcopy(fitted_synthetic)
+    stub.predict_proba = types.MethodType(
+        lambda self, X: adjust_probabilities(proba, self.adaptation_), stub
+    )
+    stub.operating_threshold_ = operating_threshold(
+        0.7, pos_label="PNEUMONIA", source="validation"
+    )
+    adapted = adapt_prior(stub, np.zeros((1, 8, 8), np.uint8))
+    carried = adapted.operating_threshold_["threshold"]
+    assert carried != pytest.approx(0.7, abs=0.01)  # the probabilities moved
+    after = adapted.predict_proba(None)[:, 1]
+    assert not np.allclose(after, proba[:, 1])
+    np.testing.assert_array_equal(after >= carried, proba[:, 1] >= 0.7)
+    assert (
+        "carried through the site's class prior"
+        in (adapted.operating_threshold_["source"])
+    )
+
+
+def test_batchnorm_drops_a_recorded_threshold_with_a_warning(
+    fitted_synthetic, synthetic
+):
+    from cxrkit.persistence import operating_threshold
+
+    X, _, _ = synthetic
+    model = copy.deepcopy(fitted_synthetic)
+    model.ood_detector_ = None
+    model.operating_threshold_ = operating_threshold(
+        0.7, pos_label="PNEUMONIA", source="validation"
+    )
+    with pytest.warns(UserWarning, match="operating threshold .* dropped"):
+        adapted = adapt_batchnorm(model, X[:20])
+    assert adapted.operating_threshold_ is None
+    assert model.operating_threshold_["threshold"] == 0.7  # the original keeps it
 
 
 def test_training_prior_follows_class_weights(synthetic, fast):
@@ -330,6 +409,36 @@ def test_steps_compose(fitted_synthetic, synthetic):
     )
     np.testing.assert_allclose(second.predict_proba(X[:50]), by_hand, atol=1e-6)
     assert [s["step"] for s in second.adaptation_["steps"]] == ["prior", "calibrate"]
+
+
+def test_a_threshold_chosen_after_an_earlier_step_holds_for_the_adapted_model(
+    fitted_synthetic,
+):
+    """The threshold's recorded figures are those of the adapted model's calls,
+    also when the model was adapted before (the earlier map applied once)."""
+    rng = np.random.default_rng(4)
+    y_idx = rng.integers(0, 2, 200)
+    p1 = 1 / (1 + np.exp(-rng.normal(2.0 * y_idx - 1, 1.0)))
+    raw = np.column_stack([1 - p1, p1])
+    y = np.array(["NORMAL", "PNEUMONIA"])[y_idx]
+    stub = copy.deepcopy(fitted_synthetic)
+    # predict_proba as the classifier's: the raw probabilities, then the
+    # model's adaptation; bound to the instance, so that copies use their own
+    stub.predict_proba = types.MethodType(
+        lambda self, X: adjust_probabilities(raw, self.adaptation_), stub
+    )
+    stub.adaptation_ = {"temperature": 1.0, "bias": [0.0, 1.5], "steps": [{}]}
+    for options in (
+        {"method": "platt", "threshold": "accuracy"},
+        {"sensitivity": 0.9},
+        {"method": "platt", "sensitivity": 0.8},
+    ):
+        site = calibrate(stub, np.zeros((1, 8, 8), np.uint8), y, **options)
+        point = site.operating_threshold_
+        called = site.predict_proba(None)[:, 1] >= point["threshold"]
+        assert point["sensitivity"] == pytest.approx(np.mean(called[y_idx == 1]))
+        assert point["specificity"] == pytest.approx(np.mean(~called[y_idx == 0]))
+    assert point["sensitivity"] >= 0.8
 
 
 # ------------------------------------------------------------------ head

@@ -209,6 +209,27 @@ def test_registry_models_export_with_parity(model, synthetic_data, tmp_path):
     assert np.abs(proba - clf.predict_proba(X[:5])).max() <= TOLERANCE
 
 
+def test_an_adapted_model_exports_its_adapted_probabilities(
+    small_model, synthetic_data, tmp_path
+):
+    """A threshold chosen on recalibrated probabilities applies to the graph's
+    output: the adaptation is in the graph."""
+    from cxrkit.adaptation import calibrate
+
+    X, y, _ = synthetic_data
+    adapted = calibrate(small_model, X[:40], y[:40], method="platt", sensitivity=0.9)
+    step = adapted.adaptation_
+    assert step["temperature"] != pytest.approx(1.0) or any(step["bias"])
+    session = _session(adapted.export_onnx(tmp_path / "m.onnx"))
+    x = _normalised(load_images(X[:20], adapted.image_size)[0])
+    (proba,) = session.run(None, {INPUT_NAME: x})
+    expected = adapted.predict_proba(X[:20])
+    assert np.abs(expected - small_model.predict_proba(X[:20])).max() > 10 * TOLERANCE
+    assert np.abs(proba - expected).max() <= TOLERANCE
+    meta = _session(tmp_path / "m.onnx").get_modelmeta().custom_metadata_map
+    assert float(meta["threshold"]) == adapted.operating_threshold_["threshold"]
+
+
 def test_export_leaves_the_fitted_model_unchanged(
     small_model, synthetic_data, tmp_path
 ):

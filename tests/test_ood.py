@@ -223,6 +223,20 @@ def test_no_detector_raises_a_clear_error(data):
     assert clf.ood_score(X[:2]).shape == (2,)
 
 
+def test_refitting_with_bad_inputs_refuses_and_keeps_the_detector(model, data):
+    X, y, _ = data
+    clf = copy.deepcopy(model)
+    detector = clf.ood_detector_
+    assert detector is not None
+    with pytest.raises(ValueError, match="y has 10 entries"):
+        fit_ood_detector(clf, X[:40], y[:10])
+    with pytest.raises(ValueError, match="groups has 3 entries"):
+        fit_ood_detector(clf, X[:40], groups=[0, 1, 2])
+    with pytest.raises(ValueError, match="no out-of-distribution detector fitted"):
+        fit_ood_detector(clf, X[:1])  # one image cannot make a detector
+    assert clf.ood_detector_ is detector
+
+
 @pytest.mark.parametrize("bad", [0, 1, 1.5, -0.1, "5%"])
 def test_alarm_rate_is_validated(data, bad):
     X, y, _ = data

@@ -198,3 +198,18 @@ def test_export_records_the_recorded_threshold(
     other = loaded.export_onnx(tmp_path / "other.onnx", threshold=0.25)
     session = ort.InferenceSession(str(other), providers=["CPUExecutionProvider"])
     assert session.get_modelmeta().custom_metadata_map["threshold"] == "0.25"
+
+
+def test_a_threshold_for_other_classes_is_saved_with_its_positive_class(data, tmp_path):
+    X, y = data
+    other = np.where(y == "PNEUMONIA", "VIRUS", "BACTERIA")
+    clf = PneumoniaClassifier(model="simple_cnn", **FAST).fit(X, other)
+    with pytest.raises(ValueError, match="pos_label"):
+        clf.save(tmp_path / "m.cxr", threshold=0.3)
+    path = clf.save(tmp_path / "m.cxr", threshold=0.3, pos_label="VIRUS")
+    loaded = PneumoniaClassifier.load(path, device="cpu")
+    assert loaded.operating_threshold_ == {"threshold": 0.3, "pos_label": "VIRUS"}
+    proba = loaded.predict_proba(X)[:, list(loaded.classes_).index("VIRUS")]
+    np.testing.assert_array_equal(
+        loaded.predict(X), np.where(proba >= 0.3, "VIRUS", "BACTERIA")
+    )

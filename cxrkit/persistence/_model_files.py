@@ -246,7 +246,11 @@ def _history_rows(history: History) -> list[dict]:
 
 
 def save_model(
-    clf: BaseEstimator, path: str | os.PathLike, *, threshold: Any = None
+    clf: BaseEstimator,
+    path: str | os.PathLike,
+    *,
+    threshold: Any = None,
+    pos_label: Any = None,
 ) -> Path:
     """Write a fitted classifier to ``path`` (atomically, without pickle).
 
@@ -263,6 +267,9 @@ def save_model(
         Two classes: the operating threshold to record (see
         [`operating_threshold`][cxrkit.persistence.operating_threshold]);
         default: ``clf.operating_threshold_``, if any.
+    pos_label : class label, optional
+        The class ``threshold`` applies to: ``"PNEUMONIA"`` when it is a
+        class, 1 for 0/1 labels; any other pair of classes needs it.
 
     Returns
     -------
@@ -276,7 +283,9 @@ def save_model(
                 f"an operating threshold applies to two classes; this model has "
                 f"{len(clf.classes_)} and predicts the most probable one"
             )
-        chosen = operating_threshold(threshold, pos_label=positive_label(clf.classes_))
+        chosen = operating_threshold(
+            threshold, pos_label=positive_label(clf.classes_, pos_label)
+        )
     params = clf.get_params()
     params["random_state"] = _encode_random_state(params["random_state"])
     if not isinstance(params.get("accelerator"), bool | np.bool_ | None):

@@ -3,7 +3,8 @@
 The exported graph maps a batch of preprocessed images, float32 of shape
 ``(batch, 1, image_size, image_size)`` (input ``"image"``; the batch axis is
 dynamic), to class probabilities of shape ``(batch, n_classes)`` (output
-``"probabilities"``, the softmax that ``predict_proba`` returns). Decoding,
+``"probabilities"``, what ``predict_proba`` returns: the softmax, and a
+site adaptation of ``cxrkit.adaptation`` where the model has one). Decoding,
 resizing and normalising stay outside the graph, as they depend on the file
 format; the model's metadata (``metadata_props``, read with onnxruntime's
 ``session.get_modelmeta().custom_metadata_map``) says how to do them:
@@ -65,7 +66,8 @@ _INSTALL_HINT = 'pip install "cxrkit[onnx]"'
 
 _PREPROCESSING = (
     "Read the image as 8-bit grey levels (colour: ITU-R 601 luma, Pillow's 'L'; "
-    "16-bit: min-max stretched to 0-255; DICOM: windowed; EXIF orientation "
+    "16-bit: min-max stretched to 0-255 unless every value lies within 0-255; "
+    "DICOM: windowed; EXIF orientation "
     "applied; JPEG decoded with Pillow's draft('L', (image_size, image_size))), "
     "resize it to image_size x image_size (aspect ratio squashed; Pillow "
     "BILINEAR, reducing_gap=3.0), divide by 255, subtract mean, divide by std. "
@@ -84,6 +86,32 @@ _STEP_TEXT = {
     "crop": "an 8% band (rounded to pixels) cut off every side, then resized "
     "back to image_size (Pillow BILINEAR)",
 }
+
+
+class _Probabilities(nn.Module):
+    """Logits to the probabilities ``predict_proba`` returns: the softmax, then
+    the model's site adaptation if it has one (``cxrkit.adaptation``:
+    ``softmax(log p / temperature + bias)``, with log p clipped at log 1e-12
+    as ``adjust_probabilities`` does), so that a threshold chosen on adapted
+    probabilities applies to the graph's output."""
+
+    def __init__(self, adaptation: dict | None) -> None:
+        super().__init__()
+        self.adapted = adaptation is not None
+        if self.adapted:
+            self.temperature = float(adaptation["temperature"])
+            self.register_buffer(
+                "bias", torch.tensor(adaptation["bias"], dtype=torch.float32)
+            )
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        if not self.adapted:
+            return torch.softmax(logits, dim=1)
+        log_p = torch.log_softmax(logits, dim=1).clamp(min=_LOG_TINY)
+        return torch.softmax(log_p / self.temperature + self.bias, dim=1)
+
+
+_LOG_TINY = float(torch.log(torch.tensor(1e-12, dtype=torch.float64)))
 
 
 def export_onnx(
@@ -129,8 +157,11 @@ def export_onnx(
 
     Notes
     -----
-    Test-time augmentation (``tta``) is not part of the graph: a model fitted
-    with ``tta > 0`` exports its un-augmented probabilities (with a warning).
+    A site adaptation (``cxrkit.adaptation``: recalibration, a re-estimated
+    class prior) is part of the graph, so its output is what
+    ``predict_proba`` returns. Test-time augmentation (``tta``) is not part
+    of the graph: a model fitted with ``tta > 0`` exports its un-augmented
+    probabilities (with a warning).
 
     Examples
     --------
@@ -165,7 +196,8 @@ def export_onnx(
 
     # A CPU copy in eval mode: exporting must not move or change the fitted net.
     network = nn.Sequential(
-        copy.deepcopy(clf.net_.module_).cpu().eval(), nn.Softmax(dim=1)
+        copy.deepcopy(clf.net_.module_).cpu().eval(),
+        _Probabilities(getattr(clf, "adaptation_", None)),
     ).eval()
     example = torch.zeros(2, 1, clf.image_size, clf.image_size)
     program = torch.onnx.export(
