@@ -141,7 +141,8 @@ def test_find_images_in_files_and_folders(tmp_path):
 
     _tree(tmp_path, ["b/2.png", "b/.hidden/3.png", "b/.4.png", "a/1.jpeg", "notes.txt"])
     given = tmp_path / "notes.txt"  # a file named on purpose is kept as given
-    found = find_images([tmp_path / "b", given, tmp_path])
+    with pytest.warns(UserWarning, match=r"ignored 1 file.*notes\.txt"):
+        found = find_images([tmp_path / "b", given, tmp_path])  # tmp_path: warned
     names = [Path(p).relative_to(tmp_path).as_posix() for p in found]
     assert names == ["b/2.png", "notes.txt", "a/1.jpeg", "b/2.png"]
     assert find_images(tmp_path / "a").tolist() == [str(tmp_path / "a" / "1.jpeg")]
@@ -150,3 +151,45 @@ def test_find_images_in_files_and_folders(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="holds no image files"):
         find_images([tmp_path / "empty"])
+
+
+def test_find_images_warns_about_files_it_leaves_out(tmp_path):
+    """Files without an image ending are named in one warning, as
+    load_image_folder does; broken links are kept so that reading names them."""
+    import os
+
+    from cxrkit.images import ImageReadError, find_images, load_images
+
+    gray = np.zeros((8, 8), np.uint8)
+    Image.fromarray(gray).save(tmp_path / "a.png")
+    Image.fromarray(gray).save(tmp_path / "b.webp")
+    Image.fromarray(gray).save(tmp_path / "c.gif")
+    Image.fromarray(gray).save(tmp_path / "d.jfif", "JPEG")
+    os.symlink(tmp_path / "gone.png", tmp_path / "e.png")
+    with pytest.warns(UserWarning, match="ignored 3 file") as record:
+        found = find_images(tmp_path)
+    assert len(record) == 1
+    message = str(record[0].message)
+    assert all(name in message for name in ("b.webp", "c.gif", "d.jfif"))
+    assert "convert" in message.lower()
+    assert [os.path.basename(p) for p in found] == ["a.png", "e.png"]
+    with pytest.raises(ImageReadError, match=r"e\.png.*broken symbolic link"):
+        load_images(found, 8)
+    with pytest.warns(UserWarning, match="skipped 1 unreadable"):
+        _, kept = load_images(found, 8, on_error="skip")
+    assert kept.tolist() == [True, False]
+    # the same files in a class folder: the same warning from load_image_folder
+    for label in ("A", "B"):
+        (tmp_path / "tree" / label).mkdir(parents=True)
+        Image.fromarray(gray).save(tmp_path / "tree" / label / "x.png")
+    Image.fromarray(gray).save(tmp_path / "tree" / "A" / "y.webp")
+    with pytest.warns(UserWarning, match=r"ignored 1 file.*y\.webp.*PNG or JPEG"):
+        load_image_folder(tmp_path / "tree")
+
+
+def test_find_images_names_what_a_folder_without_images_holds(tmp_path):
+    from cxrkit.images import find_images
+
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "b.webp")
+    with pytest.raises(ValueError, match=r"holds no image files.*1 other.*b\.webp"):
+        find_images(tmp_path)

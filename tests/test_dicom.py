@@ -229,7 +229,7 @@ def test_missing_pydicom_names_the_extra(tmp_path, monkeypatch):
         ("no_pixels", "no pixel data"),
         ("frames", "3 frames"),
         ("bomb", "MAX_IMAGE_PIXELS"),
-        ("text", "not a readable DICOM|no pixel data"),
+        ("text", "not a DICOM file|not a readable DICOM"),
         ("short_pixels", "could not decode the DICOM pixel data"),
     ],
 )
@@ -253,3 +253,20 @@ def test_broken_dicom_files_raise_value_errors(tmp_path, case, match):
     with pytest.raises(ValueError, match=match) as info:
         read_image(path)
     assert str(path) in str(info.value)
+
+
+def test_an_image_named_dcm_is_read_as_an_image(tmp_path):
+    """A PNG uploaded as x.dcm is no DICOM report: Pillow reads it. A file
+    that is neither gets told it is not a DICOM file."""
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    Image.fromarray(gray).save(tmp_path / "x.png")
+    (tmp_path / "x.dcm").write_bytes((tmp_path / "x.png").read_bytes())
+    np.testing.assert_array_equal(read_image(tmp_path / "x.dcm"), gray)
+    with pytest.raises(ValueError, match="not a DICOM file") as info:
+        read_dicom(tmp_path / "x.dcm")  # asked for DICOM: says plainly it is not
+    assert "no pixel data" not in str(info.value)
+    (tmp_path / "notes.dcm").write_text("patient list, not an image\n")
+    with pytest.raises(ValueError, match="not a DICOM file") as info:
+        read_image(tmp_path / "notes.dcm")
+    assert "no pixel data" not in str(info.value)
+    assert str(tmp_path / "notes.dcm") in str(info.value)

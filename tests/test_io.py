@@ -196,3 +196,18 @@ def test_load_images_lists_every_bad_file(tmp_path):
 )
 def test_integer_grey_levels_are_kept(image):
     np.testing.assert_array_equal(to_grayscale_uint8(image), image.astype(np.uint8))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_float_tiff_with_nan_or_inf_is_refused_naming_the_file(tmp_path, bad):
+    """Not an all-black image: the array path refuses the same pixels too."""
+    values = np.linspace(0, 1000, 64, dtype=np.float32).reshape(8, 8)
+    values[0, 0] = bad
+    path = tmp_path / "f.tif"
+    Image.fromarray(values, mode="F").save(path)
+    with pytest.raises(ValueError, match="NaN or infinite") as info:
+        read_image(path)
+    assert str(path) in str(info.value)
+    assert "truncated" not in str(info.value)  # the file decodes; its values are bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        to_grayscale_uint8(values)

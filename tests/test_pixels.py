@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from PIL import Image
 
-from cxrkit.images import clear_image_cache, load_images
+from cxrkit.images import clear_image_cache, load_images, read_image
 from cxrkit.images._pixels import floats_to_uint8, resize_square, stretch_to_uint8
 
 _batches = arrays(
@@ -73,3 +73,30 @@ def test_a_file_and_its_array_give_the_same_pixels(tmp_path):
     from_file, _ = load_images([str(path)], 32)
     from_array, _ = load_images(image[np.newaxis], 32)
     np.testing.assert_array_equal(from_file, from_array)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "dtype"),
+    [
+        (0, 200, np.uint16),  # 8-bit grey levels in a 16-bit PNG: kept
+        (1000, 4095, np.uint16),  # 12-bit data: stretched
+        (0, 200, np.int32),  # a 32-bit integer TIFF (Pillow mode "I")
+        (-50, 3000, np.int32),
+    ],
+)
+def test_a_high_bit_file_and_its_array_give_the_same_pixels(tmp_path, low, high, dtype):
+    """One rule for 16- and 32-bit integer images, decided per image, whether
+    they come from a file or from the array of its pixels."""
+    rng = np.random.default_rng(1)
+    image = rng.integers(low, high + 1, (50, 40)).astype(dtype)
+    image[0, :2] = low, high
+    path = tmp_path / ("x.png" if dtype == np.uint16 else "x.tif")
+    Image.fromarray(image).save(path)
+    with Image.open(path) as img:
+        assert img.mode in ("I;16", "I")  # really a high-bit file
+        pixels = np.asarray(img)
+    clear_image_cache()
+    from_file, _ = load_images([str(path)], 32)
+    from_array, _ = load_images(pixels[np.newaxis], 32)
+    np.testing.assert_array_equal(from_file, from_array)
+    assert read_image(path).max() == (high if high <= 255 and low >= 0 else 255)

@@ -105,6 +105,11 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise ValueError(f"not a readable DICOM file: {path} ({exc})") from None
     if "PixelData" not in ds:
+        if not _looks_like_dicom(ds):
+            raise ValueError(
+                f"not a DICOM file: {path} (it has no DICM preamble, no file "
+                "meta information and no SOP Class UID)"
+            )
         raise ValueError(
             f"DICOM file has no pixel data (it may be a report or a "
             f"structured document, not an image): {path}"
@@ -124,6 +129,19 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
             f"could not apply the DICOM grayscale transforms of {path} "
             f"({type(exc).__name__}: {exc})"
         ) from None
+
+
+def _looks_like_dicom(ds: Dataset) -> bool:
+    """Whether a dataset read with ``force=True`` came from a DICOM file.
+
+    pydicom parses any bytes with ``force=True``; a file that is not DICOM
+    gives a dataset of meaningless tags. Real DICOM has the preamble or file
+    meta information, and every DICOM object has a SOP Class UID.
+    """
+    meta = getattr(ds, "file_meta", None)
+    return (
+        getattr(ds, "preamble", None) is not None or bool(meta) or "SOPClassUID" in ds
+    )
 
 
 def _check_header(ds: Dataset, path: str) -> None:

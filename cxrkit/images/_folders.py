@@ -108,6 +108,37 @@ def _is_image_file(path: Path) -> bool:
     return path.suffix == "" and is_dicom_file(path)
 
 
+def _folder_files(folder: Path) -> list[Path]:
+    """The files under ``folder``, searched recursively, sorted.
+
+    Broken symbolic links are kept so that the reader names them rather than
+    drops them; hidden files and folders (``.DS_Store``,
+    ``.ipynb_checkpoints``) are not.
+    """
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if (p.is_file() or (p.is_symlink() and not p.exists()))
+        and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+    )
+
+
+def _warn_ignored(ignored: list[Path], stacklevel: int) -> None:
+    """One warning naming the files that were left out for their ending."""
+    if not ignored:
+        return
+    shown = ", ".join(str(p) for p in ignored[:10])
+    more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
+    warnings.warn(
+        f"ignored {len(ignored)} file(s) without one of the image endings "
+        f"cxrkit reads ({', '.join(sorted(IMAGE_EXTENSIONS))}): {shown}{more}. "
+        "Convert any images among them to PNG or JPEG, or rename them if the "
+        "ending is wrong (a .jfif file is a JPEG).",
+        UserWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
 def _subtype(path: Path, label: str) -> str:
     """BACTERIA / VIRUS from a Kermany file name; other labels unchanged."""
     match = _PERSON.match(_stem(path))
@@ -199,14 +230,7 @@ def load_image_folder(
         )
     X, y, ignored = [], [], []
     for label in wanted:
-        files = sorted(
-            p
-            for p in (root / label).rglob("*")
-            # Broken symlinks are kept so that fit names them, not drops them;
-            # hidden files and folders (.DS_Store, .ipynb_checkpoints) are not.
-            if (p.is_file() or (p.is_symlink() and not p.exists()))
-            and not any(part.startswith(".") for part in p.relative_to(root).parts)
-        )
+        files = _folder_files(root / label)
         images = [p for p in files if _is_image_file(p)]
         ignored += [p for p in files if not _is_image_file(p)]
         if not images:
@@ -216,14 +240,7 @@ def load_image_folder(
             )
         X += [str(p) for p in images]
         y += [_subtype(p, label) for p in images] if subtypes else [label] * len(images)
-    if ignored:
-        shown = ", ".join(str(p) for p in ignored[:10])
-        more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
-        warnings.warn(
-            f"ignored {len(ignored)} file(s) that are not images: {shown}{more}",
-            UserWarning,
-            stacklevel=2,
-        )
+    _warn_ignored(ignored, stacklevel=2)
     return np.array(X, dtype=object), np.array(y)
 
 
@@ -236,7 +253,9 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> np.nd
         Image files (kept as given, whatever their ending) and folders
         (searched recursively for the files ``load_image_folder`` reads:
         .jpeg, .jpg, .png, .bmp, .tif(f), .dcm and extension-less DICOM;
-        hidden files and folders are skipped).
+        hidden files and folders are skipped, other files are left out with
+        one warning that lists them). Broken symbolic links with an image
+        ending are kept, so that reading them names them as missing.
 
     Returns
     -------
@@ -256,7 +275,7 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> np.nd
     >>> from PIL import Image
     >>> root = Path(tempfile.mkdtemp())
     >>> (root / "b").mkdir()
-    >>> for name in ("b/2.png", "1.png", "notes.txt"):
+    >>> for name in ("b/2.png", "1.png", ".hidden.png"):
     ...     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / name, "PNG")
     >>> [Path(p).name for p in find_images(root)]
     ['1.png', '2.png']
@@ -264,24 +283,27 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> np.nd
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     found: list[str] = []
+    ignored: list[Path] = []
     for item in paths:
         path = Path(item)
         if path.is_file():
             found.append(str(path))
         elif path.is_dir():
-            images = sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-                and _is_image_file(p)
-            )
+            files = _folder_files(path)
+            images = sorted(str(p) for p in files if _is_image_file(p))
+            others = [p for p in files if not _is_image_file(p)]
             if not images:
+                listed = ""
+                if others:
+                    names = ", ".join(p.name for p in others[:3])
+                    listed = f"; it holds {len(others)} other file(s), e.g. {names}"
                 raise ValueError(
                     f"folder {path} holds no image files (readable endings: "
-                    f"{', '.join(sorted(IMAGE_EXTENSIONS))})"
+                    f"{', '.join(sorted(IMAGE_EXTENSIONS))}){listed}"
                 )
             found += images
+            ignored += others
         else:
             raise FileNotFoundError(f"no such image file or folder: {path}")
+    _warn_ignored(ignored, stacklevel=2)
     return np.array(found, dtype=object)

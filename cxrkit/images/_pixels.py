@@ -1,20 +1,28 @@
 """Pixel conversion: any numeric image to a grayscale ``uint8`` image, and resizing.
 
 The one place where cxrkit decides how pixel values become the 8-bit grey
-levels a model sees, for decoded files (``cxrkit.images._reading``,
-``cxrkit.images._dicom``) and for arrays passed as ``X`` alike. This module
-imports nothing else from cxrkit, so every other module can use it.
+levels a model sees, for decoded image files (``cxrkit.images._reading``) and
+for arrays passed as ``X``. DICOM has its own grayscale chain (windowing, see
+``cxrkit.images._dicom``) that ends here. This module imports nothing else from
+cxrkit, so every other module can use it.
 
 Policy:
 
 * colour becomes luma with the ITU-R 601 weights of Pillow's ``"L"``
   conversion; an alpha channel is dropped;
 * ``uint8``, and integers already within 0-255, are grey levels as they are;
-  other integers (12- or 16-bit data) are stretched min-max to 0-255 per image,
-  since their useful range rarely fills the type;
-* floats must lie in [0, 1] (scaled by 255) or [0, 255]; the range is decided
-  once for everything converted together (a batch), so that a dark image of a
-  [0, 255] batch is not taken for a [0, 1] image;
+  other integers (12- or 16-bit data) are stretched min-max to 0-255, since
+  their useful range rarely fills the type. This is decided per image, for
+  files (16-bit PNG and TIFF, 32-bit integer TIFF) and arrays alike, so that a
+  file and the array of its pixels give the same grey levels whatever they are
+  batched with; a 16-bit image whose values all lie within 0-255 is therefore
+  taken as 8-bit grey levels;
+* float arrays must lie in [0, 1] (scaled by 255) or [0, 255]; the range is
+  decided once for everything converted together (a batch), so that a dark
+  image of a [0, 255] batch is not taken for a [0, 1] image. Float image
+  files (TIFF mode ``"F"``) are the one exception: they have no agreed range,
+  so each is stretched min-max like 12- or 16-bit data;
+* NaN and infinite values are refused with a ``ValueError``;
 * resizing squashes to a square with Pillow's antialiased bilinear filter, as
   the Kermany 224 px copies and most pipelines do.
 """
@@ -25,6 +33,7 @@ import numpy as np
 from PIL import Image
 
 __all__ = [
+    "NonFiniteError",
     "floats_to_uint8",
     "pil_to_gray",
     "resize_square",
@@ -35,6 +44,10 @@ __all__ = [
 # ITU-R 601 luma weights, the same as Pillow's "L" conversion.
 _LUMA = np.array([0.299, 0.587, 0.114])
 _HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
+class NonFiniteError(ValueError):
+    """An image holds NaN or infinite values, which have no grey level."""
 
 
 def floats_to_uint8(values: np.ndarray, *, name: str = "image") -> np.ndarray:
@@ -57,7 +70,8 @@ def floats_to_uint8(values: np.ndarray, *, name: str = "image") -> np.ndarray:
     Raises
     ------
     ValueError
-        NaN or infinite values, or values outside both ranges.
+        NaN or infinite values (a ``NonFiniteError``), or values outside both
+        ranges.
 
     Examples
     --------
@@ -72,7 +86,7 @@ def floats_to_uint8(values: np.ndarray, *, name: str = "image") -> np.ndarray:
         if values.ndim > 2:
             n_bad = int((~finite).reshape(len(values), -1).any(axis=1).sum())
             where = f" in {n_bad} image(s)"
-        raise ValueError(
+        raise NonFiniteError(
             f"{name} contains NaN or infinite values{where}; replace them "
             "(e.g. np.nan_to_num) before fitting or predicting"
         )
@@ -99,6 +113,11 @@ def stretch_to_uint8(image: np.ndarray) -> np.ndarray:
     ndarray of the same shape, dtype uint8
         All zeros for a constant image.
 
+    Raises
+    ------
+    NonFiniteError
+        A ``ValueError``: the image holds NaN or infinite values.
+
     Examples
     --------
     >>> stretch_to_uint8(np.array([[1000, 2000, 3000]], np.uint16)).tolist()
@@ -107,6 +126,8 @@ def stretch_to_uint8(image: np.ndarray) -> np.ndarray:
     if image.size == 0:
         return image.astype(np.uint8)
     values = image.astype(np.float64)
+    if not np.isfinite(values).all():
+        raise NonFiniteError("image contains NaN or infinite values")
     lo, hi = values.min(), values.max()
     if hi == lo:
         return np.zeros(image.shape, dtype=np.uint8)
@@ -126,8 +147,9 @@ def to_grayscale_uint8(image: np.ndarray) -> np.ndarray:
     image : ndarray of shape (H, W) or (H, W, C) with C in {1, 3, 4}
         ``uint8``, and integers already within 0-255, are kept as grey
         levels; other integers (12- or 16-bit data) are stretched min-max to
-        0-255; floats must lie in [0, 1] (scaled by 255) or [0, 255].
-        Colour is converted to luma; an alpha channel is dropped.
+        0-255, as 16-bit image files are; floats must lie in [0, 1] (scaled
+        by 255) or [0, 255]. Colour is converted to luma; an alpha channel is
+        dropped.
 
     Returns
     -------
@@ -176,19 +198,30 @@ def to_grayscale_uint8(image: np.ndarray) -> np.ndarray:
 def pil_to_gray(img: Image.Image) -> Image.Image:
     """A Pillow image of any mode as an 8-bit ``"L"`` image.
 
-    16-bit and float modes are stretched min-max (``stretch_to_uint8``);
-    palette images with transparency go through RGBA; everything else is
-    Pillow's own ``"L"`` conversion.
+    16- and 32-bit integer modes follow the rule for integer arrays
+    (``to_grayscale_uint8``): kept when every value lies within 0-255, else
+    stretched min-max; the float mode ``"F"`` is always stretched min-max
+    (``stretch_to_uint8``). Palette images with transparency go through RGBA;
+    everything else is Pillow's own ``"L"`` conversion.
+
+    Raises
+    ------
+    NonFiniteError
+        A ``ValueError``: a float image holds NaN or infinite values.
 
     Examples
     --------
     >>> pil_to_gray(Image.new("RGB", (2, 1), (255, 0, 0))).getpixel((0, 0))
     76
+    >>> pil_to_gray(Image.new("I;16", (1, 1), 200)).getpixel((0, 0))
+    200
     """
     if img.mode == "L":
         return img
-    if img.mode in _HIGH_BIT_MODES:
+    if img.mode == "F":
         return Image.fromarray(stretch_to_uint8(np.asarray(img)))
+    if img.mode in _HIGH_BIT_MODES:
+        return Image.fromarray(to_grayscale_uint8(np.asarray(img)))
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     return img.convert("L")

@@ -29,7 +29,12 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cxrkit.images._dicom import read_dicom
-from cxrkit.images._pixels import pil_to_gray, resize_square, to_grayscale_uint8
+from cxrkit.images._pixels import (
+    NonFiniteError,
+    pil_to_gray,
+    resize_square,
+    to_grayscale_uint8,
+)
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -84,12 +89,38 @@ def is_dicom_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` is DICOM: a ``.dcm`` ending or the ``DICM`` preamble."""
     if Path(path).suffix.lower() in _DICOM_EXTENSIONS:
         return True
+    return _has_dicom_preamble(path)
+
+
+def _has_dicom_preamble(path: str | os.PathLike) -> bool:
+    """Whether the file starts with the 128-byte preamble and ``DICM``."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(132)
     except OSError:
         return False
     return len(head) == 132 and head[128:132] == b"DICM"
+
+
+def _pillow_identifies(path: str) -> bool:
+    """Whether Pillow recognises the file's format (reading its header only)."""
+    try:
+        with Image.open(path):
+            return True
+    except Exception:  # not an image, or one Pillow cannot open
+        return False
+
+
+def _read_as_dicom(path: str) -> bool:
+    """Whether ``read_image`` hands ``path`` to pydicom.
+
+    Files with the ``DICM`` preamble are DICOM. A ``.dcm`` file without it may
+    be DICOM written without the preamble, or an image given the wrong ending
+    (a PNG uploaded as ``x.dcm``): what Pillow recognises is read as an image.
+    """
+    if not is_dicom_file(path):
+        return False
+    return _has_dicom_preamble(path) or not _pillow_identifies(path)
 
 
 def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
@@ -99,7 +130,8 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     ----------
     path : str or path-like
         A JPEG, PNG, BMP or TIFF file, or DICOM (``.dcm`` or a file with the
-        DICOM preamble; needs ``pip install cxrkit[dicom]``).
+        DICOM preamble; needs ``pip install cxrkit[dicom]``). A ``.dcm`` file
+        without the preamble that Pillow recognises is read as an image.
     size : int, optional
         Resize to ``(size, size)``. JPEGs are decoded at reduced scale when
         much larger than ``size`` (Pillow's ``draft``), which is several
@@ -114,8 +146,9 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
     FileNotFoundError
         The file does not exist (or is a broken symbolic link).
     ValueError
-        The file is empty, a folder, not an image, truncated or damaged, or
-        larger than Pillow's decompression-bomb limit.
+        The file is empty, a folder, not an image, truncated or damaged,
+        larger than Pillow's decompression-bomb limit, or holds NaN or
+        infinite pixel values (float TIFF).
     ImportError
         A DICOM file needs pydicom (``pip install cxrkit[dicom]``) or a
         decoder package for its compression.
@@ -137,7 +170,7 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         raise ValueError(f"{path} is a folder, not an image file")
     if os.path.getsize(path) == 0:
         raise ValueError(f"image file is empty (0 bytes): {path}")
-    if is_dicom_file(path):
+    if _read_as_dicom(path):
         gray = read_dicom(path)
         return resize_square(gray, size) if size else gray
     try:
@@ -156,6 +189,11 @@ def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:
         ) from None
     except UnidentifiedImageError:
         raise ValueError(f"not an image file Pillow can read: {path}") from None
+    except NonFiniteError:
+        raise ValueError(
+            f"image contains NaN or infinite values: {path}; replace them (e.g. "
+            "with numpy.nan_to_num) and save the file again"
+        ) from None
     except MemoryError:
         raise
     except Exception as exc:
