@@ -288,14 +288,21 @@ def _training_verbosity(args: argparse.Namespace) -> int:
 
 def _readable(args: argparse.Namespace, paths: Any, image_size: int) -> Any:
     """The paths that can be read; with --on-error skip, the others are left
-    out with a warning (decoded once: the cache keeps them for predicting)."""
+    out with a warning (decoded once: the cache keeps them for predicting),
+    and a user error ends the command when none is left."""
     import numpy as np
 
     from cxrkit import load_images
 
     if args.on_error != "skip":
         return paths
-    _, kept = load_images(paths, image_size, on_error="skip")
+    try:
+        _, kept = load_images(paths, image_size, on_error="skip")
+    except ValueError as exc:  # every file unreadable: listed by the warning
+        raise _UserError(
+            f"none of the {len(paths)} image file(s) could be read; fix or "
+            "replace them (--on-error skip left out every one)"
+        ) from exc
     return np.asarray(paths, dtype=object)[kept]
 
 
@@ -932,14 +939,16 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     images = load_images(paths, clf.image_size)[0]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for path, image, heatmap, label, p in zip(
-        paths, images, heatmaps, explained, p_explained
+    grid_name = f"grid_{method}.png"
+    names = _heatmap_names(paths, method, taken={grid_name})
+    for name, image, heatmap, label, p in zip(
+        names, images, heatmaps, explained, p_explained
     ):
         ax = plot_heatmap(
             image, heatmap, title=f"{method_title(method)}: {label} (p={p:.2f})"
         )
         ax.figure.suptitle(caption, fontsize=7, wrap=True)
-        dest = out / f"{Path(path).stem}_{method}.png"
+        dest = out / name
         ax.figure.savefig(dest, dpi=120)
         print(dest)
     fig = plot_heatmap_grid(
@@ -950,10 +959,45 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         names=[Path(path).name for path in paths],
         title=caption,
     )
-    fig.savefig(out / f"grid_{method}.png", dpi=120)
-    print(out / f"grid_{method}.png")
+    fig.savefig(out / grid_name, dpi=120)
+    print(out / grid_name)
     print(f"{caption} Research and education only.")
     return 0
+
+
+def _heatmap_names(paths: Sequence[str], method: str, taken: set[str]) -> list[str]:
+    """One PNG file name per image for ``cxrkit explain``, all different.
+
+    ``{stem}_{method}.png`` where the stem is the only one of its kind. Files
+    whose stems are shared (``a/scan.png``, ``a/scan.jpg``, ``b/scan.png``), or
+    whose name would be one of ``taken``, are named after their path below
+    the folder that holds all the images: ``a_scan.png_{method}.png``. A
+    name still not unique gets ``_2``, ``_3``, ... in the order of
+    ``paths``. The same paths always get the same names.
+    """
+    stems = [Path(path).stem for path in paths]
+    counts: dict[str, int] = {}
+    for stem in stems:
+        counts[stem] = counts.get(stem, 0) + 1
+    absolute = [os.path.abspath(path) for path in paths]
+    try:
+        root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    except ValueError:  # on different drives
+        root = ""
+    names = []
+    used = set(taken)
+    for stem, path in zip(stems, absolute):
+        name = f"{stem}_{method}.png"
+        if counts[stem] > 1 or name in taken:
+            below = os.path.relpath(path, root) if root else path
+            flat = below.replace(os.sep, "_").replace(":", "_").lstrip("_")
+            name = f"{flat}_{method}.png"
+        base, k = name[: -len(".png")], 2
+        while name in used:
+            name, k = f"{base}_{k}.png", k + 1
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def _add_explain_command(sub: argparse._SubParsersAction) -> None:
@@ -963,7 +1007,8 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
         "explain",
         help="save heatmap overlays (the recommended method or another) as PNG",
         description="Explain a saved model's predictions on images: one PNG "
-        "overlay per image and a grid, written to --out.",
+        "overlay per image (IMAGE-STEM_METHOD.png; where stems repeat, named "
+        "after the image's path instead) and a grid, written to --out.",
     )
     _model_file_argument(parser)
     parser.add_argument(
@@ -993,6 +1038,7 @@ def _add_explain_command(sub: argparse._SubParsersAction) -> None:
 def _cmd_export(args: argparse.Namespace) -> int:
     from cxrkit import PneumoniaClassifier
 
+    _check_threshold(args.threshold)
     with _user_input():
         clf = PneumoniaClassifier.load(args.model_file)
     path = clf.export_onnx(args.out, threshold=args.threshold)

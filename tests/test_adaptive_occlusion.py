@@ -145,3 +145,29 @@ def test_errors_name_the_parameter(tiny):
         adaptive_occlusion(clf, X[:1], peaks=0)
     with pytest.raises(ValueError, match="window"):
         adaptive_occlusion(clf, X[:1], window=100)
+
+
+@pytest.mark.parametrize("method", [occlusion, adaptive_occlusion])
+def test_a_stride_larger_than_the_window_is_refused(method):
+    # pixels between such patches are never hidden: adaptive_occlusion gave
+    # all-zero maps (0 / 0 there), occlusion a bare assertion from Captum
+    clf = _hand_classifier(32, 8, 8, 8)
+    image = np.full((1, 32, 32), 60, np.uint8)
+    image[0, 8:16, 8:16] = 250
+    with pytest.raises(ValueError, match=r"stride \(8\) must not exceed window \(4\)"):
+        method(clf, image, "B", window=4, stride=8, fill="gray")
+    with pytest.raises(ValueError, match=r"stride \(9\) must not exceed window \(8\)"):
+        method(clf, image, "B", stride=9, fill="gray")  # the default window
+    assert method(clf, image, "B", window=4, stride=4, fill="gray").max() == 1
+
+
+def test_pixels_no_patch_covers_get_zero_not_nan():
+    from cxrkit.explain._adaptive_occlusion import _spread
+
+    # 4 px patches 8 px apart, 2 x 2 of them on a 16 px image
+    maps = _spread(torch.ones(1, 2, 2), torch.ones(1, 1, 4, 4), 8, 16)[0, 0]
+    covered = torch.zeros(16, 16, dtype=torch.bool)
+    for top in (0, 8):
+        for left in (0, 8):
+            covered[top : top + 4, left : left + 4] = True
+    assert torch.equal(maps, covered.float())

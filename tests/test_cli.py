@@ -141,6 +141,10 @@ def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, ca
         (["predict", str(model_file), str(small_folder), "--threshold", "2"], "[0, 1]"),
         (["evaluate", str(model_file), str(small_folder), "--pos-label", "X"], "X"),
         (["demo", "--pos-label", "NORMAL"], "applies to --data"),
+        (
+            ["export", str(model_file), str(tmp_path / "m.onnx"), "--threshold", "2"],
+            "[0, 1]",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2, argv
@@ -241,3 +245,57 @@ def test_the_command_line_reuses_large_buffers_when_asked(
     image = next((small_folder / "NORMAL").iterdir())
     assert main(["predict", str(model_file), str(image)]) == 0
     assert calls == ([1] if called else [])
+
+
+@pytest.mark.parametrize("command", ["predict", "explain", "evaluate"])
+def test_skip_with_every_file_unreadable_is_a_user_error(
+    model_file, tmp_path, capsys, command
+):
+    bad = tmp_path / "bad"
+    for label in ("NORMAL", "PNEUMONIA"):
+        (bad / label).mkdir(parents=True)
+        (bad / label / "broken.jpeg").write_bytes(b"not an image")
+    argv = [command, str(model_file), str(bad), "--on-error", "skip"]
+    out = ["--out", str(tmp_path / "out")] if command != "predict" else []
+    assert main([*argv, *out]) == 2
+    err = capsys.readouterr().err
+    assert "warning: skipped 2 unreadable image file(s)" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"cxrkit {command}: error: none of the 2 image file")
+    assert "Traceback" not in err
+
+
+def test_explain_writes_one_png_per_image_when_names_repeat(
+    model_file, sample_cxr, tmp_path, capsys
+):
+    from PIL import Image
+
+    from cxrkit import explain
+
+    # scan.png twice and scan.jpg, in two folders; grid.png would take the
+    # grid's name, and unique.png keeps its plain name
+    images = tmp_path / "images"
+    sources = iter(sample_cxr.data[:5])
+    for name in ("dupA/scan.png", "dupA/scan.jpg", "dupB/scan.png", "grid.png"):
+        (images / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.open(next(sources)).convert("L").save(images / name)
+    Image.open(next(sources)).convert("L").save(images / "unique.png")
+    out = tmp_path / "heatmaps"
+    argv = ["explain", str(model_file), str(images), "--out", str(out)]
+    assert main(argv) == 0
+    printed = [
+        line for line in capsys.readouterr().out.splitlines() if out.name in line
+    ]
+    method = explain.DEFAULT_METHOD
+    expected = {
+        f"dupA_scan.png_{method}.png",
+        f"dupA_scan.jpg_{method}.png",
+        f"dupB_scan.png_{method}.png",
+        f"grid.png_{method}.png",
+        f"unique_{method}.png",
+        f"grid_{method}.png",
+    }
+    assert sorted(os.path.basename(p) for p in printed) == sorted(expected)
+    assert {p.name for p in out.iterdir()} == expected
+    assert main(argv) == 0  # the same names again, in place
+    assert {p.name for p in out.iterdir()} == expected

@@ -301,6 +301,69 @@ def test_heatmaps_explain_the_inputs_that_predict_proba_sees(sample_cxr):
     assert np.abs(raw - explained).max() > 1e-3  # equalising changed the inputs
 
 
+class _ReadsRegion(nn.Module):
+    """Logits (0, mean of the model's input over rows and columns
+    ``[start, stop)``): class B's evidence is there and nowhere else."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.start, self.stop = start, stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        score = x[:, 0, self.start : self.stop, self.start : self.stop].mean((1, 2))
+        return torch.stack([torch.zeros_like(score), score], dim=1)
+
+
+def _region_classifier(size: int, start: int, stop: int, preprocess) -> _HandSet:
+    clf = _HandSet(_ReadsRegion(start, stop))
+    clf.net_ = SimpleNamespace(module_=clf.module)
+    clf.image_size, clf.device_, clf.model = size, "cpu", "hand"
+    clf.classes_ = np.array(["A", "B"])
+    clf.preprocess, clf.mean_image_ = preprocess, None
+    return clf
+
+
+def test_crop_heatmaps_are_zero_on_the_cropped_band():
+    # the model reads all of its input: with preprocess="crop" that is the
+    # image less an 8% band per side (5 px of 64), where the map must be 0
+    clf = _region_classifier(64, 0, 64, "crop")
+    image = np.full((1, 64, 64), 200, np.uint8)
+    heatmap = input_x_gradient(clf, image, "B", smooth=0)[0]
+    expected = np.zeros((64, 64), np.float32)
+    expected[5:59, 5:59] = 1
+    np.testing.assert_allclose(heatmap, expected, atol=1e-6)
+    clf.preprocess = None  # without a crop, the whole image
+    np.testing.assert_allclose(
+        input_x_gradient(clf, image, "B", smooth=0)[0], 1, atol=1e-6
+    )
+
+
+@pytest.mark.parametrize("preprocess", ["crop", "crop+equalize", None])
+@pytest.mark.parametrize("shape", [(64, 64), (96, 160)])
+def test_crop_heatmaps_lie_where_the_model_reads_the_image(preprocess, shape):
+    # the model reads its input near the far edge (rows and columns 48-55 of
+    # 64); where it reads the image as given is found with the real
+    # pipeline, by changing one row (column) of the image at a time
+    from cxrkit.images import model_images
+
+    clf = _region_classifier(64, 48, 56, preprocess)
+    height, width = shape
+    heatmap = input_x_gradient(clf, np.full((1, *shape), 200, np.uint8), "B")[0]
+    assert heatmap.max() == 1
+    for axis, n in ((0, height), (1, width)):
+        lines = np.zeros((n, height, width), np.uint8)
+        for k in range(n):  # image k: row (column) k bright, the rest black
+            lines[(k, k) if axis == 0 else (k, slice(None), k)] = 250
+        # equalising is not linear; where pixels go is the crop's doing alone
+        reader = _region_classifier(64, 48, 56, "crop" if preprocess else None)
+        seen = model_images(reader, lines).pixels.astype(float)
+        read = seen[:, 48:56, 48:56].sum(axis=(1, 2))
+        heat = heatmap.sum(axis=1 - axis)
+        where_read = (read * np.arange(n)).sum() / read.sum()
+        where_heat = (heat * np.arange(n)).sum() / heat.sum()
+        assert where_heat == pytest.approx(where_read, abs=0.25)
+
+
 # ------------------------------------------------ pure functions (hypothesis)
 @settings(max_examples=40, deadline=None)
 @given(

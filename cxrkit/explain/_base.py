@@ -2,12 +2,14 @@
 
 A method only says how to attribute one batch (a Captum call); this module
 turns ``X`` into the model's normalised inputs, class labels into indices,
-leaves the model exactly as it found it, runs the batches, upsamples the maps
-bilinearly to the output resolution and scales each to [0, 1].
+leaves the model exactly as it found it, runs the batches, maps the maps
+bilinearly back onto the images as given (undoing ``preprocess="crop"``)
+and scales each to [0, 1].
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import warnings
@@ -23,7 +25,7 @@ from torch import nn
 
 from cxrkit.images._cache import DecodedImages
 from cxrkit.images._normalize import normalize
-from cxrkit.images._preprocess import model_images
+from cxrkit.images._preprocess import _crop, check_preprocess, model_images
 from cxrkit.models._inference_model import inference_model
 from cxrkit.models._registry import target_layer
 
@@ -35,6 +37,10 @@ ImageInput = Sequence[str | os.PathLike] | np.ndarray | DecodedImages
 #: ``targets`` is None when the model explains its own predicted class.
 Attribute = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
+#: The band ``preprocess="crop"`` drops on every side, as a fraction of the
+#: side (``cxrkit.images._preprocess._crop``'s default, read from it).
+CROP_BAND: float = inspect.signature(_crop).parameters["band"].default
+
 
 def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:
     """Normalised ``(n, 1, s, s)`` inputs of ``clf`` and the heatmaps' size.
@@ -45,7 +51,7 @@ def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]
     The classifier's ``preprocess`` steps (histogram equalisation, ...) are
     applied by the same function as in ``predict_proba``
     (``cxrkit.images.model_images``): the model is explained on the
-    inputs it predicts from.
+    inputs it predicts from (``onto_image`` maps the heatmaps back).
     """
     check_is_fitted(clf, "net_")
     decoded = model_images(clf, X)
@@ -320,6 +326,55 @@ def to_unit_range(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(peak > 0, maps / peak.clamp_min(1e-30), torch.zeros_like(maps))
 
 
+def onto_image(
+    maps: torch.Tensor, out_size: tuple[int, int], size: int, steps: Sequence[str]
+) -> torch.Tensor:
+    """Maps ``(b, 1, h, w)`` over the model's input -> ``(b, 1, H, W)`` on the image.
+
+    The model's input is the image as given, squashed to ``size`` x
+    ``size``, then preprocessed by ``steps``. Only ``"crop"`` moves pixels:
+    it drops ``d = round(size * CROP_BAND)`` px on every side of the
+    ``size`` px image (the same ``d`` for every image, as it is square) and
+    stretches the rest back to ``size`` px. The maps, which cover the
+    model's input, are therefore placed on the image's inner region
+    ``[d, size - d)`` (in ``size`` px units, scaled to ``H`` and ``W``) and
+    are 0 on the band that was cropped; each crop of ``steps`` is undone in
+    turn. Bilinear, with pixel centres as in Pillow's resize and
+    ``F.interpolate(..., align_corners=False)``; without a crop, exactly
+    ``F.interpolate`` to ``out_size``. For an image of ``size`` px the map
+    is resized to ``size - 2 d`` px and padded with ``d`` zeros per side.
+    """
+    crops = sum(step == "crop" for step in steps)
+    if not crops:
+        return LayerAttribution.interpolate(maps, out_size, interpolate_mode="bilinear")
+    band = round(size * CROP_BAND)
+    rows = _onto_axis(out_size[0], maps.shape[-2], size, band, crops).to(maps)
+    cols = _onto_axis(out_size[1], maps.shape[-1], size, band, crops).to(maps)
+    return rows @ maps @ cols.T
+
+
+def _onto_axis(
+    n_out: int, n_map: int, size: int, band: int, crops: int
+) -> torch.Tensor:
+    """``(n_out, n_map)`` bilinear weights along one axis, for ``onto_image``."""
+    # each output pixel's centre in the model's squashed image, in px of size
+    where = (torch.arange(n_out, dtype=torch.float64) + 0.5) * size / n_out
+    inside = torch.ones(n_out, dtype=torch.bool)
+    for _ in range(crops):
+        inside &= (where > band) & (where < size - band)
+        where = (where - band) * size / (size - 2 * band)
+    source = (where * n_map / size - 0.5).clamp(0, n_map - 1)
+    low = source.floor().long()
+    high = (low + 1).clamp(max=n_map - 1)
+    weight = source - low
+    matrix = torch.zeros(n_out, n_map, dtype=torch.float64)
+    index = torch.arange(n_out)
+    matrix.index_put_((index, low), 1 - weight, accumulate=True)
+    matrix.index_put_((index, high), weight, accumulate=True)
+    matrix[~inside] = 0
+    return matrix.float()
+
+
 def explain_batches(
     clf: Any,
     X: ImageInput,
@@ -331,12 +386,15 @@ def explain_batches(
 ) -> np.ndarray:
     """Run ``attribute`` over batches of ``X``; heatmaps ``(n, H, W)`` in [0, 1].
 
-    ``needs_target``: methods that evaluate perturbed inputs must be given the
-    predicted class of the clean image; the others get None and explain the
-    predicted class from their own forward pass.
+    The maps are placed on the images as given (``onto_image``: 0 on the
+    band a ``"crop"`` step drops). ``needs_target``: methods that evaluate
+    perturbed inputs must be given the predicted class of the clean image;
+    the others get None and explain the predicted class from their own
+    forward pass.
     """
     batch_size = check_batch_size(batch_size)
     inputs, out_size = model_inputs(clf, X)
+    steps = check_preprocess(getattr(clf, "preprocess", None))
     targets = class_indices(clf, target, len(inputs))
     model = clf.net_.module_
     device = clf.device_
@@ -356,8 +414,6 @@ def explain_batches(
                 # hooks the ReLUs (both undone on exit): not the user's concern
                 warnings.filterwarnings("ignore", _CAPTUM_NOTICES, UserWarning)
                 maps = attribute(model, xb, tb).detach()
-            maps = LayerAttribution.interpolate(
-                maps, out_size, interpolate_mode="bilinear"
-            )
+            maps = onto_image(maps, out_size, clf.image_size, steps)
             heatmaps[start:stop] = to_unit_range(maps[:, 0]).cpu().numpy()
     return heatmaps

@@ -27,7 +27,9 @@ def patch_grid(
     """``occlusion``'s patch side and step for a model of ``size`` px, checked.
 
     Defaults: a window of 1/4 of the side, a stride of a quarter of the
-    window (169 patch positions).
+    window (169 patch positions). A stride larger than the window is
+    refused: the pixels between patches would never be hidden, and would
+    have no drop to show.
     """
     window = max(2, size // 4) if window is None else window
     stride = max(1, window // 4) if stride is None else stride
@@ -37,6 +39,12 @@ def patch_grid(
                 f"{name} must be an integer between 1 and the model's image_size "
                 f"({size}), got {value!r}"
             )
+    if stride > window:
+        raise ValueError(
+            f"stride ({stride}) must not exceed window ({window}): the pixels "
+            "between patches would never be hidden; pass a stride <= window, "
+            "or a larger window"
+        )
     return window, stride
 
 
@@ -133,7 +141,8 @@ def occlusion(
     window : int, optional
         Side of the square patch in model pixels; default ``image_size // 4``.
     stride : int, optional
-        Step between patches; default a quarter of the window.
+        Step between patches, at most ``window``; default a quarter of the
+        window.
     fill : {"mean_image", "gray"}
         What replaces the hidden pixels: the same pixels of
         ``clf.mean_image_`` (default; mean gray, with a warning, for a model
