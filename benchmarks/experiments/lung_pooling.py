@@ -1,7 +1,8 @@
-"""Pool the frozen Lite0 feature map over the typical lung field only.
+"""Pool the frozen Lite0 feature map other ways: by the lung field, GeM, max.
 
     PYTHONPATH=. python benchmarks/experiments/lung_pooling.py \
-        --cache DIR --pools gap lung lungmask inner5 [--seeds 0 1 2]
+        --cache DIR --pools gap lung lungmask inner5 gem:3 max [--seeds 0 1 2] \
+        [--mixup 0.4]
 
 The ``efficientnet_lite0_frozen`` recipe averages the backbone's last
 feature map (7 x 7 at 224 px) over the whole image before its linear head,
@@ -9,7 +10,9 @@ so the head can read the neck, arms and corners as easily as the lungs.
 Here the map is averaged with weights instead: ``gap`` (even weights, the
 recipe as it is), ``lung`` (``cxrkit.explain.lung_field_prior`` averaged to
 7 x 7), ``lungmask`` (its cells at >= 0.5) or ``inner5`` (the 5 x 5 cells
-inside the border ring). The head is trained as in
+inside the border ring); or not averaged: ``gem:P``, the generalised mean
+``(mean x^P)^(1/P)`` (Radenovic et al. 2018), or ``max``. ``--mixup A``
+trains the head with the recipe's feature mixup. The head is trained as in
 ``site_shift_features.py`` on the same patient split, the threshold chosen
 by the ``robust_shift`` rule on the threshold split (as acquired and under
 the 9 synthetic shifts); the external site is only scored. The feature maps
@@ -83,11 +86,34 @@ def cached_maps(cache: Path, key: str, model: torch.nn.Module, make) -> np.ndarr
     return np.load(path, mmap_mode="r")
 
 
-def pooled(maps: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def gem_power(name: str) -> float | None:
+    """The power of a generalised-mean pooling ``gem:P`` (``max``: infinite)."""
+    if name == "max":
+        return np.inf
+    if name.startswith("gem:"):
+        power = float(name.partition(":")[2])
+        if not power > 0:
+            raise ValueError(f"{name}: the power of gem:P must be positive")
+        return power
+    return None
+
+
+def pooled(maps: np.ndarray, name: str) -> np.ndarray:
+    """Feature vectors: the maps averaged with ``pool_weights(name)``, or their
+    generalised mean ``(mean x^p)^(1/p)`` (Radenovic et al. 2018; the maps
+    are ReLU6 outputs, >= 0), or their maximum."""
+    power = gem_power(name)
+    weights = None if power is not None else pool_weights(name)
     out = np.empty(maps.shape[:2], np.float32)
     for i in range(0, len(maps), 512):
         chunk = np.asarray(maps[i : i + 512], dtype=np.float32)
-        out[i : i + 512] = np.einsum("nchw,hw->nc", chunk, weights)
+        if power is None:
+            out[i : i + 512] = np.einsum("nchw,hw->nc", chunk, weights)
+        elif np.isinf(power):
+            out[i : i + 512] = chunk.max(axis=(2, 3))
+        else:
+            mean = (np.clip(chunk, 1e-6, None) ** power).mean(axis=(2, 3))
+            out[i : i + 512] = mean ** (1 / power)
     return out
 
 
@@ -99,9 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--train", default=str(SHARED / "chest_xray" / "train"))
     parser.add_argument("--test", default=str(EXTERNAL))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--mixup", type=float, default=0.0, help="the head's mixup (the recipe: 0.4)"
+    )
     args = parser.parse_args(argv)
     for name in args.pools:
-        pool_weights(name)  # unknown names fail before hours of features
+        if gem_power(name) is None:
+            pool_weights(name)  # unknown names fail before hours of features
     torch.set_num_threads(args.threads)
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -122,18 +152,18 @@ def main(argv: list[str] | None = None) -> None:
     }
 
     for name in args.pools:
-        weights = pool_weights(name)
-        f_train = pooled(maps_train, weights)
-        f_test = pooled(maps_test, weights)
+        f_train = pooled(maps_train, name)
+        f_test = pooled(maps_test, name)
         f_tune = {"none": f_train[tune_idx]}
-        f_tune.update({s: pooled(m, weights) for s, m in maps_tune.items()})
+        f_tune.update({s: pooled(m, name) for s, m in maps_tune.items()})
         for seed in args.seeds:
-            head = train_head(f_train[fit_idx], y[fit_idx], seed)
+            head = train_head(f_train[fit_idx], y[fit_idx], seed, mixup=args.mixup)
             probas, p_test = head_scores(head, f_tune, f_test)
             t, figures = threshold_and_scores(y[tune_idx], probas, y_test, p_test)
-            print_json({"pool": name, "seed": seed, **figures})
+            print_json({"pool": name, "mixup": args.mixup, "seed": seed, **figures})
+            tag = name.replace(":", "") + (f"_mix{args.mixup:g}" if args.mixup else "")
             np.savez(
-                cache / f"lung_pooling_{name}_s{seed}.npz",
+                cache / f"lung_pooling_{tag}_s{seed}.npz",
                 X_test=X_test.astype(str),
                 y_test=y_test,
                 proba_test=np.column_stack([1 - p_test, p_test]),
