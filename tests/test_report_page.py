@@ -3,9 +3,11 @@ images, the model's provenance, legible figures."""
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from cxrkit.metrics import clinical_report, select_threshold
 from cxrkit.plot import method_title
 from cxrkit.report import evaluation_report
 from cxrkit.report._checks import degenerate_warnings, threshold_table
+from cxrkit.report._figures import LUNG_CHECK_IMAGES, _lung_evidence_figure
 
 
 class _Fixed(ClassifierMixin, BaseEstimator):
@@ -198,3 +201,92 @@ def test_figures_say_what_they_show(image_files, tmp_path):
     model = page[page.index("<h2>Model</h2>") : page.index("<h2>Metrics</h2>")]
     assert ">None<" not in model and "<td>none</td>" in model
     assert "<td>NORMAL, PNEUMONIA</td>" in model
+
+
+class _Flagging(_Fixed):
+    """`_Fixed` with an out-of-distribution detector that flags given images."""
+
+    def __init__(self, p=None, scores=None):
+        super().__init__(p)
+        self.scores = scores
+        self.ood_detector_ = SimpleNamespace(
+            threshold_=0.5, method="given", alarm_rate=0.05
+        )
+
+    def ood_score(self, X):
+        return np.asarray(self.scores, dtype=float)[: len(X)]
+
+
+# Appended to the page: click headers, write each table's rows after the click.
+CLICK = """
+<script>
+window.addEventListener("load", () => {
+  const found = {};
+  for (const [id, col] of [["images", 0], ["images", 3], ["ood-images", 2]]) {
+    const table = document.getElementById(id);
+    table.tHead.rows[0].cells[col].click();
+    found[id + "/" + col] = [...table.tBodies[0].rows].map(
+      (row) => [...row.cells].map((cell) => cell.textContent));
+  }
+  document.body.dataset.sorted = JSON.stringify(found);
+});
+</script>
+"""
+
+
+def test_each_table_sorts_by_its_own_column_in_a_browser(tmp_path):
+    """With the unusual-images table above it, a click on a header of the
+    Images table sorts the Images table by that header's column."""
+    from test_browser import _run  # skips where Chromium is not installed
+
+    rng = np.random.default_rng(0)
+    p = rng.permutation(np.linspace(0.03, 0.97, 20))
+    scores = np.r_[np.full(15, 0.1), 0.6, 0.9, 0.7, 0.8, 0.65]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        evaluation_report(
+            _Flagging(p, scores),
+            np.zeros((20, 1)),
+            Y,
+            tmp_path,
+            n_bootstrap=20,
+            n_misclassified=0,
+        )
+    page = (tmp_path / "report.html").read_text("utf-8")
+    assert page.index('id="ood-images"') < page.index('id="images"')
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.replace("</body>", CLICK + "</body>"), "utf-8")
+    found = re.search(r'data-sorted="([^"]*)"', _run(clicked, "--dump-dom"))
+    assert found, "the page did not finish loading in Chromium"
+    sorted_rows = json.loads(html.unescape(found.group(1)))
+
+    def by(rows, col):
+        return sorted(rows, key=lambda row: float(row[col]))
+
+    for key, col in [("images/0", 0), ("images/3", 3), ("ood-images/2", 2)]:
+        rows = sorted_rows[key]
+        assert rows == by(rows, col), (key, rows)
+    images = sorted_rows["images/0"]
+    assert len(images) == 20 and len(sorted_rows["ood-images/2"]) == 5
+    # the rows stay whole: image i keeps its probability
+    assert all(row[3] == f"{p[int(row[0])]:.3f}" for row in images)
+
+
+@pytest.mark.parametrize("n", [10, 20])
+def test_lung_evidence_explains_each_image_once(image_files, n):
+    """Fewer images than LUNG_CHECK_IMAGES: each is explained once, and the
+    caption and the histogram count them once."""
+    X, y = image_files
+    clf = PneumoniaClassifier(
+        model="simple_cnn", image_size=32, max_epochs=1, random_state=0
+    ).fit(X[:40], y[:40])
+    X, y = X[40 : 40 + n], y[40 : 40 + n]
+    assert n < LUNG_CHECK_IMAGES
+    report = clinical_report(
+        y, clf.predict_proba(X), classes=clf.classes_, n_bootstrap=0
+    )
+    figure = _lung_evidence_figure(clf, X, report)
+    assert f"on {n} of the images" in figure.caption
+    assert f"over {n} images." in figure.caption
+    (ax,) = figure.figure.axes
+    assert sum(bar.get_height() for bar in ax.patches) == n

@@ -189,12 +189,15 @@ LUNG_CHECK_IMAGES = 32
 
 def _lung_evidence_figure(clf: Any, X: Any, report: ClinicalReport) -> ReportFigure:
     """How much of the model's heat lies outside the lung fields (a shortcut
-    check), on an evenly spaced sample of the images, explaining the class given."""
+    check), on an evenly spaced sample of the images (each at most once, at most
+    `LUNG_CHECK_IMAGES` of them), explaining the class given."""
     from cxrkit.explain import DEFAULT_METHOD, evidence_outside_lungs, method_caption
     from cxrkit.images._cache import decode_images
 
-    picked = np.unique(np.linspace(0, len(report.y_pred) - 1, LUNG_CHECK_IMAGES))
-    picked = picked.astype(int)
+    n = len(report.y_pred)
+    # Round to indices before dropping repeats: each image at most once.
+    spaced = np.linspace(0, n - 1, min(n, LUNG_CHECK_IMAGES))
+    picked = np.unique(spaced.round().astype(int))
     images = decode_images([X[i] for i in picked], clf.image_size)
     evidence = evidence_outside_lungs(clf, images, list(report.y_pred[picked]))
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
