@@ -39,6 +39,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -184,8 +185,9 @@ def _check_groups(
 class ConfounderMatchedSplit:
     """One patient-grouped holdout matched on acquisition traits.
 
-    A pool of patients (``holdout_fraction`` of them, stratified by class) is
-    held out. Within the pool, a logistic model of the class given the
+    A pool of whole patients (about ``holdout_fraction`` of the images,
+    rounded to ``1 / k`` as described below; stratified by class) is held
+    out. Within the pool, a logistic model of the class given the
     [`acquisition_traits`][cxrkit.validation.acquisition_traits] (fitted on
     every image, it only describes the data) gives each image a propensity;
     the pool is cut into ``n_bins`` quantile bins of it, and each bin keeps as
@@ -201,7 +203,14 @@ class ConfounderMatchedSplit:
     Parameters
     ----------
     holdout_fraction : float, default=1/3
-        Fraction of the patients in the pool (before matching).
+        Approximate fraction of the images in the pool (before matching).
+        The pool is one of ``k = max(2, round(1 / holdout_fraction))``
+        shuffled folds of scikit-learn's ``StratifiedGroupKFold`` (whole
+        patients, each class in about the same proportion), so it holds
+        about ``1 / k`` of the images: 0.25 and 1/3 are kept, 0.3 becomes
+        1/3, and every fraction from 0.4 up becomes 1/2. A ``UserWarning``
+        is issued when ``1 / k`` differs from ``holdout_fraction`` by more
+        than 0.05.
     n_bins : int, default=10
         Number of propensity bins; more bins match more finely and keep
         fewer images.
@@ -282,6 +291,14 @@ class ConfounderMatchedSplit:
         score = propensity_model.fit(traits, y_enc).decision_function(traits)
 
         n_folds = max(2, round(1 / self.holdout_fraction))
+        if abs(1 / n_folds - self.holdout_fraction) > 0.05 + 1e-9:
+            warnings.warn(
+                f"holdout_fraction={self.holdout_fraction} is rounded to 1/{n_folds}: "
+                f"the pool is 1 of {n_folds} patient-grouped folds, about "
+                f"{1 / n_folds:.2f} of the images",
+                UserWarning,
+                stacklevel=2,
+            )
         splitter = StratifiedGroupKFold(
             n_folds, shuffle=True, random_state=rng.randint(2**31 - 1)
         )
@@ -356,6 +373,60 @@ def acquisition_order(X: Sequence[str | os.PathLike]) -> np.ndarray:
     return out
 
 
+def _one_batch_per_patient(
+    votes: dict[int, dict[int, int]], y: np.ndarray, group_codes: np.ndarray, k: int
+) -> np.ndarray:
+    """The batch of each image, one per patient.
+
+    ``votes[g][c]`` is the batch that patient ``g``'s images of class ``c``
+    (an index into ``np.unique(y)``) fall in when each class is cut alone. A
+    patient with images of several classes joins the batch that moves the
+    fewest of its images away from their class's own cut, but never one that
+    would leave a batch without images of a class where another choice does
+    not; ties go to the batch that leaves each class's batches closest in
+    size, then to the earliest. Deterministic: patients are settled in the
+    order of their codes.
+    """
+    labels, y_code = np.unique(y, return_inverse=True)
+    images = np.zeros((group_codes.max() + 1, len(labels)), dtype=int)
+    np.add.at(images, (group_codes, y_code), 1)
+    cells = np.zeros((len(labels), k), dtype=int)  # images per (class, batch)
+    for g, per_class in votes.items():
+        for c, b in per_class.items():
+            cells[c, b] += images[g, c]
+    chosen = {}
+    for g in sorted(votes):
+        per_class = votes[g]
+        if len(set(per_class.values())) == 1:
+            chosen[g] = next(iter(per_class.values()))
+            continue
+
+        def cost(b: int, g: int = g, per_class: dict = per_class) -> tuple:
+            moved = [c for c, own in per_class.items() if own != b]
+            emptied = sum(cells[c, per_class[c]] == images[g, c] for c in moved)
+            after = cells.copy()
+            for c in moved:
+                after[c, per_class[c]] -= images[g, c]
+                after[c, b] += images[g, c]
+            spread = int((after.max(axis=1) - after.min(axis=1)).sum())
+            return emptied, sum(images[g, c] for c in moved), spread, b
+
+        b = min(range(k), key=cost)
+        for c, own in per_class.items():
+            cells[c, own] -= images[g, c]
+            cells[c, b] += images[g, c]
+        chosen[g] = b
+    empty = np.argwhere(cells == 0)
+    if len(empty):
+        c, b = empty[0]
+        raise ValueError(
+            f"batch {b} has no images of class {labels.tolist()[c]!r} once "
+            "each patient with images of several classes is kept in one batch; "
+            "use a smaller n_splits"
+        )
+    return np.array([chosen[g] for g in group_codes], dtype=int)
+
+
 class LeaveBatchOut:
     """Hold out whole acquisition batches, one per class in each split.
 
@@ -363,7 +434,14 @@ class LeaveBatchOut:
     ([`acquisition_order`][cxrkit.validation.acquisition_order]: naming
     scheme, then study / patient number) and cut into ``n_splits`` contiguous
     runs at patient boundaries (at naming-scheme boundaries where a class has
-    enough schemes); split ``k`` holds out run ``k`` of every class. On the
+    enough schemes); split ``k`` holds out run ``k`` of every class. A
+    patient with images of several classes is kept whole: all its images
+    join the one batch where most of them fall, unless that would leave a
+    batch without images of a class (ties: the batch that keeps each
+    class's batches closest in size, then the earlier one), so no
+    patient is ever on both sides of a split, at the cost of a run that is
+    contiguous but for that patient. The splits are deterministic (no
+    randomness). On the
     Kermany training split with ``n_splits=2`` that is the ``IM-`` studies
     with the lower half of the ``personN`` patients, then the
     ``NORMAL2-IM-`` studies with the upper half. Unlike a random patient
@@ -402,7 +480,14 @@ class LeaveBatchOut:
         y : array-like of shape (n,)
         groups : array-like of shape (n,), optional
             Patient ids (parsed from the names when None): a patient is never
-            cut between two batches.
+            cut between two batches, even one with images of several classes.
+
+        Raises
+        ------
+        ValueError
+            When a class has fewer patients than ``n_splits``, or when keeping
+            patients of several classes whole leaves a batch without images of
+            a class.
         """
         k = int(self.n_splits)
         if k < 2:
@@ -414,8 +499,9 @@ class LeaveBatchOut:
             )
         y, group_codes = _check_groups(X, len(X), y, groups)
         order = acquisition_order(X)
-        batch = np.empty(len(y), dtype=int)
-        for label in np.unique(y):
+        # each patient's batch in each class it has images of
+        votes: dict[int, dict[int, int]] = {}
+        for c, label in enumerate(np.unique(y)):
             idx = np.flatnonzero(y == label)
             # one key per patient: its earliest image in acquisition order
             first: dict[int, tuple] = {}
@@ -444,8 +530,9 @@ class LeaveBatchOut:
             cut = np.minimum((scheme_mid * k // cum[-1]).astype(int), k - 1)
             if len(np.unique(cut)) < k:
                 cut = np.minimum((middle * k // cum[-1]).astype(int), k - 1)
-            of_patient = dict(zip(patients, cut))
-            batch[idx] = [of_patient[g] for g in group_codes[idx]]
+            for g, b in zip(patients, cut):
+                votes.setdefault(g, {})[c] = b
+        batch = _one_batch_per_patient(votes, y, group_codes, k)
         for b in range(k):
             yield np.flatnonzero(batch != b), np.flatnonzero(batch == b)
 

@@ -150,6 +150,25 @@ def test_copy_is_reused_until_the_weights_change():
         torch.testing.assert_close(refolded(x), model(x), rtol=1e-4, atol=1e-4)
 
 
+def test_the_documented_ways_to_edit_weights_refresh_the_copy():
+    # writes through .data raise no version counter and go unseen (see the
+    # module docstring); load_state_dict and in-place ops under no_grad do
+    model = _trained_statistics(build_model("cnn4", n_classes=2, image_size=32))
+    x = torch.randn(2, 1, 32, 32)
+    folded = inference_model(model)
+    state = {k: v * 0.5 for k, v in model.state_dict().items()}
+    model.load_state_dict(state)
+    refolded = inference_model(model)
+    assert refolded is not folded
+    with torch.no_grad():
+        torch.testing.assert_close(refolded(x), model(x), rtol=1e-4, atol=1e-4)
+        norm = next(m for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+        norm.weight.copy_(torch.zeros_like(norm.weight))
+        again = inference_model(model)
+        assert again is not refolded
+        torch.testing.assert_close(again(x), model(x), rtol=1e-4, atol=1e-4)
+
+
 def _small_fit(random_state: int) -> tuple[PneumoniaClassifier, np.ndarray]:
     X, y, _ = make_synthetic_cxr(24, image_size=32, random_state=random_state)
     settings = {**FAST, "batch_size": 8, "validation_fraction": None}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -74,7 +76,7 @@ def test_matched_split_removes_the_shortcut():
     images, y, groups = _confounded()
     exposure = acquisition_traits(images)[:, TRAITS.index("exposure")]
     assert roc_auc_score(y == "PNEUMONIA", -exposure) > 0.8  # a strong shortcut
-    cv = ConfounderMatchedSplit(holdout_fraction=0.4, n_bins=8, random_state=0)
+    cv = ConfounderMatchedSplit(holdout_fraction=0.5, n_bins=8, random_state=0)
     train, test = next(cv.split(images, y, groups))
     assert not set(groups[train]) & set(groups[test])
     assert not set(train) & set(test)
@@ -132,6 +134,74 @@ def test_leave_batch_out_holds_out_contiguous_batches(kermany_dir):
             assert max(keys_test) < min(keys_train) or min(keys_test) > max(keys_train)
     first_normal = {order[i][0] for i in splits[0][1] if y[i] == "NORMAL"}
     assert first_normal == {"IM"}  # the IM- studies come first
+
+
+def test_leave_batch_out_keeps_a_patient_of_two_classes_in_one_batch():
+    # patient d: the last NORMAL study and the first PNEUMONIA one, which each
+    # class cut alone puts in different batches
+    X = [f"IM-{i:04d}-0001.jpeg" for i in range(1, 5)]
+    X += [f"person{i}_virus_{i}.jpeg" for i in range(1, 5)]
+    y = ["N"] * 4 + ["P"] * 4
+    groups = np.array(["a", "b", "c", "d", "d", "e", "f", "g"])
+    splits = list(LeaveBatchOut(2).split(X, y, groups))
+    held = np.sort(np.concatenate([test for _, test in splits]))
+    np.testing.assert_array_equal(held, np.arange(len(X)))  # a partition
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert set(np.asarray(y)[test]) == {"N", "P"}
+    again = list(LeaveBatchOut(2).split(X, y, groups))  # deterministic
+    for (_, a), (_, b) in zip(splits, again):
+        np.testing.assert_array_equal(a, b)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(2, 4),
+    st.lists(
+        st.tuples(
+            st.sampled_from(["IM-{:04d}-0001", "NORMAL2-IM-{:04d}-0001", "person{}_x"]),
+            st.integers(1, 30),
+            st.integers(0, 1),
+            st.integers(0, 9),
+        ),
+        min_size=2,
+        max_size=40,
+    ),
+)
+def test_leave_batch_out_never_puts_a_patient_on_both_sides(n_splits, rows):
+    X = [
+        scheme.format(number) + f"_{i}.jpeg"
+        for i, (scheme, number, _, _) in enumerate(rows)
+    ]
+    y = np.array([label for _, _, label, _ in rows])
+    groups = np.array([patient for _, _, _, patient in rows])
+    try:
+        splits = list(LeaveBatchOut(n_splits).split(X, y, groups))
+    except ValueError as error:  # too few patients of a class for n_splits
+        assert "n_splits" in str(error)
+        return
+    assert len(splits) == n_splits
+    held = np.sort(np.concatenate([test for _, test in splits]))
+    np.testing.assert_array_equal(held, np.arange(len(X)))
+    for train, test in splits:
+        assert not set(groups[train]) & set(groups[test])
+        assert set(y[test]) == set(y)  # every class in every batch
+
+
+def test_matched_split_warns_when_the_fraction_is_rounded_far_off():
+    images, y, groups = _confounded(200)
+    cv = ConfounderMatchedSplit(holdout_fraction=0.4)
+    with pytest.warns(UserWarning, match=r"rounded to 1/2"):
+        next(cv.split(images, y, groups))
+    assert abs(len(cv.pool_) / len(y) - 0.5) < 0.05  # 1 of 2 folds, as documented
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fraction in (0.25, 0.3, 1 / 3, 0.45, 0.5):
+            next(
+                ConfounderMatchedSplit(holdout_fraction=fraction).split(
+                    images, y, groups
+                )
+            )
 
 
 def test_leave_batch_out_needs_paths():
