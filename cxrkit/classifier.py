@@ -59,9 +59,9 @@ from cxrkit.training._fit import (
     checkpoint_callbacks,
     default_groups,
     fit_head_on_features,
+    fit_seed,
     image_datasets,
     resolve_device,
-    seed_from,
     validation_split,
 )
 
@@ -143,10 +143,13 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Keep an exponential moving average of the weights over training
         steps with this decay (e.g. 0.99, about the last 100 steps) and use
         it as the final model ([`WeightAveraging`][cxrkit.training.WeightAveraging]).
+        Not with ``early_stopping``, which would restore raw weights.
     tta : int, default=0
         Test-time augmentation: ``predict_proba`` averages the probabilities
         of each image and of ``tta`` randomly shifted, rotated and rescaled
-        copies (the ``"light"`` augmentation, seeded by ``random_state``).
+        copies (the ``"light"`` augmentation, seeded by ``random_state``:
+        every image gets the same ``tta`` transformations, so its
+        probabilities do not depend on the other images in the call).
         Costs ``1 + tta`` forward passes per image.
     validation_fraction : float or None, default=0.1
         Fraction of the training images held out (stratified, and grouped by
@@ -155,7 +158,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         trains on everything.
     early_stopping : None or int, default=None
         Patience in epochs on the validation loss; the best epoch's weights
-        are restored at the end.
+        are restored at the end. Not with ``ema_decay``.
     on_error : {"raise", "skip"}, default="raise"
         Unreadable image files in ``fit``: raise one error listing them all,
         or leave them out with a warning that lists them.
@@ -163,8 +166,11 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Save the weights, optimizer state and history to this folder after
         every epoch (skorch's ``Checkpoint``). A ``fit`` interrupted by Ctrl-C
         or a crash, called again with the same parameters and data, resumes
-        from the last finished epoch up to ``max_epochs``. Use a new folder per
-        run: a checkpoint of a different run raises an error.
+        from the last finished epoch up to ``max_epochs``, with the weight
+        average of ``ema_decay`` saved with each epoch, and (with
+        ``random_state=None``) the seed the run first drew, hence the same
+        validation split. Use a new folder per run: a checkpoint of a
+        different run raises an error.
     device : str, default="auto"
         ``"auto"`` uses CUDA when available, else the CPU; or any torch
         device string. On CUDA the decoded training images are copied to the
@@ -425,7 +431,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         weights = compute_class_weight(self.class_weight, classes=self.classes_, y=y)
         self.device_ = device
         params = self.get_params()
-        seed = seed_from(self.random_state)
+        seed = fit_seed(params)  # a resumed run's own seed
         fork_devices = (
             [torch.cuda.current_device()] if device.startswith("cuda") else []
         )
@@ -452,7 +458,7 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 validation=valid_ds is not None,
             )
             resume, fit_kwargs = checkpoint_callbacks(
-                params, self.classes_, images, y_enc
+                params, self.classes_, images, y_enc, seed=seed
             )
             self.net_ = build_net(
                 params,
@@ -531,6 +537,17 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
                 "needs a validation split: set validation_fraction (e.g. 0.1) or "
                 f"early_stopping=None. Got early_stopping={self.early_stopping!r} "
                 f"with validation_fraction={self.validation_fraction!r}.",
+            )
+        if self.early_stopping is not None and self.ema_decay is not None:
+            # Early stopping scores and keeps the raw weights of its best
+            # epoch, which would replace the weight average at the end.
+            raise self._invalid(
+                "early_stopping",
+                "does not go with 'ema_decay': early stopping picks and restores "
+                "the raw weights of its best epoch, not the weight average. Use "
+                "one or the other: early_stopping=None to keep the average, or "
+                f"ema_decay=None. Got early_stopping={self.early_stopping!r} "
+                f"with ema_decay={self.ema_decay!r}.",
             )
         self._check_pretrained()
         if isinstance(self.class_weight, dict):

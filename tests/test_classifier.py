@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 from pathlib import Path
 
@@ -17,9 +18,12 @@ from sklearn.model_selection import GridSearchCV, GroupKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 from sklearn.utils.class_weight import compute_class_weight
+from skorch.callbacks import Callback
 
+import cxrkit.classifier as classifier_module
 from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
 from cxrkit.datasets import make_synthetic_cxr
+from cxrkit.training import _fit
 
 
 @pytest.fixture(scope="module")
@@ -229,6 +233,56 @@ def test_validation_split_is_patient_grouped(kermany_like, fast):
     assert len(valid_ds) % 2 == 0
     assert set(valid_ds.y.tolist()) == {0, 1}
     assert "valid_auc" in clf.history_[-1]
+
+
+def test_resumed_run_without_random_state_keeps_its_validation_split(
+    small, fast, tmp_path, monkeypatch
+):
+    class CtrlC(Callback):  # when epoch 2 begins: epoch 1 is checkpointed
+        def on_epoch_begin(self, net, **kwargs):
+            if len(net.history) == 2:
+                raise KeyboardInterrupt
+
+    splits = []
+
+    def spy(*args, **kwargs):
+        splits.append(_fit.validation_split(*args, **kwargs))
+        return splits[-1]
+
+    monkeypatch.setattr(classifier_module, "validation_split", spy)
+    X, y, _ = small
+    params = dict(
+        model="simple_cnn",
+        validation_fraction=0.25,
+        ood_alarm_rate=None,
+        checkpoint_dir=tmp_path,
+        **{**fast, "max_epochs": 2, "random_state": None},
+    )
+    build = _fit.training_callbacks
+    with monkeypatch.context() as patch:
+        patch.setattr(
+            _fit, "training_callbacks", lambda *a, **k: [*build(*a, **k), CtrlC()]
+        )
+        PneumoniaClassifier(**params).fit(X, y)  # stopped after epoch 1
+    resumed = PneumoniaClassifier(**params).fit(X, y)
+    assert len(resumed.history_) == 2
+    (train_1, valid_1), (train_2, valid_2) = splits
+    np.testing.assert_array_equal(valid_2, valid_1)
+    np.testing.assert_array_equal(train_2, train_1)
+
+
+def test_a_checkpoint_written_before_runs_recorded_their_seed_still_resumes(
+    tmp_path,
+):
+    from cxrkit.training._checkpoint import training_checkpoint
+
+    run = {"params": {"lr": 0.1}, "classes": ["NORMAL", "PNEUMONIA"], "data": "ab"}
+    (tmp_path / "cxrkit_run.json").write_text(json.dumps(run))  # no "seed"
+    (tmp_path / "history.json").write_text("[{}]")  # one epoch done
+    _, done = training_checkpoint(tmp_path, {**run, "seed": 123})
+    assert done == 1
+    with pytest.raises(ValueError, match="different training run"):
+        training_checkpoint(tmp_path, {**run, "data": "cd", "seed": 123})
 
 
 def test_grid_search_group_kfold_on_paths(kermany_like, fast):

@@ -56,6 +56,10 @@ BAD = {
         {"early_stopping": 2, "validation_fraction": None},
         "early_stopping",
     ),
+    "early_stopping with ema_decay": (
+        {"early_stopping": 2, "ema_decay": 0.9},
+        "early_stopping",
+    ),
     "on_error": ({"on_error": "ignore"}, "on_error"),
     "checkpoint_dir": ({"checkpoint_dir": 3}, "checkpoint_dir"),
     "checkpoint_dir a file": ({"checkpoint_dir": __file__}, "checkpoint_dir"),
@@ -100,6 +104,17 @@ def test_bad_parameter_refused_before_decoding(params, name, no_decoding):
     clf = PneumoniaClassifier(**params)
     with pytest.raises(InvalidParameterError, match=rf"The '{name}' parameter of"):
         clf.fit(MISSING, LABELS)  # files that do not exist: never opened
+
+
+def test_early_stopping_with_ema_names_both_and_the_fix(no_decoding):
+    # early stopping would put the raw weights of its best epoch in place of
+    # the weight average
+    clf = PneumoniaClassifier(early_stopping=2, ema_decay=0.9)
+    with pytest.raises(InvalidParameterError) as error:
+        clf.fit(MISSING, LABELS)
+    message = str(error.value)
+    assert "'early_stopping'" in message and "'ema_decay'" in message
+    assert "early_stopping=None" in message and "ema_decay=None" in message
 
 
 @pytest.fixture(scope="module")

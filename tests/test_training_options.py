@@ -16,7 +16,7 @@ from skorch.callbacks import Callback
 from cxrkit import PneumoniaClassifier
 from cxrkit.datasets import make_synthetic_cxr
 from cxrkit.models._net import ImageClassifierNet
-from cxrkit.training import WeightAveraging
+from cxrkit.training import WeightAveraging, _fit
 from cxrkit.training._fit import sampling
 
 
@@ -207,6 +207,64 @@ def test_tta_is_repeatable_and_averages_copies(small, fast):
     assert not np.allclose(with_tta, plain)
     clf.set_params(tta=0)
     np.testing.assert_allclose(clf.predict_proba(X), plain)
+
+
+def test_tta_of_an_image_does_not_depend_on_the_other_images(small, fast):
+    X, y, _ = small
+    clf = PneumoniaClassifier(
+        model="simple_cnn", tta=3, ood_alarm_rate=None, **fast
+    ).fit(X, y)
+    alone = clf.predict_proba(X[2:3])[0]
+    among = clf.predict_proba(X[:5])[2]
+    reversed_ = clf.predict_proba(X[5::-1])[3]
+    np.testing.assert_allclose(among, alone, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(reversed_, alone, rtol=0, atol=1e-6)
+
+
+class _CtrlC(Callback):
+    """A Ctrl-C when the second epoch begins (skorch ends training cleanly)."""
+
+    def on_epoch_begin(self, net, **kwargs):
+        if len(net.history) == 2:
+            raise KeyboardInterrupt
+
+
+def _interrupt_after_one_epoch(monkeypatch):
+    build = _fit.training_callbacks
+    monkeypatch.setattr(
+        _fit, "training_callbacks", lambda *a, **k: [*build(*a, **k), _CtrlC()]
+    )
+
+
+def _averaged_steps(folder):
+    saved = torch.load(folder / "weight_average.pt", weights_only=True)
+    return int(saved["average"]["n_averaged"])
+
+
+def test_weight_average_is_checkpointed_and_resumed(small, fast, tmp_path, monkeypatch):
+    X, y, _ = small
+    params = dict(
+        model="simple_cnn",
+        ema_decay=0.9,
+        ood_alarm_rate=None,
+        **{**fast, "max_epochs": 3},
+    )
+    whole = tmp_path / "whole"
+    first = PneumoniaClassifier(checkpoint_dir=whole, **params).fit(X, y)
+    again = PneumoniaClassifier(checkpoint_dir=whole, **params).fit(X, y)  # 0 left
+    np.testing.assert_array_equal(again.predict_proba(X), first.predict_proba(X))
+    unsaved = PneumoniaClassifier(**params).fit(X, y)
+    np.testing.assert_allclose(first.predict_proba(X), unsaved.predict_proba(X))
+
+    # Stopped after epoch 1 and resumed: the average goes on over all 3 epochs.
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        _interrupt_after_one_epoch(patch)
+        PneumoniaClassifier(checkpoint_dir=stopped, **params).fit(X, y)
+    assert _averaged_steps(stopped) == _averaged_steps(whole) // 3
+    resumed = PneumoniaClassifier(checkpoint_dir=stopped, **params).fit(X, y)
+    assert len(resumed.history_) == 3
+    assert _averaged_steps(stopped) == _averaged_steps(whole)
 
 
 def test_options_survive_save_and_load(small, fast, tmp_path):

@@ -341,3 +341,23 @@ def test_aspect_stretches_the_width_only():
     assert (height == 32).all()
     assert width.min() <= 32 * 0.8 and width.max() >= 32 * 1.25
     assert ((width >= 32 * 0.7 - 1) & (width <= 32 * 1.4 + 1)).all()
+
+
+def test_aspect_keeps_the_stretch_in_aspect_and_the_zoom_in_scale():
+    torch.manual_seed(0)
+    affine = BatchAugmentation(scale=(0.9, 1.1), aspect=(0.8, 1.25)).steps[0]
+    factors = affine.forward_parameters(torch.Size([4000, 1, 32, 32]))["scale"]
+    width, height = factors[:, 0], factors[:, 1]
+    ratio = width / height
+    assert 0.8 - 1e-6 <= ratio.min() < 0.82 and 1.23 < ratio.max() <= 1.25 + 1e-6
+    assert 0.9 - 1e-6 <= height.min() and height.max() <= 1.1 + 1e-6
+
+
+def test_zoom_without_stretch_keeps_a_square_square():
+    square = torch.zeros(32, 1, 64, 64)
+    square[:, :, 24:40, 24:40] = 1.0
+    torch.manual_seed(0)
+    out = BatchAugmentation(scale=(0.5, 2.0), aspect=(1.0, 1.001), fill="black")(square)
+    width, height = out[:, 0, 32, :].sum(1), out[:, 0, :, 32].sum(1)  # sub-pixel
+    assert width.max() - width.min() > 8  # zoomed by different factors
+    assert ((width - height).abs() <= 0.5).all()  # but the same along both axes

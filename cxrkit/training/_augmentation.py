@@ -300,17 +300,15 @@ class BatchAugmentation:
 def _steps(o: dict[str, Any]) -> list[nn.Module]:
     """The augmentation steps for validated options ``o``, in order."""
     steps: list[nn.Module] = []
-    zoom, aspect = o["scale"], o["aspect"]
-    if aspect != (1.0, 1.0):  # kornia: (x low, x high, y low, y high)
-        scale = (zoom[0] * aspect[0], zoom[1] * aspect[1], zoom[0], zoom[1])
-    else:
-        scale = zoom if zoom != (1.0, 1.0) else None
-    if o["degrees"] or o["translate"] or scale is not None:
+    zoom = o["scale"] if o["scale"] != (1.0, 1.0) else None
+    stretch = o["aspect"] != (1.0, 1.0)
+    if o["degrees"] or o["translate"] or zoom is not None or stretch:
         steps.append(
-            K.RandomAffine(
+            _RandomAffine(
                 degrees=o["degrees"],
                 translate=(o["translate"], o["translate"]) if o["translate"] else None,
-                scale=scale,
+                scale=zoom,
+                aspect=o["aspect"],
                 resample=o["interpolation"].upper(),
                 padding_mode=_FILLS[o["fill"]].upper(),
                 align_corners=False,
@@ -349,6 +347,78 @@ def _steps(o: dict[str, Any]) -> list[nn.Module]:
     if o["flip"]:
         steps.append(K.RandomHorizontalFlip(p=0.5))
     return steps
+
+
+class _RandomAffine(K.RandomAffine):
+    """kornia's ``RandomAffine`` with one zoom per image, and a stretch of the width.
+
+    kornia draws one zoom factor per image for both axes from a two-value
+    ``scale``; from a four-value one it draws the width and height factors
+    independently, which would not keep their ratio in ``aspect``. Here the
+    zoom is kornia's (two values), and the width factor is then multiplied
+    by a factor drawn from ``aspect`` (uniform, from torch's global
+    generator on the CPU like kornia's own draws; one for the whole batch
+    when ``same_on_batch``).
+    """
+
+    def __init__(self, *, aspect: tuple[float, float], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.aspect = aspect
+
+    def generate_parameters(self, batch_shape: tuple[int, ...]) -> dict[str, Any]:
+        params = super().generate_parameters(batch_shape)
+        low, high = self.aspect
+        if (low, high) == (1.0, 1.0):
+            return params
+        n = batch_shape[0]
+        stretch = low + (high - low) * torch.rand(1 if self.same_on_batch else n)
+        scale = params["scale"].clone()  # (n, 2): width and height factors
+        scale[:, 0] *= stretch.expand(n).to(scale)
+        params["scale"] = scale
+        return params
+
+
+def same_on_batch(augmentation: BatchAugmentation) -> BatchAugmentation:
+    """A copy of ``augmentation`` that gives every image of a batch the same draw.
+
+    Each call draws one set of random values (kornia's ``same_on_batch``)
+    for the whole batch, as many of them, from torch's global generator,
+    whatever the batch size: seeded before each call, an image is then
+    transformed the same way alone or among others (test-time augmentation,
+    ``cxrkit.training._fit.predict_proba``).
+
+    Parameters
+    ----------
+    augmentation : BatchAugmentation
+        Of kornia steps only (geometry, blur, brightness, contrast, gamma,
+        erasing, flip).
+
+    Returns
+    -------
+    BatchAugmentation
+
+    Raises
+    ------
+    ValueError
+        A step of cxrkit's own (downscale, noise, JPEG) draws per image.
+
+    Examples
+    --------
+    >>> augment = same_on_batch(build_augmentation("light"))
+    >>> _ = torch.manual_seed(0)
+    >>> out = augment(torch.rand(1, 1, 32, 32).expand(4, 1, 32, 32))
+    >>> bool((out == out[:1]).all())
+    True
+    """
+    same = BatchAugmentation(**augmentation.options)
+    for step in same.steps:
+        if not isinstance(step, K.AugmentationBase2D):
+            raise ValueError(
+                f"{type(step).__name__} draws per image; same_on_batch takes "
+                "kornia's steps only"
+            )
+        step.same_on_batch = True
+    return same
 
 
 def _draw(

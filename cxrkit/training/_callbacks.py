@@ -9,15 +9,24 @@ PyTorch's, only the hooks are written here.
 
 from __future__ import annotations
 
+import io
+import os
 import re
 import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import torch
 from skorch.callbacks import Callback
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from cxrkit.training._checkpoint import write_atomic
+
 __all__ = ["WeightAveraging", "print_epoch_table"]
+
+#: The weight average's file in a ``checkpoint_dir``.
+AVERAGE_FILE = "weight_average.pt"
 
 _ANSI_CODE = re.compile(r"\x1b\[[0-9;]*m")
 
@@ -52,6 +61,13 @@ class WeightAveraging(Callback):
     ----------
     decay : float
         In (0, 1).
+    dirname : str, path-like or None, default=None
+        The folder of a resumable training run (``checkpoint_dir``): the
+        average is saved there (``weight_average.pt``) after every epoch, and
+        a ``fit`` that resumes the run (its history loaded, e.g. by skorch's
+        ``LoadInitState``) goes on averaging from it, rather than from the
+        weights it resumes with. An average saved for another number of
+        epochs than the history's is not used (with a warning).
 
     Examples
     --------
@@ -66,8 +82,9 @@ class WeightAveraging(Callback):
     (64, 2)
     """
 
-    def __init__(self, decay: float) -> None:
+    def __init__(self, decay: float, dirname: str | os.PathLike | None = None) -> None:
         self.decay = decay
+        self.dirname = dirname
 
     def initialize(self) -> WeightAveraging:
         if not 0.0 < float(self.decay) < 1.0:
@@ -81,10 +98,20 @@ class WeightAveraging(Callback):
             multi_avg_fn=get_ema_multi_avg_fn(float(self.decay)),
             use_buffers=True,
         )
+        if self.dirname is not None and len(net.history):
+            self._restore(len(net.history))
 
     def on_batch_end(self, net: Any, training: bool = False, **kwargs: Any) -> None:
         if training and self.averaged_ is not None:
             self.averaged_.update_parameters(net.module_)
+
+    def on_epoch_end(self, net: Any, **kwargs: Any) -> None:
+        if self.dirname is None or self.averaged_ is None:
+            return
+        buffer = io.BytesIO()
+        state = {"epochs": len(net.history), "average": self.averaged_.state_dict()}
+        torch.save(state, buffer)
+        write_atomic(Path(self.dirname) / AVERAGE_FILE, buffer.getvalue())
 
     def on_train_end(self, net: Any, **kwargs: Any) -> None:
         if self.averaged_ is None:
@@ -92,3 +119,21 @@ class WeightAveraging(Callback):
         with torch.no_grad():
             net.module_.load_state_dict(self.averaged_.module.state_dict())
         self.averaged_ = None  # the copy is not needed any more, nor pickled
+
+    def _restore(self, epochs: int) -> None:
+        """Load the average saved after ``epochs`` epochs into ``averaged_``."""
+        path = Path(self.dirname) / AVERAGE_FILE
+        saved = (
+            torch.load(path, map_location="cpu", weights_only=True)
+            if path.exists()
+            else None
+        )
+        if saved is None or saved["epochs"] != epochs:
+            warnings.warn(
+                f"{path} holds no weight average for the {epochs} epoch(s) being "
+                "resumed: the average restarts from the resumed weights",
+                UserWarning,
+                stacklevel=2,
+            )
+            return
+        self.averaged_.load_state_dict(saved["average"])

@@ -5,8 +5,9 @@ skorch's ``Checkpoint`` writes the weights, optimizer state and history after
 every epoch, and ``LoadInitState`` loads them when ``fit`` starts again, so a
 run stopped by Ctrl-C or a crash continues from its last finished epoch
 instead of starting over. A JSON description of the run (parameters, classes,
-a fingerprint of the data) is kept beside the checkpoint, so that a
-checkpoint is never resumed by a different run.
+a fingerprint of the data, the seed it drew) is kept beside the checkpoint, so
+that a checkpoint is never resumed by a different run, and a run resumed with
+``random_state=None`` keeps its seed (``recorded_seed``).
 
 ``write_atomic`` (a temporary file renamed over the target) is also how
 model files are written (``cxrkit.persistence``).
@@ -23,7 +24,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["data_fingerprint", "jsonable", "training_checkpoint", "write_atomic"]
+__all__ = [
+    "data_fingerprint",
+    "jsonable",
+    "recorded_seed",
+    "training_checkpoint",
+    "write_atomic",
+]
 
 _RUN_FILE = "cxrkit_run.json"
 
@@ -113,7 +120,7 @@ def training_checkpoint(
         Folder for the checkpoint files (created when missing).
     run : dict
         JSON-able description of the training run (parameters, classes, a
-        fingerprint of the data). A checkpoint of a different run in
+        fingerprint of the data, the seed). A checkpoint of a different run in
         ``dirname`` raises an error rather than being resumed.
 
     Returns
@@ -147,6 +154,9 @@ def training_checkpoint(
     epochs_done = 0
     if history_file.exists():
         saved = json.loads(run_file.read_text()) if run_file.exists() else None
+        if isinstance(saved, dict) and "seed" not in saved:
+            # written before runs recorded their seed: resumed as then
+            run = {k: v for k, v in run.items() if k != "seed"}
         if saved != run:
             raise ValueError(
                 f"checkpoint_dir {folder} holds a checkpoint of a different training "
@@ -164,6 +174,47 @@ def training_checkpoint(
         write_atomic(run_file, json.dumps(run, sort_keys=True).encode())
     checkpoint = Checkpoint(monitor=None, dirname=os.fspath(folder))
     return [LoadInitState(checkpoint), checkpoint], epochs_done
+
+
+def recorded_seed(dirname: str | os.PathLike) -> int | None:
+    """The seed recorded in the run file of the checkpoint in ``dirname``.
+
+    A fit with ``random_state=None`` draws a seed (validation split, weight
+    initialisation) and records it with the run (``"seed"``); the fit that
+    resumes the run takes it from here, so that it keeps the same
+    validation split.
+
+    Parameters
+    ----------
+    dirname : str or path-like
+        A ``checkpoint_dir``.
+
+    Returns
+    -------
+    int or None
+        None when ``dirname`` holds no checkpoint (no finished epoch) or its
+        run file records no seed.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> recorded_seed(folder) is None
+    True
+    >>> _ = training_checkpoint(folder, {"seed": 7})
+    >>> _ = write_atomic(folder + "/history.json", b"[{}]")  # one epoch done
+    >>> recorded_seed(folder)
+    7
+    """
+    folder = Path(dirname)
+    if not (folder / "history.json").exists():
+        return None
+    try:
+        run = json.loads((folder / _RUN_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None  # training_checkpoint tells what is wrong
+    seed = run.get("seed") if isinstance(run, dict) else None
+    return seed if isinstance(seed, int) and not isinstance(seed, bool) else None
 
 
 def data_fingerprint(*arrays: np.ndarray) -> str:

@@ -12,7 +12,7 @@ module holds *how* the skorch net is made and run, in one place for ``fit``,
 * ``fit_head_on_features``, the ``freeze="backbone"`` fit on features
   computed once;
 * ``predict_proba``, with test-time augmentation;
-* ``resolve_device`` and ``seed_from``.
+* ``resolve_device``, ``seed_from`` and ``fit_seed``.
 
 Everything here takes the estimator's parameters as a plain mapping
 (``clf.get_params()``), so nothing here imports the estimator.
@@ -20,6 +20,7 @@ Everything here takes the estimator's parameters as a plain mapping
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
@@ -46,9 +47,13 @@ from cxrkit.models._accelerated import AcceleratedImageClassifierNet
 from cxrkit.models._features import backbone_features, headless
 from cxrkit.models._net import ImageClassifierNet, data_device
 from cxrkit.models._registry import build_model
-from cxrkit.training._augmentation import build_augmentation
+from cxrkit.training._augmentation import build_augmentation, same_on_batch
 from cxrkit.training._callbacks import WeightAveraging, print_epoch_table
-from cxrkit.training._checkpoint import data_fingerprint, training_checkpoint
+from cxrkit.training._checkpoint import (
+    data_fingerprint,
+    recorded_seed,
+    training_checkpoint,
+)
 
 __all__ = [
     "LR_SCHEDULES",
@@ -57,6 +62,7 @@ __all__ = [
     "checkpoint_callbacks",
     "default_groups",
     "fit_head_on_features",
+    "fit_seed",
     "image_datasets",
     "predict_proba",
     "resolve_device",
@@ -148,6 +154,25 @@ def resolve_device(device: str, *, owner: str = "") -> str:
 def seed_from(random_state: int | np.random.RandomState | None) -> int:
     """One int seed for torch, drawn from a ``random_state`` parameter."""
     return int(check_random_state(random_state).randint(0, 2**31 - 1))
+
+
+def fit_seed(params: Mapping[str, Any]) -> int:
+    """The seed of a ``fit`` (validation split, weights, augmentation).
+
+    Drawn from ``random_state`` (``seed_from``); but a fit that resumes a
+    ``checkpoint_dir`` with ``random_state=None`` takes the seed that the run
+    drew first and recorded there, so that it validates on the same images.
+
+    Examples
+    --------
+    >>> fit_seed({"random_state": 0, "checkpoint_dir": None}) == seed_from(0)
+    True
+    """
+    if params["random_state"] is None and params["checkpoint_dir"] is not None:
+        seed = recorded_seed(params["checkpoint_dir"])
+        if seed is not None:
+            return seed
+    return seed_from(params["random_state"])
 
 
 # ------------------------------------------------------------ validation split
@@ -290,7 +315,9 @@ def training_callbacks(
             LR_SCHEDULES[params["lr_schedule"]](params, steps, spec.validation)
         )
     if params["ema_decay"] is not None:
-        callbacks.append(WeightAveraging(params["ema_decay"]))
+        callbacks.append(
+            WeightAveraging(params["ema_decay"], dirname=params.get("checkpoint_dir"))
+        )
     if params["early_stopping"] is not None:
         callbacks.append(
             EarlyStopping(
@@ -309,10 +336,13 @@ def checkpoint_callbacks(
     classes: np.ndarray,
     images: np.ndarray,
     y_enc: np.ndarray,
+    *,
+    seed: int,
 ) -> tuple[list, dict[str, Any]]:
     """Callbacks and ``net.fit`` arguments for ``checkpoint_dir`` (resume).
 
-    Returns ``([], {})`` without a ``checkpoint_dir``; else skorch's
+    ``seed`` (``fit_seed``) is recorded with the run. Returns ``([], {})``
+    without a ``checkpoint_dir``; else skorch's
     ``[LoadInitState, Checkpoint]`` (see
     [`training_checkpoint`][cxrkit.training._checkpoint.training_checkpoint]) and
     ``{"epochs": epochs left}``.
@@ -324,6 +354,7 @@ def checkpoint_callbacks(
         "params": {k: v for k, v in params.items() if k not in skip},
         "classes": classes.tolist(),
         "data": data_fingerprint(images, y_enc),
+        "seed": int(seed),
     }
     callbacks, epochs_done = training_checkpoint(params["checkpoint_dir"], run)
     return callbacks, {"epochs": max(0, params["max_epochs"] - epochs_done)}
@@ -545,21 +576,33 @@ def predict_proba(
     """Class probabilities of decoded images, averaged over ``tta`` copies.
 
     The copies get the ``"light"`` augmentation, seeded by ``random_state``
-    (0 unless an int), so the same model gives the same probabilities for the
-    same image on every call, as without ``tta``.
+    (0 unless an int): ``tta`` sets of shifts, rotations, zooms, brightness
+    and contrast are drawn from the seed, and copy ``k`` of every image gets
+    set ``k``. An image's probabilities thus depend only on the model, the
+    image and the seed: the same on every call, alone or among other images,
+    as without ``tta``.
     """
     pin = str(net.device).startswith("cuda")
     proba = net.predict_proba(ImageBatches(images, pin_memory=pin)).astype(np.float64)
     if tta:
-        augment = build_augmentation("light")
+        augment = same_on_batch(build_augmentation("light"))
         seed = random_state if isinstance(random_state, (int, np.integer)) else 0
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            for _ in range(tta):
-                copies = ImageBatches(images, pin_memory=pin, transform=augment)
-                proba += net.predict_proba(copies)
+        seeds = np.random.RandomState(seed).randint(0, 2**31 - 1, size=tta)
+        for copy_seed in seeds.tolist():
+            transform = functools.partial(_seeded, augment, copy_seed)
+            copies = ImageBatches(images, pin_memory=pin, transform=transform)
+            proba += net.predict_proba(copies)
         proba /= 1 + tta
     return proba
+
+
+def _seeded(
+    augment: Callable[[torch.Tensor], torch.Tensor], seed: int, x: torch.Tensor
+) -> torch.Tensor:
+    """``augment(x)`` with torch's CPU generator seeded (and then set back)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        return augment(x)
 
 
 def adjust_probabilities(proba: np.ndarray, adaptation: dict | None) -> np.ndarray:
