@@ -31,8 +31,10 @@ from cxrkit import PneumoniaClassifier
 from cxrkit.cli import main
 from cxrkit.pacs import (
     DeliveryError,
+    Finding,
     FolderDestination,
     Listener,
+    ModelIdentity,
     NotARadiographError,
     ReportingModel,
     check_radiograph,
@@ -40,6 +42,7 @@ from cxrkit.pacs import (
     image_to_dicom,
     overlay_capture,
     parse_dicom_node,
+    process_dicomweb,
     read_report,
     server_tls_context,
     structured_report,
@@ -327,6 +330,49 @@ def test_overlay_capture(model, clf, radiographs):
     )
 
 
+@pytest.mark.parametrize("label", ["肺炎", "Pneumonie-Ü"])
+def test_results_are_utf8_whatever_the_source_encodes(label, tmp_path, sample_cxr):
+    """cxrkit's own text (a class name, the model file's name) and the
+    patient data copied from a Latin-1 source (in sequences too) read back
+    as they were: the results are UTF-8, the copied values decoded first."""
+    import warnings
+
+    from pydicom.dataset import Dataset
+
+    ds = image_to_dicom(sample_cxr.data[0], study_date="20240131")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.PatientName = "Müller^Zoë"
+    ds.ReferringPhysicianName = "Señor^José"
+    procedure = Dataset()
+    procedure.CodeValue, procedure.CodingSchemeDesignator = "X1", "99LOCAL"
+    procedure.CodeMeaning = "Thorax pâ"
+    ds.ProcedureCodeSequence = [procedure]
+    ds.save_as(tmp_path / "latin1.dcm", enforce_file_format=True)
+    assert "Müller".encode("latin-1") in (tmp_path / "latin1.dcm").read_bytes()
+    # as the listener and the DICOMweb path read a source
+    source = pydicom.dcmread(tmp_path / "latin1.dcm", stop_before_pixels=True)
+    finding = Finding(label, 0.8, label, 0.5, "given")
+    identity = ModelIdentity("modèle-肺.cxr", "1", "ab" * 32, "simple_cnn", 32)
+    image = np.full((64, 64), 100, np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no '?' replacing what cannot be encoded
+        report = _roundtrip(structured_report(source, finding, identity))
+        capture = _roundtrip(
+            overlay_capture(source, image, np.zeros((8, 8)), finding, identity)
+        )
+    read = read_report(report)
+    assert (read["label"], read["probability_of"]) == (label, label)
+    assert read["model_name"] == "modèle-肺.cxr"
+    for result in (report, capture):
+        assert result.SpecificCharacterSet == "ISO_IR 192"
+        assert result.PatientName == "Müller^Zoë"
+        assert result.ReferringPhysicianName == "Señor^José"
+        assert result.ManufacturerModelName == "modèle-肺.cxr"
+    assert report.ProcedureCodeSequence[0].CodeMeaning == "Thorax pâ"
+    assert "modèle-肺.cxr" in capture.DerivationDescription
+    assert source.SpecificCharacterSet == "ISO_IR 100"  # the source unchanged
+
+
 # ----------------------------------------------------------------- listener
 @pytest.fixture
 def folder_listener(clf, tmp_path):
@@ -447,6 +493,46 @@ def test_a_full_queue_answers_out_of_resources(clf, radiographs, tmp_path):
     assert len(list((tmp_path / "results").iterdir())) == acknowledged
 
 
+def test_an_instance_sent_again_while_queued_is_not_lost(clf, radiographs, tmp_path):
+    """B acknowledged and queued, then sent again while the queue is full: the
+    second copy must not replace the first and then be deleted with it."""
+    listener = Listener(
+        clf,
+        FolderDestination(tmp_path / "results"),
+        port=0,
+        spool=tmp_path / "spool",
+        queue_size=1,
+        batch_size=1,
+        queue_timeout=0.3,
+    )
+    busy, go_on = threading.Event(), threading.Event()
+    report_files = listener.reporter.report_files
+
+    def slow(paths, images=None):  # the model busy with a batch
+        busy.set()
+        go_on.wait(30)
+        return report_files(paths, images)
+
+    listener.reporter.report_files = slow
+    a, b, c = radiographs[:3]
+    with listener:
+        assert _send(listener.address, [a]) == [0]
+        assert busy.wait(30)  # the model has A; the queue is empty
+        # B fills the queue; B again is acknowledged (its copy is queued);
+        # C finds the queue full
+        assert _send(listener.address, [b, b, c]) == [0, 0, 0xA700]
+        go_on.set()
+        assert listener.wait_idle(60)
+    uids = {
+        str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in (a, b)
+    }
+    assert set(_reports(tmp_path / "results")) == uids
+    assert listener.stats.reported == listener.stats.received == 2
+    assert (listener.stats.duplicates, listener.stats.refused) == (1, 1)
+    assert not list((tmp_path / "spool" / "failed").iterdir())
+    assert not list((tmp_path / "spool" / "pending").iterdir())
+
+
 def test_a_listener_resumes_what_it_acknowledged(clf, radiographs, tmp_path):
     spool = tmp_path / "spool"
     down = _Gate(tmp_path / "results", fail="down")
@@ -530,6 +616,107 @@ def test_a_non_loopback_address_warns(clf, tmp_path):
     ):
         listener.start()
     listener.stop()
+
+
+# ----------------------------------------------------------------- DICOMweb
+class _FakeDicomweb:
+    """A DICOMweb server in memory: one study, one DX series of ``instances``.
+
+    ``page_cap``: the most results a QIDO-RS page holds (the server's own
+    maximum, below the limit asked for); ``missing``: SOP Instance UIDs
+    that WADO-RS answers 404 (deleted since the search)."""
+
+    def __init__(self, instances, *, page_cap=None, missing=()):
+        self.instances = {str(ds.SOPInstanceUID): ds for ds in instances}
+        self.page_cap, self.missing = page_cap, set(missing)
+        self.searches, self.stored = 0, []
+
+    def _page(self, items, limit, offset):
+        self.searches += 1
+        return items[offset : offset + min(limit, self.page_cap or limit)]
+
+    @staticmethod
+    def _uid(tag, value):
+        return {tag: {"vr": "UI", "Value": [value]}}
+
+    def search_for_series(self, limit=None, offset=0, **_):
+        series = {
+            **self._uid("0020000E", "1.2.3.4"),
+            "00080060": {"vr": "CS", "Value": ["DX"]},
+        }
+        return self._page([series], limit, offset)
+
+    def search_for_instances(self, limit=None, offset=0, **_):
+        found = [
+            {**self._uid("00080018", uid), **self._uid("00080016", ds.SOPClassUID)}
+            for uid, ds in self.instances.items()
+        ]
+        return self._page(found, limit, offset)
+
+    def retrieve_instance(self, study, series, sop):
+        import requests
+
+        if sop in self.missing:
+            response = requests.Response()
+            response.status_code = 404
+            raise requests.HTTPError(
+                f"404 Client Error: Not Found for url: http://pacs/studies/{study}/"
+                f"series/{series}/instances/{sop}",
+                response=response,
+            )
+        return self.instances[sop]
+
+    def store_instances(self, datasets):
+        self.stored += [str(ds.SOPInstanceUID) for ds in datasets]
+        return pydicom.Dataset()
+
+
+@pytest.fixture(scope="module")
+def one_study(sample_cxr) -> list:
+    """Seven DX instances of one study and series."""
+    return [
+        image_to_dicom(
+            sample_cxr.data[i * 50],
+            study_instance_uid="1.2.3",
+            series_instance_uid="1.2.3.4",
+            study_date="20240131",
+        )
+        for i in range(7)
+    ]
+
+
+def test_dicomweb_reads_every_page_a_server_shortens(model, one_study):
+    """A page shorter than the limit asked for is not the last one."""
+    server = _FakeDicomweb(one_study, page_cap=3)
+    results = process_dicomweb(
+        model, "http://pacs", study_instance_uid="1.2.3", client=server, store=False
+    )
+    assert sorted(r.sop_instance_uid for r in results) == sorted(server.instances)
+    assert all(r.error is None for r in results)
+    # a server that ignores offset repeats its first page: that ends the search
+    server._page = lambda items, limit, offset: items[:3]
+    results = process_dicomweb(
+        model, "http://pacs", study_instance_uid="1.2.3", client=server, store=False
+    )
+    assert len(results) == 3
+
+
+def test_dicomweb_one_instance_failing_does_not_stop_the_rest(model, one_study):
+    gone = str(one_study[4].SOPInstanceUID)
+    server = _FakeDicomweb(one_study, missing=[gone])
+    results = process_dicomweb(
+        model, "http://pacs", study_instance_uid="1.2.3", client=server, batch_size=3
+    )
+    assert len(results) == len(one_study)
+    failed = [r for r in results if r.error is not None]
+    assert [r.sop_instance_uid for r in failed] == [gone]
+    assert failed[0].error == "could not retrieve the instance (HTTP 404)"
+    assert failed[0].finding is None and failed[0].stored == ()
+    assert "1.2.3" not in failed[0].error  # the URL's identifiers stay out
+    assert len(server.stored) == len(one_study) - 1
+    assert all(
+        r.finding is not None and r.stored for r in results if r is not failed[0]
+    )
 
 
 # ---------------------------------------------------------------------- CLI

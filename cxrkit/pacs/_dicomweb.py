@@ -55,6 +55,8 @@ class DicomwebResult:
         SOP Instance UIDs of the results stored back (empty with
         ``store=False``).
     error : str or None
+        Why it was not reported (or its results not stored), in words free
+        of identifiers; None when it was.
     """
 
     key: str
@@ -75,11 +77,13 @@ def _search_all(
 ) -> list[dict[str, Any]]:
     """All matches of a QIDO-RS search, page by page, once each.
 
-    Paging stops at a short or empty page, or at a page with nothing new:
-    some servers ignore ``offset`` for some filters (Orthanc 1.10's DICOMweb
-    plugin with ``ModalitiesInStudy``) and answer every page with the first
-    results again, which would make dicomweb-client's ``get_remaining``
-    loop for ever.
+    Paging stops at an empty page, or at a page with nothing new. A page
+    shorter than asked for is not the last one: a server may answer fewer
+    results than ``limit`` (its own maximum, PS3.18 8.3.4.4.1) while more
+    remain. Some servers ignore ``offset`` for some filters (Orthanc 1.10's
+    DICOMweb plugin with ``ModalitiesInStudy``) and answer every page with
+    the first results again, which would make dicomweb-client's
+    ``get_remaining`` loop for ever: such a page has nothing new.
     """
     found: dict[str, dict[str, Any]] = {}
     offset = 0
@@ -88,7 +92,7 @@ def _search_all(
         new = {_value(item, key): item for item in page} if page else {}
         new = {uid: item for uid, item in new.items() if uid and uid not in found}
         found.update(new)
-        if not new or len(page) < _PAGE:
+        if not new:
             break
         offset += len(page)
     items = list(found.values())
@@ -194,13 +198,27 @@ def process_dicomweb(
     Returns
     -------
     list of DicomwebResult
-        One per radiograph found, in the server's order.
+        One per radiograph found, in the server's order. One that could not
+        be reported has a finding of None (or, when its results were
+        refused, its finding) and an ``error`` that says why, in words free
+        of identifiers: it could not be retrieved (WADO-RS: ``HTTP 404``
+        when it was deleted since the search, ``HTTP 406`` when the server
+        cannot send it in a transfer syntax asked for, or the server could
+        not be reached), it is not a chest radiograph cxrkit reads, it could
+        not be read, or the server refused its results. Such an instance
+        does not stop the others.
 
     Raises
     ------
     ValueError
         No search criterion: give at least one, so that a whole archive is
         never processed by accident.
+    DeliveryError
+        Storing results failed for a reason that may pass (the server could
+        not be reached, or asked to try later): the run stops there rather
+        than predict what it cannot store. The results stored before stay
+        on the server; running again stores the same result instances (their
+        UIDs are derived from the radiograph and the model), once.
     """
     from dicomweb_client import DICOMwebClient
 
@@ -230,14 +248,15 @@ def process_dicomweb(
     with tempfile.TemporaryDirectory(prefix="cxrkit-dicomweb-") as folder:
         for start in range(0, len(instances), batch_size):
             chunk = instances[start : start + batch_size]
-            paths = [
+            fetched = [
                 _fetch(client, *uids, Path(folder) / f"{instance_key(uids[2])}.dcm")
                 for uids in chunk
             ]
-            reports = iter(reporter.report_files([p for p in paths if p is not None]))
-            for uids, path in zip(chunk, paths):
+            reports = iter(
+                reporter.report_files([p for p, _ in fetched if p is not None])
+            )
+            for uids, (path, error) in zip(chunk, fetched):
                 if path is None:
-                    error = "not a chest radiograph cxrkit reads"
                     results.append(
                         DicomwebResult(instance_key(uids[2]), *uids, None, error=error)
                     )
@@ -248,16 +267,45 @@ def process_dicomweb(
     return results
 
 
-def _fetch(client: Any, study: str, series: str, sop: str, path: Path) -> Path | None:
-    """Retrieve one instance to ``path``; None if it is not a radiograph."""
-    ds: Dataset = client.retrieve_instance(study, series, sop)
+def _why(exc: Exception) -> str:
+    """An exception in words free of identifiers (a request's URL has UIDs)."""
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    return f"HTTP {status}" if status is not None else type(exc).__name__
+
+
+def _fetch(
+    client: Any, study: str, series: str, sop: str, path: Path
+) -> tuple[Path | None, str | None]:
+    """Retrieve one instance to ``path``: ``(path, None)``, or ``(None, why)``.
+
+    Any failure is this instance's only: a bad instance does not stop the
+    others, as in ``Reporter.report_files``.
+    """
+    key = instance_key(sop)[:16]
+    try:
+        ds: Dataset = client.retrieve_instance(study, series, sop)
+    except Exception as exc:  # HTTP errors, the connection, the payload
+        error = f"could not retrieve the instance ({_why(exc)})"
+        _log.error("instance %s not reported: %s", key, error)
+        return None, error
     try:
         check_radiograph(ds)
     except NotARadiographError as exc:
-        _log.info("instance %s skipped: %s", instance_key(sop)[:16], exc)
-        return None
-    ds.save_as(path, enforce_file_format=True)
-    return path
+        _log.info("instance %s skipped: %s", key, exc)
+        return None, "not a chest radiograph cxrkit reads"
+    except Exception as exc:  # a damaged element in the header
+        error = f"the header cannot be decoded ({type(exc).__name__})"
+        _log.error("instance %s not reported: %s", key, error)
+        return None, error
+    try:
+        ds.save_as(path, enforce_file_format=True)
+    except Exception as exc:  # a data set pydicom cannot write, a full disk
+        path.unlink(missing_ok=True)
+        error = f"could not write the instance ({type(exc).__name__})"
+        _log.error("instance %s not reported: %s", key, error)
+        return None, error
+    return path, None
 
 
 def _outcome(

@@ -6,7 +6,9 @@ Three kinds of threads, joined by bounded queues:
   instance to the spool and fsync it, put it in the queue and only then
   answer success. When the queue stays full for ``queue_timeout`` seconds,
   the answer is ``A700`` (out of resources) and the sender tries again
-  later: memory stays bounded, and the sender slows to the model's pace;
+  later: memory stays bounded, and the sender slows to the model's pace.
+  An instance sent again while its first copy waits in the spool is
+  acknowledged without being written again: that copy is reported;
 * the model thread takes instances from the queue in batches, predicts and
   builds the results, and hands them to the sender thread (a queue of one
   batch), so that the model works while the destination stores;
@@ -69,6 +71,10 @@ class ListenerStats:
     ----------
     received : int
         Instances acknowledged (written to the spool).
+    duplicates : int
+        C-STOREs of an instance already acknowledged and not reported yet,
+        acknowledged without writing it again: its copy in the spool is
+        reported.
     refused : int
         C-STOREs answered with a failure status.
     reported : int
@@ -84,6 +90,7 @@ class ListenerStats:
     """
 
     received: int = 0
+    duplicates: int = 0
     refused: int = 0
     reported: int = 0
     failed: int = 0
@@ -245,6 +252,10 @@ class Listener:
         self._outbox: queue.Queue[tuple[_Item, Report]] = queue.Queue(
             maxsize=batch_size
         )
+        # keys of the instances being received, from the spool's write to
+        # the queue: another C-STORE of one of them meanwhile is answered A700
+        self._receiving: set[str] = set()
+        self._receiving_lock = threading.Lock()
         self._stop = threading.Event()
         self._server: Any = None
         self._threads: list[threading.Thread] = []
@@ -383,6 +394,40 @@ class Listener:
             return self._refuse(
                 STATUS_CANNOT_UNDERSTAND, "the header cannot be decoded", who
             )
+        with self._receiving_lock:
+            if key in self._receiving:
+                claimed = False
+            elif self.spool.pending_path(key).exists():
+                # Already acknowledged and not reported yet: queued, being
+                # reported, or left from before a restart (the start reports
+                # it). Its copy in the spool will be reported, so this one
+                # is acknowledged too, and neither written over that copy
+                # nor queued twice (a full queue would then delete the
+                # acknowledged copy). A PACS sends the same instance again
+                # when it retries or re-routes; a SOP Instance UID names one
+                # instance, so the copies are the same.
+                self.stats.duplicates += 1
+                _log.debug("acknowledged %s: already in the spool", who)
+                return 0x0000
+            else:
+                claimed = True
+                self._receiving.add(key)
+        if not claimed:
+            # another association is receiving it now, and may yet answer
+            # A700 and delete its copy: this one cannot be acknowledged
+            return self._refuse(
+                STATUS_OUT_OF_RESOURCES,
+                "the same instance is being received; send again later",
+                who,
+            )
+        try:
+            return self._receive(event, key, who)
+        finally:
+            with self._receiving_lock:
+                self._receiving.discard(key)
+
+    def _receive(self, event: Any, key: str, who: str) -> Dataset | int:
+        """Spool, decode and queue one instance (no other copy is pending)."""
         try:
             part = self.spool.receive(key, event.encoded_dataset())
         except OSError as exc:  # a full or unwritable disk: the sender retries
@@ -410,6 +455,8 @@ class Listener:
                 _Item(path, time.monotonic(), image), timeout=self.queue_timeout
             )
         except queue.Full:
+            # never acknowledged, and the only copy (checked above): deleting
+            # it loses nothing the sender was told is stored
             path.unlink(missing_ok=True)
             return self._refuse(
                 STATUS_OUT_OF_RESOURCES, "the queue is full; send again later", who
@@ -449,7 +496,8 @@ class Listener:
                     self._queue.task_done()
 
     def _process(self, items: list[_Item]) -> None:
-        items = [item for item in items if item.path.exists()]  # sent twice
+        # gone: reported already (received while the start resumed the spool)
+        items = [item for item in items if item.path.exists()]
         if not items:
             return
         try:

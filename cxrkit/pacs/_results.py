@@ -28,11 +28,17 @@ private scheme ``99CXRKIT`` where none of them has a concept)::
       CONTAINS  TEXT Model file SHA-256 (99CXRKIT)
       CONTAINS  TEXT Comment = the research-only statement
 
+Both are encoded in UTF-8 (Specific Character Set ``ISO_IR 192``), whatever
+the source's character set: they hold cxrkit's own text (class names, the
+model file's name) beside the patient and study attributes copied from the
+source, which are decoded from the source's character set first.
+
 [`read_report`][cxrkit.pacs.read_report] reads it back.
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import highdicom as hd
@@ -98,12 +104,25 @@ def result_uid(kind: str, *parts: Any) -> str:
     return generate_uid(entropy_srcs=["cxrkit", kind, *map(str, parts)])
 
 
+#: The results' Specific Character Set: UTF-8, which holds any text.
+RESULT_CHARACTER_SET = "ISO_IR 192"
+
+
 def _evidence(source: Dataset) -> Dataset:
-    """The source's header, with empty type-2 attributes where it has none."""
+    """A decoded copy of the source's header, with empty type-2 attributes
+    where it has none.
+
+    Every text value, in sequence items too, is decoded from the source's
+    character set here (pydicom leaves an item's values as the bytes read
+    until asked for them): highdicom copies them into the results, which are
+    written in UTF-8, and bytes copied as read would keep the source's
+    encoding under the results' declaration.
+    """
     header = Dataset()
     for element in source:
         if element.keyword != "PixelData":
-            header.add(element)
+            header.add(copy.deepcopy(element))
+    header.decode()
     header.file_meta = getattr(source, "file_meta", Dataset())
     for keyword in _TYPE2:
         if keyword not in header:
@@ -258,7 +277,8 @@ def structured_report(
         A pydicom ``Dataset``; its content is described in the module
         ``_results`` of ``cxrkit.pacs``. Unverified and preliminary
         (``VerificationFlag`` UNVERIFIED, ``PreliminaryFlag``
-        PRELIMINARY): no person has read it.
+        PRELIMINARY): no person has read it. Encoded in UTF-8 (Specific
+        Character Set ``ISO_IR 192``), whatever the source's.
     """
     evidence = _evidence(source)
     report = hd.sr.ComprehensiveSR(
@@ -269,6 +289,10 @@ def structured_report(
         series_description="cxrkit result (research use only)",
         **_result_header(identity),
     )
+    # highdicom copies the source's character set (or none), but the report
+    # holds cxrkit's text too (class names, the model file's name): UTF-8
+    # encodes both; the copied values are str, re-encoded when written.
+    report.SpecificCharacterSet = RESULT_CHARACTER_SET
     return report
 
 
@@ -350,7 +374,8 @@ def overlay_capture(
     Returns
     -------
     highdicom.sc.SCImage
-        An RGB Secondary Capture (a pydicom ``Dataset``).
+        An RGB Secondary Capture (a pydicom ``Dataset``), encoded in UTF-8
+        (Specific Character Set ``ISO_IR 192``).
     """
     evidence = _evidence(source)
     pixels = _render_overlay(image, heatmap, finding)
@@ -369,6 +394,7 @@ def overlay_capture(
         series_description="cxrkit heatmap (research use only)",
         **_result_header(identity),
     )
+    capture.SpecificCharacterSet = RESULT_CHARACTER_SET  # as in the report
     capture.PatientOrientation = orientation if orientation else ""
     capture.BurnedInAnnotation = "YES"
     capture.DerivationDescription = (

@@ -84,9 +84,17 @@ class Spool:
             os.fsync(fh.fileno())
         return part
 
+    def pending_path(self, key: str) -> Path:
+        """Where the instance ``key`` waits in ``pending/`` once committed."""
+        return self.pending_dir / f"{key}.dcm"
+
     def commit(self, part: Path, key: str) -> Path:
-        """Move a received file into ``pending/`` (atomically, durably)."""
-        target = self.pending_dir / f"{key}.dcm"
+        """Move a received file into ``pending/`` (atomically, durably).
+
+        It replaces a file of the same key already there: the caller checks
+        first (the listener acknowledges a duplicate without committing it).
+        """
+        target = self.pending_path(key)
         os.replace(part, target)
         _fsync_folder(self.pending_dir)
         return target
