@@ -152,10 +152,14 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         probabilities do not depend on the other images in the call).
         Costs ``1 + tta`` forward passes per image.
     validation_fraction : float or None, default=0.1
-        Fraction of the training images held out (stratified, and grouped by
-        patient when ``X`` holds Kermany-style paths or ``fit`` gets
-        ``groups``) to score each epoch and drive early stopping. None or 0
-        trains on everything.
+        About this fraction of the training images is held out (stratified,
+        and grouped by patient when ``X`` holds Kermany-style paths or
+        ``fit`` gets ``groups``) to score each epoch and drive early
+        stopping: one of ``k = max(2, round(1 / validation_fraction))``
+        folds of scikit-learn's ``StratifiedGroupKFold``, about ``1 / k`` of
+        the images (0.1 and 0.2 are kept; 0.4 becomes 1/2, with a warning
+        when ``1 / k`` is more than 0.05 away). None or 0 trains on
+        everything.
     early_stopping : None or int, default=None
         Patience in epochs on the validation loss; the best epoch's weights
         are restored at the end. Not with ``ema_decay``.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import warnings
 from pathlib import Path
 
 import joblib
@@ -220,6 +221,20 @@ def test_early_stopping_needs_validation(small, fast):
     clf = PneumoniaClassifier(early_stopping=2, validation_fraction=None, **fast)
     with pytest.raises(ValueError, match="validation"):
         clf.fit(X, y)
+
+
+def test_a_validation_fraction_rounded_far_off_is_announced():
+    from cxrkit.training._fit import validation_split
+
+    y = np.repeat([0, 1], 20)
+    groups = np.arange(40).astype(str)
+    with pytest.warns(UserWarning, match="rounded to 1/2"):
+        _, valid = validation_split(y, groups, 0.4, seed=0)
+    assert len(valid) == 20
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for fraction in (0.1, 0.2, 0.25, 0.3):
+            validation_split(y, groups, fraction, seed=0)
 
 
 # ----------------------------------------------------------- paths, groups

@@ -200,7 +200,9 @@ def validation_split(
     groups : ndarray
         Patient id per image.
     fraction : float or None
-        About this share of the patients is held out; None or 0: none.
+        About this share of the images is held out, as one of
+        ``max(2, round(1 / fraction))`` folds (a warning when that is more
+        than 0.05 off); None or 0: none.
     seed : int
     required : bool
         Raise (rather than warn and train on everything) when there are too
@@ -222,6 +224,15 @@ def validation_split(
     if not fraction:
         return everything, None
     n_splits = max(2, round(1 / fraction))
+    if abs(1 / n_splits - fraction) > 0.05 + 1e-9:
+        # stacklevel: validation_split <- fit <- _fit_context <- the caller
+        warnings.warn(
+            f"validation_fraction={fraction} is rounded to 1/{n_splits}: one of "
+            f"{n_splits} patient-grouped folds, about {1 / n_splits:.2f} of the "
+            "images, is held out",
+            UserWarning,
+            stacklevel=4,
+        )
     _, group_codes = np.unique(groups.astype(str), return_inverse=True)
     groups_per_class = [
         len(np.unique(group_codes[y_enc == k])) for k in range(y_enc.max() + 1)
