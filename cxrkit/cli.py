@@ -1427,7 +1427,8 @@ def _cmd_listen(args: argparse.Namespace) -> int:
     _note(
         args,
         f"cxrkit listen: {stats.received} received, {stats.reported} reported, "
-        f"{stats.refused} refused, {stats.failed} failed",
+        f"{stats.refused} refused, {stats.failed} failed"
+        + (f", {stats.duplicates} sent again" if stats.duplicates else ""),
     )
     return 0
 
