@@ -382,6 +382,15 @@ def test_pointing_game_hits_only_when_the_peak_is_in_the_mask(side, peak, spot):
     assert not pointing_game(np.ones((1, side, side)), mask)[0]
 
 
+def test_pointing_game_refuses_heatmaps_with_nan():
+    mask = np.eye(4, dtype=bool)[None]
+    for bad in (np.nan, np.inf):
+        heatmap = np.zeros((1, 4, 4))
+        heatmap[0, 1, 2] = bad
+        with pytest.raises(ValueError, match=r"heatmaps \[0\] hold NaN"):
+            pointing_game(heatmap, mask)
+
+
 @settings(max_examples=20, deadline=None)
 @given(st.integers(0, 15), st.integers(0, 15), st.floats(0, 10))
 def test_pointing_game_tolerance_is_monotone(py, px, tolerance):

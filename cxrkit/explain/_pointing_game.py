@@ -53,6 +53,13 @@ def pointing_game(
             f"heatmaps {heatmaps.shape} and masks {masks.shape} must have the same "
             "shape (n, H, W); resize the masks to the heatmaps' resolution"
         )
+    bad = np.flatnonzero(~np.isfinite(heatmaps).all(axis=(1, 2)))
+    if len(bad):
+        # a NaN maximum matches no pixel, which would count as a hit
+        raise ValueError(
+            f"heatmaps {bad[:10].tolist()} hold NaN or infinite values; the "
+            "method that made them failed on those images"
+        )
     empty = np.flatnonzero(~masks.any(axis=(1, 2)))
     if len(empty):
         raise ValueError(
