@@ -276,3 +276,18 @@ def test_options_survive_save_and_load(small, fast, tmp_path):
     assert (same.sampler, same.ema_decay, same.tta) == ("balanced", 0.9, 2)
     assert same.mixup == same.net_.mixup == 0.3
     np.testing.assert_allclose(same.predict_proba(X), clf.predict_proba(X), atol=1e-6)
+
+
+def test_a_damaged_weight_average_restarts_with_a_warning(tmp_path):
+    from types import SimpleNamespace
+
+    from cxrkit.training._callbacks import AVERAGE_FILE, WeightAveraging
+
+    net = SimpleNamespace(module_=torch.nn.Linear(2, 2), history=[{}, {}])
+    (tmp_path / AVERAGE_FILE).write_bytes(b"not a torch file")
+    callback = WeightAveraging(0.9, dirname=tmp_path).initialize()
+    with pytest.warns(UserWarning, match="no readable weight average for the 2"):
+        callback.on_train_begin(net)
+    torch.testing.assert_close(  # the average starts from the weights resumed
+        callback.averaged_.module.weight, net.module_.weight
+    )

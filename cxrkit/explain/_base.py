@@ -9,7 +9,6 @@ and scales each to [0, 1].
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
@@ -25,7 +24,7 @@ from torch import nn
 
 from cxrkit.images._cache import DecodedImages
 from cxrkit.images._normalize import normalize
-from cxrkit.images._preprocess import _crop, check_preprocess, model_images
+from cxrkit.images._preprocess import CROP_BAND, check_preprocess, model_images
 from cxrkit.models._inference_model import inference_model
 from cxrkit.models._registry import target_layer
 
@@ -36,10 +35,6 @@ ImageInput = Sequence[str | os.PathLike] | np.ndarray | DecodedImages
 #: ``attribute(model, inputs, targets)`` -> non-negative maps ``(b, 1, h, w)``;
 #: ``targets`` is None when the model explains its own predicted class.
 Attribute = Callable[[nn.Module, torch.Tensor, torch.Tensor | None], torch.Tensor]
-
-#: The band ``preprocess="crop"`` drops on every side, as a fraction of the
-#: side (``cxrkit.images._preprocess._crop``'s default, read from it).
-CROP_BAND: float = inspect.signature(_crop).parameters["band"].default
 
 
 def model_inputs(clf: Any, X: ImageInput) -> tuple[torch.Tensor, tuple[int, int]]:

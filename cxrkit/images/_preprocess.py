@@ -59,7 +59,12 @@ def _stretch(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _crop(image: np.ndarray, band: float = 0.08) -> np.ndarray:
+#: The share of each side that ``"crop"`` drops (heatmaps undo it:
+#: ``cxrkit.explain._base.onto_image``).
+CROP_BAND = 0.08
+
+
+def _crop(image: np.ndarray, band: float = CROP_BAND) -> np.ndarray:
     h, w = image.shape
     dy, dx = round(h * band), round(w * band)
     inner = Image.fromarray(image).crop((dx, dy, w - dx, h - dy))

@@ -123,15 +123,15 @@ class WeightAveraging(Callback):
     def _restore(self, epochs: int) -> None:
         """Load the average saved after ``epochs`` epochs into ``averaged_``."""
         path = Path(self.dirname) / AVERAGE_FILE
-        saved = (
-            torch.load(path, map_location="cpu", weights_only=True)
-            if path.exists()
-            else None
-        )
-        if saved is None or saved["epochs"] != epochs:
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # missing, or damaged (torch raises many kinds)
+            saved = None
+        if not isinstance(saved, dict) or saved.get("epochs") != epochs:
             warnings.warn(
-                f"{path} holds no weight average for the {epochs} epoch(s) being "
-                "resumed: the average restarts from the resumed weights",
+                f"{path} holds no readable weight average for the {epochs} "
+                "epoch(s) being resumed: the average restarts from the resumed "
+                "weights",
                 UserWarning,
                 stacklevel=2,
             )
