@@ -71,11 +71,12 @@ from cxrkit.metrics import (
     clinical_report,
     positive_label,
 )
+from cxrkit.models._features import head_inputs
 from cxrkit.models._net import collate_batches
 from cxrkit.models._registry import classifier_head
-from cxrkit.ood import penultimate_features
 from cxrkit.persistence._provenance import operating_threshold
 from cxrkit.training._fit import adjust_probabilities
+from cxrkit.training._fit import predict_proba as network_proba
 
 if TYPE_CHECKING:
     from cxrkit.classifier import ImageInput, PneumoniaClassifier
@@ -446,7 +447,9 @@ def adapt_head(
     (``calibrate(..., proba=...)``), or on other labelled patients. Run it before
     ``adapt_prior`` and ``calibrate`` (they correct the head's outputs);
     after ``adapt_batchnorm`` is fine. The out-of-distribution detector reads the
-    layer's inputs, which do not change, and is kept.
+    layer's inputs, which do not change, and is kept. With test-time
+    augmentation (``tta``) the layer is fitted on the images as given and
+    then scores their views as well.
 
     Parameters
     ----------
@@ -488,9 +491,11 @@ def adapt_head(
             "outputs: call adapt_head on the model before adapt_prior and "
             "calibrate, then repeat them"
         )
-    features, y_idx, weight0, bias0, _ = _head_inputs(clf, X, y)
+    passes, y_idx, weight0, bias0, _ = _head_inputs(clf, X, y)
+    # Fitted on the images as given; with test-time augmentation the refitted
+    # layer then scores their views too.
     weight, bias, before, after = _pulled_logistic(
-        features, y_idx, weight0, bias0, float(pull)
+        passes[0], y_idx, weight0, bias0, float(pull)
     )
     step = {
         "step": "head",
@@ -521,15 +526,20 @@ def _head_inputs(
     clf: PneumoniaClassifier, X: ImageInput, y: Sequence | np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple | None]:
     """What the head refit needs: the features ``predict_proba``'s forward
-    pass feeds the final layer, the labels as indices, that layer, and the
-    paths of ``X`` (None for an array)."""
+    passes feed the final layer, ``(1 + tta, n, n_features)`` (the images as
+    given, then each test-time view), the labels as indices, that layer, and
+    the paths of ``X`` (None for an array)."""
     _, y_idx = _labelled(clf, y, "refitting the head")
     decoded = model_images(clf, X, verbose=clf.verbose)
     _check_count(len(decoded.pixels), len(y_idx), "refitting the head")
-    features = penultimate_features(clf, decoded.pixels).astype(np.float64)
+    with head_inputs(clf.net_.module_, clf.model) as seen:
+        network_proba(
+            clf.net_, decoded.pixels, tta=clf.tta, random_state=clf.random_state
+        )
+    features = torch.cat(seen).numpy().astype(np.float64)
     head = classifier_head(clf.net_.module_, clf.model)
     return (
-        features,
+        features.reshape(1 + clf.tta, len(y_idx), -1),
         y_idx,
         head.weight.detach().double().cpu().numpy(),
         head.bias.detach().double().cpu().numpy(),
@@ -607,7 +617,7 @@ def head_cross_val_proba(
     _check_pull(pull)
     if not (isinstance(cv, numbers.Integral) and cv >= 2):
         raise ValueError(f"cv must be an integer of at least 2, got {cv!r}")
-    features, y_idx, weight0, bias0, paths = _head_inputs(clf, X, y)
+    passes, y_idx, weight0, bias0, paths = _head_inputs(clf, X, y)
     if groups is None and paths is not None:
         groups = patient_groups(paths)
     groups = np.arange(len(y_idx)) if groups is None else np.asarray(groups)
@@ -622,14 +632,17 @@ def head_cross_val_proba(
             "sample: label more patients"
         )
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=0)
-    logits = np.empty((len(y_idx), weight0.shape[0]))
-    for fit_idx, score_idx in folds.split(features, y_idx, groups):
+    proba = np.empty((len(y_idx), weight0.shape[0]))
+    for fit_idx, score_idx in folds.split(passes[0], y_idx, groups):
         weight, bias, _, _ = _pulled_logistic(
-            features[fit_idx], y_idx[fit_idx], weight0, bias0, float(pull)
+            passes[0][fit_idx], y_idx[fit_idx], weight0, bias0, float(pull)
         )
-        logits[score_idx] = features[score_idx] @ weight.T + bias
-    # as predict_proba: softmax, then the model's adaptation (if any)
-    return adjust_probabilities(softmax(logits, axis=1), clf.adaptation_)
+        # as predict_proba: the softmax averaged over the image and its
+        # test-time views (if any), then the model's adaptation (if any)
+        proba[score_idx] = np.mean(
+            [softmax(p[score_idx] @ weight.T + bias, axis=1) for p in passes], axis=0
+        )
+    return adjust_probabilities(proba, clf.adaptation_)
 
 
 def _sample_proba(

@@ -146,11 +146,13 @@ class PneumoniaClassifier(ClassifierMixin, BaseEstimator):
         Not with ``early_stopping``, which would restore raw weights.
     tta : int, default=0
         Test-time augmentation: ``predict_proba`` averages the probabilities
-        of each image and of ``tta`` randomly shifted, rotated and rescaled
-        copies (the ``"light"`` augmentation, seeded by ``random_state``:
-        every image gets the same ``tta`` transformations, so its
-        probabilities do not depend on the other images in the call).
-        Costs ``1 + tta`` forward passes per image.
+        of each image and of ``tta`` shifted, rotated, rescaled, brightened
+        and contrast-changed copies: fixed views drawn once from the
+        ``"light"`` augmentation, seeded by ``random_state``, so an image's
+        probabilities do not depend on the other images in the call, and the
+        ONNX export runs the same views. Costs ``1 + tta`` forward passes per
+        image. Heatmaps ([`explain`][cxrkit.explain.explain]) explain the
+        image as given, the first of those passes.
     validation_fraction : float or None, default=0.1
         About this fraction of the training images is held out (stratified,
         and grouped by patient when ``X`` holds Kermany-style paths or

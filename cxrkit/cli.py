@@ -908,7 +908,6 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from cxrkit.plot import method_title, plot_heatmap, plot_heatmap_grid
 
     method = explain.DEFAULT_METHOD if args.method is None else args.method
-    caption = explain.method_caption(method)
     if method not in explain.METHODS:
         raise _UserError(
             f"--method {method!r} is not a heatmap method; use one of "
@@ -934,6 +933,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     else:
         explained = [target] * len(paths)
     heatmaps = explain.explain(clf, paths, list(explained), method=method)
+    caption = explain.method_caption(method, clf.tta)
     column = {c: k for k, c in enumerate(clf.classes_)}
     p_explained = [proba[i, column[c]] for i, c in enumerate(explained)]
     images = load_images(paths, clf.image_size)[0]

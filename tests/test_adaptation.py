@@ -551,6 +551,25 @@ def test_out_of_fold_probabilities_come_from_heads_without_the_image(
         head_cross_val_proba(fitted_synthetic, X_site, y_site, cv=1)
 
 
+def test_out_of_fold_probabilities_average_the_test_time_views(
+    fitted_synthetic, synthetic
+):
+    """With ``tta``, the out-of-fold probabilities that ``calibrate`` fits on
+    are what the refitted model's ``predict_proba`` gives: the image and its
+    views averaged, not the image alone."""
+    X, y, _ = synthetic
+    X_site, y_site = _site(X[200:300], y[200:300])
+    clf = copy.deepcopy(fitted_synthetic).set_params(tta=3)
+    plain = fitted_synthetic.predict_proba(X_site)
+    expected = clf.predict_proba(X_site)
+    assert np.abs(expected - plain).max() > 0.01
+    kept = head_cross_val_proba(clf, X_site, y_site, pull=1e6)
+    assert np.abs(kept - expected).max() < 1e-3
+    # and the head refit on all of it scores the views with the new layer
+    refit = adapt_head(clf, X_site, y_site, pull=1e6)
+    assert np.abs(refit.predict_proba(X_site) - expected).max() < 1e-3
+
+
 def test_head_refit_drops_the_threshold_and_saves(
     fitted_synthetic, synthetic, tmp_path
 ):

@@ -101,6 +101,7 @@ def test_metadata_documents_the_preprocessing(real_onnx, real_model):
     assert meta["decision_rule"] == "argmax"
     assert "threshold" not in meta
     assert meta["preprocess"] == "none"
+    assert meta["test_time_augmentation"] == "none"
 
 
 def _example():
@@ -297,11 +298,26 @@ def test_bad_inputs_are_named(small_model, synthetic_data, tmp_path):
         three.export_onnx(tmp_path / "m.onnx", threshold=0.5)
 
 
-def test_test_time_augmentation_is_announced(synthetic_data, tmp_path):
+@pytest.mark.parametrize("adapted", [False, True])
+def test_test_time_augmentation_is_in_the_graph(
+    small_model, synthetic_data, tmp_path, adapted
+):
+    """A model with ``tta`` exports the averaged probabilities its threshold
+    was chosen on, with or without a site adaptation on top."""
+    from cxrkit.adaptation import calibrate
+
     X, y, _ = synthetic_data
-    clf = PneumoniaClassifier(model="simple_cnn", tta=2, **FAST).fit(X, y)
-    with pytest.warns(UserWarning, match="tta=2"):
-        clf.export_onnx(tmp_path / "m.onnx")
+    clf = copy.deepcopy(small_model).set_params(tta=3, random_state=5)
+    if adapted:
+        clf = calibrate(clf, X, y, method="platt")
+    x = _normalised(load_images(X[:20], clf.image_size)[0])
+    (proba,) = _session(clf.export_onnx(tmp_path / "m.onnx")).run(None, {INPUT_NAME: x})
+    expected = clf.predict_proba(X[:20])
+    plain = copy.deepcopy(clf).set_params(tta=0)
+    assert np.abs(expected - plain.predict_proba(X[:20])).max() > 10 * TOLERANCE
+    assert np.abs(proba - expected).max() <= TOLERANCE
+    meta = _session(tmp_path / "m.onnx").get_modelmeta().custom_metadata_map
+    assert "3 fixed views" in meta["test_time_augmentation"]
 
 
 # ------------------------------------------------- benchmarks/timings/inference.py
@@ -343,3 +359,30 @@ def test_inference_benchmark_times_methods_in_a_new_order_each_round(benchmark):
     assert all(sorted(r) == list("abcde") for r in rounds)
     before_a = {r[r.index("a") - 1] if r.index("a") else None for r in rounds}
     assert len(before_a) > 2
+
+
+def test_tta_benchmark_times_both_paths_and_checks_the_graph(
+    small_model, kermany_dir, tmp_path, capsys
+):
+    spec = importlib.util.spec_from_file_location(
+        "tta_benchmark", ROOT / "benchmarks" / "timings" / "tta.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path / "m.cxr"
+    copy.deepcopy(small_model).set_params(tta=2).save(path)
+    threads = torch.get_num_threads()
+    try:
+        args = ["--model-file", str(path), "--data", str(kermany_dir / "train")]
+        result = module.main([*args, "--n-images", "8", "--rounds", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    assert result["tta"] == 2
+    assert set(result["images_per_s_median"]) == {
+        "cxrkit_tta0",
+        "cxrkit_tta2",
+        "onnx_tta0",
+        "onnx_tta2",
+    }
+    assert max(result["max_abs_onnx_minus_predict_proba"].values()) <= TOLERANCE
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result

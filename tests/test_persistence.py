@@ -478,3 +478,15 @@ def test_server_and_dicom_node_take_their_model_the_same_way(
     for wrap in (ServedModel, ReportingModel):
         with pytest.raises(ValueError, match="the model is not fitted; give a fitted"):
             wrap(PneumoniaClassifier())
+
+
+def test_the_card_caption_says_what_a_heatmap_of_a_tta_model_explains(model):
+    from cxrkit.persistence import model_card
+
+    plain = model_card(model)["explanation_caption"]
+    with_views = model_card(copy.deepcopy(model).set_params(tta=4))
+    assert "shifted copies" not in plain
+    assert with_views["explanation_caption"].startswith(plain)
+    assert with_views["explanation_caption"].endswith(
+        "the probability also averages 4 shifted copies of it."
+    )

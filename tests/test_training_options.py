@@ -291,3 +291,26 @@ def test_a_damaged_weight_average_restarts_with_a_warning(tmp_path):
     torch.testing.assert_close(  # the average starts from the weights resumed
         callback.averaged_.module.weight, net.module_.weight
     )
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_test_time_views_replay_the_light_augmentation(size):
+    """Each fixed view is what kornia's seeded ``"light"`` draw does to the
+    batch (the ONNX graph runs the views, not kornia)."""
+    from cxrkit.training._augmentation import build_augmentation, same_on_batch
+    from cxrkit.training._tta import TestTimeViews, view_seeds
+
+    views = TestTimeViews(size, copies=3, random_state=7)
+    augment = same_on_batch(build_augmentation("light"))
+    x = torch.rand(4, 1, size, size, generator=torch.Generator().manual_seed(0))
+    x[0] = 0.0  # the clamps at both ends
+    x[1] = 1.0
+    for k, seed in enumerate(view_seeds(3, 7)):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            expected = augment(x)
+        got = views.view(x, k)
+        assert not torch.allclose(got, x, atol=1e-2)  # the view changes the image
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
+    other = TestTimeViews(size, copies=3, random_state=8)
+    assert not torch.allclose(other.grids, views.grids)

@@ -720,7 +720,7 @@ def model_card(
             "alarm_rate": detector.alarm_rate,
         },
         "explanation": DEFAULT_METHOD,
-        "explanation_caption": method_caption(DEFAULT_METHOD),
+        "explanation_caption": method_caption(DEFAULT_METHOD, getattr(clf, "tta", 0)),
         "last_epoch": {
             k: last[k]
             for k in ("train_loss", "valid_loss", "valid_acc", "roc_auc")

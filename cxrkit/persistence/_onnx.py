@@ -18,7 +18,8 @@ std``), ``preprocessing`` (the whole recipe in words), ``output_name``,
 model, as [`decision_rule`][cxrkit.persistence.decision_rule] resolves it),
 ``preprocess`` (cxrkit's deterministic preprocessing steps after resizing,
 joined by ``+``, or ``"none"``; ``preprocessing`` says exactly what each
-does), ``model`` and ``cxrkit_version``; all values are strings.
+does), ``test_time_augmentation`` (``"none"``, or what the graph averages),
+``model`` and ``cxrkit_version``; all values are strings.
 The user guide's *Deployment with ONNX* page has a complete onnxruntime
 script that reads them.
 
@@ -38,7 +39,6 @@ import copy
 import importlib.util
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ from torch import nn
 from cxrkit._version import __version__
 from cxrkit.images._normalize import MEAN, STD
 from cxrkit.persistence._model_files import model_card
+from cxrkit.training._tta import TestTimeViews
 
 # This module sits above the estimator (``PneumoniaClassifier.export_onnx``
 # imports it), so it never imports ``cxrkit.classifier``: a fitted cxrkit
@@ -114,6 +115,30 @@ class _Probabilities(nn.Module):
 _LOG_TINY = float(torch.log(torch.tensor(1e-12, dtype=torch.float64)))
 
 
+class _TestTimeAveraged(nn.Module):
+    """The network over the image and its test-time views (``tta``).
+
+    Outputs the log of the mean softmax over the image and its copies, what
+    ``predict_proba`` averages (``cxrkit.training._fit.predict_proba``): its
+    softmax is that mean, so `_Probabilities` applies to it unchanged. The
+    input is normalised; the views act on grey levels in [0, 1], so they are
+    taken between an un-normalisation and the normalisation again.
+    """
+
+    def __init__(self, network: nn.Module, views: TestTimeViews) -> None:
+        super().__init__()
+        self.network, self.views = network, views
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        proba = torch.softmax(self.network(x), dim=1)
+        grey = x * STD + MEAN
+        for k in range(len(self.views)):
+            view = (self.views.view(grey, k) - MEAN) / STD
+            proba = proba + torch.softmax(self.network(view), dim=1)
+        mean = proba / (1 + len(self.views))
+        return torch.log(mean.clamp(min=torch.finfo(mean.dtype).tiny))
+
+
 def export_onnx(
     estimator: Any,
     path: str | os.PathLike,
@@ -159,9 +184,11 @@ def export_onnx(
     -----
     A site adaptation (``cxrkit.adaptation``: recalibration, a re-estimated
     class prior) is part of the graph, so its output is what
-    ``predict_proba`` returns. Test-time augmentation (``tta``) is not part
-    of the graph: a model fitted with ``tta > 0`` exports its un-augmented
-    probabilities (with a warning).
+    ``predict_proba`` returns. So is test-time augmentation (``tta``): the
+    graph runs the network on the image and on its ``tta`` fixed views
+    (shifts, rotations, zooms, brightness and contrast, the same as
+    ``predict_proba``'s) and averages their probabilities, at ``1 + tta``
+    times the cost of one pass.
 
     Examples
     --------
@@ -185,19 +212,13 @@ def export_onnx(
         pos_label = wrapped_pos_label
     metadata = onnx_metadata(clf, threshold=threshold, pos_label=pos_label)
     path = _check_destination(path)
-    if clf.tta:
-        warnings.warn(
-            f"the classifier uses test-time augmentation (tta={clf.tta}); the ONNX "
-            "model outputs the probabilities of the image alone, without the "
-            "augmented copies",
-            UserWarning,
-            stacklevel=2,
-        )
-
     # A CPU copy in eval mode: exporting must not move or change the fitted net.
+    network = copy.deepcopy(clf.net_.module_).cpu().eval()
+    if clf.tta:
+        views = TestTimeViews(clf.image_size, clf.tta, clf.random_state)
+        network = _TestTimeAveraged(network, views)
     network = nn.Sequential(
-        copy.deepcopy(clf.net_.module_).cpu().eval(),
-        _Probabilities(getattr(clf, "adaptation_", None)),
+        network, _Probabilities(getattr(clf, "adaptation_", None))
     ).eval()
     example = torch.zeros(2, 1, clf.image_size, clf.image_size)
     program = torch.onnx.export(
@@ -262,6 +283,7 @@ def onnx_metadata(
         "preprocessing": _PREPROCESSING,
         "output_name": OUTPUT_NAME,
         "output": "class probabilities (softmax), columns in the order of classes",
+        "test_time_augmentation": _tta_text(int(clf.tta)),
         "classes": json.dumps(classes),
         "decision_rule": "argmax",
         "intended_use": card["intended_use"],
@@ -287,6 +309,17 @@ def onnx_metadata(
         "threshold, else the other class",
     )
     return metadata
+
+
+def _tta_text(copies: int) -> str:
+    """What the graph does with test-time augmentation, for the metadata."""
+    if not copies:
+        return "none"
+    return (
+        f"inside the graph: the probabilities of the image and of {copies} fixed "
+        "views of it (shift, rotation, zoom, brightness and contrast), averaged; "
+        "feed the image alone"
+    )
 
 
 def _preprocess_steps(clf: PneumoniaClassifier) -> tuple[str, ...]:

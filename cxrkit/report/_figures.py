@@ -107,12 +107,13 @@ def report_figures(
         from cxrkit.explain import DEFAULT_METHOD, method_caption
 
         worst = _most_confident_errors(report, n_heatmaps)
+        caption = method_caption(DEFAULT_METHOD, getattr(clf, "tta", 0))
         fig = _heatmap_figure(clf, X, report, worst)
         figures.append(
             ReportFigure(
                 "heatmap_errors",
                 f"Heatmaps of the most confident errors, in the order of the grid "
-                f"above, for the (wrong) class given. {method_caption(DEFAULT_METHOD)}"
+                f"above, for the (wrong) class given. {caption}"
                 " Heat outside the lungs (text markers, devices, shoulders) "
                 "suggests the model uses something other than the lungs. Research "
                 "and education only.",
@@ -200,6 +201,7 @@ def _lung_evidence_figure(clf: Any, X: Any, report: ClinicalReport) -> ReportFig
     picked = np.unique(spaced.round().astype(int))
     images = decode_images([X[i] for i in picked], clf.image_size)
     evidence = evidence_outside_lungs(clf, images, list(report.y_pred[picked]))
+    caption = method_caption(DEFAULT_METHOD, getattr(clf, "tta", 0))
     fig = Figure(figsize=(5.5, 3.6), layout="constrained")
     ax = fig.subplots()
     ax.hist(100 * evidence.outside, bins=np.linspace(0, 100, 21), color="tab:blue")
@@ -215,6 +217,6 @@ def _lung_evidence_figure(clf: Any, X: Any, report: ClinicalReport) -> ReportFig
         f"(the class given explained): {evidence.summary()} The lung field is "
         f"that of a typical radiograph (cxrkit.explain.lung_field_prior); with "
         f"your own lung masks, use cxrkit.explain.evidence_outside_lungs. "
-        f"{method_caption(DEFAULT_METHOD)}",
+        f"{caption}",
         fig,
     )

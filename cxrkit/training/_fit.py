@@ -47,13 +47,14 @@ from cxrkit.models._accelerated import AcceleratedImageClassifierNet
 from cxrkit.models._features import backbone_features, headless
 from cxrkit.models._net import ImageClassifierNet, data_device
 from cxrkit.models._registry import build_model
-from cxrkit.training._augmentation import build_augmentation, same_on_batch
+from cxrkit.training._augmentation import build_augmentation
 from cxrkit.training._callbacks import WeightAveraging, print_epoch_table
 from cxrkit.training._checkpoint import (
     data_fingerprint,
     recorded_seed,
     training_checkpoint,
 )
+from cxrkit.training._tta import TestTimeViews
 
 __all__ = [
     "LR_SCHEDULES",
@@ -586,34 +587,26 @@ def predict_proba(
 ) -> np.ndarray:
     """Class probabilities of decoded images, averaged over ``tta`` copies.
 
-    The copies get the ``"light"`` augmentation, seeded by ``random_state``
-    (0 unless an int): ``tta`` sets of shifts, rotations, zooms, brightness
-    and contrast are drawn from the seed, and copy ``k`` of every image gets
-    set ``k``. An image's probabilities thus depend only on the model, the
-    image and the seed: the same on every call, alone or among other images,
-    as without ``tta``.
+    The copies are the fixed views of ``TestTimeViews``
+    (``cxrkit.training._tta``): ``tta`` shifts, rotations, zooms, brightness
+    and contrast changes of the ``"light"`` augmentation, drawn once from
+    ``random_state`` (0 unless an int), copy ``k`` of every image getting
+    view ``k``. An image's probabilities thus
+    depend only on the model, the image and the seed: the same on every
+    call, alone or among other images, and in the model's ONNX export. The
+    images as they are run first, then the copies, view by view
+    (``cxrkit.ood.proba_and_ood_score`` relies on that order).
     """
     pin = str(net.device).startswith("cuda")
     proba = net.predict_proba(ImageBatches(images, pin_memory=pin)).astype(np.float64)
     if tta:
-        augment = same_on_batch(build_augmentation("light"))
-        seed = random_state if isinstance(random_state, (int, np.integer)) else 0
-        seeds = np.random.RandomState(seed).randint(0, 2**31 - 1, size=tta)
-        for copy_seed in seeds.tolist():
-            transform = functools.partial(_seeded, augment, copy_seed)
+        views = TestTimeViews(images.shape[-1], tta, random_state)
+        for k in range(tta):
+            transform = functools.partial(views.view, k=k)
             copies = ImageBatches(images, pin_memory=pin, transform=transform)
             proba += net.predict_proba(copies)
         proba /= 1 + tta
     return proba
-
-
-def _seeded(
-    augment: Callable[[torch.Tensor], torch.Tensor], seed: int, x: torch.Tensor
-) -> torch.Tensor:
-    """``augment(x)`` with torch's CPU generator seeded (and then set back)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.default_generator.manual_seed(seed)
-        return augment(x)
 
 
 def adjust_probabilities(proba: np.ndarray, adaptation: dict | None) -> np.ndarray:

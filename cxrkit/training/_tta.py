@@ -1,0 +1,116 @@
+"""Test-time augmentation as a fixed set of views of the image.
+
+``PneumoniaClassifier(tta=k)`` averages the probabilities of each image and
+of ``k`` transformed copies of it. The ``k`` transformations are drawn once
+from the ``"light"`` augmentation preset (kornia's random affine, brightness
+and contrast steps, one draw per copy, seeded by the classifier's
+``random_state``) and then kept as plain tensors: for each copy a sampling
+grid (the shift, rotation and zoom) and a brightness and a contrast factor.
+Applied with ``grid_sample`` and two multiplications, the same views run in
+``predict_proba`` and inside the ONNX graph of
+[`export_onnx`][cxrkit.persistence.export_onnx], so that an exported model
+outputs the probabilities that its recorded threshold was chosen on.
+
+Why this is written here: kornia's augmentation modules draw their values
+and apply them in one call and do not export to ONNX. The replay below is
+the three formulas of their apply step (``warp_affine``,
+``adjust_brightness_accumulative``, ``adjust_contrast_with_mean_subtraction``,
+with their clamping), and the tests check it against kornia's own output.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from kornia.geometry.conversions import normalize_homography
+from torch import nn
+
+from cxrkit.training._augmentation import build_augmentation, same_on_batch
+
+__all__ = ["TestTimeViews", "view_seeds"]
+
+
+def view_seeds(copies: int, random_state: object) -> list[int]:
+    """The seed of each copy's draw: from ``random_state`` when it is an int, else 0."""
+    seed = random_state if isinstance(random_state, (int, np.integer)) else 0
+    return np.random.RandomState(seed).randint(0, 2**31 - 1, size=copies).tolist()
+
+
+class TestTimeViews(nn.Module):
+    """The ``copies`` fixed views of a classifier's test-time augmentation.
+
+    Parameters
+    ----------
+    image_size : int
+        Side of the square model inputs.
+    copies : int
+        Number of transformed copies (the classifier's ``tta``), at least 1.
+    random_state : int or other, default=0
+        The classifier's ``random_state``; the copies' draws are seeded by
+        it when it is an int, by 0 otherwise, so that a model's views are the
+        same in every call and in its ONNX export.
+
+    Examples
+    --------
+    >>> views = TestTimeViews(32, copies=2, random_state=0)
+    >>> x = torch.rand(3, 1, 32, 32)
+    >>> views.view(x, 0).shape, len(views)
+    (torch.Size([3, 1, 32, 32]), 2)
+    >>> bool(torch.equal(views.view(x, 1), views.view(x, 1)))
+    True
+    """
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __init__(self, image_size: int, copies: int, random_state: object = 0) -> None:
+        super().__init__()
+        if copies < 1:
+            raise ValueError(f"copies must be at least 1, got {copies}")
+        augment = same_on_batch(build_augmentation("light"))
+        affine, brightness, contrast = augment.steps
+        probe = torch.zeros(1, 1, image_size, image_size)
+        grids, factors = [], []
+        for seed in view_seeds(copies, random_state):
+            # One draw of the preset's steps, as a training batch gets it.
+            with torch.random.fork_rng(devices=[]):
+                torch.default_generator.manual_seed(seed)
+                augment(probe)
+            # The transformation exactly, in float64 (kornia's own float32
+            # arithmetic gives grey levels within 4e-5 of these at 224 px).
+            matrix = affine.transform_matrix[:1].double()  # pixels, (1, 3, 3)
+            size = (image_size, image_size)
+            to_output = normalize_homography(matrix, size, size, align_corners=False)
+            grid = F.affine_grid(
+                torch.linalg.inv(to_output)[:, :2, :],
+                [1, 1, image_size, image_size],
+                align_corners=False,
+            )
+            grids.append(grid.float())
+            factors.append(
+                [
+                    float(brightness._params["brightness_factor"][0]),
+                    float(contrast._params["contrast_factor"][0]),
+                ]
+            )
+        self.register_buffer("grids", torch.cat(grids))  # (copies, S, S, 2)
+        self.register_buffer("factors", torch.tensor(factors))  # (copies, 2)
+
+    def __len__(self) -> int:
+        return len(self.grids)
+
+    def view(self, x: torch.Tensor, k: int) -> torch.Tensor:
+        """Copy ``k`` of a float batch ``(B, 1, S, S)`` in [0, 1], in [0, 1]."""
+        grid = self.grids[k : k + 1].expand(x.shape[0], -1, -1, -1).to(x)
+        x = F.grid_sample(
+            x, grid, mode="bilinear", padding_mode="border", align_corners=False
+        )
+        # kornia clamps before each colour step and after it.
+        x = (x.clamp(0.0, 1.0) * self.factors[k, 0]).clamp(0.0, 1.0)
+        mean = x.mean(dim=(-3, -2, -1), keepdim=True)
+        c = self.factors[k, 1]
+        return (x * c + mean * (1 - c)).clamp(0.0, 1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """All copies of a batch: ``(copies * B, 1, S, S)``, copy by copy."""
+        return torch.cat([self.view(x, k) for k in range(len(self))])
