@@ -491,9 +491,9 @@ def adapt_head(
             "outputs: call adapt_head on the model before adapt_prior and "
             "calibrate, then repeat them"
         )
-    passes, y_idx, weight0, bias0, _ = _head_inputs(clf, X, y)
     # Fitted on the images as given; with test-time augmentation the refitted
     # layer then scores their views too.
+    passes, y_idx, weight0, bias0, _ = _head_inputs(clf, X, y, views=False)
     weight, bias, before, after = _pulled_logistic(
         passes[0], y_idx, weight0, bias0, float(pull)
     )
@@ -523,23 +523,27 @@ def adapt_head(
 
 
 def _head_inputs(
-    clf: PneumoniaClassifier, X: ImageInput, y: Sequence | np.ndarray
+    clf: PneumoniaClassifier,
+    X: ImageInput,
+    y: Sequence | np.ndarray,
+    *,
+    views: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, tuple | None]:
     """What the head refit needs: the features ``predict_proba``'s forward
     passes feed the final layer, ``(1 + tta, n, n_features)`` (the images as
-    given, then each test-time view), the labels as indices, that layer, and
-    the paths of ``X`` (None for an array)."""
+    given, then each test-time view; with ``views=False`` the images as
+    given only, ``(1, n, n_features)``), the labels as indices, that layer,
+    and the paths of ``X`` (None for an array)."""
     _, y_idx = _labelled(clf, y, "refitting the head")
     decoded = model_images(clf, X, verbose=clf.verbose)
     _check_count(len(decoded.pixels), len(y_idx), "refitting the head")
+    tta = clf.tta if views else 0
     with head_inputs(clf.net_.module_, clf.model) as seen:
-        network_proba(
-            clf.net_, decoded.pixels, tta=clf.tta, random_state=clf.random_state
-        )
+        network_proba(clf.net_, decoded.pixels, tta=tta, random_state=clf.random_state)
     features = torch.cat(seen).numpy().astype(np.float64)
     head = classifier_head(clf.net_.module_, clf.model)
     return (
-        features.reshape(1 + clf.tta, len(y_idx), -1),
+        features.reshape(1 + tta, len(y_idx), -1),
         y_idx,
         head.weight.detach().double().cpu().numpy(),
         head.bias.detach().double().cpu().numpy(),

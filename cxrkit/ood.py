@@ -451,7 +451,8 @@ def proba_and_ood_score(clf: Any, X: Any) -> tuple[np.ndarray, np.ndarray | None
     """
     if not shares_one_pass(clf):
         # no detector, another classifier, or a subclass with its own
-        # methods: ask them (without a detector, predict_proba is one pass)
+        # methods: ask them (without a detector, predict_proba is all the
+        # passes there are)
         proba = clf.predict_proba(X)
         if getattr(clf, "ood_detector_", None) is None:
             return proba, None

@@ -552,7 +552,7 @@ def test_out_of_fold_probabilities_come_from_heads_without_the_image(
 
 
 def test_out_of_fold_probabilities_average_the_test_time_views(
-    fitted_synthetic, synthetic
+    fitted_synthetic, synthetic, monkeypatch
 ):
     """With ``tta``, the out-of-fold probabilities that ``calibrate`` fits on
     are what the refitted model's ``predict_proba`` gives: the image and its
@@ -565,8 +565,20 @@ def test_out_of_fold_probabilities_average_the_test_time_views(
     assert np.abs(expected - plain).max() > 0.01
     kept = head_cross_val_proba(clf, X_site, y_site, pull=1e6)
     assert np.abs(kept - expected).max() < 1e-3
-    # and the head refit on all of it scores the views with the new layer
+    # and the head refit on all of it scores the views with the new layer;
+    # it is fitted on the images as given: one pass over them, no views
+    from cxrkit import adaptation
+
+    run = adaptation.network_proba
+    copies = []
+
+    def counted(net, images, *, tta, random_state):
+        copies.append(tta)
+        return run(net, images, tta=tta, random_state=random_state)
+
+    monkeypatch.setattr(adaptation, "network_proba", counted)
     refit = adapt_head(clf, X_site, y_site, pull=1e6)
+    assert copies == [0]
     assert np.abs(refit.predict_proba(X_site) - expected).max() < 1e-3
 
 

@@ -314,3 +314,29 @@ def test_test_time_views_replay_the_light_augmentation(size):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-4)
     other = TestTimeViews(size, copies=3, random_state=8)
     assert not torch.allclose(other.grids, views.grids)
+
+
+def test_test_time_views_drawn_in_two_threads_are_the_lone_draw():
+    """Drawing seeds torch's global generator: draws in two threads at once
+    must not mix (they are drawn under a lock)."""
+    import threading
+
+    from cxrkit.training._tta import TestTimeViews, shared_views
+
+    lone = TestTimeViews(48, copies=4, random_state=0).grids
+    differing = []
+
+    def draw() -> None:
+        for _ in range(25):
+            grids = TestTimeViews(48, copies=4, random_state=0).grids
+            differing.append(not torch.equal(grids, lone))
+
+    threads = [threading.Thread(target=draw) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(differing) == 50 and not any(differing)
+    # predict_proba draws once per process and setting
+    assert shared_views(48, 4, 0) is shared_views(48, 4, np.int64(0))
+    assert torch.equal(shared_views(48, 4, 0).grids, lone)

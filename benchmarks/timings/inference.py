@@ -73,7 +73,9 @@ from _common import SHARED, print_json
 
 def _classifier(args: argparse.Namespace, X: np.ndarray, y: np.ndarray, size: int):
     if args.model_file:
-        return PneumoniaClassifier.load(args.model_file)
+        # One pass per image, as the torch references time: a model's
+        # test-time augmentation is timed by benchmarks/timings/tta.py.
+        return PneumoniaClassifier.load(args.model_file).set_params(tta=0)
     pick = np.concatenate([np.flatnonzero(y == c)[:8] for c in np.unique(y)])
     clf = PneumoniaClassifier(
         model=args.model,

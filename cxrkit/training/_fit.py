@@ -54,7 +54,7 @@ from cxrkit.training._checkpoint import (
     recorded_seed,
     training_checkpoint,
 )
-from cxrkit.training._tta import TestTimeViews
+from cxrkit.training._tta import shared_views
 
 __all__ = [
     "LR_SCHEDULES",
@@ -600,7 +600,7 @@ def predict_proba(
     pin = str(net.device).startswith("cuda")
     proba = net.predict_proba(ImageBatches(images, pin_memory=pin)).astype(np.float64)
     if tta:
-        views = TestTimeViews(images.shape[-1], tta, random_state)
+        views = shared_views(images.shape[-1], tta, random_state)
         for k in range(tta):
             transform = functools.partial(views.view, k=k)
             copies = ImageBatches(images, pin_memory=pin, transform=transform)

@@ -20,6 +20,9 @@ with their clamping), and the tests check it against kornia's own output.
 
 from __future__ import annotations
 
+import functools
+import threading
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -28,7 +31,12 @@ from torch import nn
 
 from cxrkit.training._augmentation import build_augmentation, same_on_batch
 
-__all__ = ["TestTimeViews", "view_seeds"]
+__all__ = ["TestTimeViews", "shared_views", "view_seeds"]
+
+# Drawing the views seeds torch's global generator (kornia draws from it):
+# two threads drawing at once would mix their draws, so views are drawn
+# under a lock, once per process and setting (``shared_views``).
+_DRAW_LOCK = threading.Lock()
 
 
 def view_seeds(copies: int, random_state: object) -> list[int]:
@@ -68,17 +76,15 @@ class TestTimeViews(nn.Module):
         if copies < 1:
             raise ValueError(f"copies must be at least 1, got {copies}")
         augment = same_on_batch(build_augmentation("light"))
-        affine, brightness, contrast = augment.steps
         probe = torch.zeros(1, 1, image_size, image_size)
         grids, factors = [], []
-        for seed in view_seeds(copies, random_state):
-            # One draw of the preset's steps, as a training batch gets it.
-            with torch.random.fork_rng(devices=[]):
-                torch.default_generator.manual_seed(seed)
-                augment(probe)
+        with _DRAW_LOCK:
+            draws = [
+                _draw(augment, probe, seed) for seed in view_seeds(copies, random_state)
+            ]
+        for matrix, brightness_factor, contrast_factor in draws:
             # The transformation exactly, in float64 (kornia's own float32
             # arithmetic gives grey levels within 4e-5 of these at 224 px).
-            matrix = affine.transform_matrix[:1].double()  # pixels, (1, 3, 3)
             size = (image_size, image_size)
             to_output = normalize_homography(matrix, size, size, align_corners=False)
             grid = F.affine_grid(
@@ -87,12 +93,7 @@ class TestTimeViews(nn.Module):
                 align_corners=False,
             )
             grids.append(grid.float())
-            factors.append(
-                [
-                    float(brightness._params["brightness_factor"][0]),
-                    float(contrast._params["contrast_factor"][0]),
-                ]
-            )
+            factors.append([brightness_factor, contrast_factor])
         self.register_buffer("grids", torch.cat(grids))  # (copies, S, S, 2)
         self.register_buffer("factors", torch.tensor(factors))  # (copies, 2)
 
@@ -114,3 +115,39 @@ class TestTimeViews(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """All copies of a batch: ``(copies * B, 1, S, S)``, copy by copy."""
         return torch.cat([self.view(x, k) for k in range(len(self))])
+
+
+def _draw(
+    augment: object, probe: torch.Tensor, seed: int
+) -> tuple[torch.Tensor, float, float]:
+    """One draw of the preset's steps, as a training batch gets it: the
+    affine matrix (pixels, float64, ``(1, 3, 3)``) and the brightness and
+    contrast factors. torch's global generator is seeded for the draw and
+    set back after it."""
+    affine, brightness, contrast = augment.steps
+    with torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(seed)
+        augment(probe)
+    return (
+        affine.transform_matrix[:1].double(),
+        float(brightness._params["brightness_factor"][0]),
+        float(contrast._params["contrast_factor"][0]),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_views(image_size: int, copies: int, seed: int) -> TestTimeViews:
+    return TestTimeViews(image_size, copies, seed)
+
+
+def shared_views(
+    image_size: int, copies: int, random_state: object = 0
+) -> TestTimeViews:
+    """The views of a classifier's ``tta``, drawn once per process and setting.
+
+    The same as ``TestTimeViews(image_size, copies, random_state)``, kept in
+    a cache (the draws are not repeated on every ``predict_proba`` call).
+    Do not change the returned module: other calls share it.
+    """
+    seed = random_state if isinstance(random_state, (int, np.integer)) else 0
+    return _cached_views(int(image_size), int(copies), int(seed))
