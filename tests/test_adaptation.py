@@ -805,7 +805,19 @@ def test_cli_adapt_writes_an_adapted_model(
     assert [s["step"] for s in loaded.adaptation_["steps"]] == ["head", "calibrate"]
     assert loaded.adaptation_["steps"][0]["n_images"] == 60
     assert loaded.operating_threshold_["threshold"] == 0.5
-    # 60 < 100 labelled images: a hint on stderr even with -q, and only then
+    # 60 >= HEAD_REFIT_MIN_IMAGES (50): no hint
+    assert "--head with" not in capsys.readouterr().err
+    # fewer labelled images than that: a hint on stderr even with -q
+    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 61)
+    assert (
+        main(
+            [
+                *("adapt", str(model), "--out", str(out), "--labelled", str(labelled)),
+                *("--head", "--method", "platt", "--max-accuracy", "-q"),
+            ]
+        )
+        == 0
+    )
     hint = capsys.readouterr().err
     assert "--head with 60 labelled images" in hint and "leaving out --head" in hint
     monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 60)
