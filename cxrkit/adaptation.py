@@ -74,6 +74,7 @@ from cxrkit.metrics import (
 from cxrkit.models._features import head_inputs
 from cxrkit.models._net import collate_batches
 from cxrkit.models._registry import classifier_head
+from cxrkit.ood import penultimate_features
 from cxrkit.persistence._provenance import operating_threshold
 from cxrkit.training._fit import adjust_probabilities
 from cxrkit.training._fit import predict_proba as network_proba
@@ -534,16 +535,22 @@ def _head_inputs(
     given, then each test-time view; with ``views=False`` the images as
     given only, ``(1, n, n_features)``), the labels as indices, that layer,
     and the paths of ``X`` (None for an array)."""
+    clf._validate_params()  # tta may be set after fit, as for predict_proba
     _, y_idx = _labelled(clf, y, "refitting the head")
     decoded = model_images(clf, X, verbose=clf.verbose)
     _check_count(len(decoded.pixels), len(y_idx), "refitting the head")
-    tta = clf.tta if views else 0
-    with head_inputs(clf.net_.module_, clf.model) as seen:
-        network_proba(clf.net_, decoded.pixels, tta=tta, random_state=clf.random_state)
-    features = torch.cat(seen).numpy().astype(np.float64)
+    if views and clf.tta:
+        # the features of every pass of predict_proba, from that pass itself
+        with head_inputs(clf.net_.module_, clf.model) as seen:
+            network_proba(
+                clf.net_, decoded.pixels, tta=clf.tta, random_state=clf.random_state
+            )
+        features = torch.cat(seen).numpy()
+    else:
+        features = penultimate_features(clf, decoded.pixels)
     head = classifier_head(clf.net_.module_, clf.model)
     return (
-        features.reshape(1 + tta, len(y_idx), -1),
+        features.astype(np.float64).reshape(-1, len(y_idx), features.shape[-1]),
         y_idx,
         head.weight.detach().double().cpu().numpy(),
         head.bias.detach().double().cpu().numpy(),

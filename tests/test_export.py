@@ -386,3 +386,13 @@ def test_tta_benchmark_times_both_paths_and_checks_the_graph(
     }
     assert max(result["max_abs_onnx_minus_predict_proba"].values()) <= TOLERANCE
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == result
+
+
+def test_a_bad_tta_set_after_fit_is_refused_by_name(small_model, tmp_path):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    clf = copy.deepcopy(small_model)
+    clf.tta = 2.5  # set as an attribute, after fit: checked as predict_proba does
+    with pytest.raises(InvalidParameterError, match="'tta' parameter"):
+        clf.export_onnx(tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

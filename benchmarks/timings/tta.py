@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from cxrkit import PneumoniaClassifier, load_image_folder, load_images
-from cxrkit.images import ImageDataset, model_images
+from cxrkit.images import model_images, normalize
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from _common import EXTERNAL, print_json
@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict:
     images = load_images(X, clf.image_size)[0]  # what cxrkit gets
     # the ONNX input: what cxrkit feeds its network (uint8 -> normalised)
     pixels = model_images(clf, images).pixels  # the model's preprocess steps
-    inputs = torch.stack([x for x, _ in ImageDataset(pixels)]).numpy()
+    inputs = normalize(torch.from_numpy(pixels)[:, None]).numpy()
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")

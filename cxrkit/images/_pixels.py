@@ -43,7 +43,7 @@ __all__ = [
 
 # ITU-R 601 luma weights, the same as Pillow's "L" conversion.
 _LUMA = np.array([0.299, 0.587, 0.114])
-_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+_HIGH_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "I;16N")  # integer modes
 
 
 class NonFiniteError(ValueError):

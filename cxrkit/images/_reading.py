@@ -118,9 +118,12 @@ def _read_as_dicom(path: str) -> bool:
     be DICOM written without the preamble, or an image given the wrong ending
     (a PNG uploaded as ``x.dcm``): what Pillow recognises is read as an image.
     """
-    if not is_dicom_file(path):
-        return False
-    return _has_dicom_preamble(path) or not _pillow_identifies(path)
+    # One read of the preamble per image (this runs for every file read).
+    if _has_dicom_preamble(path):
+        return True
+    return Path(path).suffix.lower() in _DICOM_EXTENSIONS and not _pillow_identifies(
+        path
+    )
 
 
 def read_image(path: str | os.PathLike, size: int | None = None) -> np.ndarray:

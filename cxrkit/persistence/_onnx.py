@@ -49,7 +49,7 @@ from torch import nn
 from cxrkit._version import __version__
 from cxrkit.images._normalize import MEAN, STD
 from cxrkit.persistence._model_files import model_card
-from cxrkit.training._tta import TestTimeViews
+from cxrkit.training._tta import TestTimeViews, shared_views
 
 # This module sits above the estimator (``PneumoniaClassifier.export_onnx``
 # imports it), so it never imports ``cxrkit.classifier``: a fitted cxrkit
@@ -206,6 +206,7 @@ def export_onnx(
     """
     _require_exporter()
     clf, wrapped_threshold, wrapped_pos_label = _unwrap(estimator)
+    clf._validate_params()  # tta, ... may be set after fit
     if threshold is None:
         threshold = wrapped_threshold
     if pos_label is None:
@@ -215,7 +216,7 @@ def export_onnx(
     # A CPU copy in eval mode: exporting must not move or change the fitted net.
     network = copy.deepcopy(clf.net_.module_).cpu().eval()
     if clf.tta:
-        views = TestTimeViews(clf.image_size, clf.tta, clf.random_state)
+        views = shared_views(clf.image_size, clf.tta, clf.random_state)
         network = _TestTimeAveraged(network, views)
     network = nn.Sequential(
         network, _Probabilities(getattr(clf, "adaptation_", None))
