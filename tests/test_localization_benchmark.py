@@ -53,6 +53,38 @@ def test_nih_boxes_are_read_matched_and_scaled(bench, tmp_path):
     assert masks[0].sum() == 8 + 1 and masks[1].all()
 
 
+@pytest.mark.parametrize("zipped", [False, True])
+def test_rsna_boxes_are_read_by_patient_id(bench, tmp_path, zipped):
+    # RSNA's labels: one row per box; Target 0 rows have no box
+    rows = [
+        "patientId,x,y,width,height,Target",
+        "aa-1,264,152,213,379,1",
+        "aa-1,562,152,256,453,1",
+        "bb-2,,,,,0",
+        "cc-3,0,0,10,10,1",  # not in the folder
+    ]
+    labels = tmp_path / "stage_2_train_labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    if zipped:
+        import zipfile
+
+        with zipfile.ZipFile(tmp_path / "labels.csv.zip", "w") as archive:
+            archive.write(labels, labels.name)
+        labels = tmp_path / "labels.csv.zip"
+    folder = tmp_path / "rsna"
+    folder.mkdir()
+    for name in ("aa-1.jpg", "bb-2.jpg", "dd-4.jpg"):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / name)
+    paths, boxes = bench.read_rsna_boxes(labels, [folder])
+    assert [p.name for p in paths] == ["aa-1.jpg"]
+    assert boxes == [
+        [
+            ("Lung Opacity", 264.0, 152.0, 213.0, 379.0),
+            ("Lung Opacity", 562.0, 152.0, 256.0, 453.0),
+        ]
+    ]
+
+
 def test_box_scores_exact_values(bench):
     masks = np.zeros((2, 8, 8), bool)
     masks[:, :4, :4] = True  # a quarter of each image
@@ -98,3 +130,47 @@ def test_randomised_model_is_a_fresh_copy(bench):
         np.stack([X[:2], X[:2]]).reshape(4, 32, 32), X[[0, 1, 0, 1]]
     )
     np.testing.assert_allclose(r, 1, atol=1e-6)
+
+
+def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
+    import argparse
+
+    X, y, _ = make_synthetic_cxr(32, image_size=32, random_state=0)
+    clf = PneumoniaClassifier(model="cnn4", **FAST).fit(X, y)
+    nih, rsna = tmp_path / "nih", tmp_path / "rsna"
+    nih.mkdir()
+    rsna.mkdir()
+    image = (X[0] * 255).astype(np.uint8)
+    Image.fromarray(image).save(nih / "00000001_000.png")
+    Image.fromarray(image).save(rsna / "aa-1.png")
+    box_file = tmp_path / "BBox_List_2017.csv.gz"
+    with gzip.open(box_file, "wt") as f:
+        f.write("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
+        f.write("00000001_000.png,Pneumonia,0,0,512,512\n")
+    labels = tmp_path / "stage_2_train_labels.csv"
+    labels.write_text("patientId,x,y,width,height,Target\naa-1,512,512,512,512,1\n")
+    args = argparse.Namespace(
+        nih_boxes=box_file,
+        nih_images=[nih],
+        box_labels=["Pneumonia"],
+        rsna_boxes=labels,
+        rsna_images=[rsna],
+        box_target=clf.classes_[1],
+        kermany=None,
+        n_kermany=0,
+        v7_masks=None,
+        n_v7=None,
+        methods=["grad_cam"],
+    )
+    out = bench.real_benchmark(args, clf)
+    assert out["box_images"] == ["00000001_000.png", "aa-1.png"]
+    assert out["boxes"] == 2 and out["chance"]["box_area"] == 0.25
+    # the prior's scores are those of the same typical lung field on every
+    # image: the top-left and bottom-right quarters hold different shares
+    prior = bench.lung_field_prior(32)
+    top_left, bottom_right = prior[:16, :16].sum(), prior[16:, 16:].sum()
+    expected = (top_left + bottom_right) / prior.sum() / 2
+    scores = out["lung_field_prior"]["boxes"]
+    assert scores["heat_in_boxes"] == pytest.approx(expected, abs=1e-3)
+    assert top_left != pytest.approx(bottom_right, rel=0.05)
+    assert out["methods"]["grad_cam"]["boxes"]["images"] == 2

@@ -32,11 +32,15 @@ radiographs instead (``real_benchmark``):
 * NIH ChestX-ray8 boxes: the images of ``--nih-images`` (default
   ``../shared/data/nih_adult/images``) that NIH's box list
   (``--nih-boxes``: ``BBox_List_2017.csv.gz``, which the torchxrayvision
-  wheel ships) boxes with ``--box-labels`` (Pneumonia, Infiltrate),
-  explaining PNEUMONIA: ``pointing`` (the peak inside a box), ``heat_ratio``
-  (the heat's share inside the boxes over the boxes' share of the image; 1
-  is heat spread evenly), on all of them and on the positives the model
-  calls; ``chance`` is a random pixel;
+  wheel ships) boxes with ``--box-labels`` (Pneumonia, Infiltrate), and
+  with ``--rsna-boxes`` the images of ``--rsna-images`` that the RSNA
+  pneumonia challenge boxed, explaining PNEUMONIA: ``pointing`` (the peak
+  inside a box), ``heat_ratio`` (the heat's share inside the boxes over the
+  boxes' share of the image; 1 is heat spread evenly), on all of them and
+  on the positives the model calls. Two baselines that ignore the model:
+  ``chance`` (a random pixel) and ``lung_field_prior`` (the same map for
+  every image, the lung field of a typical radiograph: what knowing where
+  lungs usually are scores, with no look at the image);
 * Kermany sanity checks (``--kermany``, ``--n-kermany`` images): the share
   of heat outside the lung field of a typical radiograph
   (``cxrkit.explain.lung_field_prior``) and on the image border, the same
@@ -66,7 +70,9 @@ Examples::
     # real radiographs, for a saved model (no training)
     pip download --no-deps torchxrayvision -d /tmp/txv  # then unzip the wheel
     python benchmarks/experiments/localization.py --models --model model.cxr \\
-        --nih-boxes /tmp/txv/torchxrayvision/data/BBox_List_2017.csv.gz
+        --nih-boxes /tmp/txv/torchxrayvision/data/BBox_List_2017.csv.gz \\
+        --rsna-boxes /tmp/txv/torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip\\
+        --rsna-images RSNA_IMAGE_FOLDER
 
 Prints one JSON document (and writes it to ``--out`` after every model).
 """
@@ -77,12 +83,14 @@ import argparse
 import copy
 import csv
 import gzip
+import io
 import json
 import platform
 import re
 import sys
 import time
 import warnings
+import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -99,6 +107,7 @@ from cxrkit.explain import (
     evidence_outside_lungs,
     faithfulness_score,
     heat_share,
+    lung_field_prior,
     pointing_game,
 )
 from cxrkit.recipes import RECOMMENDED, make_classifier
@@ -459,6 +468,37 @@ def read_nih_boxes(
     return [files[n] for n in names], [boxes[n] for n in names]
 
 
+def read_rsna_boxes(
+    label_file: str | Path, folders: list[str | Path]
+) -> tuple[list[Path], list[list[tuple]]]:
+    """The images of ``folders`` that RSNA's pneumonia challenge boxed.
+
+    ``label_file`` is the challenge's ``stage_2_train_labels.csv`` (or the
+    ``.csv.zip`` that the torchxrayvision wheel ships as
+    ``torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip``): one row per
+    box, ``patientId,x,y,width,height,Target`` in pixels of the 1,024 px
+    image, ``Target`` 1 for a lung opacity that radiologists took for
+    pneumonia. Images are named by their ``patientId`` (any extension cxrkit
+    reads: the challenge's DICOM files, or PNG/JPEG copies). Returns the image
+    paths, sorted by name, and each image's boxes as ``("Lung Opacity", x, y,
+    w, h)``; images without a box (``Target`` 0) are left out.
+    """
+    if str(label_file).endswith(".zip"):
+        with zipfile.ZipFile(label_file) as archive:
+            name = next(n for n in archive.namelist() if n.endswith(".csv"))
+            text = archive.read(name).decode()
+    else:
+        text = Path(label_file).read_text()
+    boxes: dict[str, list[tuple]] = defaultdict(list)
+    for row in csv.DictReader(io.StringIO(text)):
+        if row["Target"] == "1":
+            xywh = (float(row[k]) for k in ("x", "y", "width", "height"))
+            boxes[row["patientId"]].append(("Lung Opacity", *xywh))
+    files = {p.stem: p for folder in folders for p in sorted(Path(folder).glob("*"))}
+    names = sorted(set(boxes) & set(files))
+    return [files[n] for n in names], [boxes[n] for n in names]
+
+
 def box_masks(boxes: list[list[tuple]], size: int) -> np.ndarray:
     """Union of each image's boxes at ``size`` px (cells the box touches)."""
     masks = np.zeros((len(boxes), size, size), dtype=bool)
@@ -529,6 +569,9 @@ def real_benchmark(args, clf) -> dict:
     """
     size = clf.image_size
     paths, boxes = read_nih_boxes(args.nih_boxes, args.nih_images, args.box_labels)
+    if args.rsna_boxes:
+        more_paths, more_boxes = read_rsna_boxes(args.rsna_boxes, args.rsna_images)
+        paths, boxes = paths + more_paths, boxes + more_boxes
     masks = box_masks(boxes, size)
     called = np.asarray(clf.predict(paths)) == args.box_target if paths else []
     kermany, _ = load_image_folder(args.kermany) if args.kermany else ([], None)
@@ -545,6 +588,17 @@ def real_benchmark(args, clf) -> dict:
         "chance": box_scores(np.ones(masks.shape), masks)
         | {
             "pointing": round(float(masks.mean(axis=(1, 2)).mean()), 3),
+        },
+        # a map that ignores the image: where the lungs of a typical film lie
+        "lung_field_prior": {
+            subset: box_scores(
+                np.broadcast_to(lung_field_prior(size), masks[keep].shape),
+                masks[keep],
+            )
+            for subset, keep in (
+                ("boxes", slice(None)),
+                ("boxes_called_positive", np.asarray(called, dtype=bool)),
+            )
         },
         "kermany_images": len(kermany),
         "v7_matched_images": len(lungs),
@@ -737,6 +791,18 @@ def main(argv: list[str] | None = None) -> dict:
         nargs="*",
         default=list(PNEUMONIA_BOXES),
         help="box labels that count (none given: every label)",
+    )
+    real.add_argument(
+        "--rsna-boxes",
+        default=None,
+        help="RSNA's stage_2_train_labels.csv(.zip), e.g. from the torchxrayvision "
+        "wheel: its boxed images of --rsna-images count too",
+    )
+    real.add_argument(
+        "--rsna-images",
+        nargs="+",
+        default=[],
+        help="folders of RSNA pneumonia challenge images, named by patientId",
     )
     real.add_argument("--box-target", default="PNEUMONIA", help="class explained")
     real.add_argument("--kermany", default=data / "chest_xray" / "external")
