@@ -321,7 +321,7 @@ def test_page_says_in_words_when_an_image_is_unlike_the_training_images(
         assert state["label"] == "none (refused)" and state["probabilities"] == []
         assert state["showing"] == "image" and not state["toggleEnabled"]
     else:
-        assert "call below is unreliable" in state["ood"]
+        assert "call and its heatmap below are unreliable" in state["ood"]
         assert state["label"] in ("NORMAL", "PNEUMONIA")
         assert state["showing"] == "overlay"
     assert state["overflow"] <= 0

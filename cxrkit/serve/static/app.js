@@ -69,8 +69,9 @@ function showOod(p, answer) {
     `on (out-of-distribution score ${p.ood_score.toFixed(2)}, above the ` +
     `threshold ${answer.ood_threshold.toFixed(2)}): ` + (p.refused ?
       "the server gives no call for it." :
-      "the model's call below is unreliable. It may not be a chest X-ray of " +
-      "the kind the model knows (adult, lateral, other body part, photograph).");
+      "the model's call and its heatmap below are unreliable. It may not be a " +
+      "chest X-ray of the kind the model knows (adult, lateral, other body " +
+      "part, photograph).");
 }
 
 function showPrediction(answer) {
