@@ -69,10 +69,11 @@ Examples::
         --sizes 64 128 --augment none default blur --seeds 0 1 2 --device cuda
     # real radiographs, for a saved model (no training)
     pip download --no-deps torchxrayvision -d /tmp/txv  # then unzip the wheel
+    TXV=/tmp/txv/torchxrayvision/data
     python benchmarks/experiments/localization.py --models --model model.cxr \\
-        --nih-boxes /tmp/txv/torchxrayvision/data/BBox_List_2017.csv.gz \\
-        --rsna-boxes /tmp/txv/torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip\\
-        --rsna-images RSNA_IMAGE_FOLDER
+        --nih-boxes $TXV/BBox_List_2017.csv.gz \\
+        --rsna-boxes $TXV/kaggle_stage_2_train_labels.csv.zip \\
+        --rsna-images RSNA_IMAGE_FOLDER  # optional, with --rsna-boxes
 
 Prints one JSON document (and writes it to ``--out`` after every model).
 """
@@ -825,6 +826,11 @@ def main(argv: list[str] | None = None) -> dict:
         args.box_labels = None
     if args.model and not args.nih_boxes:
         parser.error("--model needs --nih-boxes (NIH's BBox_List_2017.csv.gz)")
+    if bool(args.rsna_boxes) != bool(args.rsna_images):
+        parser.error(
+            "--rsna-boxes and --rsna-images go together: the labels, and "
+            "the folders of the images they name"
+        )
     if args.equivariance_methods is None:
         args.equivariance_methods = args.methods
     if args.threads:
