@@ -622,6 +622,23 @@ def test_site_adaptation_learning_curve(tmp_path):
         low, high = head[f"{key}_gain_ci95"]
         assert low - 1e-4 <= head[f"{key}_gain"][0] <= high + 1e-4
 
+    # --versus-tta: the same draws with the model's test-time views changed,
+    # paired; the same figures as a run of a model saved with those views
+    clf = PneumoniaClassifier.load(tmp_path / "m.cxr")
+    clf.set_params(tta=2).save(tmp_path / "m2.cxr")
+    lone = ["--site", str(site), "--skip-unlabelled", "--n-labelled", "12"]
+    lone += ["--draws", "2", "--rule", "accuracy"]
+    (with_views,) = bench.main([str(tmp_path / "m2.cxr"), *lone])
+    (versus,) = bench.main([str(tmp_path / "m.cxr"), *lone, "--versus-tta", "2"])
+    assert versus["versus_tta"] == 2
+    for key in ("accuracy", "specificity", "roc_auc"):
+        assert versus[key] == alone[key]  # the model as saved, as before
+        gain = alone[key][0] - with_views[key][0]
+        assert versus[f"{key}_gain"][0] == pytest.approx(gain, abs=2e-4)
+    assert versus["roc_auc_gain"][0] != 0  # two views do change the ranking
+    with pytest.raises(SystemExit):
+        bench.main([str(tmp_path / "m.cxr"), *lone, "--head", "--versus-tta", "0"])
+
 
 def test_protocol_selects_on_the_external_site_first(tmp_path, capsys):
     protocol = _load_benchmark("experiments/protocol.py")

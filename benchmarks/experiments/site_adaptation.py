@@ -31,6 +31,10 @@ runs on every draw
 runs ``calibrate`` alone on the same draw, and reports the paired
 differences (``*_gain``: with the refit minus without) with a bootstrap
 95% interval of their mean over the draws (``*_gain_ci95``).
+``--versus-tta N`` (without ``--head``) pairs the other way: the same
+draws, calibrated and scored the same way, with the model's test-time
+augmentation set to ``N`` copies (0: the image alone), and the gains of
+the model as saved over that (``*_gain``, ``*_gain_ci95``).
 ``--coverage 0.9`` also makes conformal prediction sets on each draw
 (``conformalize``, after ``calibrate``) and scores each class's coverage
 and the share of sets to refer on the rest.
@@ -183,10 +187,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     )
     parser.add_argument("--pull", type=float, default=DEFAULT_PULL)
     parser.add_argument(
+        "--versus-tta",
+        type=int,
+        default=None,
+        metavar="N",
+        help="pair each draw with the same model predicting with tta=N "
+        "(recalibration alone; not with --head)",
+    )
+    parser.add_argument(
         "--skip-unlabelled", action="store_true", help="only the labelled curve"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if args.versus_tta is not None and args.head:
+        parser.error("--versus-tta pairs recalibration alone; leave out --head")
     warnings.filterwarnings("ignore", message=".*no Kermany patient id.*")
     # --head drops each model's training threshold; calibrate chooses the site's
     warnings.filterwarnings("ignore", message=".*recorded operating threshold.*")
@@ -217,6 +231,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             ]
         ]
         cached = _cached(start, X)
+        versus = None
+        if args.versus_tta is not None:
+            versus = _cached(copy.deepcopy(start).set_params(tta=args.versus_tta), X)
         everything = np.arange(len(y))
         rng = np.random.default_rng(args.seed)
         for n in args.n_labelled:
@@ -237,8 +254,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     oof = head_cross_val_proba(start, X[lab], y[lab], pull=args.pull)
                 adapted = _calibrated(model, lab_x, y[lab], args, oof)
                 scored = _scores(y[rest], adapted.predict_proba(rest_x), adapted)
-                if args.head:  # the same draw without the refit: paired
-                    alone = _calibrated(cached, lab, y[lab], args)
+                if args.head or versus is not None:  # the same draw: paired
+                    # without the refit, or with the other test-time views
+                    alone = _calibrated(
+                        cached if versus is None else versus, lab, y[lab], args
+                    )
                     without = _scores(y[rest], alone.predict_proba(rest), alone)
                     for key in GAINS:
                         scored[f"{key}_gain"] = scored[key] - without[key]
@@ -272,6 +292,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "unlabelled_first": args.unlabelled_first,
                 "rule": args.rule,
                 "head": args.pull if args.head else None,
+                "versus_tta": args.versus_tta,
                 "n_labelled": n,
                 "draws": len(results),
             }
