@@ -161,6 +161,7 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
         v7_masks=None,
         n_v7=None,
         methods=["grad_cam"],
+        box_figure=tmp_path / "boxes.png",
     )
     out = bench.real_benchmark(args, clf)
     assert out["box_images"] == ["00000001_000.png", "aa-1.png"]
@@ -174,3 +175,15 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
     assert scores["heat_in_boxes"] == pytest.approx(expected, abs=1e-3)
     assert top_left != pytest.approx(bottom_right, rel=0.05)
     assert out["methods"]["grad_cam"]["boxes"]["images"] == 2
+    # one row per method and one for the lung field, one column per image
+    with Image.open(out["box_figure"]) as figure:
+        assert figure.height > figure.width / 2 > 0
+    maps = {"a": np.zeros((2, 32, 32)), "b": np.ones((2, 32, 32))}
+    fig = bench.box_figure(
+        [nih / "00000001_000.png", rsna / "aa-1.png"],
+        [[("P", 0, 0, 512, 512)], []],
+        maps,
+        32,
+    )
+    assert len(fig.axes) == 4 and len(fig.axes[0].patches) == 1
+    assert not fig.axes[1].patches

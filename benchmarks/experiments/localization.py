@@ -605,12 +605,13 @@ def real_benchmark(args, clf) -> dict:
         "v7_matched_images": len(lungs),
         "methods": {},
     }
+    box_maps = {}
     for spec in args.methods:
         method = method_callable(spec)
         result = {}
         if paths:
             start = time.perf_counter()
-            maps = method(clf, paths, args.box_target)
+            maps = box_maps[spec] = method(clf, paths, args.box_target)
             result["ms_per_image"] = round(
                 1000 * (time.perf_counter() - start) / len(paths), 1
             )
@@ -652,7 +653,58 @@ def real_benchmark(args, clf) -> dict:
             }
         out["methods"][spec] = result
         print_json({spec: result})
+    if getattr(args, "box_figure", None) and paths:
+        box_maps["lung_field_prior"] = np.broadcast_to(
+            lung_field_prior(size), masks.shape
+        )
+        box_figure(paths, boxes, box_maps, size).savefig(args.box_figure, dpi=80)
+        out["box_figure"] = str(args.box_figure)
     return out
+
+
+def box_figure(
+    paths: list[Path], boxes: list[list[tuple]], maps: dict[str, np.ndarray], size: int
+):
+    """Each boxed image (a column) under each method's map (a row): the boxes
+    in white, the map's peak as a cross (a hit when it lies in a box)."""
+    import matplotlib.pyplot as plt
+
+    from cxrkit.images import read_image
+
+    fig, axes = plt.subplots(
+        len(maps),
+        len(paths),
+        figsize=(1.9 * len(paths), 2.05 * len(maps)),
+        squeeze=False,
+    )
+    images = [read_image(path, size) for path in paths]
+    scale = size / NIH_SIDE
+    for row, (spec, method_maps) in zip(axes, maps.items(), strict=True):
+        for ax, image, heat, image_boxes in zip(
+            row, images, method_maps, boxes, strict=True
+        ):
+            ax.imshow(image, cmap="gray")
+            ax.imshow(heat, cmap="jet", alpha=0.4)
+            for _, x, y, w, h in image_boxes:
+                ax.add_patch(
+                    plt.Rectangle(
+                        (x * scale, y * scale),
+                        w * scale,
+                        h * scale,
+                        fill=False,
+                        edgecolor="white",
+                        linewidth=1.2,
+                    )
+                )
+            top, left = np.unravel_index(np.argmax(heat), heat.shape)
+            ax.plot(left, top, "w+", markersize=11, markeredgewidth=2)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        row[0].set_ylabel(spec, fontsize=8)
+    for ax, path in zip(axes[0], paths, strict=True):
+        ax.set_title(path.stem[:12], fontsize=7)
+    fig.tight_layout()
+    return fig
 
 
 def randomized(clf):
@@ -806,6 +858,13 @@ def main(argv: list[str] | None = None) -> dict:
         help="folders of RSNA pneumonia challenge images, named by patientId",
     )
     real.add_argument("--box-target", default="PNEUMONIA", help="class explained")
+    real.add_argument(
+        "--box-figure",
+        default=None,
+        metavar="PNG",
+        help="draw every boxed image under each method's map and the lung "
+        "field's, with the boxes and each map's peak",
+    )
     real.add_argument("--kermany", default=data / "chest_xray" / "external")
     real.add_argument("--n-kermany", type=int, default=64)
     real.add_argument(
