@@ -75,6 +75,7 @@ def test_rsna_boxes_are_read_by_patient_id(bench, tmp_path, zipped):
     folder.mkdir()
     for name in ("aa-1.jpg", "bb-2.jpg", "dd-4.jpg"):
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / name)
+    (folder / "aa-1.txt").write_text("notes")  # not an image: ignored
     paths, boxes = bench.read_rsna_boxes(labels, [folder])
     assert [p.name for p in paths] == ["aa-1.jpg"]
     assert boxes == [
@@ -83,6 +84,17 @@ def test_rsna_boxes_are_read_by_patient_id(bench, tmp_path, zipped):
             ("Lung Opacity", 562.0, 152.0, 256.0, 453.0),
         ]
     ]
+    # two images of one patient, or an archive without the list: refused
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / "aa-1.png")
+    with pytest.raises(ValueError, match="two images of patient aa-1"):
+        bench.read_rsna_boxes(labels, [folder])
+    if zipped:
+        import zipfile
+
+        with zipfile.ZipFile(tmp_path / "empty.zip", "w") as archive:
+            archive.writestr("readme.txt", "")
+        with pytest.raises(ValueError, match=r"holds no \.csv"):
+            bench.read_rsna_boxes(tmp_path / "empty.zip", [folder])
 
 
 def test_box_scores_exact_values(bench):
@@ -143,6 +155,11 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
     image = (X[0] * 255).astype(np.uint8)
     Image.fromarray(image).save(nih / "00000001_000.png")
     Image.fromarray(image).save(rsna / "aa-1.png")
+    # the model's calls, fixed: NIH's image positive, RSNA's not (a model
+    # trained for one epoch calls nothing positive)
+    clf.predict = lambda paths: np.array(
+        ["PNEUMONIA" if Path(p).parent == nih else "NORMAL" for p in paths]
+    )
     box_file = tmp_path / "BBox_List_2017.csv.gz"
     with gzip.open(box_file, "wt") as f:
         f.write("Image Index,Finding Label,Bbox [x,y,w,h],,,\n")
@@ -155,7 +172,7 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
         box_labels=["Pneumonia"],
         rsna_boxes=labels,
         rsna_images=[rsna],
-        box_target=clf.classes_[1],
+        box_target="PNEUMONIA",
         kermany=None,
         n_kermany=0,
         v7_masks=None,
@@ -174,16 +191,25 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
     scores = out["lung_field_prior"]["boxes"]
     assert scores["heat_in_boxes"] == pytest.approx(expected, abs=1e-3)
     assert top_left != pytest.approx(bottom_right, rel=0.05)
+    # on the called positive (NIH's image, its box the top-left quarter)
+    assert out["called_positive"] == 1
+    called = out["lung_field_prior"]["boxes_called_positive"]
+    assert called["images"] == 1
+    assert called["heat_in_boxes"] == pytest.approx(top_left / prior.sum(), abs=1e-3)
     assert out["methods"]["grad_cam"]["boxes"]["images"] == 2
-    # one row per method and one for the lung field, one column per image
+    # two rows (grad_cam, the lung field) of two columns: taller than wide
     with Image.open(out["box_figure"]) as figure:
-        assert figure.height > figure.width / 2 > 0
+        assert figure.height > figure.width
+    masks = bench.box_masks([[("P", 0, 0, 512, 512)], [("P", 0, 0, 1024, 1024)]], 32)
     maps = {"a": np.zeros((2, 32, 32)), "b": np.ones((2, 32, 32))}
+    maps["a"][0, 3, 5] = 1
     fig = bench.box_figure(
-        [nih / "00000001_000.png", rsna / "aa-1.png"],
-        [[("P", 0, 0, 512, 512)], []],
-        maps,
-        32,
+        [nih / "00000001_000.png", rsna / "aa-1.png"], masks, maps, 32
     )
-    assert len(fig.axes) == 4 and len(fig.axes[0].patches) == 1
-    assert not fig.axes[1].patches
+    assert len(fig.axes) == 4
+    # the scored box outlined (not a box covering the whole image)
+    assert fig.axes[0].collections and not fig.axes[1].collections
+    # every pixel at the maximum marked: one peak, or all 1,024 of a flat map
+    (peak,) = fig.axes[0].lines
+    assert list(peak.get_xdata()) == [5] and list(peak.get_ydata()) == [3]
+    assert len(fig.axes[2].lines[0].get_xdata()) == 32 * 32

@@ -111,6 +111,7 @@ from cxrkit.explain import (
     lung_field_prior,
     pointing_game,
 )
+from cxrkit.images import IMAGE_EXTENSIONS
 from cxrkit.recipes import RECOMMENDED, make_classifier
 from cxrkit.training import AUGMENT_PRESETS
 
@@ -442,7 +443,8 @@ def recommended_speed(args, best_of) -> list[dict]:
 #: NIH ChestX-ray8 box labels of a pneumonia opacity (``--box-labels``)
 PNEUMONIA_BOXES = ("Pneumonia", "Infiltrate")
 #: side of the NIH originals, on which the boxes' coordinates are given
-NIH_SIDE = 1024
+#: side of NIH's and RSNA's images, in whose pixels both box lists are given
+BOX_SIDE = 1024
 
 
 def read_nih_boxes(
@@ -465,8 +467,7 @@ def read_nih_boxes(
     for name, label, *xywh in (row[:6] for row in rows if len(row) >= 6):
         if name in files and (labels is None or label in labels):
             boxes[name].append((label, *map(float, xywh)))
-    names = sorted(boxes)
-    return [files[n] for n in names], [boxes[n] for n in names]
+    return _matched(files, boxes)
 
 
 def read_rsna_boxes(
@@ -486,7 +487,12 @@ def read_rsna_boxes(
     """
     if str(label_file).endswith(".zip"):
         with zipfile.ZipFile(label_file) as archive:
-            name = next(n for n in archive.namelist() if n.endswith(".csv"))
+            name = next((n for n in archive.namelist() if n.endswith(".csv")), None)
+            if name is None:
+                raise ValueError(
+                    f"{label_file} holds no .csv; expected RSNA's "
+                    "stage_2_train_labels.csv inside"
+                )
             text = archive.read(name).decode()
     else:
         text = Path(label_file).read_text()
@@ -495,7 +501,24 @@ def read_rsna_boxes(
         if row["Target"] == "1":
             xywh = (float(row[k]) for k in ("x", "y", "width", "height"))
             boxes[row["patientId"]].append(("Lung Opacity", *xywh))
-    files = {p.stem: p for folder in folders for p in sorted(Path(folder).glob("*"))}
+    files: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(Path(folder).glob("*")):
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                continue
+            if path.stem in files:
+                raise ValueError(
+                    f"two images of patient {path.stem}: {files[path.stem]} and "
+                    f"{path}; keep one"
+                )
+            files[path.stem] = path
+    return _matched(files, boxes)
+
+
+def _matched(
+    files: dict[str, Path], boxes: dict[str, list[tuple]]
+) -> tuple[list[Path], list[list[tuple]]]:
+    """The images that have boxes, sorted by name, and their boxes."""
     names = sorted(set(boxes) & set(files))
     return [files[n] for n in names], [boxes[n] for n in names]
 
@@ -503,7 +526,7 @@ def read_rsna_boxes(
 def box_masks(boxes: list[list[tuple]], size: int) -> np.ndarray:
     """Union of each image's boxes at ``size`` px (cells the box touches)."""
     masks = np.zeros((len(boxes), size, size), dtype=bool)
-    scale = size / NIH_SIDE
+    scale = size / BOX_SIDE
     for mask, image_boxes in zip(masks, boxes):
         for _, x, y, w, h in image_boxes:
             top, left = int(y * scale), int(x * scale)
@@ -560,20 +583,26 @@ def matched_lung_masks(v7_masks: str | Path, fullres: str | Path) -> dict:
 def real_benchmark(args, clf) -> dict:
     """Every method of ``--methods`` on real radiographs, for one saved model.
 
-    * NIH boxes: the images of ``--nih-images`` that NIH boxed, explaining
+    * boxes: the images of ``--nih-images`` that NIH boxed and those of
+      ``--rsna-images`` that the RSNA challenge boxed, explaining
       ``--box-target`` (PNEUMONIA); all of them, and the positives the
-      model calls (its decision rule);
+      model calls (its decision rule); beside the methods, the lung field
+      of a typical radiograph as a map that ignores the image; with
+      ``--box-figure``, every boxed image under every map;
     * Kermany sanity checks (``--kermany``, ``--n-kermany`` images, the
       predicted class explained): the share of heat outside the lung field
       of a typical radiograph and on the image border; with ``--v7-masks``,
       outside each original's own lung mask (``--fullres``).
     """
     size = clf.image_size
-    paths, boxes = read_nih_boxes(args.nih_boxes, args.nih_images, args.box_labels)
+    paths, boxes = [], []
+    if args.nih_boxes:
+        paths, boxes = read_nih_boxes(args.nih_boxes, args.nih_images, args.box_labels)
     if args.rsna_boxes:
         more_paths, more_boxes = read_rsna_boxes(args.rsna_boxes, args.rsna_images)
         paths, boxes = paths + more_paths, boxes + more_boxes
     masks = box_masks(boxes, size)
+    prior = np.broadcast_to(lung_field_prior(size), masks.shape)
     called = np.asarray(clf.predict(paths)) == args.box_target if paths else []
     kermany, _ = load_image_folder(args.kermany) if args.kermany else ([], None)
     if len(kermany) > args.n_kermany:
@@ -592,10 +621,7 @@ def real_benchmark(args, clf) -> dict:
         },
         # a map that ignores the image: where the lungs of a typical film lie
         "lung_field_prior": {
-            subset: box_scores(
-                np.broadcast_to(lung_field_prior(size), masks[keep].shape),
-                masks[keep],
-            )
+            subset: box_scores(prior[keep], masks[keep])
             for subset, keep in (
                 ("boxes", slice(None)),
                 ("boxes_called_positive", np.asarray(called, dtype=bool)),
@@ -653,20 +679,22 @@ def real_benchmark(args, clf) -> dict:
             }
         out["methods"][spec] = result
         print_json({spec: result})
-    if getattr(args, "box_figure", None) and paths:
-        box_maps["lung_field_prior"] = np.broadcast_to(
-            lung_field_prior(size), masks.shape
-        )
-        box_figure(paths, boxes, box_maps, size).savefig(args.box_figure, dpi=80)
+    if args.box_figure and paths:
+        box_maps["lung_field_prior"] = prior
+        box_figure(paths, masks, box_maps, size).savefig(args.box_figure, dpi=80)
         out["box_figure"] = str(args.box_figure)
+    elif args.box_figure:
+        print(f"no boxed images found: {args.box_figure} not drawn", file=sys.stderr)
     return out
 
 
 def box_figure(
-    paths: list[Path], boxes: list[list[tuple]], maps: dict[str, np.ndarray], size: int
+    paths: list[Path], masks: np.ndarray, maps: dict[str, np.ndarray], size: int
 ):
-    """Each boxed image (a column) under each method's map (a row): the boxes
-    in white, the map's peak as a cross (a hit when it lies in a box)."""
+    """Each boxed image (a column) under each method's map (a row): the
+    boxes as scored (``box_masks``) outlined in white, every pixel at the
+    map's maximum as a cross (a hit when all of them lie in a box, as
+    ``pointing_game`` counts)."""
     import matplotlib.pyplot as plt
 
     from cxrkit.images import read_image
@@ -678,26 +706,14 @@ def box_figure(
         squeeze=False,
     )
     images = [read_image(path, size) for path in paths]
-    scale = size / NIH_SIDE
     for row, (spec, method_maps) in zip(axes, maps.items(), strict=True):
-        for ax, image, heat, image_boxes in zip(
-            row, images, method_maps, boxes, strict=True
-        ):
+        for ax, image, heat, mask in zip(row, images, method_maps, masks, strict=True):
             ax.imshow(image, cmap="gray")
             ax.imshow(heat, cmap="jet", alpha=0.4)
-            for _, x, y, w, h in image_boxes:
-                ax.add_patch(
-                    plt.Rectangle(
-                        (x * scale, y * scale),
-                        w * scale,
-                        h * scale,
-                        fill=False,
-                        edgecolor="white",
-                        linewidth=1.2,
-                    )
-                )
-            top, left = np.unravel_index(np.argmax(heat), heat.shape)
-            ax.plot(left, top, "w+", markersize=11, markeredgewidth=2)
+            if mask.any() and not mask.all():
+                ax.contour(mask, levels=[0.5], colors="white", linewidths=1.2)
+            tops, lefts = np.nonzero(heat == heat.max())
+            ax.plot(lefts, tops, "w+", markersize=11, markeredgewidth=2)
             ax.set_xticks([])
             ax.set_yticks([])
         row[0].set_ylabel(spec, fontsize=8)
@@ -883,8 +899,11 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.box_labels == []:
         args.box_labels = None
-    if args.model and not args.nih_boxes:
-        parser.error("--model needs --nih-boxes (NIH's BBox_List_2017.csv.gz)")
+    if args.model and not (args.nih_boxes or args.rsna_boxes):
+        parser.error(
+            "--model needs --nih-boxes (NIH's BBox_List_2017.csv.gz) or "
+            "--rsna-boxes (RSNA's stage_2_train_labels.csv.zip)"
+        )
     if bool(args.rsna_boxes) != bool(args.rsna_images):
         parser.error(
             "--rsna-boxes and --rsna-images go together: the labels, and "
