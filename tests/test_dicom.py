@@ -99,6 +99,27 @@ def test_monochrome2_16bit_rescale_without_window_is_min_max(tmp_path, real_gray
         assert np.abs(decoded.astype(int) - stretch(gray)).max() <= 1
 
 
+def test_8bit_without_window_reads_as_its_png_does(tmp_path, real_gray):
+    # the grey levels of an 8-bit file converted to DICOM without a window
+    # (as RSNA's pneumonia challenge converted NIH's PNGs): as stored, the
+    # image the PNG gives; a stretch would change its contrast
+    gray = (real_gray[0] // 2 + 40).astype(np.uint8)  # 40-167, not 0-255
+    Image.fromarray(gray).save(tmp_path / "source.png")
+    path = write_dicom(tmp_path / "8bit.dcm", gray)
+    np.testing.assert_array_equal(read_dicom(path), read_image(tmp_path / "source.png"))
+    # MONOCHROME1 at 8 bits: inverted, not stretched
+    path = write_dicom(tmp_path / "8bit_m1.dcm", gray, photometric="MONOCHROME1")
+    np.testing.assert_array_equal(read_dicom(path), 255 - gray)
+    # a rescale that leaves 0-255, or more than 8 bits stored: stretched
+    path = write_dicom(
+        tmp_path / "8bit_rescaled.dcm", gray, RescaleSlope=3, RescaleIntercept=0
+    )
+    assert np.abs(read_dicom(path).astype(int) - stretch(gray)).max() <= 1
+    wide = gray.astype(np.uint16)
+    path = write_dicom(tmp_path / "10bit.dcm", wide, bits_stored=10)
+    assert np.abs(read_dicom(path).astype(int) - stretch(gray)).max() <= 1
+
+
 def test_monochrome1_is_inverted_so_bone_is_bright(tmp_path, real_gray):
     gray = real_gray[0]
     stored = ((255 - gray.astype(np.uint16)) * 16).astype(np.uint16)
@@ -165,7 +186,7 @@ def test_voi_lut_sequence_is_applied(tmp_path, real_gray):
 def test_file_without_preamble_and_without_extension(tmp_path, real_gray):
     gray = real_gray[0]
     bare = write_dicom(tmp_path / "bare.dcm", gray, preamble=False)
-    assert np.array_equal(read_image(bare), stretch(gray))
+    assert np.array_equal(read_image(bare), gray)  # 8 bits: as stored
     # PACS exports: extension-less files found in a folder by their preamble.
     for label in ("NORMAL", "PNEUMONIA"):
         (tmp_path / "tree" / label).mkdir(parents=True)
@@ -194,7 +215,10 @@ def test_jpeg_compressed_dicom_decodes_with_pillow(tmp_path, real_gray):
     ds["PixelData"].VR = "OB"
     ds.save_as(path, enforce_file_format=True)
     decoded = read_dicom(path).astype(int)
-    assert np.abs(decoded - stretch(gray)).mean() < 3
+    assert np.abs(decoded - gray).mean() < 3
+    # the same JPEG read by Pillow directly: the same pixels, not stretched
+    jpeg = np.asarray(Image.open(buffer).convert("L"), dtype=int)
+    assert np.abs(decoded - jpeg).max() <= 1
 
 
 def test_compressed_without_decoder_names_the_packages(tmp_path, real_gray):

@@ -10,9 +10,11 @@ implementations of each step:
 2. Modality LUT or Rescale Slope / Intercept
    (``pydicom.pixels.apply_modality_lut``);
 3. VOI LUT, else Window Center / Width (``pydicom.pixels.apply_voi_lut``),
-   and the window's output range is mapped to 0-255; without either, the
-   image's own minimum and maximum are mapped to 0-255. Data of 12 or 16 bits
-   is reduced to 8 bits only here, after windowing;
+   and the window's output range is mapped to 0-255; without either, data
+   of 8 bits or fewer is taken as it is stored (the grey levels an 8-bit PNG
+   of the same pixels holds) and more bits have the image's own minimum and
+   maximum mapped to 0-255. Data of 12 or 16 bits is reduced to 8 bits only
+   here, after windowing;
 4. ``MONOCHROME1`` (bone dark in the stored values) is inverted so that bone
    is bright, as in ``MONOCHROME2`` and in every other image cxrkit reads.
 
@@ -203,8 +205,15 @@ def _grayscale_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
         # Integral values after a rescale: a VOI LUT indexes with integers.
         values = values.astype(np.int64)
     window = _voi_output_range(ds)
-    if window is None:
-        # No VOI transform: min-max over the image (as for 16-bit PNGs).
+    if window is None and _display_values(values, ds):
+        # 8 bits or fewer, no rescale and no VOI transform: the stored values
+        # are grey levels already, read as an 8-bit PNG or JPEG is (the same
+        # pixels converted to DICOM give the same image, as DCMTK shows them
+        # without windowing)
+        image = np.asarray(values, dtype=np.uint8)
+    elif window is None:
+        # No VOI transform on more bits: min-max over the image (as for
+        # 16-bit PNGs).
         image = stretch_to_uint8(np.asarray(values, dtype=np.float64))
     else:
         lo, hi = window
@@ -216,6 +225,24 @@ def _grayscale_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         image = 255 - image
     return image
+
+
+def _display_values(values: np.ndarray, ds: Dataset) -> bool:
+    """Whether window-less ``values`` are 8-bit grey levels as they stand:
+    at most 8 bits stored, unsigned, integers in 0-255 after the modality
+    transform (a rescale that leaves that range needs a stretch)."""
+    try:
+        bits = int(ds.get("BitsStored", 16) or 16)
+    except (TypeError, ValueError):
+        return False
+    return (
+        bits <= 8
+        and int(ds.get("PixelRepresentation", 0) or 0) == 0
+        and values.dtype.kind in "iu"
+        and values.size > 0
+        and int(values.min()) >= 0
+        and int(values.max()) <= 255
+    )
 
 
 def _voi_output_range(ds: Dataset) -> tuple[float, float] | None:
