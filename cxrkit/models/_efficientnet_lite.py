@@ -226,8 +226,8 @@ def lite_state_dict(
         A package's file (``imagenet_weights_file``) or a copy of it, or
         a state dict of timm's ``tf_efficientnet_liteN``.
     model : torch.nn.Module, optional
-        The timm model whose block layout the names follow; Lite0's is built
-        if None, so Lite1 and Lite2 (more blocks) need theirs.
+        The timm model whose block layout the names follow; if None, the
+        variant with as many blocks as the file is built.
 
     Returns
     -------
@@ -260,8 +260,17 @@ def lite_state_dict(
         raise ValueError(f"{path} does not hold a state_dict (a dict of tensors)")
     if "_conv_stem.weight" not in state:
         return dict(state)  # timm's names already
-    if model is None:
-        model = _timm_lite(0)
+    if model is None:  # the variant whose block count the file's matches
+        blocks = 1 + max(
+            (int(m[1]) for k in state if (m := _BLOCK_KEY.fullmatch(k))), default=-1
+        )
+        models = (_timm_lite(variant) for variant in (0, 1, 2))
+        model = next((m for m in models if len(_block_positions(m)) == blocks), None)
+        if model is None:
+            raise ValueError(
+                f"{path} holds {blocks} blocks, which no EfficientNet-Lite0, "
+                "-Lite1 or -Lite2 has; pass the timm model its names follow"
+            )
     return _timm_names(state, model)
 
 
