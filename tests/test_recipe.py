@@ -630,7 +630,7 @@ def test_site_adaptation_learning_curve(tmp_path):
     lone += ["--draws", "2", "--rule", "accuracy"]
     (with_views,) = bench.main([str(tmp_path / "m2.cxr"), *lone])
     (versus,) = bench.main([str(tmp_path / "m.cxr"), *lone, "--versus-tta", "2"])
-    assert versus["versus_tta"] == 2
+    assert versus["versus_tta"] == 2 and versus["tta"] == 0
     for key in ("accuracy", "specificity", "roc_auc"):
         assert versus[key] == alone[key]  # the model as saved, as before
         gain = alone[key][0] - with_views[key][0]
@@ -638,6 +638,8 @@ def test_site_adaptation_learning_curve(tmp_path):
     assert versus["roc_auc_gain"][0] != 0  # two views do change the ranking
     with pytest.raises(SystemExit):
         bench.main([str(tmp_path / "m.cxr"), *lone, "--head", "--versus-tta", "0"])
+    with pytest.raises(SystemExit, match="compare it with itself"):
+        bench.main([str(tmp_path / "m2.cxr"), *lone, "--versus-tta", "2"])
 
 
 def test_protocol_selects_on_the_external_site_first(tmp_path, capsys):

@@ -233,6 +233,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
         cached = _cached(start, X)
         versus = None
         if args.versus_tta is not None:
+            if start.tta == args.versus_tta:
+                raise SystemExit(
+                    f"{path} already predicts with tta={start.tta}: --versus-tta "
+                    f"{args.versus_tta} would compare it with itself"
+                )
             versus = _cached(copy.deepcopy(start).set_params(tta=args.versus_tta), X)
         everything = np.arange(len(y))
         rng = np.random.default_rng(args.seed)
@@ -292,7 +297,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 "unlabelled_first": args.unlabelled_first,
                 "rule": args.rule,
                 "head": args.pull if args.head else None,
-                "versus_tta": args.versus_tta,
+                "tta": start.tta,
+                # n = 0 scores the model's own threshold: nothing is paired
+                "versus_tta": args.versus_tta if n else None,
                 "n_labelled": n,
                 "draws": len(results),
             }
