@@ -157,8 +157,8 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
     Image.fromarray(image).save(rsna / "aa-1.png")
     # the model's calls, fixed: NIH's image positive, RSNA's not (a model
     # trained for one epoch calls nothing positive)
-    clf.predict = lambda paths: np.array(
-        ["PNEUMONIA" if Path(p).parent == nih else "NORMAL" for p in paths]
+    clf.predict = lambda decoded: np.array(
+        ["PNEUMONIA" if Path(p).parent == nih else "NORMAL" for p in decoded.paths]
     )
     box_file = tmp_path / "BBox_List_2017.csv.gz"
     with gzip.open(box_file, "wt") as f:
@@ -203,9 +203,8 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
     masks = bench.box_masks([[("P", 0, 0, 512, 512)], [("P", 0, 0, 1024, 1024)]], 32)
     maps = {"a": np.zeros((2, 32, 32)), "b": np.ones((2, 32, 32))}
     maps["a"][0, 3, 5] = 1
-    fig = bench.box_figure(
-        [nih / "00000001_000.png", rsna / "aa-1.png"], masks, maps, 32
-    )
+    paths = [nih / "00000001_000.png", rsna / "aa-1.png"]
+    fig = bench.box_figure(paths, np.zeros((2, 32, 32), np.uint8), masks, maps)
     assert len(fig.axes) == 4
     # the scored box outlined (not a box covering the whole image)
     assert fig.axes[0].collections and not fig.axes[1].collections

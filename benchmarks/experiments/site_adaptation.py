@@ -146,8 +146,14 @@ class _CachedProbabilities(PneumoniaClassifier):
         )
 
 
-def _cached(clf: PneumoniaClassifier, X: np.ndarray) -> _CachedProbabilities:
+def _cached(
+    clf: PneumoniaClassifier, X: np.ndarray, tta: int | None = None
+) -> _CachedProbabilities:
+    """``clf``'s outputs on ``X`` computed once; with ``tta``, as that many
+    test-time views would give them (``clf`` itself is not changed)."""
     out = copy.deepcopy(clf)
+    if tta is not None:
+        out.set_params(tta=tta)
     out.adaptation_, adaptation = None, clf.adaptation_
     out.raw_ = out.predict_proba(X)
     out.__class__ = _CachedProbabilities
@@ -238,7 +244,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     f"{path} already predicts with tta={start.tta}: --versus-tta "
                     f"{args.versus_tta} would compare it with itself"
                 )
-            versus = _cached(copy.deepcopy(start).set_params(tta=args.versus_tta), X)
+            versus = _cached(start, X, tta=args.versus_tta)
         everything = np.arange(len(y))
         rng = np.random.default_rng(args.seed)
         for n in args.n_labelled:

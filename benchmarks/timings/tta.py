@@ -59,15 +59,15 @@ def main(argv: list[str] | None = None) -> dict:
     options = ort.SessionOptions()
     options.intra_op_num_threads = args.threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    folder = Path(tempfile.mkdtemp())
-    sessions = {
-        name: ort.InferenceSession(
-            str(model.export_onnx(folder / f"{name}.onnx")),
-            options,
-            providers=["CPUExecutionProvider"],
-        )
-        for name, model in (("plain", plain), ("tta", augmented))
-    }
+    with tempfile.TemporaryDirectory() as folder:  # sessions hold the graphs
+        sessions = {
+            name: ort.InferenceSession(
+                str(model.export_onnx(Path(folder) / f"{name}.onnx")),
+                options,
+                providers=["CPUExecutionProvider"],
+            )
+            for name, model in (("plain", plain), ("tta", augmented))
+        }
     expected = {
         "plain": plain.predict_proba(images),
         "tta": augmented.predict_proba(images),

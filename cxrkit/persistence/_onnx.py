@@ -47,7 +47,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
 from cxrkit._version import __version__
-from cxrkit.images._normalize import MEAN, STD
+from cxrkit.images._normalize import MEAN, STD, normalize
 from cxrkit.persistence._model_files import model_card
 from cxrkit.training._tta import TestTimeViews, shared_views
 
@@ -133,7 +133,7 @@ class _TestTimeAveraged(nn.Module):
         proba = torch.softmax(self.network(x), dim=1)
         grey = x * STD + MEAN
         for k in range(len(self.views)):
-            view = (self.views.view(grey, k) - MEAN) / STD
+            view = normalize(self.views.view(grey, k))
             proba = proba + torch.softmax(self.network(view), dim=1)
         mean = proba / (1 + len(self.views))
         return torch.log(mean.clamp(min=torch.finfo(mean.dtype).tiny))

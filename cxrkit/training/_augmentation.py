@@ -385,7 +385,7 @@ def same_on_batch(augmentation: BatchAugmentation) -> BatchAugmentation:
     for the whole batch, as many of them, from torch's global generator,
     whatever the batch size: seeded before each call, an image is then
     transformed the same way alone or among others (test-time augmentation,
-    ``cxrkit.training._fit.predict_proba``).
+    ``cxrkit.training._tta.TestTimeViews`` draws its views so).
 
     Parameters
     ----------

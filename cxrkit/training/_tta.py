@@ -6,16 +6,18 @@ from the ``"light"`` augmentation preset (kornia's random affine, brightness
 and contrast steps, one draw per copy, seeded by the classifier's
 ``random_state``) and then kept as plain tensors: for each copy a sampling
 grid (the shift, rotation and zoom) and a brightness and a contrast factor.
-Applied with ``grid_sample`` and two multiplications, the same views run in
+Applied with ``grid_sample`` and kornia's two colour functions, the same views run in
 ``predict_proba`` and inside the ONNX graph of
 [`export_onnx`][cxrkit.persistence.export_onnx], so that an exported model
 outputs the probabilities that its recorded threshold was chosen on.
 
-Why this is written here: kornia's augmentation modules draw their values
-and apply them in one call and do not export to ONNX. The replay below is
-the three formulas of their apply step (``warp_affine``,
-``adjust_brightness_accumulative``, ``adjust_contrast_with_mean_subtraction``,
-with their clamping), and the tests check it against kornia's own output.
+Why this is written here: kornia's random augmentation modules draw their
+values and apply them in one call, and do not export to ONNX; only the draw
+is avoided. The replay applies the affine step as a sampling grid
+precomputed in float64 (``warp_affine`` computes it in float32 on every
+call) and the colour steps with kornia's own functions
+(``adjust_brightness_accumulative``, ``adjust_contrast_with_mean_subtraction``),
+which export; the tests check it against kornia's seeded output.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ import threading
 import numpy as np
 import torch
 import torch.nn.functional as F
+from kornia.enhance import (
+    adjust_brightness_accumulative,
+    adjust_contrast_with_mean_subtraction,
+)
 from kornia.geometry.conversions import normalize_homography
 from torch import nn
 
@@ -111,11 +117,10 @@ class TestTimeViews(nn.Module):
         x = F.grid_sample(
             x, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
-        # kornia clamps before each colour step and after it.
-        x = (x.clamp(0.0, 1.0) * self.factors[k, 0]).clamp(0.0, 1.0)
-        mean = x.mean(dim=(-3, -2, -1), keepdim=True)
-        c = self.factors[k, 1]
-        return (x * c + mean * (1 - c)).clamp(0.0, 1.0)
+        # as kornia's ColorJitter: clamped before the colour steps, which
+        # clamp their own outputs
+        x = adjust_brightness_accumulative(x.clamp(0.0, 1.0), self.factors[k, 0])
+        return adjust_contrast_with_mean_subtraction(x, self.factors[k, 1])
 
 
 def _draw(
