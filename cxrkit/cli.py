@@ -722,7 +722,9 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         "--tta",
         type=int,
         metavar="N",
-        help=f"test-time augmentation: average N shifted copies {default('tta')}",
+        help="test-time augmentation: also average N fixed copies of each image, "
+        "shifted, rotated, zoomed and changed in brightness and contrast "
+        f"{default('tta')}",
     )
     train.add_argument(
         "--checkpoint-dir",
@@ -1148,13 +1150,41 @@ def _adjusted(out_of_fold: Any, clf: Any) -> Any:
 
 
 #: Below this many labelled images ``adapt --head`` without ``--sensitivity``
-#: hints to leave the refit out: measured with the recommended recipe
-#: (``tta=4``) on the second site (docs: "Adapting to a new site",
-#: "Refitting the head"), with the fewest-errors threshold the refit raised
-#: accuracy with 50 and 100 images (fewer were not measured; without
-#: test-time augmentation it did not with 25 or 50); with a sensitivity
-#: floor it raised specificity at the same sensitivity with 50 and 100.
+#: hints to leave the refit out, for a model with test-time augmentation:
+#: with the recommended recipe (``tta=4``) and the fewest-errors threshold
+#: the refit raised accuracy with 50 and 100 images; fewer were not measured
+#: (docs: "Adapting to a new site", "Refitting the head").
 HEAD_REFIT_MIN_IMAGES = 50
+#: The same for a model without test-time augmentation (``tta=0``): with the
+#: recipe's mixup the refit did not pay with 25 or 50 images, and did with
+#: 100 (docs: the same section). With a sensitivity floor it paid from 50
+#: (without test-time augmentation), so ``--sensitivity`` gives no hint.
+HEAD_REFIT_MIN_IMAGES_NO_TTA = 100
+
+
+def _hint_head_refit(args: argparse.Namespace, n_images: int, tta: int) -> None:
+    """With fewer labelled images than the refit was measured to pay from, a
+    hint to leave out ``--head`` (its caller gives none with a floor)."""
+    if tta:
+        least = HEAD_REFIT_MIN_IMAGES
+        measured = (
+            f"raised accuracy with {least} and 100 images for the recommended "
+            "recipe with test-time augmentation (tta=4); fewer were not measured"
+        )
+    else:
+        least = HEAD_REFIT_MIN_IMAGES_NO_TTA
+        measured = (
+            "had not raised accuracy with 25 or 50 images for the recommended "
+            f"recipe without test-time augmentation (tta=0), and did with {least}"
+        )
+    if n_images < least:
+        _note(
+            args,
+            f"cxrkit adapt: hint: --head with {n_images} labelled images; at a "
+            f"second site, with the fewest-errors threshold, the refit {measured}: "
+            "consider leaving out --head",
+            always=True,
+        )
 
 
 def _cmd_adapt(args: argparse.Namespace) -> int:
@@ -1213,16 +1243,8 @@ def _cmd_adapt(args: argparse.Namespace) -> int:
     out_of_fold = None
     if args.head:  # before --prior and the calibration, which correct its outputs
         _note(args, f"cxrkit adapt: final layer refitted on {len(X_lab)} images")
-        if args.sensitivity is None and len(X_lab) < HEAD_REFIT_MIN_IMAGES:
-            _note(
-                args,
-                f"cxrkit adapt: hint: --head with {len(X_lab)} labelled images; "
-                "with the recommended recipe at a second site the refit was "
-                f"measured to raise accuracy from {HEAD_REFIT_MIN_IMAGES} images, "
-                "not below (without test-time augmentation recalibration alone "
-                "did as well up to 50): consider leaving out --head",
-                always=True,
-            )
+        if args.sensitivity is None:
+            _hint_head_refit(args, len(X_lab), clf.tta)
         # the refitted layer separates its own sample: the recalibration, the
         # threshold and the sets come from scores of heads refitted without
         # each patient
@@ -1314,10 +1336,11 @@ def _add_adapt_command(sub: argparse._SubParsersAction) -> None:
         help="with --labelled: first refit the final layer on the sample, pulled "
         "towards the trained one (can reorder the site's images); the "
         "recalibration, the threshold and --coverage then use out-of-fold "
-        "probabilities of the sample (5 folds by patient). Measured with the "
-        "recommended recipe (tta=4): with --max-accuracy it paid with 50 and "
-        "100 labelled images (fewer were not measured); with --sensitivity "
-        "it paid with 50 and 100",
+        "probabilities of the sample (5 folds by patient). Measured at a "
+        "second site with --max-accuracy, it paid with 50 and 100 labelled "
+        "images for a model with test-time augmentation (tta=4; fewer were not "
+        "measured) and only with 100 without it (tta=0): below those a hint "
+        "says so; with --sensitivity it paid with 50 and 100 (tta=0)",
     )
     parser.add_argument(
         "--pull",

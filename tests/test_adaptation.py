@@ -817,22 +817,14 @@ def test_cli_adapt_writes_an_adapted_model(
     assert [s["step"] for s in loaded.adaptation_["steps"]] == ["head", "calibrate"]
     assert loaded.adaptation_["steps"][0]["n_images"] == 60
     assert loaded.operating_threshold_["threshold"] == 0.5
-    # 60 >= HEAD_REFIT_MIN_IMAGES (50): no hint
-    assert "--head with" not in capsys.readouterr().err
-    # fewer labelled images than that: a hint on stderr even with -q
-    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 61)
-    assert (
-        main(
-            [
-                *("adapt", str(model), "--out", str(out), "--labelled", str(labelled)),
-                *("--head", "--method", "platt", "--max-accuracy", "-q"),
-            ]
-        )
-        == 0
-    )
+    # a model without test-time augmentation: 60 < HEAD_REFIT_MIN_IMAGES_NO_TTA
+    # (100), a hint on stderr even with -q
     hint = capsys.readouterr().err
     assert "--head with 60 labelled images" in hint and "leaving out --head" in hint
-    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 60)
+    assert "without test-time augmentation" in hint and "25 or 50" in hint
+    # at its threshold: none, whatever the one for test-time augmentation
+    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES_NO_TTA", 60)
+    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 1000)
     assert (
         main(
             [
@@ -858,6 +850,56 @@ def test_cli_adapt_writes_an_adapted_model(
     assert [s["step"] for s in loaded.adaptation_["steps"]] == ["head", "calibrate"]
     assert "out-of-fold probabilities" in loaded.operating_threshold_["source"]
     assert loaded.conformal_["coverage"] == 0.8
+
+
+@pytest.mark.parametrize(
+    ("tta", "n_images", "hinted"),
+    [(4, 49, True), (4, 50, False), (0, 99, True), (0, 100, False)],
+)
+def test_head_hint_below_the_images_the_refit_was_measured_to_pay_from(
+    capsys, tta, n_images, hinted
+):
+    # docs/guide/adaptation.md: with test-time augmentation the refit paid
+    # from 50 labelled images (fewer not measured), without it from 100
+    cli._hint_head_refit(types.SimpleNamespace(quiet=True), n_images, tta)
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert ("consider leaving out --head" in printed.err) == hinted
+    if hinted and tta:
+        assert "with 50 and 100 images" in printed.err
+        assert "with test-time augmentation (tta=4); fewer were not measured" in (
+            printed.err
+        )
+    elif hinted:
+        assert "had not raised accuracy with 25 or 50 images" in printed.err
+        assert "without test-time augmentation (tta=0), and did with 100" in (
+            printed.err
+        )
+
+
+def test_cli_adapt_head_hint_follows_the_models_test_time_augmentation(
+    fitted_synthetic, synthetic, tmp_path, capsys, monkeypatch
+):
+    X, y, _ = synthetic
+    with_views = copy.deepcopy(fitted_synthetic).set_params(tta=2)
+    model = with_views.save(tmp_path / "model.cxr")
+    labelled = _write_folder(tmp_path / "labelled", X[40:100], y[40:100])
+    command = [
+        *("adapt", str(model), "--out", str(tmp_path / "site.cxr")),
+        *("--labelled", str(labelled), "--head", "--method", "platt"),
+        *("--max-accuracy", "-q"),
+    ]
+    # just below the threshold for test-time augmentation: a hint
+    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 61)
+    assert main(command) == 0
+    hint = capsys.readouterr().err
+    assert "--head with 60 labelled images" in hint
+    assert "with test-time augmentation (tta=4); fewer were not measured" in hint
+    # at it: none, whatever the one without test-time augmentation
+    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES", 60)
+    monkeypatch.setattr(cli, "HEAD_REFIT_MIN_IMAGES_NO_TTA", 1000)
+    assert main(command) == 0
+    assert "--head with" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

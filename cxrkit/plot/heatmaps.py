@@ -258,7 +258,7 @@ def plot_heatmap_grid(
         )
     fig.colorbar(mappable, ax=axes.tolist(), fraction=0.03, label="relevance")
     if title is not None:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=10, wrap=True)  # a caption can be long
     return fig
 
 

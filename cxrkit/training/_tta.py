@@ -76,7 +76,7 @@ class TestTimeViews(nn.Module):
     >>> x = torch.rand(3, 1, 32, 32)
     >>> views.view(x, 0).shape, len(views)
     (torch.Size([3, 1, 32, 32]), 2)
-    >>> bool(torch.allclose(views.view(x, 1), x, atol=1e-2))  # a shifted copy
+    >>> bool(torch.allclose(views.view(x, 1), x, atol=1e-2))  # a transformed copy
     False
     """
 
