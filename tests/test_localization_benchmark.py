@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,45 @@ def test_rsna_boxes_are_read_by_patient_id(bench, tmp_path, zipped):
             bench.read_rsna_boxes(tmp_path / "empty.zip", [folder])
 
 
+def test_chestx_det_boxes_are_read_and_merged_with_nih_boxes(bench, tmp_path):
+    # ChestX-Det10 as first published: NIH names, corner boxes per finding
+    entries = [
+        {"file_name": "00000001_000.png", "syms": [], "boxes": []},
+        {
+            "file_name": "00000002_000.png",
+            "syms": ["Consolidation", "Nodule", "Consolidation"],
+            "boxes": [[100, 200, 300, 500], [0, 0, 10, 10], [600, 600, 700, 900]],
+        },
+        {
+            "file_name": "00000009_000.png",  # not in the folder
+            "syms": ["Consolidation"],
+            "boxes": [[0, 0, 1, 1]],
+        },
+    ]
+    det = tmp_path / "train.json"
+    det.write_text(json.dumps(entries))
+    folder = tmp_path / "nih"
+    folder.mkdir()
+    for name in ("00000001_000.png", "00000002_000.png"):
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / name)
+    paths, boxes = bench.read_chestx_det_boxes(det, [folder], ["Consolidation"])
+    assert [p.name for p in paths] == ["00000002_000.png"]
+    assert boxes == [
+        [("Consolidation", 100, 200, 200, 300), ("Consolidation", 600, 600, 100, 300)]
+    ]
+    assert len(bench.read_chestx_det_boxes(det, [folder], None)[1][0]) == 3
+    # the same image in NIH's list counts once, with the boxes of both
+    nih = ([folder / "00000002_000.png"], [[("Pneumonia", 0, 0, 64, 64)]])
+    paths, boxes = bench.merge_boxes(
+        nih, bench.read_chestx_det_boxes(det, [folder], None)
+    )
+    assert [p.name for p in paths] == ["00000002_000.png"]
+    assert boxes[0][0] == ("Pneumonia", 0, 0, 64, 64) and len(boxes[0]) == 4
+    det.write_text(json.dumps({"images": []}))
+    with pytest.raises(ValueError, match="not a ChestX-Det10 list"):
+        bench.read_chestx_det_boxes(det, [folder], None)
+
+
 def test_box_scores_exact_values(bench):
     masks = np.zeros((2, 8, 8), bool)
     masks[:, :4, :4] = True  # a quarter of each image
@@ -108,6 +148,36 @@ def test_box_scores_exact_values(bench):
     assert scores["heat_in_boxes"] == pytest.approx((1 + 0.25) / 2, abs=1e-3)
     assert scores["heat_ratio"] == pytest.approx((4 + 1) / 2)
     assert bench.box_scores(maps[:0], masks[:0]) == {"images": 0}
+    # two images, one hit: a resample holds the hit twice, once or not at all
+    assert scores["pointing_95ci"] == [0.0, 1.0]
+    assert scores["heat_ratio_95ci"] == [1.0, 4.0]
+    assert "minus_baseline" not in scores
+    assert scores["per_image"] == {"pointing": [1, 0], "heat_ratio": [4.0, 1.0]}
+
+
+def test_box_scores_intervals_and_paired_differences(bench):
+    masks = np.zeros((20, 8, 8), bool)
+    masks[:, :4, :4] = True
+    hit, miss = np.zeros((8, 8)), np.zeros((8, 8))
+    hit[1, 1] = miss[6, 6] = 1
+    # the method hits 15 of 20 images, the baseline the first 5 of those
+    maps = np.stack([hit] * 15 + [miss] * 5)
+    baseline = np.stack([hit] * 5 + [miss] * 15)
+    scores = bench.box_scores(maps, masks, baseline=baseline)
+    assert scores["pointing"] == 0.75
+    low, high = scores["pointing_95ci"]
+    assert 0.5 < low < 0.75 < high < 0.95
+    # paired: it hits 10 images more, misses none the baseline hits
+    difference, low, high = scores["minus_baseline"]["pointing"]
+    assert difference == 0.5 and 0.25 < low < 0.5 < high < 0.75
+    assert scores["minus_baseline"]["heat_ratio"][0] == pytest.approx(2.0)
+    # the same maps as the baseline: no difference on any resample
+    same = bench.box_scores(maps, masks, baseline=maps)["minus_baseline"]
+    assert same == {"pointing": [0.0, 0.0, 0.0], "heat_ratio": [0.0, 0.0, 0.0]}
+    # a map without heat is left out of the heat means, not counted as 0
+    maps[0] = 0
+    scores = bench.box_scores(maps, masks)
+    assert scores["heat_ratio"] == pytest.approx(4 * 14 / 19, abs=0.01)
 
 
 def test_v7_masks_are_matched_by_a_unique_pixel_size(bench, tmp_path):
@@ -170,6 +240,8 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
         nih_boxes=box_file,
         nih_images=[nih],
         box_labels=["Pneumonia"],
+        det_boxes=[],
+        det_labels=["Consolidation"],
         rsna_boxes=labels,
         rsna_images=[rsna],
         box_target="PNEUMONIA",
@@ -197,6 +269,12 @@ def test_real_benchmark_scores_both_box_sources_and_the_prior(bench, tmp_path):
     assert called["images"] == 1
     assert called["heat_in_boxes"] == pytest.approx(top_left / prior.sum(), abs=1e-3)
     assert out["methods"]["grad_cam"]["boxes"]["images"] == 2
+    # every method is paired with the lung field, image by image
+    versus = out["methods"]["grad_cam"]["boxes"]["minus_baseline"]["pointing"]
+    assert versus[1] <= versus[0] <= versus[2]
+    # chance: the boxes' share of each image, a quarter on both
+    assert out["chance"]["pointing"] == 0.25
+    assert out["chance"]["pointing_95ci"] == [0.25, 0.25]
     # two rows (grad_cam, the lung field) of two columns: taller than wide
     with Image.open(out["box_figure"]) as figure:
         assert figure.height > figure.width

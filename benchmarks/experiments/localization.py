@@ -32,15 +32,22 @@ radiographs instead (``real_benchmark``):
 * NIH ChestX-ray8 boxes: the images of ``--nih-images`` (default
   ``../shared/data/nih_adult/images``) that NIH's box list
   (``--nih-boxes``: ``BBox_List_2017.csv.gz``, which the torchxrayvision
-  wheel ships) boxes with ``--box-labels`` (Pneumonia, Infiltrate), and
-  with ``--rsna-boxes`` the images of ``--rsna-images`` that the RSNA
-  pneumonia challenge boxed, explaining PNEUMONIA: ``pointing`` (the peak
+  wheel ships) boxes with ``--box-labels`` (Pneumonia, Infiltrate), those
+  that ChestX-Det10 boxes with ``--det-labels`` (``--det-boxes``: its
+  ``train.json`` and ``test.json`` as first published, commit 0a9d918 of
+  Deepwise-AILab/ChestX-Det10-Dataset, which name NIH's files;
+  Consolidation), and with ``--rsna-boxes`` the images of
+  ``--rsna-images`` that the RSNA pneumonia challenge boxed, each image
+  once with all of its boxes, explaining PNEUMONIA: ``pointing`` (the peak
   inside a box), ``heat_ratio`` (the heat's share inside the boxes over the
   boxes' share of the image; 1 is heat spread evenly), on all of them and
-  on the positives the model calls. Two baselines that ignore the model:
-  ``chance`` (a random pixel) and ``lung_field_prior`` (the same map for
-  every image, the lung field of a typical radiograph: what knowing where
-  lungs usually are scores, with no look at the image);
+  on the positives the model calls, each with a 95% bootstrap interval
+  over the images. Two baselines that ignore the model: ``chance`` (a
+  random pixel) and ``lung_field_prior`` (the same map for every image,
+  the lung field of a typical radiograph: what knowing where lungs usually
+  are scores, with no look at the image); every method's
+  ``minus_baseline`` is its paired difference from the lung field, image
+  by image, with its interval (``benchmarks/_boxes.py``);
 * Kermany sanity checks (``--kermany``, ``--n-kermany`` images): the share
   of heat outside the lung field of a typical radiograph
   (``cxrkit.explain.lung_field_prior``) and on the image border, the same
@@ -72,6 +79,7 @@ Examples::
     TXV=/tmp/txv/torchxrayvision/data
     python benchmarks/experiments/localization.py --models --model model.cxr \\
         --nih-boxes $TXV/BBox_List_2017.csv.gz \\
+        --det-boxes DET10/train.json DET10/test.json \\
         --rsna-boxes $TXV/kaggle_stage_2_train_labels.csv.zip \\
         --rsna-images RSNA_IMAGE_FOLDER  # optional, with --rsna-boxes
 
@@ -82,16 +90,12 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import gzip
-import io
 import json
 import platform
 import re
 import sys
 import time
 import warnings
-import zipfile
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
@@ -107,15 +111,25 @@ from cxrkit.explain import (
     METHODS,
     evidence_outside_lungs,
     faithfulness_score,
-    heat_share,
     lung_field_prior,
     pointing_game,
 )
-from cxrkit.images import IMAGE_EXTENSIONS
 from cxrkit.recipes import RECOMMENDED, make_classifier
 from cxrkit.training import AUGMENT_PRESETS
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from _boxes import (
+    DET_PNEUMONIA_BOXES,
+    PNEUMONIA_BOXES,
+    box_figure,
+    box_masks,
+    box_scores,
+    mean_intervals,
+    merge_boxes,
+    read_chestx_det_boxes,
+    read_nih_boxes,
+    read_rsna_boxes,
+)
 from _common import SHARED, print_json
 
 LESIONS = {"small": (0.07, 0.10), "large": (0.12, 0.16)}
@@ -440,118 +454,18 @@ def recommended_speed(args, best_of) -> list[dict]:
 
 
 # ------------------------------------------------------------------ real images
-#: NIH ChestX-ray8 box labels of a pneumonia opacity (``--box-labels``)
-PNEUMONIA_BOXES = ("Pneumonia", "Infiltrate")
-#: side of the NIH originals, on which the boxes' coordinates are given
-#: side of NIH's and RSNA's images, in whose pixels both box lists are given
-BOX_SIDE = 1024
-
-
-def read_nih_boxes(
-    box_file: str | Path, folders: list[str | Path], labels: list[str] | None
-) -> tuple[list[Path], list[list[tuple]]]:
-    """The images of ``folders`` that have boxes in NIH's ``BBox_List_2017.csv``.
-
-    ``box_file`` is the list as NIH publishes it (``.csv`` or ``.csv.gz``;
-    the torchxrayvision wheel ships it as ``torchxrayvision/data/
-    BBox_List_2017.csv.gz``): image name, label, x, y, w, h in pixels of
-    the 1,024 px original. Only boxes whose label is in ``labels`` count
-    (all when None). Returns the image paths, sorted by name, and each
-    image's boxes as ``(label, x, y, w, h)``.
-    """
-    opener = gzip.open if str(box_file).endswith(".gz") else open
-    with opener(box_file, "rt", newline="") as f:
-        rows = list(csv.reader(f))[1:]
-    files = {p.name: p for folder in folders for p in sorted(Path(folder).glob("*"))}
-    boxes: dict[str, list[tuple]] = defaultdict(list)
-    for name, label, *xywh in (row[:6] for row in rows if len(row) >= 6):
-        if name in files and (labels is None or label in labels):
-            boxes[name].append((label, *map(float, xywh)))
-    return _matched(files, boxes)
-
-
-def read_rsna_boxes(
-    label_file: str | Path, folders: list[str | Path]
-) -> tuple[list[Path], list[list[tuple]]]:
-    """The images of ``folders`` that RSNA's pneumonia challenge boxed.
-
-    ``label_file`` is the challenge's ``stage_2_train_labels.csv`` (or the
-    ``.csv.zip`` that the torchxrayvision wheel ships as
-    ``torchxrayvision/data/kaggle_stage_2_train_labels.csv.zip``): one row per
-    box, ``patientId,x,y,width,height,Target`` in pixels of the 1,024 px
-    image, ``Target`` 1 for a lung opacity that radiologists took for
-    pneumonia. Images are named by their ``patientId`` (any extension cxrkit
-    reads: the challenge's DICOM files, or PNG/JPEG copies). Returns the image
-    paths, sorted by name, and each image's boxes as ``("Lung Opacity", x, y,
-    w, h)``; images without a box (``Target`` 0) are left out.
-    """
-    if str(label_file).endswith(".zip"):
-        with zipfile.ZipFile(label_file) as archive:
-            name = next((n for n in archive.namelist() if n.endswith(".csv")), None)
-            if name is None:
-                raise ValueError(
-                    f"{label_file} holds no .csv; expected RSNA's "
-                    "stage_2_train_labels.csv inside"
-                )
-            text = archive.read(name).decode()
-    else:
-        text = Path(label_file).read_text()
-    boxes: dict[str, list[tuple]] = defaultdict(list)
-    for row in csv.DictReader(io.StringIO(text)):
-        if row["Target"] == "1":
-            xywh = (float(row[k]) for k in ("x", "y", "width", "height"))
-            boxes[row["patientId"]].append(("Lung Opacity", *xywh))
-    files: dict[str, Path] = {}
-    for folder in folders:
-        for path in sorted(Path(folder).glob("*")):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            if path.stem in files:
-                raise ValueError(
-                    f"two images of patient {path.stem}: {files[path.stem]} and "
-                    f"{path}; keep one"
-                )
-            files[path.stem] = path
-    return _matched(files, boxes)
-
-
-def _matched(
-    files: dict[str, Path], boxes: dict[str, list[tuple]]
-) -> tuple[list[Path], list[list[tuple]]]:
-    """The images that have boxes, sorted by name, and their boxes."""
-    names = sorted(set(boxes) & set(files))
-    return [files[n] for n in names], [boxes[n] for n in names]
-
-
-def box_masks(boxes: list[list[tuple]], size: int) -> np.ndarray:
-    """Union of each image's boxes at ``size`` px (cells the box touches)."""
-    masks = np.zeros((len(boxes), size, size), dtype=bool)
-    scale = size / BOX_SIDE
-    for mask, image_boxes in zip(masks, boxes):
-        for _, x, y, w, h in image_boxes:
-            top, left = int(y * scale), int(x * scale)
-            bottom, right = int(np.ceil((y + h) * scale)), int(np.ceil((x + w) * scale))
-            mask[top:bottom, left:right] = True
-    return masks
-
-
-def box_scores(heatmaps: np.ndarray, masks: np.ndarray) -> dict:
-    """Pointing (the peak inside a box) and heat in the boxes over their area.
-
-    ``heat_ratio``: per image, the share of the heat inside the boxes
-    divided by the share of the image the boxes cover (1: no better than
-    heat spread evenly), then the mean over images. Chance, a random pixel
-    as the peak, points with probability ``box_area``.
-    """
-    if not len(heatmaps):
+def _chance(masks: np.ndarray) -> dict:
+    """A random pixel as each map's peak: it lands in the boxes with
+    probability their share of the image, and spreads heat evenly."""
+    if not len(masks):
         return {"images": 0}
-    share = heat_share(heatmaps, masks)
     area = masks.mean(axis=(1, 2))
+    pointing = mean_intervals({"pointing": area})["pointing"]
     return {
-        "images": len(heatmaps),
-        "pointing": round(float(pointing_game(heatmaps, masks).mean()), 3),
-        "heat_ratio": round(float(np.nanmean(share / area)), 2),
-        "heat_in_boxes": round(float(np.nanmean(share)), 3),
+        "images": len(masks),
+        "pointing": round(pointing.value, 3),
+        "pointing_95ci": [round(pointing.low, 3), round(pointing.high, 3)],
+        "heat_ratio": 1.0,
         "box_area": round(float(area.mean()), 3),
     }
 
@@ -583,8 +497,9 @@ def matched_lung_masks(v7_masks: str | Path, fullres: str | Path) -> dict:
 def real_benchmark(args, clf) -> dict:
     """Every method of ``--methods`` on real radiographs, for one saved model.
 
-    * boxes: the images of ``--nih-images`` that NIH boxed and those of
-      ``--rsna-images`` that the RSNA challenge boxed, explaining
+    * boxes: the images of ``--nih-images`` that NIH or ChestX-Det10
+      boxed and those of ``--rsna-images`` that the RSNA challenge boxed
+      (``_boxes.merge_boxes``: each image once), explaining
       ``--box-target`` (PNEUMONIA); all of them, and the positives the
       model calls (its decision rule); beside the methods, the lung field
       of a typical radiograph as a map that ignores the image; with
@@ -595,12 +510,16 @@ def real_benchmark(args, clf) -> dict:
       outside each original's own lung mask (``--fullres``).
     """
     size = clf.image_size
-    paths, boxes = [], []
+    sources = []
     if args.nih_boxes:
-        paths, boxes = read_nih_boxes(args.nih_boxes, args.nih_images, args.box_labels)
+        sources.append(read_nih_boxes(args.nih_boxes, args.nih_images, args.box_labels))
+    for det_file in args.det_boxes:
+        sources.append(
+            read_chestx_det_boxes(det_file, args.nih_images, args.det_labels)
+        )
     if args.rsna_boxes:
-        more_paths, more_boxes = read_rsna_boxes(args.rsna_boxes, args.rsna_images)
-        paths, boxes = paths + more_paths, boxes + more_boxes
+        sources.append(read_rsna_boxes(args.rsna_boxes, args.rsna_images))
+    paths, boxes = merge_boxes(*sources)
     masks = box_masks(boxes, size)
     prior = np.broadcast_to(lung_field_prior(size), masks.shape)
     # each image decoded once, for the call, every method and the figure
@@ -619,10 +538,7 @@ def real_benchmark(args, clf) -> dict:
         "boxes": sum(len(b) for b in boxes),
         "box_labels": sorted({b[0] for image in boxes for b in image}),
         "called_positive": int(np.sum(called)),
-        "chance": box_scores(np.ones(masks.shape), masks)
-        | {
-            "pointing": round(float(masks.mean(axis=(1, 2)).mean()), 3),
-        },
+        "chance": _chance(masks),
         # a map that ignores the image: where the lungs of a typical film lie
         "lung_field_prior": {
             subset: box_scores(prior[keep], masks[keep])
@@ -645,8 +561,11 @@ def real_benchmark(args, clf) -> dict:
             result["ms_per_image"] = round(
                 1000 * (time.perf_counter() - start) / len(paths), 1
             )
-            result["boxes"] = box_scores(maps, masks)
-            result["boxes_called_positive"] = box_scores(maps[called], masks[called])
+            # each method against the lung field, image by image
+            result["boxes"] = box_scores(maps, masks, baseline=prior)
+            result["boxes_called_positive"] = box_scores(
+                maps[called], masks[called], baseline=prior[called]
+            )
         if len(kermany):
             maps = method(clf, kermany)
             evidence = evidence_outside_lungs(clf, kermany, method=spec, heatmaps=maps)
@@ -691,41 +610,6 @@ def real_benchmark(args, clf) -> dict:
     elif args.box_figure:
         print(f"no boxed images found: {args.box_figure} not drawn", file=sys.stderr)
     return out
-
-
-def box_figure(
-    paths: list[Path],
-    images: np.ndarray,
-    masks: np.ndarray,
-    maps: dict[str, np.ndarray],
-):
-    """Each boxed image (a column) under each method's map (a row): the
-    boxes as scored (``box_masks``) outlined in white, every pixel at the
-    map's maximum as a cross (a hit when all of them lie in a box, as
-    ``pointing_game`` counts)."""
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(
-        len(maps),
-        len(paths),
-        figsize=(1.9 * len(paths), 2.05 * len(maps)),
-        squeeze=False,
-    )
-    for row, (spec, method_maps) in zip(axes, maps.items(), strict=True):
-        for ax, image, heat, mask in zip(row, images, method_maps, masks, strict=True):
-            ax.imshow(image, cmap="gray")
-            ax.imshow(heat, cmap="jet", alpha=0.4)
-            if mask.any() and not mask.all():
-                ax.contour(mask, levels=[0.5], colors="white", linewidths=1.2)
-            tops, lefts = np.nonzero(heat == heat.max())
-            ax.plot(lefts, tops, "w+", markersize=11, markeredgewidth=2)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        row[0].set_ylabel(spec, fontsize=8)
-    for ax, path in zip(axes[0], paths, strict=True):
-        ax.set_title(path.stem[:12], fontsize=7)
-    fig.tight_layout()
-    return fig
 
 
 def randomized(clf):
@@ -867,6 +751,19 @@ def main(argv: list[str] | None = None) -> dict:
         help="box labels that count (none given: every label)",
     )
     real.add_argument(
+        "--det-boxes",
+        nargs="*",
+        default=[],
+        help="ChestX-Det10's train.json / test.json as first published (NIH "
+        "file names): its boxed images of --nih-images count too",
+    )
+    real.add_argument(
+        "--det-labels",
+        nargs="*",
+        default=list(DET_PNEUMONIA_BOXES),
+        help="ChestX-Det10 findings that count (none given: every finding)",
+    )
+    real.add_argument(
         "--rsna-boxes",
         default=None,
         help="RSNA's stage_2_train_labels.csv(.zip), e.g. from the torchxrayvision "
@@ -904,9 +801,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.box_labels == []:
         args.box_labels = None
-    if args.model and not (args.nih_boxes or args.rsna_boxes):
+    if args.det_labels == []:
+        args.det_labels = None
+    if args.model and not (args.nih_boxes or args.det_boxes or args.rsna_boxes):
         parser.error(
-            "--model needs --nih-boxes (NIH's BBox_List_2017.csv.gz) or "
+            "--model needs --nih-boxes (NIH's BBox_List_2017.csv.gz), "
+            "--det-boxes (ChestX-Det10's train.json / test.json) or "
             "--rsna-boxes (RSNA's stage_2_train_labels.csv.zip)"
         )
     if bool(args.rsna_boxes) != bool(args.rsna_images):

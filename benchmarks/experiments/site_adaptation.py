@@ -53,7 +53,13 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from cxrkit import PneumoniaClassifier, load_image_folder, patient_groups
+from cxrkit import (
+    DecodedImages,
+    PneumoniaClassifier,
+    decode_images,
+    load_image_folder,
+    patient_groups,
+)
 from cxrkit.adaptation import (
     DEFAULT_PULL,
     adapt_batchnorm,
@@ -147,7 +153,7 @@ class _CachedProbabilities(PneumoniaClassifier):
 
 
 def _cached(
-    clf: PneumoniaClassifier, X: np.ndarray, tta: int | None = None
+    clf: PneumoniaClassifier, X: DecodedImages, tta: int | None = None
 ) -> _CachedProbabilities:
     """``clf``'s outputs on ``X`` computed once; with ``tta``, as that many
     test-time views would give them (``clf`` itself is not changed)."""
@@ -212,19 +218,23 @@ def main(argv: list[str] | None = None) -> list[dict]:
     warnings.filterwarnings("ignore", message=".*recorded operating threshold.*")
     X, y = load_image_folder(args.site)
     groups = patient_groups(X)
+    decoded: dict[int, DecodedImages] = {}  # the site decoded once per image size
     rows = []
     for path in args.models:
         clf = PneumoniaClassifier.load(path, device="cpu")
+        if clf.image_size not in decoded:
+            decoded[clf.image_size] = decode_images(X, clf.image_size)
+        images = decoded[clf.image_size]
         unlabelled = {"as trained": clf}
         if not args.skip_unlabelled or args.unlabelled_first != "none":
-            unlabelled["batchnorm"] = adapt_batchnorm(clf, X)
-            unlabelled["prior"] = adapt_prior(clf, X)
-            unlabelled["batchnorm+prior"] = adapt_prior(unlabelled["batchnorm"], X)
+            unlabelled["batchnorm"] = adapt_batchnorm(clf, images)
+            unlabelled["prior"] = adapt_prior(clf, images)
+            unlabelled["batchnorm+prior"] = adapt_prior(unlabelled["batchnorm"], images)
         for name, model in unlabelled.items():
             if args.skip_unlabelled:
                 break
             row = {"model": path, "setting": "unlabelled", "steps": name}
-            scores = _scores(y, model.predict_proba(X), model)
+            scores = _scores(y, model.predict_proba(images), model)
             row.update({k: round(v, 4) for k, v in scores.items()})
             if "prior" in name:
                 row["site_prior"] = model.adaptation_["steps"][-1]["site_prior"]
@@ -236,7 +246,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 args.unlabelled_first
             ]
         ]
-        cached = _cached(start, X)
+        cached = _cached(start, images)
         versus = None
         if args.versus_tta is not None:
             if start.tta == args.versus_tta:
@@ -244,7 +254,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     f"{path} already predicts with tta={start.tta}: --versus-tta "
                     f"{args.versus_tta} would compare it with itself"
                 )
-            versus = _cached(start, X, tta=args.versus_tta)
+            versus = _cached(start, images, tta=args.versus_tta)
         everything = np.arange(len(y))
         rng = np.random.default_rng(args.seed)
         for n in args.n_labelled:
@@ -259,10 +269,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 # network runs on the images themselves
                 model, lab_x, rest_x, oof = cached, lab, rest, None
                 if args.head:
-                    model = adapt_head(start, X[lab], y[lab], pull=args.pull)
-                    lab_x, rest_x = X[lab], X[rest]
+                    lab_x, rest_x = images.subset(lab), images.subset(rest)
+                    model = adapt_head(start, lab_x, y[lab], pull=args.pull)
                     # calibrate on the refitted sample's out-of-fold scores
-                    oof = head_cross_val_proba(start, X[lab], y[lab], pull=args.pull)
+                    oof = head_cross_val_proba(start, lab_x, y[lab], pull=args.pull)
                 adapted = _calibrated(model, lab_x, y[lab], args, oof)
                 scored = _scores(y[rest], adapted.predict_proba(rest_x), adapted)
                 if args.head or versus is not None:  # the same draw: paired
