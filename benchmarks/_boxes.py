@@ -2,12 +2,12 @@
 
 The box lists of NIH ChestX-ray8 (``BBox_List_2017.csv``) and of the RSNA
 pneumonia challenge (``stage_2_train_labels.csv``), both shipped by the
-torchxrayvision wheel, and ChestX-Det10's boxes of NIH images, read against
-folders of the images they name and merged image by image; the
+torchxrayvision wheel, and ChestX-Det10's boxes of NIH images, read
+against folders of the images they name and merged image by image; the
 boxes as masks at a model's size; how well heatmaps point at them, with
 bootstrap intervals over the images and paired differences from a baseline
 map; and a figure of every boxed image under every map. Used by
-``experiments/localization.py --nih-boxes / --rsna-boxes``.
+``experiments/localization.py --nih-boxes / --det-boxes / --rsna-boxes``.
 
 For research and education; not a medical device.
 """
@@ -18,6 +18,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -35,6 +36,8 @@ N_RESAMPLES = 2000
 PNEUMONIA_BOXES = ("Pneumonia", "Infiltrate")
 #: ChestX-Det10's category of a pneumonia opacity (``--det-labels``)
 DET_PNEUMONIA_BOXES = ("Consolidation",)
+#: how NIH ChestX-ray8 names its images: patient, then follow-up number
+NIH_NAME = re.compile(r"\d{8}_\d{3}\.png")
 #: side of NIH's and RSNA's images, in whose pixels both box lists are given
 BOX_SIDE = 1024
 
@@ -128,6 +131,14 @@ def read_chestx_det_boxes(
         raise ValueError(
             f"{json_file} is not a ChestX-Det10 list of {{file_name, syms, "
             "boxes}} entries"
+        )
+    if entries and not any(NIH_NAME.fullmatch(e["file_name"]) for e in entries):
+        # the renamed version would match no NIH image, silently
+        raise ValueError(
+            f"{json_file} does not name NIH's images (e.g. "
+            f"{entries[0]['file_name']!r}): use ChestX-Det10's train.json and "
+            "test.json as first published (git show 0a9d918:train.json in a "
+            "clone of Deepwise-AILab/ChestX-Det10-Dataset)"
         )
     files = {p.name: p for folder in folders for p in sorted(Path(folder).glob("*"))}
     boxes: dict[str, list[tuple]] = defaultdict(list)
@@ -230,8 +241,15 @@ def box_scores(
     field of a typical radiograph), ``minus_baseline`` holds the paired
     differences of both scores, image by image, with their intervals: a
     method says more about an image than the baseline only where the
-    difference's interval lies above 0. ``per_image`` holds each image's hit
-    and heat ratio, in the order given.
+    difference's interval lies above 0 (each as ``[difference, low,
+    high]``). ``per_image`` holds each image's hit and heat ratio, in the
+    order given (NaN for a map without heat).
+
+    The intervals are percentile intervals of the images' bootstrap: for a
+    method that hits no image (or every one) the pointing interval is
+    ``[0, 0]`` (or ``[1, 1]``), narrower than an exact binomial interval
+    (0 of 23: 0 to 0.15). Resamples that hold only maps without heat are
+    left out of the heat intervals.
     """
     if not len(heatmaps):
         return {"images": 0}

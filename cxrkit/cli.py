@@ -1151,14 +1151,11 @@ def _adjusted(out_of_fold: Any, clf: Any) -> Any:
 
 #: Below this many labelled images ``adapt --head`` without ``--sensitivity``
 #: hints to leave the refit out, for a model with test-time augmentation:
-#: with the recommended recipe (``tta=4``) and the fewest-errors threshold
-#: the refit raised accuracy with 50 and 100 images; fewer were not measured
-#: (docs: "Adapting to a new site", "Refitting the head").
+#: the smallest sample the refit was measured to pay with (docs: "Adapting
+#: to a new site", "Refitting the head").
 HEAD_REFIT_MIN_IMAGES = 50
-#: The same for a model without test-time augmentation (``tta=0``): with the
-#: recipe's mixup the refit did not pay with 25 or 50 images, and did with
-#: 100 (docs: the same section). With a sensitivity floor it paid from 50
-#: (without test-time augmentation), so ``--sensitivity`` gives no hint.
+#: The same for a model without test-time augmentation (``tta=0``), measured
+#: in the same section; a sensitivity floor (``--sensitivity``) gives no hint.
 HEAD_REFIT_MIN_IMAGES_NO_TTA = 100
 
 
