@@ -57,7 +57,7 @@ def read_nih_boxes(
     opener = gzip.open if str(box_file).endswith(".gz") else open
     with opener(box_file, "rt", newline="") as f:
         rows = list(csv.reader(f))[1:]
-    files = {p.name: p for folder in folders for p in sorted(Path(folder).glob("*"))}
+    files = _by_name(folders)
     boxes: dict[str, list[tuple]] = defaultdict(list)
     for name, label, *xywh in (row[:6] for row in rows if len(row) >= 6):
         if name in files and (labels is None or label in labels):
@@ -116,12 +116,13 @@ def read_chestx_det_boxes(
     """The images of ``folders`` that ChestX-Det10 boxed.
 
     ChestX-Det10 (Liu, Lian and Yu, 2020; Deepwise-AILab/ChestX-Det10-Dataset)
-    has three radiologists' boxes of 10 findings on 3,543 NIH ChestX-14
-    images. ``json_file`` is its ``train.json`` or ``test.json`` as first
-    published (commit 0a9d918), which names the images as NIH does
-    (``00000404_000.png``); later versions renamed them to numbers in the
-    same order. Entries are ``{"file_name", "syms": [finding, ...], "boxes":
-    [[x1, y1, x2, y2], ...]}`` in pixels of the 1,024 px image. Only boxes
+    has boxes of 10 findings on 3,543 NIH ChestX-14 images, annotated by
+    three board-certified radiologists. ``json_file`` is its ``train.json``
+    or ``test.json`` as first published (commit 0a9d918), which names the
+    images as NIH does (``00000404_000.png``); later versions renamed them
+    to numbers in the same order. Entries are ``{"file_name", "syms":
+    [finding, ...], "boxes": [[x1, y1, x2, y2], ...]}`` in pixels of the
+    1,024 px image. Only boxes
     whose finding is in ``labels`` count (all when None). Returns the image
     paths, sorted by name, and each image's boxes as ``(finding, x, y, w,
     h)``.
@@ -140,12 +141,17 @@ def read_chestx_det_boxes(
             "test.json as first published (git show 0a9d918:train.json in a "
             "clone of Deepwise-AILab/ChestX-Det10-Dataset)"
         )
-    files = {p.name: p for folder in folders for p in sorted(Path(folder).glob("*"))}
+    files = _by_name(folders)
     boxes: dict[str, list[tuple]] = defaultdict(list)
     for entry in entries:
         if entry["file_name"] not in files:
             continue
-        for label, (x1, y1, x2, y2) in zip(entry["syms"], entry["boxes"], strict=True):
+        if len(entry["syms"]) != len(entry["boxes"]):
+            raise ValueError(
+                f"{json_file}: {entry['file_name']} has {len(entry['syms'])} "
+                f"findings for {len(entry['boxes'])} boxes; expected one each"
+            )
+        for label, (x1, y1, x2, y2) in zip(entry["syms"], entry["boxes"]):
             if labels is None or label in labels:
                 boxes[entry["file_name"]].append((label, x1, y1, x2 - x1, y2 - y1))
     return _matched(files, boxes)
@@ -167,6 +173,11 @@ def merge_boxes(
             files.setdefault(path.name, path)
             boxes[path.name].extend(these)
     return _matched(files, boxes)
+
+
+def _by_name(folders: list[str | Path]) -> dict[str, Path]:
+    """Every file of ``folders`` by its name (NIH's lists name files so)."""
+    return {p.name: p for folder in folders for p in sorted(Path(folder).glob("*"))}
 
 
 def _matched(

@@ -135,6 +135,11 @@ def test_chestx_det_boxes_are_read_and_merged_with_nih_boxes(bench, tmp_path):
     det.write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="not a ChestX-Det10 list"):
         bench.read_chestx_det_boxes(det, [folder], None)
+    # a finding without its box: refused, naming the image
+    broken = [entries[1] | {"syms": ["Consolidation"]}]
+    det.write_text(json.dumps(broken))
+    with pytest.raises(ValueError, match=r"00000002_000\.png has 1 findings for 3"):
+        bench.read_chestx_det_boxes(det, [folder], None)
     # the later, renamed files would match no NIH image: refused by name
     det.write_text(json.dumps([{"file_name": "36204.png", "syms": [], "boxes": []}]))
     with pytest.raises(ValueError, match="as first published"):

@@ -526,6 +526,9 @@ def real_benchmark(args, clf) -> dict:
         kermany = decode_images(kermany, size)
     lungs = matched_lung_masks(args.v7_masks, args.fullres) if args.v7_masks else {}
     lungs = dict(list(lungs.items())[: args.n_v7])
+    if lungs:  # decoded once for every method, with their masks at one size
+        originals = decode_images(list(lungs), size)
+        own_masks = _same_size_masks(list(lungs.values()))
     out = {
         "box_images": [p.name for p in paths],
         "boxes": sum(len(b) for b in boxes),
@@ -581,13 +584,12 @@ def real_benchmark(args, clf) -> dict:
                 ),
             }
         if lungs:
-            originals = list(lungs)
             evidence = evidence_outside_lungs(
                 clf,
                 originals,
                 method=spec,
                 heatmaps=method(clf, originals),
-                lung_masks=_same_size_masks(list(lungs.values())),
+                lung_masks=own_masks,
             )
             result["kermany_own_masks"] = {
                 "outside_lungs": round(evidence.mean_outside, 3),

@@ -6,8 +6,8 @@ from the ``"light"`` augmentation preset (kornia's random affine, brightness
 and contrast steps, one draw per copy, seeded by the classifier's
 ``random_state``) and then kept as plain tensors: for each copy a sampling
 grid (the shift, rotation and zoom) and a brightness and a contrast factor.
-Applied with ``grid_sample`` and kornia's two colour functions, the same views run in
-``predict_proba`` and inside the ONNX graph of
+Applied with ``grid_sample`` and kornia's two colour functions, the same
+views run in ``predict_proba`` and inside the ONNX graph of
 [`export_onnx`][cxrkit.persistence.export_onnx], so that an exported model
 outputs the probabilities that its recorded threshold was chosen on.
 
