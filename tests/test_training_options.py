@@ -221,6 +221,29 @@ def test_tta_of_an_image_does_not_depend_on_the_other_images(small, fast):
     np.testing.assert_allclose(reversed_, alone, rtol=0, atol=1e-6)
 
 
+def test_tta_places_the_images_once_where_the_net_runs(small, fast, monkeypatch):
+    """The copies are views of the images already placed (on a GPU when they
+    fit there, ``data_device``), not a new transfer of the images per copy."""
+    X, y, _ = small
+    clf = PneumoniaClassifier(
+        model="simple_cnn", tta=3, ood_alarm_rate=None, **fast
+    ).fit(X, y)
+    expected = clf.predict_proba(X)
+    asked, made = [], []
+    monkeypatch.setattr(
+        _fit, "data_device", lambda images, device: asked.append(device) or "cpu"
+    )
+    batches = _fit.ImageBatches
+
+    def counted(*args, **kwargs):
+        made.append(kwargs.get("device", "cpu"))
+        return batches(*args, **kwargs)
+
+    monkeypatch.setattr(_fit, "ImageBatches", counted)
+    np.testing.assert_allclose(clf.predict_proba(X), expected, rtol=0, atol=1e-6)
+    assert asked == [str(clf.net_.device)] and made == ["cpu"]
+
+
 class _CtrlC(Callback):
     """A Ctrl-C when the second epoch begins (skorch ends training cleanly)."""
 

@@ -20,6 +20,7 @@ Everything here takes the estimator's parameters as a plain mapping
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import warnings
@@ -596,14 +597,21 @@ def predict_proba(
     call, alone or among other images, and in the model's ONNX export. The
     images as they are run first, then the copies, view by view
     (``cxrkit.ood.proba_and_ood_score`` relies on that order).
+
+    With copies on a CUDA device, the images cross to it once, when they fit
+    (``data_device``, as in ``fit``), and the views are computed there;
+    otherwise batches cross from page-locked CPU memory.
     """
-    pin = str(net.device).startswith("cuda")
-    proba = net.predict_proba(ImageBatches(images, pin_memory=pin)).astype(np.float64)
+    device = str(net.device)
+    where = data_device(images, device) if tta else "cpu"
+    pin = where == "cpu" and device.startswith("cuda")
+    batches = ImageBatches(images, device=where, pin_memory=pin)
+    proba = net.predict_proba(batches).astype(np.float64)
     if tta:
         views = shared_views(images.shape[-1], tta, random_state)
         for k in range(tta):
-            transform = functools.partial(views.view, k=k)
-            copies = ImageBatches(images, pin_memory=pin, transform=transform)
+            copies = copy.copy(batches)  # the same images, not copied again
+            copies.transform = functools.partial(views.view, k=k)
             proba += net.predict_proba(copies)
         proba /= 1 + tta
     return proba
