@@ -449,6 +449,7 @@ TRAIN_PARAMETERS = {
     "pretrained": "pretrained",
     "image_size": "image_size",
     "augment": "augment",
+    "preprocess": "preprocess",
     "class_weight": "class_weight",
     "sampler": "sampler",
     "lr": "lr",
@@ -505,7 +506,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 continue  # the sampler balances the classes instead
             overrides.setdefault(key, value)
     # The command line's spellings of None.
-    for key in ("class_weight", "sampler", "lr_schedule", "augment"):
+    for key in ("class_weight", "sampler", "lr_schedule", "augment", "preprocess"):
         if overrides.get(key) == "none":
             overrides[key] = None
     if overrides.get("validation_fraction") == 0:
@@ -608,6 +609,7 @@ def _hint_stuck_accuracy(args: argparse.Namespace, history: Any) -> None:
 
 
 def _add_train_command(sub: argparse._SubParsersAction) -> None:
+    from cxrkit.images._preprocess import PREPROCESSING
     from cxrkit.models._net import PRECISIONS
     from cxrkit.models._registry import available_models
     from cxrkit.recipes import RECIPES, RECOMMENDED
@@ -664,6 +666,13 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         "--augment",
         choices=[*sorted(AUGMENT_PRESETS), "none"],
         help=f"augmentation preset while training {default('augment')}",
+    )
+    train.add_argument(
+        "--preprocess",
+        metavar="STEPS",
+        help="preprocessing of every image, at fit and at prediction: one of "
+        f"{', '.join(sorted(PREPROCESSING))}, several joined by '+' "
+        f"(crop+clahe), or none {default('preprocess')}",
     )
     train.add_argument(
         "--class-weight",

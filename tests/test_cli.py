@@ -118,10 +118,12 @@ def test_train_from_a_recipe_with_overrides(small_folder, tmp_path):
     path = tmp_path / "recipe.cxr"
     argv = ["train", str(small_folder), "--recipe", "cpu", "--epochs", "1"]
     overrides = ["--image-size", "32", "--precision", "bf16", "--mixup", "0.3"]
+    overrides += ["--preprocess", "none"]  # the recipe equalizes
     assert main([*argv, *overrides, "--out", str(path)]) == 0
     params = PneumoniaClassifier.load(path).get_params()
     assert params["max_epochs"] == 1 and params["image_size"] == 32  # overridden
     assert params["precision"] == "bf16" and params["mixup"] == 0.3
+    assert RECIPES["cpu"]["preprocess"] and params["preprocess"] is None
     for key in ("model", "label_smoothing", "lr_schedule", "class_weight"):
         assert params[key] == RECIPES["cpu"][key]  # from the recipe
 

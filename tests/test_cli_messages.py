@@ -55,6 +55,7 @@ def trained(folder, tmp_path_factory):
         *("--label-smoothing", "0.1", "--tta", "1", "--on-error", "skip"),
         *("--checkpoint-dir", str(out / "checkpoints"), "--threshold", "0.3"),
         *("--validation-fraction", "0.25", "--device", "cpu"),
+        *("--preprocess", "crop+equalize"),
     ]
     with capture.open("w") as fh, contextlib.redirect_stdout(fh):  # not a tty
         assert main(argv) == 0
@@ -68,6 +69,7 @@ def test_train_options_reach_the_model_file(trained, folder):
     assert params["augment"] is None and params["sampler"] == "balanced"
     assert params["lr_schedule"] is None and params["label_smoothing"] == 0.1
     assert params["tta"] == 1 and params["on_error"] == "skip"
+    assert params["preprocess"] == "crop+equalize"
     assert Path(params["checkpoint_dir"]).is_dir()
     assert clf.operating_threshold_["threshold"] == 0.3
     data = clf.training_data_
