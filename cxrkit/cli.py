@@ -491,6 +491,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     import numpy as np
 
     from cxrkit import load_image_folder
+    from cxrkit.images._preprocess import check_preprocess
     from cxrkit.recipes import make_classifier
 
     out = Path(args.out)
@@ -511,6 +512,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
             overrides[key] = None
     if overrides.get("validation_fraction") == 0:
         overrides["validation_fraction"] = None
+    with _user_input(" (--preprocess: steps joined by '+', or none)"):
+        check_preprocess(overrides.get("preprocess"))  # before the images load
     start = time.perf_counter()
     with _user_input():
         clf = make_classifier(
@@ -672,7 +675,8 @@ def _add_train_command(sub: argparse._SubParsersAction) -> None:
         metavar="STEPS",
         help="preprocessing of every image, at fit and at prediction: one of "
         f"{', '.join(sorted(PREPROCESSING))}, several joined by '+' "
-        f"(crop+clahe), or none {default('preprocess')}",
+        f"(crop+equalize), or none; clahe needs cxrkit[clahe] "
+        f"{default('preprocess')}",
     )
     train.add_argument(
         "--class-weight",

@@ -140,6 +140,11 @@ def test_user_errors_exit_2_with_one_line(model_file, small_folder, tmp_path, ca
         (["predict", str(model_file), str(tmp_path / "nope.png")], "no such image"),
         (["train", str(empty), "--out", str(tmp_path / "m.cxr")], "class folder"),
         (["train", str(small_folder), "--recipe", "gpu"], "is not a recipe"),
+        (  # refused before the (missing) folder is read
+            ["train", str(tmp_path / "missing"), "--preprocess", "sharpen"],
+            "['clahe', 'crop', 'equalize', 'stretch'], or several joined by '+' "
+            "(e.g. 'crop+clahe') (--preprocess: steps joined by '+', or none)",
+        ),
         (["predict", str(model_file), str(small_folder), "--threshold", "2"], "[0, 1]"),
         (["evaluate", str(model_file), str(small_folder), "--pos-label", "X"], "X"),
         (["demo", "--pos-label", "NORMAL"], "applies to --data"),

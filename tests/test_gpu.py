@@ -70,9 +70,9 @@ def test_gpu_fit_in_each_precision_loads_and_predicts_on_cpu(
 
 
 @cuda
-def test_gpu_training_images_live_on_the_device(small, monkeypatch):
-    import cxrkit.classifier
+def test_gpu_training_images_live_on_the_device(small, monkeypatch, tmp_path):
     from cxrkit.images import ImageBatches
+    from cxrkit.training import _fit
 
     X, y, _ = small
     made = []
@@ -82,12 +82,18 @@ def test_gpu_training_images_live_on_the_device(small, monkeypatch):
             super().__init__(*args, **kwargs)
             made.append(self.images.device.type)
 
-    monkeypatch.setattr(cxrkit.classifier, "ImageBatches", Recording)
+    monkeypatch.setattr(_fit, "ImageBatches", Recording)
     clf = PneumoniaClassifier(model="simple_cnn", image_size=32, max_epochs=1)
     clf.set_params(device="cuda", random_state=0).fit(X, y)
     assert made[0] == "cuda"  # the training images; prediction batches: CPU
-    clf.predict_proba(X[:4])
+    proba = clf.predict_proba(X[:4])
     assert made[-1] == "cpu"
+    clf.set_params(tta=2)  # test-time copies: the images cross once
+    with_views = clf.predict_proba(X[:4])
+    assert made[-1] == "cuda" and np.isfinite(with_views).all()
+    on_cpu = PneumoniaClassifier.load(clf.save(tmp_path / "m.cxr"), device="cpu")
+    np.testing.assert_allclose(on_cpu.predict_proba(X[:4]), with_views, atol=1e-4)
+    assert not np.allclose(proba, with_views)
 
 
 def _image_tree(root: Path, n: int = 24) -> Path:

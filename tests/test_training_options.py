@@ -226,7 +226,7 @@ def test_tta_places_the_images_once_where_the_net_runs(small, fast, monkeypatch)
     fit there, ``data_device``), not a new transfer of the images per copy."""
     X, y, _ = small
     clf = PneumoniaClassifier(
-        model="simple_cnn", tta=3, ood_alarm_rate=None, **fast
+        model="simple_cnn", tta=3, ood_alarm_rate=None, device="cpu", **fast
     ).fit(X, y)
     expected = clf.predict_proba(X)
     asked, made = [], []

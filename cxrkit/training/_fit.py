@@ -598,9 +598,11 @@ def predict_proba(
     images as they are run first, then the copies, view by view
     (``cxrkit.ood.proba_and_ood_score`` relies on that order).
 
-    With copies on a CUDA device, the images cross to it once, when they fit
-    (``data_device``, as in ``fit``), and the views are computed there;
-    otherwise batches cross from page-locked CPU memory.
+    With copies and a net on a CUDA device, the images and the views are
+    placed there once per call when the images fit (``data_device``, as in
+    ``fit``), and the copies are computed there (equal to the CPU's up to
+    float rounding); otherwise the copies are computed on the CPU and, for a
+    CUDA net, their batches cross from page-locked memory.
     """
     device = str(net.device)
     where = data_device(images, device) if tta else "cpu"
@@ -609,6 +611,8 @@ def predict_proba(
     proba = net.predict_proba(batches).astype(np.float64)
     if tta:
         views = shared_views(images.shape[-1], tta, random_state)
+        if where != "cpu":  # a copy: the shared module stays on the CPU
+            views = copy.deepcopy(views).to(where)
         for k in range(tta):
             copies = copy.copy(batches)  # the same images, not copied again
             copies.transform = functools.partial(views.view, k=k)

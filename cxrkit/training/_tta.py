@@ -112,17 +112,15 @@ class TestTimeViews(nn.Module):
         return len(self.grids)
 
     def view(self, x: torch.Tensor, k: int) -> torch.Tensor:
-        """Copy ``k`` of a float batch ``(B, 1, S, S)`` in [0, 1], in [0, 1],
-        computed on the batch's device (the views' tensors follow it)."""
-        grid = self.grids[k : k + 1].expand(x.shape[0], -1, -1, -1).to(x)
+        """Copy ``k`` of a float batch ``(B, 1, S, S)`` in [0, 1], in [0, 1]."""
+        grid = self.grids[k : k + 1].to(x).expand(x.shape[0], -1, -1, -1)
         x = F.grid_sample(
             x, grid, mode="bilinear", padding_mode="border", align_corners=False
         )
         # as kornia's ColorJitter: clamped before the colour steps, which
         # clamp their own outputs
-        brightness, contrast = self.factors[k].to(x)
-        x = adjust_brightness_accumulative(x.clamp(0.0, 1.0), brightness)
-        return adjust_contrast_with_mean_subtraction(x, contrast)
+        x = adjust_brightness_accumulative(x.clamp(0.0, 1.0), self.factors[k, 0])
+        return adjust_contrast_with_mean_subtraction(x, self.factors[k, 1])
 
 
 def _draw(
