@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cxrkit.explain import heat_share, pointing_game
-from cxrkit.images import IMAGE_EXTENSIONS
+from cxrkit.images import find_images
 from cxrkit.metrics._bootstrap import Estimate, bootstrap, estimate
 
 #: bootstrap resamples of the images behind every interval of ``box_scores``
@@ -97,16 +97,13 @@ def read_rsna_boxes(
             xywh = (float(row[k]) for k in ("x", "y", "width", "height"))
             boxes[row["patientId"]].append(("Lung Opacity", *xywh))
     files: dict[str, Path] = {}
-    for folder in folders:
-        for path in sorted(Path(folder).glob("*")):
-            if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                continue
-            if path.stem in files:
-                raise ValueError(
-                    f"two images of patient {path.stem}: {files[path.stem]} and "
-                    f"{path}; keep one"
-                )
-            files[path.stem] = path
+    for path in _images(folders):
+        if path.stem in files:
+            raise ValueError(
+                f"two images of patient {path.stem}: {files[path.stem]} and "
+                f"{path}; keep one"
+            )
+        files[path.stem] = path
     return _matched(files, boxes)
 
 
@@ -175,9 +172,15 @@ def merge_boxes(
     return _matched(files, boxes)
 
 
+def _images(folders: list[str | Path]) -> list[Path]:
+    """The image files of ``folders`` as cxrkit finds them (``find_images``:
+    a missing folder, or one without images, is refused by name)."""
+    return [Path(p) for p in find_images(folders)]
+
+
 def _by_name(folders: list[str | Path]) -> dict[str, Path]:
-    """Every file of ``folders`` by its name (NIH's lists name files so)."""
-    return {p.name: p for folder in folders for p in sorted(Path(folder).glob("*"))}
+    """Every image of ``folders`` by its file name (NIH's lists name files so)."""
+    return {p.name: p for p in _images(folders)}
 
 
 def _matched(

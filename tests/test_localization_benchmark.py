@@ -76,8 +76,9 @@ def test_rsna_boxes_are_read_by_patient_id(bench, tmp_path, zipped):
     folder.mkdir()
     for name in ("aa-1.jpg", "bb-2.jpg", "dd-4.jpg"):
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / name)
-    (folder / "aa-1.txt").write_text("notes")  # not an image: ignored
-    paths, boxes = bench.read_rsna_boxes(labels, [folder])
+    (folder / "aa-1.txt").write_text("notes")  # not an image: left out, said
+    with pytest.warns(UserWarning, match=r"ignored 1 file.*aa-1\.txt"):
+        paths, boxes = bench.read_rsna_boxes(labels, [folder])
     assert [p.name for p in paths] == ["aa-1.jpg"]
     assert boxes == [
         [
@@ -85,6 +86,7 @@ def test_rsna_boxes_are_read_by_patient_id(bench, tmp_path, zipped):
             ("Lung Opacity", 562.0, 152.0, 256.0, 453.0),
         ]
     ]
+    (folder / "aa-1.txt").unlink()
     # two images of one patient, or an archive without the list: refused
     Image.fromarray(np.zeros((32, 32), np.uint8)).save(folder / "aa-1.png")
     with pytest.raises(ValueError, match="two images of patient aa-1"):
@@ -132,6 +134,9 @@ def test_chestx_det_boxes_are_read_and_merged_with_nih_boxes(bench, tmp_path):
     )
     assert [p.name for p in paths] == ["00000002_000.png"]
     assert boxes[0][0] == ("Pneumonia", 0, 0, 64, 64) and len(boxes[0]) == 4
+    # a folder that is not there is refused by name, not read as empty
+    with pytest.raises(FileNotFoundError, match="missing"):
+        bench.read_chestx_det_boxes(det, [tmp_path / "missing"], None)
     det.write_text(json.dumps({"images": []}))
     with pytest.raises(ValueError, match="not a ChestX-Det10 list"):
         bench.read_chestx_det_boxes(det, [folder], None)

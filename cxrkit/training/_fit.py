@@ -606,8 +606,8 @@ def predict_proba(
     """
     device = str(net.device)
     where = data_device(images, device) if tta else "cpu"
-    pin = where == "cpu" and device.startswith("cuda")
-    batches = ImageBatches(images, device=where, pin_memory=pin)
+    # pinned only where the images stay on the CPU (ImageBatches decides)
+    batches = ImageBatches(images, device=where, pin_memory=device.startswith("cuda"))
     proba = net.predict_proba(batches).astype(np.float64)
     if tta:
         views = shared_views(images.shape[-1], tta, random_state)
