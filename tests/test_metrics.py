@@ -25,7 +25,7 @@ from cxrkit.metrics import (
     select_threshold,
 )
 from cxrkit.metrics._bootstrap import stratified_weights
-from cxrkit.metrics._weighted import Curve, one_vs_rest
+from cxrkit.metrics._weighted import Curve, clinical_statistic, one_vs_rest
 
 CLASSES = np.array(["NORMAL", "PNEUMONIA"])
 
@@ -108,6 +108,14 @@ def test_each_bootstrap_resample_equals_scikit_learn_with_weights(decimals):
         }
         for key, value in expected.items():
             assert reps[key][b] == pytest.approx(value, abs=1e-12), key
+    # accuracy and the Brier score of the same resamples
+    scores = np.c_[1 - p, p]
+    whole = clinical_statistic(is_pos.astype(int), pred.astype(int), scores, 1)(weights)
+    for b, w in enumerate(weights):
+        accuracy = skm.accuracy_score(is_pos, pred, sample_weight=w)
+        brier = skm.brier_score_loss(is_pos, p, sample_weight=w)
+        assert whole["accuracy"][b] == pytest.approx(accuracy, abs=1e-12)
+        assert whole["brier"][b] == pytest.approx(brier, abs=1e-12)
 
 
 def test_bootstrap_is_stratified_and_seeded():
@@ -379,8 +387,8 @@ def test_robust_threshold_is_the_best_worst_case(seed, n_versions, fl_sens, fl_s
     def worst(t: float) -> float:
         return min(_margin(y, p, t, floors) for p in probas.values())
 
-    # no threshold does better in its worst version: try every observed score
-    # and the chosen one's neighbours
+    # no threshold does better in its worst version: try every observed score,
+    # 0 and 1 (each distinct set of calls is made at one of them)
     tried = np.unique(np.concatenate([*probas.values(), [0.0, 1.0]]))
     assert worst(point.threshold) >= max(worst(t) for t in tried) - 1e-9
     per_version = [
@@ -516,3 +524,80 @@ def test_seed_averages_refuse_what_they_cannot_pair():
         comparison.mean_metric(["a"], metric="auroc")
     with pytest.raises(ValueError, match="names is empty"):
         comparison.mean_metric([])
+
+
+def test_pos_label_is_refused_where_it_would_be_ignored():
+    """With three classes the metrics are macro averages: a pos_label is an
+    error, not silently dropped; a wrong one is refused by apply_threshold
+    even where the most probable class decides."""
+    y = np.array(["NORMAL", "BACTERIA", "VIRUS"] * 4)
+    proba = np.full((12, 3), 1 / 3)
+    with pytest.raises(ValueError, match="pass pos_label=None"):
+        clinical_report(y, proba, pos_label="VIRUS", n_bootstrap=0)
+    with pytest.raises(ValueError, match="'COVID' is not one of the classes"):
+        apply_threshold([[0.2, 0.8]], classes=CLASSES, pos_label="COVID")
+    assert apply_threshold([[0.2, 0.8]], classes=CLASSES, pos_label="NORMAL") == [
+        "PNEUMONIA"
+    ]
+
+
+def test_errors_say_what_is_wrong_with_labels_probabilities_and_classes():
+    y, p = _binary_data(20)
+    with pytest.raises(ValueError, match=r"different types .*convert y_true"):
+        clinical_report(
+            np.where(y == "PNEUMONIA", "1", "0"), p, classes=[0, 1], n_bootstrap=0
+        )
+    with pytest.raises(ValueError, match=r"from -1.5 to 2.*logits"):
+        clinical_report(y, np.linspace(-1.5, 2, 20), n_bootstrap=0)
+    with pytest.raises(ValueError, match="1 NaN or infinite"):
+        clinical_report(y, np.r_[p[:-1], np.nan], n_bootstrap=0)
+    three = np.array(["a", "b", "c"] * 2)
+    with pytest.raises(ValueError, match=r"needs two classes; y_true has 3"):
+        select_threshold(three, np.full((6, 3), 1 / 3))
+
+
+def test_youden_on_scores_that_do_not_separate_says_so():
+    y = np.array(["NORMAL"] * 10 + ["PNEUMONIA"] * 10)
+    with pytest.warns(UserWarning, match="do not separate the classes"):
+        point = select_threshold(y, np.full(20, 0.3))
+    assert point.threshold == np.inf
+    # a separating model gets no such warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            select_threshold(y, np.r_[np.full(10, 0.2), np.full(10, 0.7)]).threshold
+            == 0.7
+        )
+
+
+def test_notes_say_when_a_metric_is_undefined_in_resamples_or_classes():
+    """PPV is 0 of 0 in a resample that calls no image positive; a class
+    never predicted has no PPV, and the macro average leaves it out."""
+    y = np.array(["NORMAL"] * 90 + ["PNEUMONIA"] * 10)
+    p = np.zeros(100)
+    p[[0, 90]] = 0.9  # one false and one true positive
+    report = clinical_report(y, p, n_bootstrap=400)
+    note = [n for n in report.notes if n.startswith("Undefined")]
+    assert len(note) == 1 and "PPV (precision)" in note[0], report.notes
+    share = float(note[0].split("PPV (precision) ")[1].split("%")[0]) / 100
+    assert 0.05 < share < 0.25  # about (1 - 1/90)^90 * (1 - 1/10)^10 = 0.13
+    # a well-separated model has no such note
+    y2, p2 = _binary_data(300)
+    assert not [n for n in clinical_report(y2, p2).notes if "Undefined" in n]
+
+    y3 = np.array(["BACTERIA", "NORMAL", "VIRUS"] * 10)
+    proba = np.tile([0.6, 0.4, 0.0], (30, 1))
+    proba[1::3] = [0.3, 0.7, 0.0]  # VIRUS is never the most probable
+    report = clinical_report(y3, proba, n_bootstrap=50)
+    assert np.isnan(report.per_class["VIRUS"]["ppv"].value)
+    assert report.metrics["ppv"].value == pytest.approx(
+        skm.precision_score(
+            y3,
+            proba.argmax(1).choose(["BACTERIA", "NORMAL", "VIRUS"]),
+            average="macro",
+            zero_division=np.nan,
+        )
+    )
+    macro = [n for n in report.notes if n.startswith("Macro")]
+    assert len(macro) == 1 and "PPV (precision) over 2 of 3 classes" in macro[0]
+    assert "undefined for VIRUS" in macro[0]

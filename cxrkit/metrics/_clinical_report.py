@@ -385,6 +385,9 @@ def _report(
     notes = []
     if c.pos is not None:
         notes = _zero_width_notes(metrics, matrix, c.pos, confidence)
+    else:
+        notes = _macro_notes(per_class, labels)
+    notes += _undefined_notes(replicates, settings["n_bootstrap"])
     return ClinicalReport(
         metrics=metrics,
         per_class=per_class,
@@ -399,6 +402,69 @@ def _report(
         proba=c.scores,
         **settings,
     )
+
+
+#: Share of bootstrap resamples without a value above which a note says so.
+UNDEFINED_SHARE = 0.01
+
+
+def _undefined_notes(
+    replicates: dict[Hashable, np.ndarray], n_bootstrap: int
+) -> list[str]:
+    """Metrics undefined on more than ``UNDEFINED_SHARE`` of the resamples.
+
+    A resample that calls no image positive has no PPV (0 of 0), and one
+    with no negative call no NPV; the percentile interval is taken over the
+    other resamples, which leaves out the very ones where the metric is
+    least certain.
+    """
+    found = []
+    for key, name in METRIC_NAMES.items():
+        values = replicates.get(key)
+        if values is None or not len(values):
+            continue
+        share = float(np.mean(~np.isfinite(values)))
+        if share > UNDEFINED_SHARE:
+            found.append(f"{name} {share:.1%}")
+    if not found:
+        return []
+    return [
+        f"Undefined in part of the {n_bootstrap} bootstrap resamples (0 of 0: "
+        "e.g. no image called positive in them), with the interval taken over "
+        "the rest, which may make it too narrow: " + "; ".join(found) + "."
+    ]
+
+
+def _macro_notes(
+    per_class: dict[Any, dict[str, Estimate]] | None, labels: list[Any]
+) -> list[str]:
+    """Macro averages taken over fewer classes than there are.
+
+    A class that is never predicted has no PPV (0 of 0); the macro average
+    is then over the other classes (scikit-learn's ``zero_division=np.nan``;
+    its default counts such a class as 0).
+    """
+    if per_class is None:
+        return []
+    found = []
+    for name in PER_CLASS:
+        missing = [
+            str(label)
+            for label in labels
+            if not np.isfinite(per_class[label][name].value)
+        ]
+        if missing:
+            found.append(
+                f"{METRIC_NAMES[name]} over {len(labels) - len(missing)} of "
+                f"{len(labels)} classes (undefined for {', '.join(missing)})"
+            )
+    if not found:
+        return []
+    return [
+        "Macro averages of the classes where a metric is defined (a class "
+        "never predicted has no PPV; counted as 0 it would lower the "
+        "average): " + "; ".join(found) + "."
+    ]
 
 
 def _zero_width_notes(

@@ -56,7 +56,8 @@ def positive_label(classes: Sequence | np.ndarray, pos_label: Any = None) -> Any
     if len(labels) != 2:
         raise ValueError(
             f"a positive class applies to two classes; there are {len(labels)} "
-            f"({labels}), and each image is given its most probable class"
+            f"({labels}), and each image is given its most probable class: pass "
+            "pos_label=None"
         )
     if pos_label is None:
         if DEFAULT_POSITIVE in labels:
@@ -107,10 +108,17 @@ def check_probabilities(proba: Any, n: int | None = None) -> np.ndarray:
         )
     if n is not None and len(proba) != n:
         raise ValueError(f"y_true has {n} labels but proba has {len(proba)} rows")
-    if proba.size and (
-        not np.all(np.isfinite(proba)) or proba.min() < 0 or proba.max() > 1
-    ):
-        raise ValueError("proba must hold probabilities in [0, 1], without NaN")
+    if proba.size and not np.all(np.isfinite(proba)):
+        raise ValueError(
+            f"proba holds {int(np.sum(~np.isfinite(proba)))} NaN or infinite "
+            "value(s); pass probabilities in [0, 1] (predict_proba output)"
+        )
+    if proba.size and (proba.min() < 0 or proba.max() > 1):
+        raise ValueError(
+            f"proba must hold probabilities in [0, 1], got values from "
+            f"{proba.min():.4g} to {proba.max():.4g}; if these are logits or "
+            "scores, pass the model's predict_proba output (a softmax) instead"
+        )
     return proba
 
 
@@ -147,11 +155,18 @@ def check_predictions(y_true: Any, proba: Any, classes: Any, pos_label: Any) -> 
     proba = check_probabilities(proba, len(y_true))
     classes = np.asarray(np.unique(y_true) if classes is None else classes)
     lookup = {c: i for i, c in enumerate(classes.tolist())}
-    unknown = sorted({str(v) for v in y_true.tolist() if v not in lookup})
+    unknown = sorted({repr(v) for v in y_true.tolist() if v not in lookup})
     if unknown:
+        known = {str(c) for c in classes.tolist()}
+        hint = (
+            "; the labels and the classes are the same names of different types "
+            "(e.g. '1' and 1): convert y_true to the classes' type"
+            if {s.strip("'\"") for s in unknown} <= known
+            else "; pass classes=clf.classes_ (the model's classes)"
+        )
         raise ValueError(
-            f"y_true holds labels {unknown} that are not in classes "
-            f"{classes.tolist()}; pass classes=clf.classes_"
+            f"y_true holds labels [{', '.join(unknown)}] that are not in classes "
+            f"{classes.tolist()}{hint}"
         )
     if len(classes) < 2:
         raise ValueError(
@@ -159,7 +174,9 @@ def check_predictions(y_true: Any, proba: Any, classes: Any, pos_label: Any) -> 
             "specificity need images of every class"
         )
     pos = None
-    if len(classes) == 2:
+    if len(classes) == 2 or pos_label is not None:
+        # with more classes a pos_label is refused, not ignored: the metrics
+        # are then macro averages over every class
         pos = lookup[positive_label(classes, pos_label)]
     scores = class_scores(proba, classes, pos)
     y_idx = np.array([lookup[v] for v in y_true.tolist()], dtype=np.intp)

@@ -46,6 +46,15 @@ def decide(scores: np.ndarray, pos: int | None, threshold: float | None) -> np.n
     return np.where(scores[:, pos] >= threshold, pos, 1 - pos)
 
 
+def _two_classes(function: str, classes: np.ndarray) -> str:
+    return (
+        f"{function} needs two classes; y_true has {len(classes)} "
+        f"({classes.tolist()}): a threshold on one class's probability decides "
+        "between two, and with more each image is given its most probable class "
+        "(apply_threshold(proba, None, classes=...))"
+    )
+
+
 def apply_threshold(
     proba: Sequence | np.ndarray,
     threshold: float | None = None,
@@ -85,6 +94,8 @@ def apply_threshold(
     """
     classes = np.asarray(classes)
     proba = check_probabilities(proba)
+    if pos_label is not None:  # refused when wrong, also where it is not needed
+        positive_label(classes, pos_label)
     pos = None
     if threshold is not None:
         threshold = check_threshold(threshold)
@@ -158,7 +169,7 @@ def select_threshold(
     checked = check_predictions(y_true, proba, classes, pos_label)
     pos = checked.pos
     if pos is None:
-        raise ValueError("select_threshold needs two classes")
+        raise ValueError(_two_classes("select_threshold", checked.classes))
     fpr, tpr, thresholds = skm.roc_curve(
         checked.y_idx == pos, checked.scores[:, pos], drop_intermediate=False
     )
@@ -172,7 +183,17 @@ def select_threshold(
         i = int(np.argmax(tpr - fpr))
         criterion = "Youden's J"
     threshold = float(thresholds[i])
-    if not math.isfinite(threshold):
+    if criterion == "Youden's J" and tpr[i] - fpr[i] <= 0:
+        warnings.warn(
+            "these probabilities do not separate the classes: Youden's J is at "
+            f"most 0 at every threshold (no threshold calls a larger share of "
+            f"{checked.classes[pos]} images positive than of the others); the "
+            "threshold is inf (every image negative). Check y_true, pos_label "
+            "and the model",
+            UserWarning,
+            stacklevel=2,
+        )
+    elif not math.isfinite(threshold):
         warnings.warn(
             f"no threshold reaches {criterion} while calling any image "
             f"{checked.classes[pos]}; the threshold is inf (every image negative)",
@@ -265,7 +286,7 @@ def select_robust_threshold(
     for name, proba in probas.items():
         checked = check_predictions(y_true, proba, classes, pos_label)
         if checked.pos is None:
-            raise ValueError("select_robust_threshold needs two classes")
+            raise ValueError(_two_classes("select_robust_threshold", checked.classes))
         versions[name] = (checked.y_idx == checked.pos, checked.scores[:, checked.pos])
     # Candidates: midpoints between consecutive distinct scores of all
     # versions, plus one below and one above them all. Every distinct
@@ -279,9 +300,13 @@ def select_robust_threshold(
     margin = np.full(len(candidates), np.inf)
     balanced = np.full(len(candidates), np.inf)  # worst sensitivity + specificity
     for positive, score in versions.values():
-        called = score[None, :] >= candidates[:, None]
-        sens = (called & positive).sum(1) / max(1, positive.sum())
-        spec = (~called & ~positive).sum(1) / max(1, (~positive).sum())
+        # images below each candidate, counted on the sorted scores of each
+        # class (memory linear in the images, not candidates x images)
+        pos_below = np.searchsorted(np.sort(score[positive]), candidates, "left")
+        neg_below = np.searchsorted(np.sort(score[~positive]), candidates, "left")
+        n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+        sens = (n_pos - pos_below) / max(1, n_pos)
+        spec = neg_below / max(1, n_neg)
         worst_sens, worst_spec = (
             np.minimum(worst_sens, sens),
             np.minimum(worst_spec, spec),
