@@ -151,6 +151,27 @@ def test_window_covering_the_source_range_gives_the_source(tmp_path, real_gray):
     assert np.abs(decoded.astype(int) - gray).max() <= 1
 
 
+def test_negative_rescale_slope_keeps_dark_dark(tmp_path, real_gray):
+    """The same modality values and window give the same image whatever the
+    sign of the rescale: pydicom's window output range follows the slope's
+    sign, and its order, not its minimum, is black."""
+    gray = real_gray[0]
+    values = gray.astype(np.uint16) * 16  # modality values 0..4080
+    window = {"WindowCenter": 2048, "WindowWidth": 4096}
+    positive = write_dicom(tmp_path / "pos.dcm", values, bits_stored=12, **window)
+    negative = write_dicom(
+        tmp_path / "neg.dcm",
+        (4095 - values).astype(np.uint16),  # stored so that -v + 4095 = values
+        bits_stored=12,
+        RescaleSlope=-1,
+        RescaleIntercept=4095,
+        **window,
+    )
+    expected = read_dicom(positive).astype(int)
+    assert np.abs(expected - gray).max() <= 2  # the window spans the range
+    assert np.array_equal(read_dicom(negative).astype(int), expected)
+
+
 def test_narrow_window_saturates_outside_it(tmp_path, real_gray):
     gray = real_gray[0]
     stored = gray.astype(np.uint16) * 16
@@ -187,12 +208,18 @@ def test_file_without_preamble_and_without_extension(tmp_path, real_gray):
     gray = real_gray[0]
     bare = write_dicom(tmp_path / "bare.dcm", gray, preamble=False)
     assert np.array_equal(read_image(bare), gray)  # 8 bits: as stored
-    # PACS exports: extension-less files found in a folder by their preamble.
+    # PACS exports: files without an extension, or named by their UID (whose
+    # "suffix" is its last number), found in a folder by their preamble
+    uid = "1.2.826.0.1.3680043.8.498.10001"
     for label in ("NORMAL", "PNEUMONIA"):
         (tmp_path / "tree" / label).mkdir(parents=True)
         write_dicom(tmp_path / "tree" / label / "IM0001", gray)
-    X, _ = load_image_folder(tmp_path / "tree")
-    assert [Path(x).name for x in X] == ["IM0001", "IM0001"]
+        write_dicom(tmp_path / "tree" / label / uid, gray)
+    (tmp_path / "tree" / "NORMAL" / "notes.1").write_text("not an image")
+    with pytest.warns(UserWarning, match=r"ignored 1 file.*notes\.1"):
+        X, y = load_image_folder(tmp_path / "tree")
+    assert [Path(x).name for x in X] == [uid, "IM0001"] * 2
+    assert y.tolist() == ["NORMAL"] * 2 + ["PNEUMONIA"] * 2
     assert read_image(X[0], size=32).shape == (32, 32)
 
 
@@ -251,6 +278,7 @@ def test_missing_pydicom_names_the_extra(tmp_path, monkeypatch):
     ("case", "match"),
     [
         ("no_pixels", "no pixel data"),
+        ("truncated", "ends before its pixel data .* looks truncated"),
         ("frames", "3 frames"),
         ("bomb", "MAX_IMAGE_PIXELS"),
         ("text", "not a DICOM file|not a readable DICOM"),
@@ -265,8 +293,8 @@ def test_broken_dicom_files_raise_value_errors(tmp_path, case, match):
     else:
         write_dicom(path, pixels)
         ds = pydicom.dcmread(path)
-        if case == "no_pixels":
-            del ds.PixelData
+        if case == "no_pixels":  # no image header either: a report, say
+            del ds.PixelData, ds.Rows, ds.Columns
         elif case == "frames":
             ds.NumberOfFrames = 3
         elif case == "bomb":
@@ -274,6 +302,9 @@ def test_broken_dicom_files_raise_value_errors(tmp_path, case, match):
         elif case == "short_pixels":
             ds.PixelData = ds.PixelData[:50]
         ds.save_as(path, enforce_file_format=True)
+        if case == "truncated":  # cut where the pixel data element starts
+            data = path.read_bytes()
+            path.write_bytes(data[: data.index(b"\xe0\x7f\x10\x00")])
     with pytest.raises(ValueError, match=match) as info:
         read_image(path)
     assert str(path) in str(info.value)

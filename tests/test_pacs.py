@@ -117,6 +117,13 @@ def _echo(address, **kwargs):
         ({"BodyPartExamined": "HAND"}, "body part HAND"),
         ({"Manufacturer": "cxrkit"}, "cxrkit made"),
         ({"NumberOfFrames": 3}, "3 frames"),
+        # frontal films are read; lateral and oblique views are not
+        ({"ViewPosition": "PA"}, None),
+        ({"ViewPosition": "AP"}, None),
+        ({"ViewPosition": "LL"}, "view position LL, a lateral"),
+        ({"ViewPosition": "RL"}, "view position RL"),
+        ({"ViewPosition": "LATERAL"}, "view position LATERAL"),
+        ({"ViewPosition": "RAO"}, "oblique view"),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.88.33"}, "not a radiograph"),
         # a secondary capture is read when it says it is a chest radiograph
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7", "Modality": "OT"}, None),

@@ -344,7 +344,14 @@ def test_images_between_pillows_warning_and_error_are_refused(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         response = client.post("/predict", files={"file": ("big.png", png(images[0]))})
+        # the same PNG named as DICOM, and a real DICOM: checked by content
+        renamed = client.post("/predict", files={"file": ("big.dcm", png(images[0]))})
+        dicom = client.post(
+            "/predict", files={"file": ("film.dcm", dicom_image(images[0]))}
+        )
     assert_clear_error(response, 422, "big.png", "48x48", "decompression-bomb")
+    assert_clear_error(renamed, 422, "big.dcm", "48x48", "decompression-bomb")
+    assert_clear_error(dicom, 422, "film.dcm", "2304 pixels", "decompression-bomb")
 
 
 def test_over_the_upload_limit_is_413(client):

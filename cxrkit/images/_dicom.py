@@ -112,6 +112,12 @@ def read_dicom(path: str | os.PathLike) -> np.ndarray:
                 f"not a DICOM file: {path} (it has no DICM preamble, no file "
                 "meta information and no SOP Class UID)"
             )
+        if "Rows" in ds and "Columns" in ds:  # an image's header, cut short
+            raise ValueError(
+                f"DICOM file ends before its pixel data (an image header of "
+                f"{ds.Rows} x {ds.Columns} pixels, then nothing): it looks "
+                f"truncated; copy or export it again: {path}"
+            )
         raise ValueError(
             f"DICOM file has no pixel data (it may be a report or a "
             f"structured document, not an image): {path}"
@@ -220,7 +226,7 @@ def _grayscale_to_uint8(stored: np.ndarray, ds: Dataset) -> np.ndarray:
         shown = np.asarray(apply_voi_lut(values, ds), dtype=np.float64)
         if not np.all(np.isfinite(shown)):
             raise ValueError("windowing produced NaN or infinite values")
-        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        scale = 255.0 / (hi - lo) if hi != lo else 0.0
         image = np.clip(np.rint((shown - lo) * scale), 0, 255).astype(np.uint8)
     if str(ds.get("PhotometricInterpretation", "")).strip() == "MONOCHROME1":
         image = 255 - image
@@ -246,7 +252,9 @@ def _display_values(values: np.ndarray, ds: Dataset) -> bool:
 
 
 def _voi_output_range(ds: Dataset) -> tuple[float, float] | None:
-    """The output range of the VOI transform pydicom will apply, or None.
+    """The output range of the VOI transform pydicom will apply, or None:
+    the outputs to show as black and as white (for a window, those of the
+    lowest and the highest input, in that order).
 
     pydicom returns windowed values in the output range of the VOI LUT or
     window but not the range itself, which is what maps to 0-255. It is found
@@ -268,5 +276,8 @@ def _voi_output_range(ds: Dataset) -> tuple[float, float] | None:
     if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
         with np.errstate(over="ignore"):
             ends = apply_windowing(np.array([-1e30, 1e30]), ds)
-        return float(ends.min()), float(ends.max())
+        # in this order, not min and max: pydicom scales the window's output
+        # range by the rescale, so with a negative Rescale Slope the lowest
+        # values come out highest, and only the order maps them to black
+        return float(ends[0]), float(ends[1])
     return None

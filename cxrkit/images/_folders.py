@@ -104,8 +104,10 @@ def patient_groups(X: Iterable[str | os.PathLike]) -> np.ndarray:
 def _is_image_file(path: Path) -> bool:
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return True
-    # Extension-less DICOM files, as PACS exports often write them.
-    return path.suffix == "" and is_dicom_file(path)
+    # DICOM files by their preamble whatever their name: PACS exports often
+    # have none (IM0001) or name them by their UID (1.2.826.0.1...10001,
+    # whose "suffix" is .10001). 132 bytes read per file of another ending.
+    return is_dicom_file(path)
 
 
 def _folder_files(folder: Path) -> list[Path]:

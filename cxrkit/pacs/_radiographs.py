@@ -11,7 +11,9 @@ A DICOM node receives whatever a PACS routes to it. cxrkit reads:
   (a digitised film, as in the sample shipped with cxrkit).
 
 An instance whose Body Part Examined is given and is not the chest is
-refused, and so is anything cxrkit made itself (Manufacturer ``cxrkit``:
+refused, and so is one whose View Position is a lateral or oblique view
+(the models are trained on frontal, AP or PA, films), and anything cxrkit
+made itself (Manufacturer ``cxrkit``:
 the heatmap captures it sends back). The refusal is a C-STORE failure status
 with an Error Comment; the DICOM standard's status classes (PS3.4 Annex
 B.2.3) are used as follows:
@@ -53,6 +55,11 @@ _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 MANUFACTURER = "cxrkit"
 #: Words of Body Part Examined that mean the chest (upper case).
 _CHEST_WORDS = ("CHEST", "THORAX", "LUNG")
+#: View Position codes of lateral and oblique views (DICOM PS3.3
+#: C.8.11.5.1.1; left and right lateral, the four obliques, and the
+#: words some systems write instead). A frontal film is AP or PA; an empty
+#: View Position is read, as many senders leave it empty.
+_NOT_FRONTAL = ("LL", "RL", "LLO", "RLO", "LAO", "RAO", "LPO", "RPO", "LATERAL", "LAT")
 
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_NOT_A_RADIOGRAPH = 0xA900
@@ -123,6 +130,12 @@ def check_radiograph(ds: Dataset) -> None:
     body_part = _text(ds, "BodyPartExamined")
     if body_part and not _is_chest(body_part):
         raise NotARadiographError(f"body part {body_part}, not the chest")
+    view = _text(ds, "ViewPosition")
+    if view in _NOT_FRONTAL or view.startswith("LAT"):
+        raise NotARadiographError(
+            f"view position {view}, a lateral or oblique view: the model reads "
+            "frontal (AP or PA) chest films"
+        )
     if sop_class == _SECONDARY_CAPTURE:
         modality = _text(ds, "Modality")
         if modality not in ("CR", "DX") and not _is_chest(body_part):

@@ -182,11 +182,33 @@ class DecodedUpload:
     display: np.ndarray | None = None
 
 
+def _dicom_pixels(path: str) -> int | None:
+    """Rows x Columns x frames of a DICOM file's header, or None.
+
+    The header only (``stop_before_pixels``): a server refuses a huge image
+    before decoding it, as it does a PNG or JPEG (``read_image`` allows
+    twice Pillow's limit). None when it is not DICOM or has no such header:
+    ``read_image`` then says what is wrong.
+    """
+    if not is_dicom_file(path):
+        return None
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        return int(ds.Rows) * int(ds.Columns) * max(frames, 1)
+    except Exception:  # no pydicom, a damaged header: read_image says so
+        return None
+
+
 def _check_pixels(path: str, filename: str) -> None:
     """Refuse images over Pillow's decompression-bomb limit before decoding.
 
     ``read_image`` refuses twice the limit (Pillow's error) and decodes what
-    lies between with a warning; a server refuses it all, from the header.
+    lies between with a warning; a server refuses it all, from the header:
+    Pillow's for the formats it knows, the DICOM header otherwise (whatever
+    the file is named). A Deflated DICOM is inflated to read its header.
     """
     limit = Image.MAX_IMAGE_PIXELS
     if not limit:
@@ -196,8 +218,11 @@ def _check_pixels(path: str, filename: str) -> None:
             width, height = img.size
     except Image.DecompressionBombError as exc:  # over twice the limit
         size = str(exc).split(" exceeds")[0]
-    except Exception:  # not an image Pillow knows: read_image says what it is
-        return
+    except Exception:  # not an image Pillow knows: DICOM, or read_image says
+        pixels = _dicom_pixels(path)
+        if pixels is None or pixels <= limit:
+            return
+        size = f"{pixels} pixels"
     else:
         if width * height <= limit:
             return
@@ -251,8 +276,8 @@ def decode_upload(
         if keep_dir is not None:
             _keep(tmp.name, keep_dir)
         try:
-            if not is_dicom_file(tmp.name):
-                _check_pixels(tmp.name, filename)
+            # by content, not by name: a PNG sent as x.dcm is checked too
+            _check_pixels(tmp.name, filename)
             image = read_image(tmp.name, size=size)
             display = None
             if display_size:
