@@ -532,7 +532,7 @@ def test_pos_label_is_refused_where_it_would_be_ignored():
     even where the most probable class decides."""
     y = np.array(["NORMAL", "BACTERIA", "VIRUS"] * 4)
     proba = np.full((12, 3), 1 / 3)
-    with pytest.raises(ValueError, match="pass pos_label=None"):
+    with pytest.raises(ValueError, match="leave out pos_label='VIRUS'"):
         clinical_report(y, proba, pos_label="VIRUS", n_bootstrap=0)
     with pytest.raises(ValueError, match="'COVID' is not one of the classes"):
         apply_threshold([[0.2, 0.8]], classes=CLASSES, pos_label="COVID")
@@ -581,6 +581,10 @@ def test_notes_say_when_a_metric_is_undefined_in_resamples_or_classes():
     assert len(note) == 1 and "PPV (precision)" in note[0], report.notes
     share = float(note[0].split("PPV (precision) ")[1].split("%")[0]) / 100
     assert 0.05 < share < 0.25  # about (1 - 1/90)^90 * (1 - 1/10)^10 = 0.13
+    # no note where the metric is undefined in every resample (it is n/a)
+    none_called = clinical_report(y, np.zeros(100), n_bootstrap=200)
+    assert np.isnan(none_called.metrics["ppv"].value)
+    assert not [n for n in none_called.notes if "Undefined" in n]
     # a well-separated model has no such note
     y2, p2 = _binary_data(300)
     assert not [n for n in clinical_report(y2, p2).notes if "Undefined" in n]

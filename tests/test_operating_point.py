@@ -92,6 +92,9 @@ def test_decision_rule_for_other_classes():
     assert decision_rule(three) == DecisionRule(None, None)
     with pytest.raises(ValueError, match="applies to two classes"):
         decision_rule(three, 0.5)
+    # a positive class is refused before any image is decoded, not ignored
+    with pytest.raises(ValueError, match="leave pos_label out"):
+        decision_rule(three, pos_label="B")
     # no default positive class: the most probable class needs none
     pair = DummyClassifier().fit([[0], [1]], ["BACTERIA", "VIRUS"])
     assert decision_rule(pair) == DecisionRule(None, None)

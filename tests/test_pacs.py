@@ -124,6 +124,11 @@ def _echo(address, **kwargs):
         ({"ViewPosition": "RL"}, "view position RL"),
         ({"ViewPosition": "LATERAL"}, "view position LATERAL"),
         ({"ViewPosition": "RAO"}, "oblique view"),
+        ({"ViewPosition": "left lateral"}, "view position LEFT LATERAL"),
+        ({"ViewPosition": "L LAT"}, "view position L LAT"),
+        ({"ViewPosition": "AP SUPINE"}, None),
+        ({"ViewPosition": "LATERAL DECUBITUS"}, None),  # a frontal projection
+        ({"ViewPosition": "LLD"}, None),
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.88.33"}, "not a radiograph"),
         # a secondary capture is read when it says it is a chest radiograph
         ({"SOPClassUID": "1.2.840.10008.5.1.4.1.1.7", "Modality": "OT"}, None),

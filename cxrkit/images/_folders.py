@@ -110,6 +110,14 @@ def _is_image_file(path: Path) -> bool:
     return is_dicom_file(path)
 
 
+def _split_images(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """``files`` as (images, others), each file looked at once."""
+    images, others = [], []
+    for path in files:
+        (images if _is_image_file(path) else others).append(path)
+    return images, others
+
+
 def _folder_files(folder: Path) -> list[Path]:
     """The files under ``folder``, searched recursively, sorted.
 
@@ -126,14 +134,16 @@ def _folder_files(folder: Path) -> list[Path]:
 
 
 def _warn_ignored(ignored: list[Path], stacklevel: int) -> None:
-    """One warning naming the files that were left out for their ending."""
+    """One warning naming the files left out: neither an image ending nor
+    the DICOM preamble."""
     if not ignored:
         return
     shown = ", ".join(str(p) for p in ignored[:10])
     more = f" and {len(ignored) - 10} more" if len(ignored) > 10 else ""
     warnings.warn(
         f"ignored {len(ignored)} file(s) without one of the image endings "
-        f"cxrkit reads ({', '.join(sorted(IMAGE_EXTENSIONS))}): {shown}{more}. "
+        f"cxrkit reads ({', '.join(sorted(IMAGE_EXTENSIONS))}) and without the "
+        f"DICOM preamble: {shown}{more}. "
         "Convert any images among them to PNG or JPEG, or rename them if the "
         "ending is wrong (a .jfif file is a JPEG).",
         UserWarning,
@@ -169,7 +179,8 @@ def load_image_folder(
         A folder with one subfolder per class, as in the Kermany layout
         ``chest_xray/train/{NORMAL,PNEUMONIA}/*.jpeg``. Subfolders are searched
         recursively. Files ending in .jpeg, .jpg, .png, .bmp, .tif(f), .dcm,
-        and extension-less DICOM files are images. Hidden files (``.DS_Store``)
+        and DICOM files of any other name (by their preamble: ``IM0001``,
+        a UID) are images. Hidden files (``.DS_Store``)
         are ignored; other files are ignored with one warning listing them.
     classes : iterable of str, optional
         Subfolders to read, in this order; by default all, sorted by name.
@@ -233,8 +244,8 @@ def load_image_folder(
     X, y, ignored = [], [], []
     for label in wanted:
         files = _folder_files(root / label)
-        images = [p for p in files if _is_image_file(p)]
-        ignored += [p for p in files if not _is_image_file(p)]
+        images, others = _split_images(files)
+        ignored += others
         if not images:
             raise ValueError(
                 f"class folder {root / label} holds no image files "
@@ -254,7 +265,7 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> np.nd
     paths : path or iterable of paths
         Image files (kept as given, whatever their ending) and folders
         (searched recursively for the files ``load_image_folder`` reads:
-        .jpeg, .jpg, .png, .bmp, .tif(f), .dcm and extension-less DICOM;
+        .jpeg, .jpg, .png, .bmp, .tif(f), .dcm and DICOM of any other name;
         hidden files and folders are skipped, other files are left out with
         one warning that lists them). Broken symbolic links with an image
         ending are kept, so that reading them names them as missing.
@@ -292,8 +303,8 @@ def find_images(paths: str | os.PathLike | Iterable[str | os.PathLike]) -> np.nd
             found.append(str(path))
         elif path.is_dir():
             files = _folder_files(path)
-            images = sorted(str(p) for p in files if _is_image_file(p))
-            others = [p for p in files if not _is_image_file(p)]
+            kept, others = _split_images(files)
+            images = sorted(str(p) for p in kept)
             if not images:
                 listed = ""
                 if others:

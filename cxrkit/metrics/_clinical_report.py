@@ -424,7 +424,7 @@ def _undefined_notes(
         if values is None or not len(values):
             continue
         share = float(np.mean(~np.isfinite(values)))
-        if share > UNDEFINED_SHARE:
+        if UNDEFINED_SHARE < share < 1:  # at 1 the metric is n/a, no interval
             found.append(f"{name} {share:.1%}")
     if not found:
         return []

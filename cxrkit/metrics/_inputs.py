@@ -56,8 +56,8 @@ def positive_label(classes: Sequence | np.ndarray, pos_label: Any = None) -> Any
     if len(labels) != 2:
         raise ValueError(
             f"a positive class applies to two classes; there are {len(labels)} "
-            f"({labels}), and each image is given its most probable class: pass "
-            "pos_label=None"
+            f"({labels}), and each image is given its most probable class"
+            + ("" if pos_label is None else f"; leave out pos_label={pos_label!r}")
         )
     if pos_label is None:
         if DEFAULT_POSITIVE in labels:

@@ -55,11 +55,16 @@ _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 MANUFACTURER = "cxrkit"
 #: Words of Body Part Examined that mean the chest (upper case).
 _CHEST_WORDS = ("CHEST", "THORAX", "LUNG")
-#: View Position codes of lateral and oblique views (DICOM PS3.3
-#: C.8.11.5.1.1; left and right lateral, the four obliques, and the
-#: words some systems write instead). A frontal film is AP or PA; an empty
-#: View Position is read, as many senders leave it empty.
-_NOT_FRONTAL = ("LL", "RL", "LLO", "RLO", "LAO", "RAO", "LPO", "RPO", "LATERAL", "LAT")
+#: Words of View Position that mean a lateral or oblique view: DICOM's
+#: codes (PS3.3 C.8.11.5.1.1: LL, RL and the lateral obliques LLO, RLO)
+#: and what some systems write instead (LATERAL, LAT, LEFT LATERAL, the
+#: anterior and posterior obliques). A frontal film is AP or PA; a
+#: decubitus film (LLD, RLD, "LATERAL DECUBITUS") is frontal too, and an
+#: empty View Position is read, as many senders leave it empty.
+_NOT_FRONTAL = frozenset(
+    {"LL", "RL", "LLO", "RLO", "LAO", "RAO", "LPO", "RPO"}
+    | {"LAT", "LATERAL", "LLAT", "RLAT", "OBLIQUE"}
+)
 
 STATUS_OUT_OF_RESOURCES = 0xA700
 STATUS_NOT_A_RADIOGRAPH = 0xA900
@@ -131,7 +136,8 @@ def check_radiograph(ds: Dataset) -> None:
     if body_part and not _is_chest(body_part):
         raise NotARadiographError(f"body part {body_part}, not the chest")
     view = _text(ds, "ViewPosition")
-    if view in _NOT_FRONTAL or view.startswith("LAT"):
+    words = set(view.replace("_", " ").replace("-", " ").split())
+    if words & _NOT_FRONTAL and "DECUBITUS" not in words:
         raise NotARadiographError(
             f"view position {view}, a lateral or oblique view: the model reads "
             "frontal (AP or PA) chest films"

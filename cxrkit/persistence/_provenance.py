@@ -223,7 +223,7 @@ def decision_rule(
         labels (see [`positive_label`][cxrkit.metrics.positive_label]). A
         recorded threshold is on the probability of its own class: with
         another ``pos_label`` it does not apply, and the most probable
-        class is called. Ignored with more than two classes.
+        class is called. Refused with more than two classes.
 
     Returns
     -------
@@ -236,7 +236,8 @@ def decision_rule(
     ------
     ValueError
         A threshold outside [0, 1] or for more than two classes, a
-        ``pos_label`` that is not a class, or a threshold for two classes
+        ``pos_label`` that is not a class or for more than two classes, or
+        a threshold for two classes
         without a default positive class and no ``pos_label``.
 
     Examples
@@ -260,6 +261,12 @@ def decision_rule(
                 f"a threshold applies to two classes; this model has "
                 f"{len(classes)} ({classes}) and predicts the most probable one: "
                 "leave the threshold out"
+            )
+        if pos_label is not None:  # refused, not ignored
+            raise ValueError(
+                f"a positive class applies to two classes; this model has "
+                f"{len(classes)} ({classes}) and predicts the most probable one: "
+                "leave pos_label out"
             )
         return DecisionRule(None, None)
     recorded = getattr(clf, "operating_threshold_", None)
