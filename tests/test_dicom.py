@@ -266,6 +266,29 @@ def test_compressed_without_decoder_names_the_packages(tmp_path, real_gray):
     assert "JPEG-LS" in str(info.value) and "gdcm" in str(info.value)
 
 
+def test_twelve_bit_jpeg_extended_names_a_decoder_pillow_is_not(tmp_path):
+    """Pillow says it decodes JPEG Extended but reads 8-bit samples only:
+    a 12-bit film (pydicom's own JPEG-lossy.dcm) is told what to install,
+    and the DICOM node does not offer the syntax without such a decoder."""
+    from pydicom.data import get_testdata_file
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGExtended12Bit
+
+    from cxrkit.pacs._radiographs import decodable_transfer_syntaxes
+
+    path = get_testdata_file("JPEG-lossy.dcm")
+    assert pydicom.dcmread(path).BitsStored == 12
+    plugins = set(get_decoder(JPEGExtended12Bit).available_plugins)
+    offered = JPEGExtended12Bit in decodable_transfer_syntaxes()
+    if plugins - {"pillow"}:  # pylibjpeg-libjpeg or GDCM installed here
+        assert offered
+        assert read_image(path).dtype == np.uint8
+        return
+    assert not offered
+    with pytest.raises(ImportError, match=r"12-bit.*pylibjpeg-libjpeg.*gdcm"):
+        read_image(path)
+
+
 def test_missing_pydicom_names_the_extra(tmp_path, monkeypatch):
     path = tmp_path / "x.dcm"
     path.write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)

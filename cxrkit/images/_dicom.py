@@ -174,6 +174,17 @@ def _check_header(ds: Dataset, path: str) -> None:
         )
 
 
+#: JPEG Extended (Process 2 and 4): 8- or 12-bit samples, lossy.
+JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
+
+
+def _bits_stored(ds: Dataset) -> int:
+    try:
+        return int(ds.get("BitsStored", 8) or 8)
+    except (TypeError, ValueError):
+        return 8
+
+
 def _decode_pixels(ds: Dataset, path: str) -> np.ndarray:
     from pydicom.pixels import get_decoder
 
@@ -186,6 +197,14 @@ def _decode_pixels(ds: Dataset, path: str) -> np.ndarray:
                 f"DICOM file uses transfer syntax {syntax} ({syntax.name}), which "
                 f"no decoder supports: {path}"
             ) from None
+        twelve_bit = syntax == JPEG_EXTENDED and _bits_stored(ds) > 8
+        if twelve_bit and set(decoder.available_plugins) <= {"pillow"}:
+            raise ImportError(
+                f"{path} holds JPEG Extended pixel data with "
+                f"{_bits_stored(ds)}-bit samples, which Pillow cannot decode; "
+                "install pylibjpeg and pylibjpeg-libjpeg (pip install pylibjpeg "
+                "pylibjpeg-libjpeg) or GDCM (pip install python-gdcm)"
+            )
         if not decoder.is_available:
             missing = "; ".join(decoder.missing_dependencies)
             raise ImportError(

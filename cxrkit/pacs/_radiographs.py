@@ -177,8 +177,9 @@ def decodable_transfer_syntaxes() -> list[str]:
 
     The uncompressed ones always; a compressed one when pydicom has a
     decoder for it here (Pillow: JPEG baseline and JPEG 2000; pyjpegls:
-    JPEG-LS; numpy: RLE). A listener offers only these, so it never
-    acknowledges an instance it cannot read.
+    JPEG-LS; numpy: RLE; JPEG Extended, usually 12-bit, only with
+    pylibjpeg-libjpeg or GDCM, as Pillow reads 8 bits). A listener offers
+    only these, so it never acknowledges an instance it cannot read.
     """
     from pydicom import uid
     from pydicom.pixels import get_decoder
@@ -201,9 +202,15 @@ def decodable_transfer_syntaxes() -> list[str]:
         uid.RLELossless,
     ):
         try:
-            available = get_decoder(syntax).is_available
+            plugins = set(get_decoder(syntax).available_plugins)
         except NotImplementedError:
-            available = False
-        if available:
+            plugins = set()
+        if syntax == uid.JPEGExtended12Bit:
+            # Pillow reports itself available but decodes 8-bit samples
+            # only, and this syntax's samples are often 12-bit: offered with
+            # a decoder that reads them, else the sender has to send such a
+            # film in a syntax offered
+            plugins -= {"pillow"}
+        if plugins:
             syntaxes.append(syntax)
     return syntaxes
