@@ -242,7 +242,13 @@ def test_100_radiographs_yield_100_reports_in_orthanc(
     to_cxrkit = _storescu(DicomNode(LISTENER_AE, host, port), radiographs)
     assert to_cxrkit.returncode == 0, to_cxrkit.stderr
     assert listener.wait_idle(120)
-    assert listener.stats.reported == N_RADIOGRAPHS
+    # every count in the message: a refusal (A700 when the queue stays full
+    # on a loaded machine), a duplicate or a failure reads as what it was
+    counts = {
+        k: getattr(listener.stats, k)
+        for k in ("received", "duplicates", "refused", "failed")
+    }
+    assert listener.stats.reported == N_RADIOGRAPHS, counts
     assert listener.stats.failed == 0
 
     reports = _reports_in_orthanc(orthanc)
