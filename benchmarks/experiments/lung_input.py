@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
+    if not 0 < args.level <= 1:
+        parser.error(f"--level must be in (0, 1], got {args.level}")
 
     def lungs(image: np.ndarray) -> np.ndarray:
         mask = lung_mask(*image.shape, args.level)

@@ -174,19 +174,17 @@ def _check_header(ds: Dataset, path: str) -> None:
         )
 
 
-#: JPEG Extended (Process 2 and 4): 8- or 12-bit samples, lossy.
-JPEG_EXTENDED = "1.2.840.10008.1.2.4.51"
-
-
-def _bits_stored(ds: Dataset) -> int:
+def _bits_stored(ds: Dataset, default: int) -> int:
+    """Bits Stored, or ``default`` when it is missing or damaged."""
     try:
-        return int(ds.get("BitsStored", 8) or 8)
+        return int(ds.get("BitsStored", default) or default)
     except (TypeError, ValueError):
-        return 8
+        return default
 
 
 def _decode_pixels(ds: Dataset, path: str) -> np.ndarray:
     from pydicom.pixels import get_decoder
+    from pydicom.uid import JPEGExtended12Bit
 
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     if syntax is not None and syntax.is_compressed:
@@ -197,11 +195,12 @@ def _decode_pixels(ds: Dataset, path: str) -> np.ndarray:
                 f"DICOM file uses transfer syntax {syntax} ({syntax.name}), which "
                 f"no decoder supports: {path}"
             ) from None
-        twelve_bit = syntax == JPEG_EXTENDED and _bits_stored(ds) > 8
+        bits = _bits_stored(ds, default=8)
+        twelve_bit = syntax == JPEGExtended12Bit and bits > 8
         if twelve_bit and set(decoder.available_plugins) <= {"pillow"}:
             raise ImportError(
                 f"{path} holds JPEG Extended pixel data with "
-                f"{_bits_stored(ds)}-bit samples, which Pillow cannot decode; "
+                f"{bits}-bit samples, which Pillow cannot decode; "
                 "install pylibjpeg and pylibjpeg-libjpeg (pip install pylibjpeg "
                 "pylibjpeg-libjpeg) or GDCM (pip install python-gdcm)"
             )
@@ -256,12 +255,8 @@ def _display_values(values: np.ndarray, ds: Dataset) -> bool:
     """Whether window-less ``values`` are 8-bit grey levels as they stand:
     at most 8 bits stored, unsigned, integers in 0-255 after the modality
     transform (a rescale that leaves that range needs a stretch)."""
-    try:
-        bits = int(ds.get("BitsStored", 16) or 16)
-    except (TypeError, ValueError):
-        return False
     return (
-        bits <= 8
+        _bits_stored(ds, default=16) <= 8
         and int(ds.get("PixelRepresentation", 0) or 0) == 0
         and values.dtype.kind in "iu"
         and values.size > 0
